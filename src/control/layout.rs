@@ -1,0 +1,274 @@
+//! The `#[repr(C)]` layout of the control file, field by field.
+//!
+//! Everything in the file is an atomic: the file is shared by processes that
+//! write it concurrently, so no field is ever read or written through a plain
+//! load or a `&mut`. A zero-filled file is a valid (empty) block, which is
+//! what `ftruncate` gives us.
+//!
+//! | offset | size   | field | written by |
+//! |-------:|-------:|-------|------------|
+//! | 0      | 8      | `magic` = `b"KILLSWCH"` (little-endian u64) | creator |
+//! | 8      | 4      | `version` = major << 16 \| minor, **written last, Release** | creator |
+//! | 12     | 4      | `header_flags` (reserved, 0) | creator |
+//! | 16     | 8      | `file_len` in bytes | creator |
+//! | 24     | 8      | `created_wall_ns` (Unix ns) | creator |
+//! | 32     | 8      | `creator_pid` | creator |
+//! | 40     | 8      | `owner_pid` of the attached engine (0 = none) | engine |
+//! | 48     | 8      | `owner_start_ticks` (`/proc/<pid>/stat` field 22, guards against pid reuse) | engine |
+//! | 56     | 8      | `heartbeat_mono_ns` (`CLOCK_MONOTONIC`) | engine |
+//! | 64     | 8      | `heartbeat_count` | engine |
+//! | 72     | 32     | `engine_name` (length byte + up to 31 bytes UTF-8) | creator |
+//! | 104    | 24     | reserved | - |
+//! | 128    | 128    | **state word** (`AtomicU64`, alone on its line), see [`super::state`] | trip / reset |
+//! | 256    | 128    | gateway status: `acked_generation`, `acked_mono_ns`, `orders_sent`, `cancels_sent` | gateway thread |
+//! | 384    | 256    | drain status ([`DrainStatus`]) | drain thread |
+//! | 640    | 128    | `audit_head`: tickets handed out to audit writers | trip / reset |
+//! | 768    | 64×256 | audit ring ([`AuditSlot`]), slot = ticket % 64 | trip / reset |
+//! | 17152  | 5504   | scope levels, one byte per name: venues 64, strategies 256, instruments 4096, accounts 1024 (5440 bytes, padded) | scoped trip |
+//! | 22656  | 174080 | name tables, 32 bytes per name, same order and sizes | registration |
+//! | 196736 |        | end of file (`FILE_LEN`) | |
+//!
+//! Compatibility: a reader refuses a file whose major version differs from
+//! [`VERSION_MAJOR`]; minor versions only add fields inside reserved space.
+
+use std::mem::{offset_of, size_of};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
+
+/// `b"KILLSWCH"` read as a little-endian `u64`.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"KILLSWCH");
+/// Layout major version; a different major is refused.
+pub const VERSION_MAJOR: u16 = 1;
+/// Layout minor version; informational.
+pub const VERSION_MINOR: u16 = 0;
+/// Slots in the audit ring.
+pub const AUDIT_SLOTS: usize = 64;
+/// Bytes of reason text kept per audit entry.
+pub const REASON_BYTES: usize = 128;
+/// Longest name (venue, strategy, instrument, account, engine) in bytes.
+pub const NAME_BYTES: usize = 31;
+/// Number of venue names.
+pub const VENUES: usize = 64;
+/// Number of strategy names.
+pub const STRATEGIES: usize = 256;
+/// Number of instrument names.
+pub const INSTRUMENTS: usize = 4096;
+/// Number of account (trader / desk / client) names.
+pub const ACCOUNTS: usize = 1024;
+
+/// Pads its content to a 128-byte line of its own (two 64-byte lines, because
+/// x86-64 prefetches adjacent lines in pairs).
+#[repr(C, align(128))]
+pub struct Line<T>(pub T);
+
+/// File header (128 bytes).
+#[repr(C)]
+pub struct Header {
+    /// `MAGIC`.
+    pub magic: AtomicU64,
+    /// `major << 16 | minor`, stored last with Release by the creator.
+    pub version: AtomicU32,
+    /// Reserved, 0.
+    pub header_flags: AtomicU32,
+    /// Size of the file in bytes, `FILE_LEN`.
+    pub file_len: AtomicU64,
+    /// Creation time, Unix nanoseconds.
+    pub created_wall_ns: AtomicU64,
+    /// Pid of the process that created the file.
+    pub creator_pid: AtomicU64,
+    /// Pid of the engine attached to the block, 0 when none.
+    pub owner_pid: AtomicU64,
+    /// Start time of `owner_pid` in clock ticks since boot.
+    pub owner_start_ticks: AtomicU64,
+    /// Last heartbeat of the engine, `CLOCK_MONOTONIC` ns.
+    pub heartbeat_mono_ns: AtomicU64,
+    /// Heartbeats written so far.
+    pub heartbeat_count: AtomicU64,
+    /// Engine name: length byte then bytes.
+    pub engine_name: [AtomicU64; 4],
+    _reserved: [AtomicU64; 3],
+}
+
+/// What the gateway thread publishes (one line).
+#[repr(C)]
+pub struct GatewayStatus {
+    /// Highest state-word generation the gateway has observed and obeys.
+    pub acked_generation: AtomicU64,
+    /// When it acknowledged it, `CLOCK_MONOTONIC` ns.
+    pub acked_mono_ns: AtomicU64,
+    /// New orders written to venues since start.
+    pub orders_sent: AtomicU64,
+    /// Cancels (single or mass) written to venues since start.
+    pub cancels_sent: AtomicU64,
+}
+
+/// Phase of the drain, as published in [`DrainStatus::phase`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[repr(u8)]
+pub enum DrainPhase {
+    /// No drain has run since the engine attached.
+    Idle = 0,
+    /// Kill seen; waiting for the gateway to acknowledge the generation.
+    AwaitingGatewayAck = 1,
+    /// Cancels sent, waiting for acknowledgements.
+    Cancelling = 2,
+    /// Writing the quick checkpoint.
+    Checkpointing = 3,
+    /// Finished: every order is terminal or reported unknown, checkpoint done.
+    Done = 4,
+    /// Finished with a failure (see the counters and the engine's log).
+    Failed = 5,
+}
+
+impl DrainPhase {
+    /// Decodes a stored byte; unknown values read as `Failed` so a damaged
+    /// file never claims success.
+    pub fn from_u64(v: u64) -> DrainPhase {
+        match v {
+            0 => DrainPhase::Idle,
+            1 => DrainPhase::AwaitingGatewayAck,
+            2 => DrainPhase::Cancelling,
+            3 => DrainPhase::Checkpointing,
+            4 => DrainPhase::Done,
+            _ => DrainPhase::Failed,
+        }
+    }
+}
+
+/// What the drain thread publishes (two lines), so an external tool can
+/// follow an emergency without talking to the engine.
+#[repr(C, align(128))]
+pub struct DrainStatus {
+    /// State-word generation this drain is working on.
+    pub generation: AtomicU64,
+    /// [`DrainPhase`] as u64.
+    pub phase: AtomicU64,
+    /// Open orders in scope when the registry was snapshotted.
+    pub open_at_snapshot: AtomicU64,
+    /// Cancel requests sent (single cancels count one each, a mass cancel counts once).
+    pub cancels_sent: AtomicU64,
+    /// Orders confirmed terminal (cancelled, filled, rejected) since the snapshot.
+    pub orders_confirmed: AtomicU64,
+    /// Orders marked `CancelUnknown` at the deadline.
+    pub orders_unknown: AtomicU64,
+    /// Fills applied while cancels were in flight.
+    pub fills_during_drain: AtomicU64,
+    /// Journal sequence number of the quick checkpoint, 0 when none yet.
+    pub checkpoint_seq: AtomicU64,
+    /// When the drain saw the trip (`CLOCK_MONOTONIC` ns).
+    pub t_trip_seen: AtomicU64,
+    /// When the gateway acknowledged the generation.
+    pub t_gateway_ack: AtomicU64,
+    /// When the first cancel was enqueued for the gateway.
+    pub t_first_cancel: AtomicU64,
+    /// When the last open order became terminal or unknown.
+    pub t_last_ack: AtomicU64,
+    /// When the quick checkpoint was written.
+    pub t_checkpoint: AtomicU64,
+    /// When the drain finished.
+    pub t_done: AtomicU64,
+    /// When the trip that started this drain was made (copied from the audit record).
+    pub t_trip: AtomicU64,
+    _reserved: [AtomicU64; 17],
+}
+
+/// One audit entry: a trip, a no-op trip or a reset. A seqlock guards it:
+/// `seq` is `2*ticket + 1` while the writer fills it and `2*ticket + 2` when
+/// complete; a reader keeps a copy only if `seq` was even and unchanged.
+#[repr(C, align(128))]
+pub struct AuditSlot {
+    /// Seqlock word.
+    pub seq: AtomicU64,
+    /// kind u8 | mode u8 << 8 | source u8 << 16 | scope kind u8 << 24 |
+    /// scope index u16 << 32 | reason length u8 << 48 | flags u8 << 56.
+    pub meta: AtomicU64,
+    /// State-word generation after the event.
+    pub generation: AtomicU64,
+    /// pid (low 32 bits) | uid (high 32 bits) of the process that wrote it.
+    pub ids: AtomicU64,
+    /// `CLOCK_MONOTONIC` ns.
+    pub mono_ns: AtomicU64,
+    /// Unix ns.
+    pub wall_ns: AtomicU64,
+    /// Reason text, UTF-8, truncated at a character boundary.
+    pub reason: [AtomicU64; REASON_BYTES / 8],
+    _reserved: [AtomicU64; 10],
+}
+
+/// One byte per name: the mode level a scoped trip put on it (0..=3).
+#[repr(C, align(128))]
+pub struct ScopeLevels {
+    /// Per venue.
+    pub venues: [AtomicU8; VENUES],
+    /// Per strategy.
+    pub strategies: [AtomicU8; STRATEGIES],
+    /// Per instrument.
+    pub instruments: [AtomicU8; INSTRUMENTS],
+    /// Per account.
+    pub accounts: [AtomicU8; ACCOUNTS],
+}
+
+/// A name slot: word 0 holds the length byte and the first 7 bytes and is
+/// written last (Release); words 1..=3 hold the rest.
+pub type NameSlot = [AtomicU64; 4];
+
+/// The name tables that map names to scope indices.
+#[repr(C, align(128))]
+pub struct NameTables {
+    /// Venue names.
+    pub venues: [NameSlot; VENUES],
+    /// Strategy names.
+    pub strategies: [NameSlot; STRATEGIES],
+    /// Instrument names.
+    pub instruments: [NameSlot; INSTRUMENTS],
+    /// Account names.
+    pub accounts: [NameSlot; ACCOUNTS],
+}
+
+/// The whole file.
+#[repr(C)]
+pub struct Layout {
+    /// Header.
+    pub header: Header,
+    /// The state word.
+    pub state: Line<AtomicU64>,
+    /// Gateway status.
+    pub gateway: Line<GatewayStatus>,
+    /// Drain status.
+    pub drain: DrainStatus,
+    /// Audit tickets.
+    pub audit_head: Line<AtomicU64>,
+    /// Audit ring.
+    pub audit: [AuditSlot; AUDIT_SLOTS],
+    /// Scope levels.
+    pub levels: ScopeLevels,
+    /// Name tables.
+    pub names: NameTables,
+}
+
+/// Size of the control file in bytes.
+pub const FILE_LEN: usize = size_of::<Layout>();
+
+const _: () = {
+    assert!(size_of::<Header>() == 128);
+    assert!(offset_of!(Header, version) == 8);
+    assert!(offset_of!(Header, file_len) == 16);
+    assert!(offset_of!(Header, owner_pid) == 40);
+    assert!(offset_of!(Header, heartbeat_mono_ns) == 56);
+    assert!(offset_of!(Header, engine_name) == 72);
+    assert!(offset_of!(Layout, state) == 128);
+    assert!(offset_of!(Layout, gateway) == 256);
+    assert!(offset_of!(Layout, drain) == 384);
+    assert!(size_of::<DrainStatus>() == 256);
+    assert!(offset_of!(Layout, audit_head) == 640);
+    assert!(offset_of!(Layout, audit) == 768);
+    assert!(size_of::<AuditSlot>() == 256);
+    assert!(offset_of!(Layout, levels) == 17152);
+    assert!(size_of::<ScopeLevels>() == 5504);
+    assert!(offset_of!(Layout, names) == 22656);
+    assert!(size_of::<NameTables>() == 174080);
+    assert!(FILE_LEN == 196736);
+    // Every field is an atomic, and atomics have the size and alignment of
+    // their integer, so the byte offsets above are the file format.
+    assert!(size_of::<AtomicU64>() == 8 && std::mem::align_of::<AtomicU64>() == 8);
+};

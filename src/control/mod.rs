@@ -1,0 +1,804 @@
+//! The shared-memory control block: the kill flag every process agrees on.
+//!
+//! One file per engine, `killswitch.<name>` in `/dev/shm` (or `$KILLSWITCH_DIR`,
+//! or a directory given explicitly), mode 0600, mapped with
+//! [`memmap2::MmapRaw`]. The engine's gate reads its state word on every
+//! order; the `killswitch` CLI, signal handlers, the watchdog and the admin
+//! endpoint write it. The layout is in [`layout`], the state word's encoding
+//! in [`state`], the audit ring in [`audit`].
+//!
+//! The switch **latches**: the file outlives the engine (until reboot or
+//! `killswitch remove`), so an engine that restarts after a kill opens the
+//! block, finds `KILL`, and does not trade until an operator resets it.
+//!
+//! # Invariants
+//! * All access to the mapping goes through atomics (`&Layout` is sound
+//!   because every field is interior-mutable); no `&mut` ever points into it.
+//! * A file is only ever seen fully initialised: it is built under a temporary
+//!   name and `link(2)`ed into place, which fails if the name exists; the
+//!   version word is also stored last with Release for readers of a block
+//!   being built in place.
+//! * Global trips are lock-free and async-signal-safe. Scoped trips, resets
+//!   and name registration take an exclusive `flock` on the file, so a reset
+//!   can never erase the scope table entry of a scoped trip that lands after it.
+
+pub mod audit;
+pub mod layout;
+mod names;
+pub mod state;
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use memmap2::{MmapOptions, MmapRaw};
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::clock::{mono_ns, wall_ns};
+pub use audit::{AuditEntry, AuditKind, Source};
+pub use layout::{DrainPhase, DrainStatus, GatewayStatus, Layout, FILE_LEN};
+use layout::{MAGIC, NAME_BYTES, VERSION_MAJOR, VERSION_MINOR};
+pub use names::{valid_name, ScopeKind};
+pub use state::{Mode, StateWord, Transition};
+
+/// Environment variable that overrides the control-file directory.
+pub const DIR_ENV: &str = "KILLSWITCH_DIR";
+/// Default control-file directory.
+pub const DEFAULT_DIR: &str = "/dev/shm";
+
+/// Errors opening or changing a control block. Each message names the file
+/// and says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No file at the path.
+    #[error("control file {path} does not exist: start the engine (it creates it) or run `killswitch init --name {name}`; check --dir / KILLSWITCH_DIR")]
+    NotFound {
+        /// The path tried.
+        path: PathBuf,
+        /// Engine name.
+        name: String,
+    },
+    /// `create` found a file already there.
+    #[error("control file {path} already exists: use it as it is, or `killswitch remove --name {name}` first")]
+    AlreadyExists {
+        /// The path.
+        path: PathBuf,
+        /// Engine name.
+        name: String,
+    },
+    /// An I/O error on the file.
+    #[error("control file {path}: {source} (check that the directory exists and the file is yours, mode 0600)")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// The file has the wrong size.
+    #[error("control file {path} is {found} bytes, expected {expected}: it is truncated or not a killswitch control file; inspect it, then `killswitch remove --force` and recreate")]
+    WrongSize {
+        /// The path.
+        path: PathBuf,
+        /// Actual size.
+        found: u64,
+        /// Size of this layout.
+        expected: u64,
+    },
+    /// The magic number is wrong.
+    #[error("control file {path} has magic {found:#018x}, not \"KILLSWCH\": it is not a killswitch control file; check --dir and --name")]
+    BadMagic {
+        /// The path.
+        path: PathBuf,
+        /// The value found.
+        found: u64,
+    },
+    /// A layout major version this build does not know.
+    #[error("control file {path} has layout version {major}.{minor}, this build reads {VERSION_MAJOR}.x: use the killswitch binary built with the engine")]
+    UnsupportedVersion {
+        /// The path.
+        path: PathBuf,
+        /// Major version found.
+        major: u16,
+        /// Minor version found.
+        minor: u16,
+    },
+    /// The version word is still 0.
+    #[error("control file {path} is not initialised (version 0): its creator died while building it; `killswitch remove --force` it")]
+    NotInitialised {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A name outside the allowed alphabet or length.
+    #[error(
+        "invalid {what} name {name:?}: use 1 to {NAME_BYTES} characters from A-Z a-z 0-9 _ - . : /"
+    )]
+    InvalidName {
+        /// What the name is for.
+        what: &'static str,
+        /// The name given.
+        name: String,
+    },
+    /// No free slot in a name table.
+    #[error("the {kind} name table of {path} is full ({capacity} names): remove the block after the engine stops, or use fewer names")]
+    NamesFull {
+        /// The path.
+        path: PathBuf,
+        /// The table.
+        kind: ScopeKind,
+        /// Its capacity.
+        capacity: usize,
+    },
+    /// A different live process owns the block.
+    #[error("control file {path} is owned by engine pid {pid}, which is alive: two engines on one block would fight; stop it or use another --name")]
+    OwnedByLiveProcess {
+        /// The path.
+        path: PathBuf,
+        /// The owner.
+        pid: u32,
+    },
+    /// A reset's preconditions failed and it was not forced.
+    #[error("reset refused: {why}; reconcile with the venues first, then rerun with --force (the force is recorded)")]
+    ResetRefused {
+        /// Why.
+        why: String,
+    },
+}
+
+/// Shorthand.
+pub type Result<T> = std::result::Result<T, ControlError>;
+
+/// The directory control files live in: `$KILLSWITCH_DIR`, else `/dev/shm`.
+pub fn default_dir() -> PathBuf {
+    std::env::var_os(DIR_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR))
+}
+
+/// `dir/killswitch.<name>`.
+pub fn path_for(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("killswitch.{name}"))
+}
+
+fn check_name(what: &'static str, name: &str) -> Result<()> {
+    // Engine names become file names: no '/', no leading '.'.
+    let path_safe = what != "engine" || !(name.contains('/') || name.starts_with('.'));
+    if valid_name(name) && path_safe {
+        Ok(())
+    } else {
+        Err(ControlError::InvalidName {
+            what,
+            name: name.to_string(),
+        })
+    }
+}
+
+/// A trip request.
+#[derive(Clone, Debug)]
+pub struct TripRequest {
+    /// Mode to escalate to.
+    pub mode: Mode,
+    /// Scopes to trip; empty for a global trip.
+    pub scopes: Vec<(ScopeKind, String)>,
+    /// Who asks.
+    pub source: Source,
+    /// Why (kept in the audit ring).
+    pub reason: String,
+}
+
+/// What a trip did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TripOutcome {
+    /// The state word change (or lack of it).
+    pub transition: Transition,
+    /// Audit ticket of the record.
+    pub ticket: u64,
+}
+
+/// A reset request.
+#[derive(Clone, Debug)]
+pub struct ResetRequest {
+    /// Who asks.
+    pub source: Source,
+    /// Why.
+    pub reason: String,
+    /// Reset even though preconditions fail (recorded).
+    pub force: bool,
+}
+
+/// The engine attached to a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct OwnerInfo {
+    /// Its pid, 0 when none.
+    pub pid: u32,
+    /// True when that pid is alive and is the same process (start time matches).
+    pub alive: bool,
+}
+
+/// An open control block.
+pub struct ControlBlock {
+    map: MmapRaw,
+    path: PathBuf,
+    name: String,
+}
+
+// SAFETY: the mapping is shared memory that every field of `Layout` accesses
+// through atomics only, so sharing the handle between threads adds nothing
+// that other processes do not already do; `MmapRaw` is a pointer and a length
+// that live as long as the handle.
+unsafe impl Send for ControlBlock {}
+// SAFETY: as above: all access through `&Layout` is atomic.
+unsafe impl Sync for ControlBlock {}
+
+impl std::fmt::Debug for ControlBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlBlock")
+            .field("path", &self.path)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl ControlBlock {
+    /// Creates `dir/killswitch.<name>`; fails if it exists.
+    pub fn create(dir: &Path, name: &str) -> Result<ControlBlock> {
+        check_name("engine", name)?;
+        let path = path_for(dir, name);
+        let io_err = |source| ControlError::Io {
+            path: path.clone(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(io_err)?;
+        let tmp = dir.join(format!(".killswitch.{name}.{}.tmp", std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io_err)?;
+        let built = (|| {
+            file.set_permissions(fs::Permissions::from_mode(0o600))?;
+            file.set_len(FILE_LEN as u64)?;
+            let map = MmapOptions::new().len(FILE_LEN).map_raw(&file)?;
+            let block = ControlBlock {
+                map,
+                path: path.clone(),
+                name: name.to_string(),
+            };
+            let h = &block.layout().header;
+            h.magic.store(MAGIC, Ordering::Relaxed);
+            h.file_len.store(FILE_LEN as u64, Ordering::Relaxed);
+            h.created_wall_ns.store(wall_ns(), Ordering::Relaxed);
+            h.creator_pid
+                .store(std::process::id() as u64, Ordering::Relaxed);
+            let mut nm = [0u8; 32];
+            nm[0] = name.len() as u8;
+            nm[1..1 + name.len()].copy_from_slice(name.as_bytes());
+            audit::store_bytes(&h.engine_name, &nm);
+            h.version.store(
+                (VERSION_MAJOR as u32) << 16 | VERSION_MINOR as u32,
+                Ordering::Release,
+            );
+            file.sync_all()?;
+            io::Result::Ok(block)
+        })();
+        let block = match built {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(io_err(e));
+            }
+        };
+        // link(2) publishes the finished file atomically and refuses to
+        // replace an existing one (which may hold a latched kill).
+        let linked = fs::hard_link(&tmp, &path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(block),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                Err(ControlError::AlreadyExists {
+                    path,
+                    name: name.to_string(),
+                })
+            }
+            Err(e) => Err(io_err(e)),
+        }
+    }
+
+    /// Opens an existing block by directory and engine name.
+    pub fn open(dir: &Path, name: &str) -> Result<ControlBlock> {
+        check_name("engine", name)?;
+        Self::open_path_named(&path_for(dir, name), name)
+    }
+
+    /// Opens the block if it exists (keeping any latched trip), else creates it.
+    pub fn open_or_create(dir: &Path, name: &str) -> Result<ControlBlock> {
+        match Self::open(dir, name) {
+            Err(ControlError::NotFound { .. }) => match Self::create(dir, name) {
+                Err(ControlError::AlreadyExists { .. }) => Self::open(dir, name),
+                other => other,
+            },
+            other => other,
+        }
+    }
+
+    /// Opens a control file by path, validating size, magic and version
+    /// before anything else is read.
+    pub fn open_path(path: &Path) -> Result<ControlBlock> {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("killswitch."))
+            .unwrap_or("?")
+            .to_string();
+        Self::open_path_named(path, &name)
+    }
+
+    fn open_path_named(path: &Path, name: &str) -> Result<ControlBlock> {
+        let io_err = |source: io::Error| {
+            if source.kind() == io::ErrorKind::NotFound {
+                ControlError::NotFound {
+                    path: path.to_path_buf(),
+                    name: name.to_string(),
+                }
+            } else {
+                ControlError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io_err)?;
+        let len = file.metadata().map_err(io_err)?.len();
+        if len != FILE_LEN as u64 {
+            return Err(ControlError::WrongSize {
+                path: path.to_path_buf(),
+                found: len,
+                expected: FILE_LEN as u64,
+            });
+        }
+        let map = MmapOptions::new()
+            .len(FILE_LEN)
+            .map_raw(&file)
+            .map_err(io_err)?;
+        let block = ControlBlock {
+            map,
+            path: path.to_path_buf(),
+            name: name.to_string(),
+        };
+        let h = &block.layout().header;
+        let version = h.version.load(Ordering::Acquire);
+        let magic = h.magic.load(Ordering::Relaxed);
+        if magic != MAGIC {
+            return Err(if magic == 0 && version == 0 {
+                ControlError::NotInitialised {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                ControlError::BadMagic {
+                    path: path.to_path_buf(),
+                    found: magic,
+                }
+            });
+        }
+        if version == 0 {
+            return Err(ControlError::NotInitialised {
+                path: path.to_path_buf(),
+            });
+        }
+        let (major, minor) = ((version >> 16) as u16, version as u16);
+        if major != VERSION_MAJOR || h.file_len.load(Ordering::Relaxed) != FILE_LEN as u64 {
+            return Err(ControlError::UnsupportedVersion {
+                path: path.to_path_buf(),
+                major,
+                minor,
+            });
+        }
+        Ok(block)
+    }
+
+    /// Deletes the control file of `name` in `dir`. Refuses while a live
+    /// engine owns it unless `force`. Removing a block clears a latched
+    /// kill, so the CLI asks for `--confirm`.
+    pub fn remove(dir: &Path, name: &str, force: bool) -> Result<PathBuf> {
+        let path = path_for(dir, name);
+        match Self::open(dir, name) {
+            Ok(block) => {
+                let owner = block.owner();
+                if owner.alive && !force {
+                    return Err(ControlError::OwnedByLiveProcess {
+                        path,
+                        pid: owner.pid,
+                    });
+                }
+            }
+            Err(ControlError::NotFound { .. }) => {
+                return Err(ControlError::NotFound {
+                    path,
+                    name: name.to_string(),
+                })
+            }
+            Err(e) if !force => return Err(e),
+            Err(_) => {}
+        }
+        fs::remove_file(&path).map_err(|source| ControlError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(path)
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The engine name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The mapped layout. Every field is atomic.
+    #[inline]
+    pub fn layout(&self) -> &Layout {
+        // SAFETY: the mapping is FILE_LEN bytes (checked at open/create),
+        // page-aligned (so aligned for Layout), lives as long as `self`, and
+        // every field of Layout is an atomic, so a shared reference to memory
+        // that other threads and processes mutate is sound; a zero-filled
+        // file is a valid Layout.
+        unsafe { &*(self.map.as_ptr() as *const Layout) }
+    }
+
+    /// The state word itself, for the gate and the gateway.
+    #[inline]
+    pub fn state_atomic(&self) -> &AtomicU64 {
+        &self.layout().state.0
+    }
+
+    /// A copy of the state word (Acquire).
+    #[inline]
+    pub fn state(&self) -> StateWord {
+        StateWord(self.state_atomic().load(Ordering::Acquire))
+    }
+
+    /// The gateway's published status.
+    pub fn gateway_status(&self) -> &GatewayStatus {
+        &self.layout().gateway.0
+    }
+
+    /// The drain's published status.
+    pub fn drain_status(&self) -> &DrainStatus {
+        &self.layout().drain
+    }
+
+    /// Escalates the global mode without taking any lock: async-signal-safe
+    /// (atomics, `getpid`, `getuid`, `clock_gettime` only), so a signal
+    /// handler calls this directly. `reason` should be a static string there.
+    pub fn trip_global(&self, mode: Mode, source: Source, reason: &str) -> TripOutcome {
+        let transition = state::trip_word(self.state_atomic(), mode);
+        let kind = match transition {
+            Transition::Changed { .. } => AuditKind::Trip,
+            Transition::Unchanged(_) => AuditKind::TripNoop,
+        };
+        let ticket = audit::write(
+            self.layout(),
+            &audit::AuditWrite {
+                kind,
+                mode,
+                source,
+                scope: None,
+                generation: transition.current().generation(),
+                reason,
+                flags: 0,
+                mono_ns: mono_ns(),
+                wall_ns: wall_ns(),
+            },
+        );
+        TripOutcome { transition, ticket }
+    }
+
+    /// Trips globally (no scopes) or for the given scopes.
+    pub fn trip(&self, req: &TripRequest) -> Result<TripOutcome> {
+        if req.mode == Mode::Normal {
+            return Err(ControlError::InvalidName {
+                what: "mode",
+                name: "normal (use reset)".into(),
+            });
+        }
+        if req.scopes.is_empty() {
+            return Ok(self.trip_global(req.mode, req.source, &req.reason));
+        }
+        for (kind, name) in &req.scopes {
+            check_name(kind.as_str(), name)?;
+        }
+        let _lock = self.lock()?;
+        let mut raised = Vec::with_capacity(req.scopes.len());
+        for (kind, name) in &req.scopes {
+            let idx = self.register_locked(*kind, name)?;
+            let prev = kind.levels(&self.layout().levels)[idx as usize]
+                .fetch_max(req.mode as u8, Ordering::AcqRel);
+            raised.push((*kind, idx, prev < req.mode as u8));
+        }
+        let any_raised = raised.iter().any(|r| r.2);
+        let transition = if any_raised || !self.state().scoped() {
+            state::scope_word(self.state_atomic())
+        } else {
+            Transition::Unchanged(self.state())
+        };
+        let mut ticket = 0;
+        for (kind, idx, was_raised) in raised {
+            ticket = audit::write(
+                self.layout(),
+                &audit::AuditWrite {
+                    kind: if was_raised {
+                        AuditKind::Trip
+                    } else {
+                        AuditKind::TripNoop
+                    },
+                    mode: req.mode,
+                    source: req.source,
+                    scope: Some((kind, idx)),
+                    generation: transition.current().generation(),
+                    reason: &req.reason,
+                    flags: 0,
+                    mono_ns: mono_ns(),
+                    wall_ns: wall_ns(),
+                },
+            );
+        }
+        Ok(TripOutcome { transition, ticket })
+    }
+
+    /// Clears every mode and scope. Refused while the drain reports orders in
+    /// an unknown state, unless forced (and a forced reset is recorded).
+    ///
+    /// This is the seam for later preconditions (unreconciled positions).
+    pub fn reset(&self, req: &ResetRequest) -> Result<TripOutcome> {
+        let _lock = self.lock()?;
+        let blockers = self.reset_blockers();
+        let record = |kind, generation, flags| {
+            audit::write(
+                self.layout(),
+                &audit::AuditWrite {
+                    kind,
+                    mode: self.state().mode(),
+                    source: req.source,
+                    scope: None,
+                    generation,
+                    reason: &req.reason,
+                    flags,
+                    mono_ns: mono_ns(),
+                    wall_ns: wall_ns(),
+                },
+            )
+        };
+        if !blockers.is_empty() && !req.force {
+            record(AuditKind::ResetRefused, self.state().generation(), 0);
+            return Err(ControlError::ResetRefused {
+                why: blockers.join("; "),
+            });
+        }
+        // Scope levels first, then the word: a gate that still sees SCOPED
+        // meanwhile reads lower levels, which the reset allows anyway.
+        let levels = &self.layout().levels;
+        for kind in ScopeKind::ALL {
+            for l in kind.levels(levels) {
+                l.store(0, Ordering::Release);
+            }
+        }
+        let transition = state::reset_word(self.state_atomic());
+        let forced = !blockers.is_empty();
+        if forced {
+            // The operator has taken responsibility for the unknown orders.
+            self.drain_status()
+                .orders_unknown
+                .store(0, Ordering::Release);
+        }
+        let ticket = record(
+            AuditKind::Reset,
+            transition.current().generation(),
+            if forced { audit::FLAG_FORCED } else { 0 },
+        );
+        Ok(TripOutcome { transition, ticket })
+    }
+
+    /// Reasons a reset would be refused now (empty when none).
+    pub fn reset_blockers(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        let unknown = self.drain_status().orders_unknown.load(Ordering::Acquire);
+        if unknown > 0 {
+            v.push(format!(
+                "{unknown} order(s) are in CancelUnknown state after the last drain"
+            ));
+        }
+        v
+    }
+
+    fn lock(&self) -> Result<Flock<File>> {
+        let io_err = |source| ControlError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        // A fresh open file description per lock, so threads of one process
+        // exclude each other too (flock locks belong to the description).
+        let f = File::open(&self.path).map_err(io_err)?;
+        Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| io_err(io::Error::from(e)))
+    }
+
+    /// Registers a scope name (idempotent) and returns its index.
+    pub fn register_name(&self, kind: ScopeKind, name: &str) -> Result<u16> {
+        check_name(kind.as_str(), name)?;
+        if let Some(i) = names::lookup(kind.slots(self.layout()), name) {
+            return Ok(i);
+        }
+        let _lock = self.lock()?;
+        self.register_locked(kind, name)
+    }
+
+    fn register_locked(&self, kind: ScopeKind, name: &str) -> Result<u16> {
+        let slots = kind.slots(self.layout());
+        if let Some(i) = names::lookup(slots, name) {
+            return Ok(i);
+        }
+        let free = slots
+            .iter()
+            .position(|s| s[0].load(Ordering::Acquire) & 0xff == 0)
+            .ok_or_else(|| ControlError::NamesFull {
+                path: self.path.clone(),
+                kind,
+                capacity: kind.capacity(),
+            })?;
+        names::write_slot(&slots[free], name);
+        Ok(free as u16)
+    }
+
+    /// Index of a registered name.
+    pub fn lookup_name(&self, kind: ScopeKind, name: &str) -> Option<u16> {
+        names::lookup(kind.slots(self.layout()), name)
+    }
+
+    /// Name at an index.
+    pub fn name_at(&self, kind: ScopeKind, index: u16) -> Option<String> {
+        kind.slots(self.layout())
+            .get(index as usize)
+            .and_then(names::read_slot)
+    }
+
+    /// The level a scoped trip put on one name.
+    pub fn scope_level(&self, kind: ScopeKind, index: u16) -> Mode {
+        kind.levels(&self.layout().levels)
+            .get(index as usize)
+            .map(|l| Mode::from_level(l.load(Ordering::Acquire)))
+            .unwrap_or(Mode::Kill)
+    }
+
+    /// Every scope with a level above normal: (kind, index, name, mode).
+    pub fn tripped_scopes(&self) -> Vec<(ScopeKind, u16, String, Mode)> {
+        let mut v = Vec::new();
+        for kind in ScopeKind::ALL {
+            for (i, l) in kind.levels(&self.layout().levels).iter().enumerate() {
+                let lvl = l.load(Ordering::Acquire);
+                if lvl != 0 {
+                    let name = self
+                        .name_at(kind, i as u16)
+                        .unwrap_or_else(|| format!("#{i}"));
+                    v.push((kind, i as u16, name, Mode::from_level(lvl)));
+                }
+            }
+        }
+        v
+    }
+
+    /// The audit ring, oldest first.
+    pub fn audit(&self) -> Vec<AuditEntry> {
+        audit::read_all(self.layout())
+    }
+
+    /// The record of the trip in force: the newest trip entry since the last
+    /// reset. `None` when not tripped (or the record was overwritten).
+    pub fn last_trip(&self) -> Option<AuditEntry> {
+        let entries = self.audit();
+        let since_reset = entries
+            .iter()
+            .rposition(|e| e.kind == AuditKind::Reset)
+            .map(|i| i + 1)
+            .unwrap_or(0);
+        entries[since_reset..]
+            .iter()
+            .rev()
+            .find(|e| e.kind == AuditKind::Trip)
+            .cloned()
+    }
+
+    /// Marks the calling process as the engine that owns this block. Fails
+    /// while another live process owns it; takes over from a dead owner.
+    pub fn attach_owner(&self) -> Result<()> {
+        let h = &self.layout().header;
+        let me = std::process::id() as u64;
+        let my_ticks = proc_start_ticks(me as u32).unwrap_or(0);
+        let _lock = self.lock()?;
+        let owner = self.owner();
+        if owner.alive && owner.pid as u64 != me {
+            return Err(ControlError::OwnedByLiveProcess {
+                path: self.path.clone(),
+                pid: owner.pid,
+            });
+        }
+        h.owner_start_ticks.store(my_ticks, Ordering::Relaxed);
+        h.owner_pid.store(me, Ordering::Release);
+        self.heartbeat();
+        Ok(())
+    }
+
+    /// Clears the owner if it is the calling process.
+    pub fn detach_owner(&self) {
+        let me = std::process::id() as u64;
+        let _ = self.layout().header.owner_pid.compare_exchange(
+            me,
+            0,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The owning engine and whether it is alive.
+    pub fn owner(&self) -> OwnerInfo {
+        let h = &self.layout().header;
+        let pid = h.owner_pid.load(Ordering::Acquire) as u32;
+        if pid == 0 {
+            return OwnerInfo { pid, alive: false };
+        }
+        let want = h.owner_start_ticks.load(Ordering::Relaxed);
+        let alive = match proc_start_ticks(pid) {
+            Some(t) => want == 0 || t == want,
+            None => false,
+        };
+        OwnerInfo { pid, alive }
+    }
+
+    /// Writes the engine's heartbeat (`CLOCK_MONOTONIC` now).
+    #[inline]
+    pub fn heartbeat(&self) {
+        let h = &self.layout().header;
+        h.heartbeat_mono_ns.store(mono_ns(), Ordering::Release);
+        h.heartbeat_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Nanoseconds since the last heartbeat, `None` if there never was one.
+    pub fn heartbeat_age_ns(&self) -> Option<u64> {
+        let t = self
+            .layout()
+            .header
+            .heartbeat_mono_ns
+            .load(Ordering::Acquire);
+        (t != 0).then(|| mono_ns().saturating_sub(t))
+    }
+}
+
+/// Start time of a process in clock ticks since boot (`/proc/<pid>/stat`
+/// field 22), `None` if it does not exist or is a zombie.
+pub fn proc_start_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: the
+    // fields we want follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+mod status;
+pub use status::{DrainSnapshot, Status};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,307 @@
+//! The state word: one `u64` that every order on the hot path reads.
+//!
+//! ```text
+//!  63                                 8 7   4   3      2     1        0
+//! +------------------------------------+-----+------+-----+--------+-------------+
+//! |          generation (56 bits)      | 0   |SCOPED|KILL |HALT_NEW|REDUCE_ONLY  |
+//! +------------------------------------+-----+------+-----+--------+-------------+
+//! ```
+//!
+//! * At most one mode bit is set. The modes are ordered by how much they
+//!   forbid: `REDUCE_ONLY` (only orders that shrink a position) <
+//!   `HALT_NEW` (no new orders at all, resting orders stay) < `KILL` (no new
+//!   orders, and the drain cancels every open order).
+//!   DESIGN.md lists the escalation as HALT_NEW -> REDUCE_ONLY -> KILL; we
+//!   order REDUCE_ONLY below HALT_NEW instead because escalation must never
+//!   let through an order the previous mode rejected, and REDUCE_ONLY lets
+//!   reducing orders through where HALT_NEW lets none.
+//! * `SCOPED` says that per-venue / strategy / instrument / account levels
+//!   exist in the block's scope tables; the gate reads them only then.
+//! * The generation counts every change. The drain and the gateway compare
+//!   generations, not modes, so a second scoped kill is seen as new work.
+//!
+//! # Invariants
+//! * Trips only escalate: the mode level never decreases except by a reset.
+//! * Every change increments the generation, so `(generation)` alone orders
+//!   all changes ever made to the word.
+//! * All writes are compare-and-swap loops ([`trip_word`], [`scope_word`],
+//!   [`reset_word`]); they are generic over [`AtomicWord`] so the same code
+//!   runs on shared memory and under `loom`.
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+
+/// Bit: only position-reducing orders pass.
+pub const REDUCE_ONLY: u64 = 1 << 0;
+/// Bit: no new orders pass; resting orders are left alone.
+pub const HALT_NEW: u64 = 1 << 1;
+/// Bit: no new orders pass and every open order is cancelled.
+pub const KILL: u64 = 1 << 2;
+/// Bit: per-scope levels exist; consult the scope tables.
+pub const SCOPED: u64 = 1 << 3;
+/// The three mode bits.
+pub const MODE_MASK: u64 = REDUCE_ONLY | HALT_NEW | KILL;
+/// Any bit that makes the gate look further than the first compare.
+pub const ACTIVE_MASK: u64 = MODE_MASK | SCOPED;
+/// The generation lives above this shift.
+pub const GENERATION_SHIFT: u32 = 8;
+
+/// A trading mode, ordered by how much it forbids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[repr(u8)]
+pub enum Mode {
+    /// Nothing tripped.
+    Normal = 0,
+    /// Only orders that shrink a position pass.
+    ReduceOnly = 1,
+    /// No new orders pass; resting orders stay.
+    HaltNew = 2,
+    /// No new orders pass and every open order is cancelled.
+    Kill = 3,
+}
+
+impl Mode {
+    /// The mode's bit in the state word (0 for `Normal`).
+    pub const fn bit(self) -> u64 {
+        match self {
+            Mode::Normal => 0,
+            Mode::ReduceOnly => REDUCE_ONLY,
+            Mode::HaltNew => HALT_NEW,
+            Mode::Kill => KILL,
+        }
+    }
+
+    /// The mode from a level byte (as stored in the scope tables); values
+    /// above 3 saturate to `Kill`, so damage never opens the gate.
+    pub const fn from_level(level: u8) -> Mode {
+        match level {
+            0 => Mode::Normal,
+            1 => Mode::ReduceOnly,
+            2 => Mode::HaltNew,
+            _ => Mode::Kill,
+        }
+    }
+
+    /// Name used by the CLI and the JSON output.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Mode::Normal => "normal",
+            Mode::ReduceOnly => "reduce-only",
+            Mode::HaltNew => "halt-new",
+            Mode::Kill => "kill",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A decoded copy of the state word.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StateWord(pub u64);
+
+impl StateWord {
+    /// The generation: how many changes the word has seen.
+    #[inline]
+    pub const fn generation(self) -> u64 {
+        self.0 >> GENERATION_SHIFT
+    }
+
+    /// The global mode (scopes not included).
+    #[inline]
+    pub const fn mode(self) -> Mode {
+        if self.0 & KILL != 0 {
+            Mode::Kill
+        } else if self.0 & HALT_NEW != 0 {
+            Mode::HaltNew
+        } else if self.0 & REDUCE_ONLY != 0 {
+            Mode::ReduceOnly
+        } else {
+            Mode::Normal
+        }
+    }
+
+    /// True when scope tables are in force.
+    #[inline]
+    pub const fn scoped(self) -> bool {
+        self.0 & SCOPED != 0
+    }
+
+    /// True when anything at all is tripped.
+    #[inline]
+    pub const fn is_active(self) -> bool {
+        self.0 & ACTIVE_MASK != 0
+    }
+
+    const fn next(self, flags: u64) -> StateWord {
+        StateWord(((self.generation() + 1) << GENERATION_SHIFT) | flags)
+    }
+}
+
+impl fmt::Debug for StateWord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "StateWord(gen={}, mode={}, scoped={})",
+            self.generation(),
+            self.mode(),
+            self.scoped()
+        )
+    }
+}
+
+/// The atomic operations the state-word functions need; implemented for the
+/// std atomic (shared memory) and, under `cfg(loom)`, for loom's.
+pub trait AtomicWord {
+    /// `load`.
+    fn load_word(&self, order: Ordering) -> u64;
+    /// `compare_exchange_weak`.
+    fn cas_word(&self, current: u64, new: u64, ok: Ordering, err: Ordering) -> Result<u64, u64>;
+}
+
+impl AtomicWord for std::sync::atomic::AtomicU64 {
+    #[inline]
+    fn load_word(&self, order: Ordering) -> u64 {
+        self.load(order)
+    }
+    #[inline]
+    fn cas_word(&self, current: u64, new: u64, ok: Ordering, err: Ordering) -> Result<u64, u64> {
+        self.compare_exchange_weak(current, new, ok, err)
+    }
+}
+
+#[cfg(loom)]
+impl AtomicWord for loom::sync::atomic::AtomicU64 {
+    fn load_word(&self, order: Ordering) -> u64 {
+        self.load(order)
+    }
+    fn cas_word(&self, current: u64, new: u64, ok: Ordering, err: Ordering) -> Result<u64, u64> {
+        self.compare_exchange_weak(current, new, ok, err)
+    }
+}
+
+/// What a write to the state word did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// The word changed from `from` to `to`.
+    Changed {
+        /// Before.
+        from: StateWord,
+        /// After.
+        to: StateWord,
+    },
+    /// Nothing to do: the word already forbade at least as much.
+    Unchanged(StateWord),
+}
+
+impl Transition {
+    /// The word as it is after the call.
+    pub fn current(self) -> StateWord {
+        match self {
+            Transition::Changed { to, .. } => to,
+            Transition::Unchanged(w) => w,
+        }
+    }
+}
+
+/// Escalates the global mode to `mode` (idempotent, upwards only).
+///
+/// Tripping to a mode at or below the current one changes nothing and does
+/// not bump the generation, so a storm of identical trips costs readers
+/// nothing. Async-signal-safe: a load and a CAS loop, no allocation.
+#[inline]
+pub fn trip_word<W: AtomicWord + ?Sized>(word: &W, mode: Mode) -> Transition {
+    let mut cur = word.load_word(Ordering::Acquire);
+    loop {
+        let w = StateWord(cur);
+        if w.mode() >= mode {
+            return Transition::Unchanged(w);
+        }
+        let next = w.next((cur & SCOPED) | mode.bit());
+        match word.cas_word(cur, next.0, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return Transition::Changed { from: w, to: next },
+            Err(actual) => cur = actual,
+        }
+    }
+}
+
+/// Sets `SCOPED` and bumps the generation, after the caller raised a level
+/// in the scope tables (which it must do first, so that a reader who sees the
+/// new generation also sees the new level).
+pub fn scope_word<W: AtomicWord + ?Sized>(word: &W) -> Transition {
+    let mut cur = word.load_word(Ordering::Acquire);
+    loop {
+        let w = StateWord(cur);
+        let next = w.next((cur & ACTIVE_MASK) | SCOPED);
+        match word.cas_word(cur, next.0, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return Transition::Changed { from: w, to: next },
+            Err(actual) => cur = actual,
+        }
+    }
+}
+
+/// Clears every mode and the scoped bit, bumping the generation.
+pub fn reset_word<W: AtomicWord + ?Sized>(word: &W) -> Transition {
+    let mut cur = word.load_word(Ordering::Acquire);
+    loop {
+        let w = StateWord(cur);
+        if !w.is_active() {
+            return Transition::Unchanged(w);
+        }
+        let next = w.next(0);
+        match word.cas_word(cur, next.0, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return Transition::Changed { from: w, to: next },
+            Err(actual) => cur = actual,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    #[test]
+    fn trip_escalates_only_upwards_and_counts_generations() {
+        let w = AtomicU64::new(0);
+        let t = trip_word(&w, Mode::ReduceOnly);
+        assert_eq!(t.current().mode(), Mode::ReduceOnly);
+        assert_eq!(t.current().generation(), 1);
+        let t = trip_word(&w, Mode::Kill);
+        assert!(matches!(t, Transition::Changed { .. }));
+        assert_eq!(t.current().generation(), 2);
+        // Downward and repeated trips change nothing.
+        assert_eq!(
+            trip_word(&w, Mode::HaltNew),
+            Transition::Unchanged(StateWord(w.load(Ordering::Relaxed)))
+        );
+        assert_eq!(trip_word(&w, Mode::Kill).current().generation(), 2);
+        assert_eq!(StateWord(w.load(Ordering::Relaxed)).mode(), Mode::Kill);
+    }
+
+    #[test]
+    fn scope_and_reset() {
+        let w = AtomicU64::new(0);
+        let t = scope_word(&w);
+        assert!(t.current().scoped());
+        assert_eq!(t.current().mode(), Mode::Normal);
+        assert!(t.current().is_active());
+        trip_word(&w, Mode::HaltNew);
+        let t = reset_word(&w);
+        let now = t.current();
+        assert!(!now.is_active());
+        assert_eq!(now.generation(), 3);
+        assert!(matches!(reset_word(&w), Transition::Unchanged(_)));
+    }
+
+    #[test]
+    fn level_bytes_saturate_to_kill() {
+        assert_eq!(Mode::from_level(0), Mode::Normal);
+        assert_eq!(Mode::from_level(2), Mode::HaltNew);
+        assert_eq!(Mode::from_level(200), Mode::Kill);
+    }
+}

@@ -1,0 +1,151 @@
+//! A point-in-time copy of a control block, for `killswitch status` (table
+//! and `--json`) and for tools that follow a drain.
+
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+
+use super::{AuditEntry, ControlBlock, DrainPhase, Mode, OwnerInfo, ScopeKind};
+
+/// Copy of the drain's published counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct DrainSnapshot {
+    /// Generation being drained.
+    pub generation: u64,
+    /// Phase.
+    pub phase: DrainPhase,
+    /// Open orders in scope at the snapshot.
+    pub open_at_snapshot: u64,
+    /// Cancel requests sent.
+    pub cancels_sent: u64,
+    /// Orders confirmed terminal.
+    pub orders_confirmed: u64,
+    /// Orders left `CancelUnknown`.
+    pub orders_unknown: u64,
+    /// Fills applied during the drain.
+    pub fills_during_drain: u64,
+    /// Journal sequence of the quick checkpoint.
+    pub checkpoint_seq: u64,
+    /// Trip time (`CLOCK_MONOTONIC` ns).
+    pub t_trip: u64,
+    /// When the drain saw the trip.
+    pub t_trip_seen: u64,
+    /// When the gateway acked.
+    pub t_gateway_ack: u64,
+    /// First cancel enqueued.
+    pub t_first_cancel: u64,
+    /// Last order resolved.
+    pub t_last_ack: u64,
+    /// Checkpoint written.
+    pub t_checkpoint: u64,
+    /// Drain finished.
+    pub t_done: u64,
+}
+
+impl DrainSnapshot {
+    /// Reads the drain status of a block.
+    pub fn read(block: &ControlBlock) -> DrainSnapshot {
+        let d = block.drain_status();
+        let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Acquire);
+        DrainSnapshot {
+            generation: l(&d.generation),
+            phase: DrainPhase::from_u64(l(&d.phase)),
+            open_at_snapshot: l(&d.open_at_snapshot),
+            cancels_sent: l(&d.cancels_sent),
+            orders_confirmed: l(&d.orders_confirmed),
+            orders_unknown: l(&d.orders_unknown),
+            fills_during_drain: l(&d.fills_during_drain),
+            checkpoint_seq: l(&d.checkpoint_seq),
+            t_trip: l(&d.t_trip),
+            t_trip_seen: l(&d.t_trip_seen),
+            t_gateway_ack: l(&d.t_gateway_ack),
+            t_first_cancel: l(&d.t_first_cancel),
+            t_last_ack: l(&d.t_last_ack),
+            t_checkpoint: l(&d.t_checkpoint),
+            t_done: l(&d.t_done),
+        }
+    }
+}
+
+/// One tripped scope.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ScopeStatus {
+    /// Dimension.
+    pub kind: ScopeKind,
+    /// Index in the name table.
+    pub index: u16,
+    /// Name.
+    pub name: String,
+    /// Level in force.
+    pub mode: Mode,
+}
+
+/// Everything `killswitch status` shows.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    /// Control file.
+    pub path: String,
+    /// Engine name.
+    pub engine: String,
+    /// Global mode.
+    pub mode: Mode,
+    /// True when any scope is tripped.
+    pub scoped: bool,
+    /// State-word generation.
+    pub generation: u64,
+    /// Raw state word.
+    pub state_word: u64,
+    /// Tripped scopes.
+    pub scopes: Vec<ScopeStatus>,
+    /// The trip in force, if any.
+    pub trip: Option<AuditEntry>,
+    /// Owning engine.
+    pub owner: OwnerInfo,
+    /// Milliseconds since the engine's last heartbeat.
+    pub heartbeat_age_ms: Option<f64>,
+    /// Generation the gateway has acknowledged.
+    pub gateway_acked_generation: u64,
+    /// New orders the gateway has written.
+    pub gateway_orders_sent: u64,
+    /// Drain counters.
+    pub drain: DrainSnapshot,
+    /// Reasons a reset would be refused.
+    pub reset_blockers: Vec<String>,
+}
+
+impl Status {
+    /// Reads a status snapshot.
+    pub fn read(block: &ControlBlock) -> Status {
+        let s = block.state();
+        let g = block.gateway_status();
+        Status {
+            path: block.path().display().to_string(),
+            engine: block.name().to_string(),
+            mode: s.mode(),
+            scoped: s.scoped(),
+            generation: s.generation(),
+            state_word: s.0,
+            scopes: block
+                .tripped_scopes()
+                .into_iter()
+                .map(|(kind, index, name, mode)| ScopeStatus {
+                    kind,
+                    index,
+                    name,
+                    mode,
+                })
+                .collect(),
+            trip: if s.is_active() {
+                block.last_trip()
+            } else {
+                None
+            },
+            owner: block.owner(),
+            heartbeat_age_ms: block.heartbeat_age_ns().map(|n| n as f64 / 1e6),
+            gateway_acked_generation: g.acked_generation.load(Ordering::Acquire),
+            gateway_orders_sent: g.orders_sent.load(Ordering::Relaxed),
+            drain: DrainSnapshot::read(block),
+            reset_blockers: block.reset_blockers(),
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! `killswitch`: stop an automated trading engine safely, in microseconds, and
+//! prove that nothing escapes and nothing is lost.
+//!
+//! * [`control`]: the shared-memory control block with the kill flag (state
+//!   word), scopes, trip record and audit ring.
+//! * [`gate`]: the hot-path check every order passes.
+//! * [`order`]: order value types (fixed-point money, scope tags).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use killswitch::control::{ControlBlock, Mode, Source};
+//! use killswitch::gate::Gate;
+//! use killswitch::order::{OrderIntent, Price, Qty, ScopeTags, Side};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let block = Arc::new(ControlBlock::open_or_create(dir.path(), "doc-engine")?);
+//! let gate = Gate::new(block.clone());
+//! let order = OrderIntent {
+//!     tags: ScopeTags::default(),
+//!     side: Side::Buy,
+//!     qty: Qty::from_lots(1),
+//!     price: Price::from_units(100),
+//!     position: Qty::ZERO,
+//! };
+//! assert!(gate.check(&order).is_allow());
+//!
+//! // Any process (the `killswitch trip` CLI, a signal handler) can do this:
+//! block.trip_global(Mode::Kill, Source::Api, "loss limit");
+//! assert!(!gate.check(&order).is_allow());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod clock;
+pub mod control;
+pub mod gate;
+pub mod order;
