@@ -168,6 +168,147 @@ impl OrderIntent {
     }
 }
 
+/// Life-cycle state of an order, from our side of the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[repr(u8)]
+pub enum OrderState {
+    /// Written to the venue, not yet acknowledged.
+    PendingNew = 0,
+    /// Acknowledged and resting.
+    Live = 1,
+    /// Resting with part of its quantity filled.
+    PartiallyFilled = 2,
+    /// Cancel sent, no answer yet.
+    PendingCancel = 3,
+    /// Cancelled by the venue (terminal).
+    Canceled = 4,
+    /// Completely filled (terminal).
+    Filled = 5,
+    /// Rejected by the venue (terminal).
+    Rejected = 6,
+    /// Cancel sent, no answer by the deadline: the order may still be live at
+    /// the venue. Visible, never silently treated as cancelled; late answers
+    /// still move it to a terminal state.
+    CancelUnknown = 7,
+}
+
+impl OrderState {
+    /// Canceled, Filled or Rejected: nothing more can happen to the order.
+    #[inline]
+    pub const fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            OrderState::Canceled | OrderState::Filled | OrderState::Rejected
+        )
+    }
+
+    /// May be working at the venue (not terminal, not unknown).
+    #[inline]
+    pub const fn is_open(self) -> bool {
+        matches!(
+            self,
+            OrderState::PendingNew
+                | OrderState::Live
+                | OrderState::PartiallyFilled
+                | OrderState::PendingCancel
+        )
+    }
+
+    /// Decodes the on-disk byte.
+    pub fn from_u8(v: u8) -> Option<OrderState> {
+        use OrderState::*;
+        Some(match v {
+            0 => PendingNew,
+            1 => Live,
+            2 => PartiallyFilled,
+            3 => PendingCancel,
+            4 => Canceled,
+            5 => Filled,
+            6 => Rejected,
+            7 => CancelUnknown,
+            _ => return None,
+        })
+    }
+}
+
+/// Something that happens to an order; input of [`transition`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OrderEvent {
+    /// The venue acknowledged the new order.
+    Acked,
+    /// A fill; `complete` when it fills the remaining quantity.
+    Fill {
+        /// True when nothing remains open after this fill.
+        complete: bool,
+    },
+    /// We sent a cancel.
+    CancelSent,
+    /// The venue confirmed the cancel (or cancelled on its own, e.g. on disconnect).
+    Canceled,
+    /// The venue refused the cancel (too late: usually a fill is on its way).
+    CancelRejected {
+        /// True when part of the order has been filled.
+        partially_filled: bool,
+    },
+    /// The venue rejected the new order.
+    Rejected,
+    /// The cancel deadline passed without an answer ("force cancel local").
+    CancelTimeout,
+}
+
+/// An event that cannot happen in the given state. It is reported, never
+/// applied: a venue that sends it has a bug or we lost a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("illegal order transition: {event:?} in state {state:?}")]
+pub struct IllegalTransition {
+    /// State before.
+    pub state: OrderState,
+    /// The event.
+    pub event: OrderEvent,
+}
+
+/// The order state machine. Returns the next state or refuses the edge.
+pub fn transition(state: OrderState, event: OrderEvent) -> Result<OrderState, IllegalTransition> {
+    use OrderEvent as E;
+    use OrderState as S;
+    let next = match (state, event) {
+        (S::PendingNew, E::Acked) => S::Live,
+        (S::PendingNew | S::Live | S::PartiallyFilled, E::Fill { complete: false }) => {
+            S::PartiallyFilled
+        }
+        (
+            S::PendingNew | S::Live | S::PartiallyFilled | S::PendingCancel | S::CancelUnknown,
+            E::Fill { complete: true },
+        ) => S::Filled,
+        (S::PendingNew | S::Live | S::PartiallyFilled, E::CancelSent) => S::PendingCancel,
+        (
+            S::PendingNew | S::Live | S::PartiallyFilled | S::PendingCancel | S::CancelUnknown,
+            E::Canceled,
+        ) => S::Canceled,
+        (S::PendingNew | S::PendingCancel | S::CancelUnknown, E::Rejected) => S::Rejected,
+        // An ack overtaken by our cancel: still waiting for the cancel's answer.
+        (S::PendingCancel, E::Acked) => S::PendingCancel,
+        (S::CancelUnknown, E::Acked) => S::CancelUnknown,
+        // A partial fill racing the cancel is applied; the cancel is still pending.
+        (S::PendingCancel, E::Fill { complete: false }) => S::PendingCancel,
+        (S::CancelUnknown, E::Fill { complete: false }) => S::CancelUnknown,
+        (S::PendingCancel | S::CancelUnknown, E::CancelRejected { partially_filled }) => {
+            if partially_filled {
+                S::PartiallyFilled
+            } else {
+                S::Live
+            }
+        }
+        // A re-sent cancel keeps an unknown order unknown until answered.
+        (S::PendingCancel, E::CancelSent) => S::PendingCancel,
+        (S::CancelUnknown, E::CancelSent) => S::CancelUnknown,
+        (S::PendingCancel, E::CancelTimeout) => S::CancelUnknown,
+        _ => return Err(IllegalTransition { state, event }),
+    };
+    Ok(next)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +341,154 @@ mod tests {
             !intent(Side::Sell, 0, 10).reduces_position(),
             "zero qty is not an order"
         );
+    }
+
+    const ALL_STATES: [OrderState; 8] = [
+        OrderState::PendingNew,
+        OrderState::Live,
+        OrderState::PartiallyFilled,
+        OrderState::PendingCancel,
+        OrderState::Canceled,
+        OrderState::Filled,
+        OrderState::Rejected,
+        OrderState::CancelUnknown,
+    ];
+    const ALL_EVENTS: [OrderEvent; 9] = [
+        OrderEvent::Acked,
+        OrderEvent::Fill { complete: false },
+        OrderEvent::Fill { complete: true },
+        OrderEvent::CancelSent,
+        OrderEvent::Canceled,
+        OrderEvent::CancelRejected {
+            partially_filled: false,
+        },
+        OrderEvent::CancelRejected {
+            partially_filled: true,
+        },
+        OrderEvent::Rejected,
+        OrderEvent::CancelTimeout,
+    ];
+
+    /// The legal edges, written out independently of `transition`'s match.
+    fn legal(s: OrderState, e: OrderEvent) -> Option<OrderState> {
+        use OrderEvent as E;
+        use OrderState as S;
+        let table: &[(S, E, S)] = &[
+            (S::PendingNew, E::Acked, S::Live),
+            (
+                S::PendingNew,
+                E::Fill { complete: false },
+                S::PartiallyFilled,
+            ),
+            (S::PendingNew, E::Fill { complete: true }, S::Filled),
+            (S::PendingNew, E::CancelSent, S::PendingCancel),
+            (S::PendingNew, E::Canceled, S::Canceled),
+            (S::PendingNew, E::Rejected, S::Rejected),
+            (S::Live, E::Fill { complete: false }, S::PartiallyFilled),
+            (S::Live, E::Fill { complete: true }, S::Filled),
+            (S::Live, E::CancelSent, S::PendingCancel),
+            (S::Live, E::Canceled, S::Canceled),
+            (
+                S::PartiallyFilled,
+                E::Fill { complete: false },
+                S::PartiallyFilled,
+            ),
+            (S::PartiallyFilled, E::Fill { complete: true }, S::Filled),
+            (S::PartiallyFilled, E::CancelSent, S::PendingCancel),
+            (S::PartiallyFilled, E::Canceled, S::Canceled),
+            (S::PendingCancel, E::Acked, S::PendingCancel),
+            (
+                S::PendingCancel,
+                E::Fill { complete: false },
+                S::PendingCancel,
+            ),
+            (S::PendingCancel, E::Fill { complete: true }, S::Filled),
+            (S::PendingCancel, E::CancelSent, S::PendingCancel),
+            (S::PendingCancel, E::Canceled, S::Canceled),
+            (
+                S::PendingCancel,
+                E::CancelRejected {
+                    partially_filled: false,
+                },
+                S::Live,
+            ),
+            (
+                S::PendingCancel,
+                E::CancelRejected {
+                    partially_filled: true,
+                },
+                S::PartiallyFilled,
+            ),
+            (S::PendingCancel, E::Rejected, S::Rejected),
+            (S::PendingCancel, E::CancelTimeout, S::CancelUnknown),
+            (S::CancelUnknown, E::Acked, S::CancelUnknown),
+            (
+                S::CancelUnknown,
+                E::Fill { complete: false },
+                S::CancelUnknown,
+            ),
+            (S::CancelUnknown, E::Fill { complete: true }, S::Filled),
+            (S::CancelUnknown, E::CancelSent, S::CancelUnknown),
+            (S::CancelUnknown, E::Canceled, S::Canceled),
+            (
+                S::CancelUnknown,
+                E::CancelRejected {
+                    partially_filled: false,
+                },
+                S::Live,
+            ),
+            (
+                S::CancelUnknown,
+                E::CancelRejected {
+                    partially_filled: true,
+                },
+                S::PartiallyFilled,
+            ),
+            (S::CancelUnknown, E::Rejected, S::Rejected),
+        ];
+        table
+            .iter()
+            .find(|(a, b, _)| *a == s && *b == e)
+            .map(|t| t.2)
+    }
+
+    #[test]
+    fn every_edge_is_legal_or_refused_as_the_table_says() {
+        let mut illegal = 0;
+        for s in ALL_STATES {
+            for e in ALL_EVENTS {
+                match (transition(s, e), legal(s, e)) {
+                    (Ok(got), Some(want)) => assert_eq!(got, want, "{s:?} + {e:?}"),
+                    (Err(err), None) => {
+                        assert_eq!(err, IllegalTransition { state: s, event: e });
+                        illegal += 1;
+                    }
+                    (got, want) => {
+                        panic!("{s:?} + {e:?}: transition gave {got:?}, table says {want:?}")
+                    }
+                }
+            }
+        }
+        // 8 states x 9 events = 72 edges, 31 legal: each illegal edge refused.
+        assert_eq!(illegal, 72 - 31);
+    }
+
+    #[test]
+    fn terminal_states_accept_nothing() {
+        for s in [
+            OrderState::Canceled,
+            OrderState::Filled,
+            OrderState::Rejected,
+        ] {
+            assert!(s.is_terminal() && !s.is_open());
+            for e in ALL_EVENTS {
+                assert!(transition(s, e).is_err(), "{s:?} + {e:?} must be refused");
+            }
+        }
+        for (i, s) in ALL_STATES.iter().enumerate() {
+            assert_eq!(OrderState::from_u8(i as u8), Some(*s));
+        }
+        assert_eq!(OrderState::from_u8(8), None);
     }
 
     #[test]
