@@ -23,8 +23,10 @@
 //!   can never erase the scope table entry of a scoped trip that lands after it.
 
 pub mod audit;
+mod error;
 pub mod layout;
 mod names;
+mod owner;
 pub mod state;
 
 use std::fs::{self, File, OpenOptions};
@@ -38,116 +40,17 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::clock::{mono_ns, wall_ns};
 pub use audit::{AuditEntry, AuditKind, Source};
+pub use error::{ControlError, Result};
 pub use layout::{DrainPhase, DrainStatus, GatewayStatus, Layout, FILE_LEN};
-use layout::{MAGIC, NAME_BYTES, VERSION_MAJOR, VERSION_MINOR};
+use layout::{MAGIC, VERSION_MAJOR, VERSION_MINOR};
 pub use names::{valid_name, ScopeKind};
+pub use owner::proc_start_ticks;
 pub use state::{Mode, StateWord, Transition};
 
 /// Environment variable that overrides the control-file directory.
 pub const DIR_ENV: &str = "KILLSWITCH_DIR";
 /// Default control-file directory.
 pub const DEFAULT_DIR: &str = "/dev/shm";
-
-/// Errors opening or changing a control block. Each message names the file
-/// and says what to do.
-#[derive(Debug, thiserror::Error)]
-pub enum ControlError {
-    /// No file at the path.
-    #[error("control file {path} does not exist: start the engine (it creates it) or run `killswitch init --name {name}`; check --dir / KILLSWITCH_DIR")]
-    NotFound {
-        /// The path tried.
-        path: PathBuf,
-        /// Engine name.
-        name: String,
-    },
-    /// `create` found a file already there.
-    #[error("control file {path} already exists: use it as it is, or `killswitch remove --name {name}` first")]
-    AlreadyExists {
-        /// The path.
-        path: PathBuf,
-        /// Engine name.
-        name: String,
-    },
-    /// An I/O error on the file.
-    #[error("control file {path}: {source} (check that the directory exists and the file is yours, mode 0600)")]
-    Io {
-        /// The path.
-        path: PathBuf,
-        /// What the OS said.
-        source: io::Error,
-    },
-    /// The file has the wrong size.
-    #[error("control file {path} is {found} bytes, expected {expected}: it is truncated or not a killswitch control file; inspect it, then `killswitch remove --force` and recreate")]
-    WrongSize {
-        /// The path.
-        path: PathBuf,
-        /// Actual size.
-        found: u64,
-        /// Size of this layout.
-        expected: u64,
-    },
-    /// The magic number is wrong.
-    #[error("control file {path} has magic {found:#018x}, not \"KILLSWCH\": it is not a killswitch control file; check --dir and --name")]
-    BadMagic {
-        /// The path.
-        path: PathBuf,
-        /// The value found.
-        found: u64,
-    },
-    /// A layout major version this build does not know.
-    #[error("control file {path} has layout version {major}.{minor}, this build reads {VERSION_MAJOR}.x: use the killswitch binary built with the engine")]
-    UnsupportedVersion {
-        /// The path.
-        path: PathBuf,
-        /// Major version found.
-        major: u16,
-        /// Minor version found.
-        minor: u16,
-    },
-    /// The version word is still 0.
-    #[error("control file {path} is not initialised (version 0): its creator died while building it; `killswitch remove --force` it")]
-    NotInitialised {
-        /// The path.
-        path: PathBuf,
-    },
-    /// A name outside the allowed alphabet or length.
-    #[error(
-        "invalid {what} name {name:?}: use 1 to {NAME_BYTES} characters from A-Z a-z 0-9 _ - . : /"
-    )]
-    InvalidName {
-        /// What the name is for.
-        what: &'static str,
-        /// The name given.
-        name: String,
-    },
-    /// No free slot in a name table.
-    #[error("the {kind} name table of {path} is full ({capacity} names): remove the block after the engine stops, or use fewer names")]
-    NamesFull {
-        /// The path.
-        path: PathBuf,
-        /// The table.
-        kind: ScopeKind,
-        /// Its capacity.
-        capacity: usize,
-    },
-    /// A different live process owns the block.
-    #[error("control file {path} is owned by engine pid {pid}, which is alive: two engines on one block would fight; stop it or use another --name")]
-    OwnedByLiveProcess {
-        /// The path.
-        path: PathBuf,
-        /// The owner.
-        pid: u32,
-    },
-    /// A reset's preconditions failed and it was not forced.
-    #[error("reset refused: {why}; reconcile with the venues first, then rerun with --force (the force is recorded)")]
-    ResetRefused {
-        /// Why.
-        why: String,
-    },
-}
-
-/// Shorthand.
-pub type Result<T> = std::result::Result<T, ControlError>;
 
 /// The directory control files live in: `$KILLSWITCH_DIR`, else `/dev/shm`.
 pub fn default_dir() -> PathBuf {
@@ -482,6 +385,9 @@ impl ControlBlock {
     /// (atomics, `getpid`, `getuid`, `clock_gettime` only), so a signal
     /// handler calls this directly. `reason` should be a static string there.
     pub fn trip_global(&self, mode: Mode, source: Source, reason: &str) -> TripOutcome {
+        // Stamped before the CAS, so "trip -> seen" latencies measured against
+        // the record are never negative.
+        let (t_mono, t_wall) = (mono_ns(), wall_ns());
         let transition = state::trip_word(self.state_atomic(), mode);
         let kind = match transition {
             Transition::Changed { .. } => AuditKind::Trip,
@@ -497,8 +403,8 @@ impl ControlBlock {
                 generation: transition.current().generation(),
                 reason,
                 flags: 0,
-                mono_ns: mono_ns(),
-                wall_ns: wall_ns(),
+                mono_ns: t_mono,
+                wall_ns: t_wall,
             },
         );
         TripOutcome { transition, ticket }
@@ -519,6 +425,7 @@ impl ControlBlock {
             check_name(kind.as_str(), name)?;
         }
         let _lock = self.lock()?;
+        let (t_mono, t_wall) = (mono_ns(), wall_ns());
         let mut raised = Vec::with_capacity(req.scopes.len());
         for (kind, name) in &req.scopes {
             let idx = self.register_locked(*kind, name)?;
@@ -548,8 +455,8 @@ impl ControlBlock {
                     generation: transition.current().generation(),
                     reason: &req.reason,
                     flags: 0,
-                    mono_ns: mono_ns(),
-                    wall_ns: wall_ns(),
+                    mono_ns: t_mono,
+                    wall_ns: t_wall,
                 },
             );
         }
@@ -716,85 +623,6 @@ impl ControlBlock {
             .find(|e| e.kind == AuditKind::Trip)
             .cloned()
     }
-
-    /// Marks the calling process as the engine that owns this block. Fails
-    /// while another live process owns it; takes over from a dead owner.
-    pub fn attach_owner(&self) -> Result<()> {
-        let h = &self.layout().header;
-        let me = std::process::id() as u64;
-        let my_ticks = proc_start_ticks(me as u32).unwrap_or(0);
-        let _lock = self.lock()?;
-        let owner = self.owner();
-        if owner.alive && owner.pid as u64 != me {
-            return Err(ControlError::OwnedByLiveProcess {
-                path: self.path.clone(),
-                pid: owner.pid,
-            });
-        }
-        h.owner_start_ticks.store(my_ticks, Ordering::Relaxed);
-        h.owner_pid.store(me, Ordering::Release);
-        self.heartbeat();
-        Ok(())
-    }
-
-    /// Clears the owner if it is the calling process.
-    pub fn detach_owner(&self) {
-        let me = std::process::id() as u64;
-        let _ = self.layout().header.owner_pid.compare_exchange(
-            me,
-            0,
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        );
-    }
-
-    /// The owning engine and whether it is alive.
-    pub fn owner(&self) -> OwnerInfo {
-        let h = &self.layout().header;
-        let pid = h.owner_pid.load(Ordering::Acquire) as u32;
-        if pid == 0 {
-            return OwnerInfo { pid, alive: false };
-        }
-        let want = h.owner_start_ticks.load(Ordering::Relaxed);
-        let alive = match proc_start_ticks(pid) {
-            Some(t) => want == 0 || t == want,
-            None => false,
-        };
-        OwnerInfo { pid, alive }
-    }
-
-    /// Writes the engine's heartbeat (`CLOCK_MONOTONIC` now).
-    #[inline]
-    pub fn heartbeat(&self) {
-        let h = &self.layout().header;
-        h.heartbeat_mono_ns.store(mono_ns(), Ordering::Release);
-        h.heartbeat_count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Nanoseconds since the last heartbeat, `None` if there never was one.
-    pub fn heartbeat_age_ns(&self) -> Option<u64> {
-        let t = self
-            .layout()
-            .header
-            .heartbeat_mono_ns
-            .load(Ordering::Acquire);
-        (t != 0).then(|| mono_ns().saturating_sub(t))
-    }
-}
-
-/// Start time of a process in clock ticks since boot (`/proc/<pid>/stat`
-/// field 22), `None` if it does not exist or is a zombie.
-pub fn proc_start_ticks(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces and parentheses: the
-    // fields we want follow the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?;
-    if state == "Z" || state == "X" {
-        return None;
-    }
-    fields.nth(18)?.parse().ok()
 }
 
 mod status;

@@ -2,18 +2,378 @@
 
 use std::process::ExitCode;
 
-use clap::Subcommand;
+use clap::{Subcommand, ValueEnum};
+use killswitch::clock::{format_duration_ns, format_wall, mono_ns};
+use killswitch::control::{
+    AuditEntry, AuditKind, ControlBlock, ControlError, Mode, ResetRequest, ScopeKind, Source,
+    Status, Transition, TripRequest,
+};
+
+use crate::{exit, Target};
+
+/// Modes a trip can ask for.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum TripMode {
+    /// Only orders that shrink a position pass.
+    ReduceOnly,
+    /// No new orders; resting orders stay.
+    Halt,
+    /// No new orders, and the engine's drain cancels every open order.
+    Kill,
+}
+
+impl From<TripMode> for Mode {
+    fn from(m: TripMode) -> Mode {
+        match m {
+            TripMode::ReduceOnly => Mode::ReduceOnly,
+            TripMode::Halt => Mode::HaltNew,
+            TripMode::Kill => Mode::Kill,
+        }
+    }
+}
 
 /// Control-block subcommands.
 #[derive(Subcommand, Debug)]
 pub enum ControlCmd {
-    /// Show the switch state.
-    Status,
+    /// Create the control block (engines create it themselves on start).
+    Init {
+        /// Succeed if it already exists (its state is kept).
+        #[arg(long)]
+        exist_ok: bool,
+    },
+    /// Show the switch: mode, scopes, who tripped it and why, engine liveness, drain progress.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Trip the switch (idempotent; only escalates).
+    Trip {
+        /// What to stop.
+        #[arg(long, value_enum, default_value = "kill")]
+        mode: TripMode,
+        /// Only this venue (repeatable).
+        #[arg(long)]
+        venue: Vec<String>,
+        /// Only this strategy / algorithm (repeatable).
+        #[arg(long)]
+        strategy: Vec<String>,
+        /// Only this instrument (repeatable).
+        #[arg(long)]
+        instrument: Vec<String>,
+        /// Only this account: trader, desk or client (repeatable).
+        #[arg(long)]
+        account: Vec<String>,
+        /// Why: kept in the audit ring and shown by `status`.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Clear the switch so the engine may trade again. Needs --confirm.
+    Reset {
+        /// Confirm that trading may resume.
+        #[arg(long)]
+        confirm: bool,
+        /// Why: kept in the audit ring.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Reset even with orders in an unknown state (recorded as forced).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show the audit ring: the last trips and resets.
+    Audit {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete the control block. Clears a latched kill, so needs --confirm.
+    Remove {
+        /// Confirm the removal.
+        #[arg(long)]
+        confirm: bool,
+        /// Remove even if damaged or owned by a live engine.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Prints an error and maps it to an exit code.
+pub fn fail(e: &ControlError) -> ExitCode {
+    eprintln!("killswitch: error: {e}");
+    ExitCode::from(match e {
+        ControlError::Io { .. } => exit::IO,
+        ControlError::ResetRefused { .. } | ControlError::OwnedByLiveProcess { .. } => {
+            exit::REFUSED
+        }
+        ControlError::InvalidName { .. } => exit::USAGE,
+        _ => exit::BAD_FILE,
+    })
 }
 
 /// Runs one control subcommand.
-pub fn run(cmd: ControlCmd) -> ExitCode {
+pub fn run(cmd: ControlCmd, t: &Target) -> ExitCode {
+    match execute(cmd, t) {
+        Ok(code) => code,
+        Err(e) => fail(&e),
+    }
+}
+
+fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
     match cmd {
-        ControlCmd::Status => ExitCode::SUCCESS,
+        ControlCmd::Init { exist_ok } => {
+            let block = if exist_ok {
+                ControlBlock::open_or_create(&t.dir, &t.name)?
+            } else {
+                ControlBlock::create(&t.dir, &t.name)?
+            };
+            println!(
+                "control block {} ready: mode {}",
+                block.path().display(),
+                block.state().mode()
+            );
+        }
+        ControlCmd::Status { json } => {
+            let block = ControlBlock::open(&t.dir, &t.name)?;
+            let status = Status::read(&block);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status).expect("status serialises")
+                );
+            } else {
+                print_status(&status);
+            }
+        }
+        ControlCmd::Trip {
+            mode,
+            venue,
+            strategy,
+            instrument,
+            account,
+            reason,
+        } => {
+            let block = ControlBlock::open(&t.dir, &t.name)?;
+            let mut scopes = Vec::new();
+            for (kind, names) in [
+                (ScopeKind::Venue, venue),
+                (ScopeKind::Strategy, strategy),
+                (ScopeKind::Instrument, instrument),
+                (ScopeKind::Account, account),
+            ] {
+                scopes.extend(names.into_iter().map(|n| (kind, n)));
+            }
+            let scope_text = if scopes.is_empty() {
+                "all orders".to_string()
+            } else {
+                scopes
+                    .iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let out = block.trip(&TripRequest {
+                mode: mode.into(),
+                scopes,
+                source: Source::Cli,
+                reason,
+            })?;
+            match out.transition {
+                Transition::Changed { from, to } => println!(
+                    "TRIPPED {} ({scope_text}) on {}: generation {} -> {}, mode now {}{}",
+                    Mode::from(mode).as_str().to_uppercase(),
+                    block.path().display(),
+                    from.generation(),
+                    to.generation(),
+                    to.mode(),
+                    if to.scoped() { " + scoped" } else { "" }
+                ),
+                Transition::Unchanged(w) => println!(
+                    "already tripped: mode {}{} at generation {} forbids at least as much; recorded in the audit ring",
+                    w.mode(),
+                    if w.scoped() { " + scoped" } else { "" },
+                    w.generation()
+                ),
+            }
+            let owner = block.owner();
+            if !owner.alive {
+                println!("note: no live engine is attached; the trip is latched and applies when one starts");
+            }
+        }
+        ControlCmd::Reset {
+            confirm,
+            reason,
+            force,
+        } => {
+            let block = ControlBlock::open(&t.dir, &t.name)?;
+            if !confirm {
+                eprintln!(
+                    "killswitch: refused: reset lets engine '{}' trade again (mode now {}); rerun with --confirm --reason \"...\"",
+                    t.name,
+                    block.state().mode()
+                );
+                return Ok(ExitCode::from(exit::REFUSED));
+            }
+            let Some(reason) = reason.filter(|r| !r.trim().is_empty()) else {
+                eprintln!("killswitch: refused: a reset must say why: add --reason \"...\"");
+                return Ok(ExitCode::from(exit::REFUSED));
+            };
+            let out = block.reset(&ResetRequest {
+                source: Source::Cli,
+                reason,
+                force,
+            })?;
+            match out.transition {
+                Transition::Changed { from, to } => println!(
+                    "RESET {}: was {} at generation {}, now normal at generation {}{}",
+                    block.path().display(),
+                    from.mode(),
+                    from.generation(),
+                    to.generation(),
+                    if force { " (forced)" } else { "" }
+                ),
+                Transition::Unchanged(w) => println!(
+                    "not tripped (generation {}); nothing to reset",
+                    w.generation()
+                ),
+            }
+        }
+        ControlCmd::Audit { json } => {
+            let block = ControlBlock::open(&t.dir, &t.name)?;
+            let entries = block.audit();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&entries).expect("audit serialises")
+                );
+            } else if entries.is_empty() {
+                println!("audit ring of {} is empty", block.path().display());
+            } else {
+                println!(
+                    "{:>5}  {:<27} {:<13} {:<11} {:<7} {:>5} {:>8} {:>6}  {:<22} reason",
+                    "#", "time", "event", "mode", "source", "gen", "pid", "uid", "scope"
+                );
+                for e in &entries {
+                    println!(
+                        "{:>5}  {:<27} {:<13} {:<11} {:<7} {:>5} {:>8} {:>6}  {:<22} {}",
+                        e.ticket,
+                        format_wall(e.wall_ns),
+                        kind_text(e),
+                        e.mode.as_str(),
+                        e.source.as_str(),
+                        e.generation,
+                        e.pid,
+                        e.uid,
+                        scope_text(&block, e),
+                        e.reason
+                    );
+                }
+            }
+        }
+        ControlCmd::Remove { confirm, force } => {
+            if !confirm {
+                eprintln!(
+                    "killswitch: refused: removing {} clears any latched kill; rerun with --confirm",
+                    killswitch::control::path_for(&t.dir, &t.name).display()
+                );
+                return Ok(ExitCode::from(exit::REFUSED));
+            }
+            let path = ControlBlock::remove(&t.dir, &t.name, force)?;
+            println!("removed {}", path.display());
+        }
+    }
+    Ok(ExitCode::from(exit::OK))
+}
+
+fn kind_text(e: &AuditEntry) -> &'static str {
+    match (e.kind, e.forced) {
+        (AuditKind::Trip, _) => "TRIP",
+        (AuditKind::TripNoop, _) => "trip (no-op)",
+        (AuditKind::Reset, false) => "RESET",
+        (AuditKind::Reset, true) => "RESET forced",
+        (AuditKind::ResetRefused, _) => "reset refused",
+    }
+}
+
+fn scope_text(block: &ControlBlock, e: &AuditEntry) -> String {
+    match e.scope {
+        None => "all".into(),
+        Some((k, i)) => format!(
+            "{k} {}",
+            block.name_at(k, i).unwrap_or_else(|| format!("#{i}"))
+        ),
+    }
+}
+
+fn print_status(s: &Status) {
+    let headline = match (s.mode, s.scoped) {
+        (Mode::Normal, false) => "NORMAL: trading allowed".to_string(),
+        (Mode::Normal, true) => "SCOPED: some scopes tripped, the rest trades".to_string(),
+        (m, scoped) => format!(
+            "{}: {}{}",
+            m.as_str().to_uppercase(),
+            match m {
+                Mode::ReduceOnly => "only position-reducing orders pass",
+                Mode::HaltNew => "no new orders pass",
+                _ => "no new orders pass; open orders are cancelled",
+            },
+            if scoped { " (plus scoped trips)" } else { "" }
+        ),
+    };
+    println!("engine      {} ({})", s.engine, s.path);
+    println!("state       {headline}");
+    println!(
+        "generation  {} (state word {:#018x})",
+        s.generation, s.state_word
+    );
+    for sc in &s.scopes {
+        println!("scope       {} {} -> {}", sc.kind, sc.name, sc.mode);
+    }
+    if let Some(t) = &s.trip {
+        println!(
+            "tripped     {} by {} (pid {}, uid {}), {} ago: \"{}\"",
+            format_wall(t.wall_ns),
+            t.source.as_str(),
+            t.pid,
+            t.uid,
+            format_duration_ns(mono_ns().saturating_sub(t.mono_ns)),
+            t.reason
+        );
+    }
+    let owner = if s.owner.pid == 0 {
+        "none attached".to_string()
+    } else if s.owner.alive {
+        format!("pid {} alive", s.owner.pid)
+    } else {
+        format!(
+            "pid {} DEAD (the block outlives it; the trip stays latched)",
+            s.owner.pid
+        )
+    };
+    let hb = s
+        .heartbeat_age_ms
+        .map(|ms| format!(", last heartbeat {ms:.1} ms ago"))
+        .unwrap_or_default();
+    println!("engine pid  {owner}{hb}");
+    if s.owner.pid != 0 {
+        let lag = if s.gateway_acked_generation >= s.generation {
+            "in step".to_string()
+        } else {
+            format!("BEHIND by {}", s.generation - s.gateway_acked_generation)
+        };
+        println!(
+            "gateway     acked generation {} ({lag}); {} orders sent",
+            s.gateway_acked_generation, s.gateway_orders_sent
+        );
+    }
+    let d = &s.drain;
+    if d.generation != 0 {
+        println!(
+            "drain       {:?} for generation {}: {} open at snapshot, {} cancels sent, {} confirmed, {} UNKNOWN, {} fills during drain, checkpoint seq {}",
+            d.phase, d.generation, d.open_at_snapshot, d.cancels_sent, d.orders_confirmed, d.orders_unknown,
+            d.fills_during_drain, d.checkpoint_seq
+        );
+    }
+    for b in &s.reset_blockers {
+        println!("reset       BLOCKED: {b}");
     }
 }

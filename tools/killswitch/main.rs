@@ -1,16 +1,22 @@
 //! `killswitch`: trip, inspect and reset the kill switch of a running engine.
+//!
+//! Every subcommand that talks to an engine finds its control block as
+//! `<dir>/killswitch.<name>`: `--dir` (or `KILLSWITCH_DIR`, default
+//! `/dev/shm`) and `--name` (or `KILLSWITCH_NAME`, default `engine`).
 
 mod control_cmds;
+mod demo;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// Exit codes shared by every subcommand (documented in README.md).
 pub mod exit {
     /// Success.
     pub const OK: u8 = 0;
-    /// The operation was refused or found a problem (e.g. reset refused, invalid checkpoint).
+    /// The operation was refused or found a problem (reset refused, invalid checkpoint).
     pub const REFUSED: u8 = 1;
     /// Wrong command-line arguments (clap's own code).
     pub const USAGE: u8 = 2;
@@ -20,9 +26,32 @@ pub mod exit {
     pub const IO: u8 = 4;
 }
 
+/// Which control block to act on.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// Directory of control files.
+    #[arg(
+        long,
+        global = true,
+        env = "KILLSWITCH_DIR",
+        default_value = "/dev/shm"
+    )]
+    pub dir: PathBuf,
+    /// Engine name: the control file is <dir>/killswitch.<name>.
+    #[arg(long, global = true, env = "KILLSWITCH_NAME", default_value = "engine")]
+    pub name: String,
+}
+
 #[derive(Parser, Debug)]
-#[command(name = "killswitch", version, about = "Kill switch for automated trading engines", long_about = None)]
+#[command(
+    name = "killswitch",
+    version,
+    about = "Kill switch for automated trading engines: trip, inspect, reset",
+    after_help = "Exit codes: 0 ok, 1 refused / problem found, 2 usage, 3 missing or damaged file, 4 I/O error."
+)]
 struct Cli {
+    #[command(flatten)]
+    target: Target,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,11 +60,14 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     Control(control_cmds::ControlCmd),
+    /// Create a control block, trip it from a child process and show what a gate saw.
+    Demo,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Control(c) => control_cmds::run(c),
+        Command::Control(c) => control_cmds::run(c, &cli.target),
+        Command::Demo => demo::run(),
     }
 }

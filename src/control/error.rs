@@ -1,0 +1,108 @@
+//! Errors of the control block. Each message names the file and says what to do.
+
+use std::io;
+use std::path::PathBuf;
+
+use super::layout::{NAME_BYTES, VERSION_MAJOR};
+use super::ScopeKind;
+
+/// Errors opening or changing a control block. Each message names the file
+/// and says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No file at the path.
+    #[error("control file {path} does not exist: start the engine (it creates it) or run `killswitch init --name {name}`; check --dir / KILLSWITCH_DIR")]
+    NotFound {
+        /// The path tried.
+        path: PathBuf,
+        /// Engine name.
+        name: String,
+    },
+    /// `create` found a file already there.
+    #[error("control file {path} already exists: use it as it is, or `killswitch remove --name {name}` first")]
+    AlreadyExists {
+        /// The path.
+        path: PathBuf,
+        /// Engine name.
+        name: String,
+    },
+    /// An I/O error on the file.
+    #[error("control file {path}: {source} (check that the directory exists and the file is yours, mode 0600)")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// The file has the wrong size.
+    #[error("control file {path} is {found} bytes, expected {expected}: it is truncated or not a killswitch control file; inspect it, then `killswitch remove --force` and recreate")]
+    WrongSize {
+        /// The path.
+        path: PathBuf,
+        /// Actual size.
+        found: u64,
+        /// Size of this layout.
+        expected: u64,
+    },
+    /// The magic number is wrong.
+    #[error("control file {path} has magic {found:#018x}, not \"KILLSWCH\": it is not a killswitch control file; check --dir and --name")]
+    BadMagic {
+        /// The path.
+        path: PathBuf,
+        /// The value found.
+        found: u64,
+    },
+    /// A layout major version this build does not know.
+    #[error("control file {path} has layout version {major}.{minor}, this build reads {VERSION_MAJOR}.x: use the killswitch binary built with the engine")]
+    UnsupportedVersion {
+        /// The path.
+        path: PathBuf,
+        /// Major version found.
+        major: u16,
+        /// Minor version found.
+        minor: u16,
+    },
+    /// The version word is still 0.
+    #[error("control file {path} is not initialised (version 0): its creator died while building it; `killswitch remove --force` it")]
+    NotInitialised {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A name outside the allowed alphabet or length.
+    #[error(
+        "invalid {what} name {name:?}: use 1 to {NAME_BYTES} characters from A-Z a-z 0-9 _ - . : /"
+    )]
+    InvalidName {
+        /// What the name is for.
+        what: &'static str,
+        /// The name given.
+        name: String,
+    },
+    /// No free slot in a name table.
+    #[error("the {kind} name table of {path} is full ({capacity} names): remove the block after the engine stops, or use fewer names")]
+    NamesFull {
+        /// The path.
+        path: PathBuf,
+        /// The table.
+        kind: ScopeKind,
+        /// Its capacity.
+        capacity: usize,
+    },
+    /// A different live process owns the block.
+    #[error("control file {path} is owned by engine pid {pid}, which is alive: two engines on one block would fight; stop it or use another --name")]
+    OwnedByLiveProcess {
+        /// The path.
+        path: PathBuf,
+        /// The owner.
+        pid: u32,
+    },
+    /// A reset's preconditions failed and it was not forced.
+    #[error("reset refused: {why}; reconcile with the venues first, then rerun with --force (the force is recorded)")]
+    ResetRefused {
+        /// Why.
+        why: String,
+    },
+}
+
+/// Shorthand.
+pub type Result<T> = std::result::Result<T, ControlError>;

@@ -1,0 +1,88 @@
+//! Which engine owns a block, whether it is alive, and its heartbeat.
+
+use std::fs;
+use std::sync::atomic::Ordering;
+
+use super::{ControlBlock, ControlError, OwnerInfo, Result};
+use crate::clock::mono_ns;
+
+impl ControlBlock {
+    /// Marks the calling process as the engine that owns this block. Fails
+    /// while another live process owns it; takes over from a dead owner.
+    pub fn attach_owner(&self) -> Result<()> {
+        let h = &self.layout().header;
+        let me = std::process::id() as u64;
+        let my_ticks = proc_start_ticks(me as u32).unwrap_or(0);
+        let _lock = self.lock()?;
+        let owner = self.owner();
+        if owner.alive && owner.pid as u64 != me {
+            return Err(ControlError::OwnedByLiveProcess {
+                path: self.path.clone(),
+                pid: owner.pid,
+            });
+        }
+        h.owner_start_ticks.store(my_ticks, Ordering::Relaxed);
+        h.owner_pid.store(me, Ordering::Release);
+        self.heartbeat();
+        Ok(())
+    }
+
+    /// Clears the owner if it is the calling process.
+    pub fn detach_owner(&self) {
+        let me = std::process::id() as u64;
+        let _ = self.layout().header.owner_pid.compare_exchange(
+            me,
+            0,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The owning engine and whether it is alive.
+    pub fn owner(&self) -> OwnerInfo {
+        let h = &self.layout().header;
+        let pid = h.owner_pid.load(Ordering::Acquire) as u32;
+        if pid == 0 {
+            return OwnerInfo { pid, alive: false };
+        }
+        let want = h.owner_start_ticks.load(Ordering::Relaxed);
+        let alive = match proc_start_ticks(pid) {
+            Some(t) => want == 0 || t == want,
+            None => false,
+        };
+        OwnerInfo { pid, alive }
+    }
+
+    /// Writes the engine's heartbeat (`CLOCK_MONOTONIC` now).
+    #[inline]
+    pub fn heartbeat(&self) {
+        let h = &self.layout().header;
+        h.heartbeat_mono_ns.store(mono_ns(), Ordering::Release);
+        h.heartbeat_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Nanoseconds since the last heartbeat, `None` if there never was one.
+    pub fn heartbeat_age_ns(&self) -> Option<u64> {
+        let t = self
+            .layout()
+            .header
+            .heartbeat_mono_ns
+            .load(Ordering::Acquire);
+        (t != 0).then(|| mono_ns().saturating_sub(t))
+    }
+}
+
+/// Start time of a process in clock ticks since boot (`/proc/<pid>/stat`
+/// field 22), `None` if it does not exist or is a zombie.
+pub fn proc_start_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: the
+    // fields we want follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
