@@ -32,7 +32,9 @@ fn bench_gate(c: &mut Criterion) {
     let gate = Gate::new(clear.clone());
     let o = intent(ScopeTags::default());
     // Measured as callers use it: `if gate.check(&order).is_allow() { send }`.
-    g.bench_function("check_clear", |b| b.iter(|| gate.check(black_box(&o)).is_allow()));
+    g.bench_function("check_clear", |b| {
+        b.iter(|| gate.check(black_box(&o)).is_allow())
+    });
 
     let flag = AtomicBool::new(false);
     g.bench_function("baseline_atomic_bool_load", |b| {
@@ -42,7 +44,9 @@ fn bench_gate(c: &mut Criterion) {
     let killed = Arc::new(ControlBlock::create(dir.path(), "killed").unwrap());
     killed.trip_global(Mode::Kill, Source::Api, "bench");
     let kgate = Gate::new(killed);
-    g.bench_function("check_tripped_kill", |b| b.iter(|| kgate.check(black_box(&o)).is_allow()));
+    g.bench_function("check_tripped_kill", |b| {
+        b.iter(|| kgate.check(black_box(&o)).is_allow())
+    });
 
     let scoped = Arc::new(ControlBlock::create(dir.path(), "scoped").unwrap());
     let a = scoped.register_name(ScopeKind::Venue, "A").unwrap();
@@ -55,7 +59,10 @@ fn bench_gate(c: &mut Criterion) {
         })
         .unwrap();
     let sgate = Gate::new(scoped);
-    let out_of_scope = intent(ScopeTags { venue: a, ..Default::default() });
+    let out_of_scope = intent(ScopeTags {
+        venue: a,
+        ..Default::default()
+    });
     g.bench_function("check_scoped_order_out_of_scope", |b| {
         b.iter(|| sgate.check(black_box(&out_of_scope)).is_allow())
     });
@@ -63,7 +70,11 @@ fn bench_gate(c: &mut Criterion) {
     let kill_file = dir.path().join("KILL");
     std::fs::write(&kill_file, b"0").unwrap();
     g.bench_function("baseline_file_metadata_poll", |b| {
-        b.iter(|| std::fs::metadata(black_box(&kill_file)).map(|m| m.len() > 1).unwrap_or(true))
+        b.iter(|| {
+            std::fs::metadata(black_box(&kill_file))
+                .map(|m| m.len() > 1)
+                .unwrap_or(true)
+        })
     });
     g.finish();
 

@@ -34,3 +34,5 @@ pub mod clock;
 pub mod control;
 pub mod gate;
 pub mod order;
+pub mod signals;
+pub mod watchdog;

@@ -48,16 +48,30 @@ fn a_second_process_trips_and_this_gate_rejects_and_status_says_who() {
     assert_eq!(v["mode"], "kill");
     assert_eq!(v["trip"]["reason"], "strategy bleeding");
     assert_eq!(v["trip"]["source"], "cli");
-    assert_ne!(v["trip"]["pid"].as_u64().unwrap(), std::process::id() as u64);
-    assert_eq!(v["owner"]["pid"].as_u64().unwrap(), std::process::id() as u64);
+    assert_ne!(
+        v["trip"]["pid"].as_u64().unwrap(),
+        std::process::id() as u64
+    );
+    assert_eq!(
+        v["owner"]["pid"].as_u64().unwrap(),
+        std::process::id() as u64
+    );
     assert_eq!(v["owner"]["alive"], true);
 
     let mut st = ks(d.path(), "eng");
     st.arg("status");
     let out = run(st);
     out.expect_code(0);
-    assert!(out.stdout().contains("KILL: no new orders pass"), "{}", out.stdout());
-    assert!(out.stdout().contains("\"strategy bleeding\""), "{}", out.stdout());
+    assert!(
+        out.stdout().contains("KILL: no new orders pass"),
+        "{}",
+        out.stdout()
+    );
+    assert!(
+        out.stdout().contains("\"strategy bleeding\""),
+        "{}",
+        out.stdout()
+    );
 }
 
 #[test]
@@ -74,26 +88,57 @@ fn scoped_trip_blocks_only_its_scope() {
     trip.args(["trip", "--venue", "SIM-B", "--reason", "venue B stale data"]);
     run(trip).expect_code(0);
     let mut trip = ks(d.path(), "eng");
-    trip.args(["trip", "--mode", "halt", "--strategy", "momo", "--reason", "momo runaway"]);
+    trip.args([
+        "trip",
+        "--mode",
+        "halt",
+        "--strategy",
+        "momo",
+        "--reason",
+        "momo runaway",
+    ]);
     run(trip).expect_code(0);
 
-    let tags = |venue, strategy| ScopeTags { venue, strategy, ..Default::default() };
-    assert!(gate.check(&order(tags(a, mm))).is_allow(), "other venue and strategy trade on");
+    let tags = |venue, strategy| ScopeTags {
+        venue,
+        strategy,
+        ..Default::default()
+    };
+    assert!(
+        gate.check(&order(tags(a, mm))).is_allow(),
+        "other venue and strategy trade on"
+    );
     assert!(matches!(
         gate.check(&order(tags(b, mm))),
-        Verdict::Reject(Rejection::Mode { mode: Mode::Kill, scope: Some(ScopeKind::Venue), .. })
+        Verdict::Reject(Rejection::Mode {
+            mode: Mode::Kill,
+            scope: Some(ScopeKind::Venue),
+            ..
+        })
     ));
     assert!(matches!(
         gate.check(&order(tags(a, momo))),
-        Verdict::Reject(Rejection::Mode { mode: Mode::HaltNew, scope: Some(ScopeKind::Strategy), .. })
+        Verdict::Reject(Rejection::Mode {
+            mode: Mode::HaltNew,
+            scope: Some(ScopeKind::Strategy),
+            ..
+        })
     ));
     assert_eq!(block.state().mode(), Mode::Normal, "global mode untouched");
 
     let mut st = ks(d.path(), "eng");
     st.arg("status");
     let out = run(st);
-    assert!(out.stdout().contains("venue SIM-B -> kill"), "{}", out.stdout());
-    assert!(out.stdout().contains("strategy momo -> halt-new"), "{}", out.stdout());
+    assert!(
+        out.stdout().contains("venue SIM-B -> kill"),
+        "{}",
+        out.stdout()
+    );
+    assert!(
+        out.stdout().contains("strategy momo -> halt-new"),
+        "{}",
+        out.stdout()
+    );
 }
 
 #[test]
@@ -112,7 +157,11 @@ fn reset_needs_confirm_and_a_reason_and_is_audited() {
     out.expect_code(1);
     assert!(out.stderr().contains("--confirm"), "{}", out.stderr());
     let block = ControlBlock::open(d.path(), "eng").unwrap();
-    assert_eq!(block.state().mode(), Mode::Kill, "refused reset changed nothing");
+    assert_eq!(
+        block.state().mode(),
+        Mode::Kill,
+        "refused reset changed nothing"
+    );
 
     let mut reset = ks(d.path(), "eng");
     reset.args(["reset", "--confirm"]);
@@ -132,13 +181,20 @@ fn reset_needs_confirm_and_a_reason_and_is_audited() {
     a.arg("audit");
     let out = run(a);
     out.expect_code(0);
-    assert!(out.stdout().contains("TRIP") && out.stdout().contains("RESET"), "{}", out.stdout());
+    assert!(
+        out.stdout().contains("TRIP") && out.stdout().contains("RESET"),
+        "{}",
+        out.stdout()
+    );
 }
 
 #[test]
 fn damaged_control_files_give_clear_errors_and_exit_3() {
     let d = tempfile::tempdir().unwrap();
-    let path = ControlBlock::create(d.path(), "eng").unwrap().path().to_path_buf();
+    let path = ControlBlock::create(d.path(), "eng")
+        .unwrap()
+        .path()
+        .to_path_buf();
     let patch = |off: u64, bytes: &[u8]| {
         let mut f = OpenOptions::new().write(true).open(&path).unwrap();
         f.seek(SeekFrom::Start(off)).unwrap();
@@ -153,18 +209,34 @@ fn damaged_control_files_give_clear_errors_and_exit_3() {
     patch(8, &((7u32 << 16) | 1).to_le_bytes());
     let out = status();
     out.expect_code(3);
-    assert!(out.stderr().contains("layout version 7.1"), "{}", out.stderr());
+    assert!(
+        out.stderr().contains("layout version 7.1"),
+        "{}",
+        out.stderr()
+    );
 
     patch(0, b"GARBAGE!");
     let out = status();
     out.expect_code(3);
-    assert!(out.stderr().contains("not \"KILLSWCH\""), "{}", out.stderr());
+    assert!(
+        out.stderr().contains("not \"KILLSWCH\""),
+        "{}",
+        out.stderr()
+    );
 
-    OpenOptions::new().write(true).open(&path).unwrap().set_len(4096).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
     let out = status();
     out.expect_code(3);
     assert!(out.stderr().contains("is 4096 bytes"), "{}", out.stderr());
-    assert!(out.stderr().contains(&path.display().to_string()), "names the file");
+    assert!(
+        out.stderr().contains(&path.display().to_string()),
+        "names the file"
+    );
 
     let mut trip = ks(d.path(), "eng");
     trip.args(["trip", "--reason", "x"]);
@@ -218,7 +290,16 @@ fn remove_refuses_while_a_live_engine_owns_the_block() {
 fn concurrent_trips_from_processes_leave_a_consistent_record() {
     let d = tempfile::tempdir().unwrap();
     let block = ControlBlock::create(d.path(), "eng").unwrap();
-    let modes = ["reduce-only", "halt", "kill", "halt", "reduce-only", "kill", "kill", "halt"];
+    let modes = [
+        "reduce-only",
+        "halt",
+        "kill",
+        "halt",
+        "reduce-only",
+        "kill",
+        "kill",
+        "halt",
+    ];
     let children: Vec<_> = modes
         .iter()
         .enumerate()

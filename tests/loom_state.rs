@@ -39,7 +39,10 @@ fn concurrent_trips_only_escalate() {
                 let a = StateWord(w.load(Ordering::Acquire));
                 let b = StateWord(w.load(Ordering::Acquire));
                 assert!(b.generation() >= a.generation());
-                assert!(b.mode() >= a.mode(), "mode went down without a reset: {a:?} -> {b:?}");
+                assert!(
+                    b.mode() >= a.mode(),
+                    "mode went down without a reset: {a:?} -> {b:?}"
+                );
             })
         };
         let n = t1.join().unwrap() + t2.join().unwrap();
@@ -47,7 +50,10 @@ fn concurrent_trips_only_escalate() {
         let end = StateWord(word.load(Ordering::Acquire));
         assert_eq!(end.mode(), Mode::Kill);
         assert_eq!(end.generation(), n);
-        assert!(n == 1 || n == 2, "Kill first makes HaltNew a no-op; else both change");
+        assert!(
+            n == 1 || n == 2,
+            "Kill first makes HaltNew a no-op; else both change"
+        );
     });
 }
 
@@ -72,11 +78,15 @@ fn trip_races_reset() {
         assert_eq!(end.generation(), 1 + changed(t) + changed(r));
         match (t, r) {
             // Trip first, reset last: everything cleared.
-            (Transition::Changed { to: tt, .. }, Transition::Changed { from: rf, .. }) if rf == tt => {
+            (Transition::Changed { to: tt, .. }, Transition::Changed { from: rf, .. })
+                if rf == tt =>
+            {
                 assert_eq!(end.mode(), Mode::Normal);
             }
             // Reset first, trip last: KILL stands.
-            (Transition::Changed { from: tf, .. }, Transition::Changed { to: rt, .. }) if tf == rt => {
+            (Transition::Changed { from: tf, .. }, Transition::Changed { to: rt, .. })
+                if tf == rt =>
+            {
                 assert_eq!(end.mode(), Mode::Kill);
             }
             other => panic!("impossible interleaving outcome {other:?} ending in {end:?}"),

@@ -16,7 +16,10 @@ use killswitch::clock::mono_ns;
 use killswitch::control::{ControlBlock, Mode, ResetRequest, Source};
 
 #[derive(Parser, Debug)]
-#[command(name = "ks-latency", about = "Kill-path latency across processes (hdrhistogram percentiles)")]
+#[command(
+    name = "ks-latency",
+    about = "Kill-path latency across processes (hdrhistogram percentiles)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -141,7 +144,11 @@ fn cross_process(iterations: u64, core: usize) -> Result<(), Box<dyn std::error:
     println!(
         "cores: tripper {core}, watcher {} ({}); {} samples after {warmup} warm-up",
         core + 1,
-        if pinned { "pinned" } else { "NOT pinned: affinity unavailable" },
+        if pinned {
+            "pinned"
+        } else {
+            "NOT pinned: affinity unavailable"
+        },
         hist.len()
     );
     print_percentiles(&hist);

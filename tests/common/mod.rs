@@ -21,7 +21,9 @@ pub fn ks(dir: &Path, name: &str) -> Command {
 /// Runs a command, returning its output, and describes it for failures.
 pub fn run(mut cmd: Command) -> Run {
     let desc = format!("{cmd:?}");
-    let output = cmd.output().unwrap_or_else(|e| panic!("cannot run {desc}: {e}"));
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {desc}: {e}"));
     Run { desc, output }
 }
 

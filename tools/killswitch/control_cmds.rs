@@ -9,6 +9,8 @@ use killswitch::control::{
     Status, Transition, TripRequest,
 };
 
+use killswitch::watchdog::{Health, Watchdog};
+
 use crate::{exit, Target};
 
 /// Modes a trip can ask for.
@@ -85,6 +87,18 @@ pub enum ControlCmd {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Dead-man's switch: trip KILL when the engine's heartbeat is older than --max-silence.
+    Watchdog {
+        /// Longest silence tolerated, e.g. 250ms.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "250ms")]
+        max_silence: std::time::Duration,
+        /// How often to look.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "5ms")]
+        poll: std::time::Duration,
+        /// Give up (exit 0) after this long without tripping; default: run until it trips.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
     },
     /// Delete the control block. Clears a latched kill, so needs --confirm.
     Remove {
@@ -266,6 +280,38 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
                         scope_text(&block, e),
                         e.reason
                     );
+                }
+            }
+        }
+        ControlCmd::Watchdog {
+            max_silence,
+            poll,
+            timeout,
+        } => {
+            let block = std::sync::Arc::new(ControlBlock::open(&t.dir, &t.name)?);
+            println!(
+                "watchdog on {}: trips KILL after {} without a heartbeat or when the engine dies",
+                block.path().display(),
+                humantime::format_duration(max_silence)
+            );
+            let dog = Watchdog::new(block.clone(), max_silence);
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            let until = timeout.map(|d| std::time::Instant::now() + d);
+            let health = dog.run(poll, &stop, until);
+            match health {
+                Health::Stale { .. } | Health::OwnerDead { .. } => {
+                    let trip = block.last_trip();
+                    println!(
+                        "TRIPPED KILL: {}",
+                        trip.map(|t| t.reason)
+                            .unwrap_or_else(|| format!("{health:?}"))
+                    );
+                }
+                Health::AlreadyKilled => {
+                    println!("switch is at KILL; watchdog has nothing left to do")
+                }
+                Health::Alive { .. } | Health::NoEngine => {
+                    println!("timeout reached: engine healthy ({health:?})")
                 }
             }
         }
