@@ -20,7 +20,7 @@
 //! | 72     | 32     | `engine_name` (length byte + up to 31 bytes UTF-8) | creator |
 //! | 104    | 24     | reserved | - |
 //! | 128    | 128    | **state word** (`AtomicU64`, alone on its line), see [`super::state`] | trip / reset |
-//! | 256    | 128    | gateway status: `acked_generation`, `acked_mono_ns`, `orders_sent`, `cancels_sent` | gateway thread |
+//! | 256    | 128    | gateway status: `acked_generation`, `acked_mono_ns`, `orders_sent`, `cancels_sent`, `open_orders` | gateway thread |
 //! | 384    | 256    | drain status ([`DrainStatus`]) | drain thread |
 //! | 640    | 128    | `audit_head`: tickets handed out to audit writers | trip / reset |
 //! | 768    | 64×256 | audit ring ([`AuditSlot`]), slot = ticket % 64 | trip / reset |
@@ -99,6 +99,8 @@ pub struct GatewayStatus {
     pub orders_sent: AtomicU64,
     /// Cancels (single or mass) written to venues since start.
     pub cancels_sent: AtomicU64,
+    /// Orders open (not terminal, not unknown) in the registry, as last counted by the gateway.
+    pub open_orders: AtomicU64,
 }
 
 /// Phase of the drain, as published in [`DrainStatus::phase`].

@@ -6,6 +6,7 @@
 
 mod control_cmds;
 mod demo;
+mod emergency;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,7 +48,7 @@ pub struct Target {
     name = "killswitch",
     version,
     about = "Kill switch for automated trading engines: trip, inspect, reset",
-    after_help = "Exit codes: 0 ok, 1 refused / problem found, 2 usage, 3 missing or damaged file, 4 I/O error."
+    after_help = "Exit codes: 0 ok, 1 refused / problem found, 2 usage, 3 missing or damaged file, 4 I/O error; emergency: 10 escalated, 11 orders unknown, 12 checkpoint failed, 13 no engine."
 )]
 struct Cli {
     #[command(flatten)]
@@ -62,6 +63,8 @@ enum Command {
     Control(control_cmds::ControlCmd),
     /// Create a control block, trip it from a child process and show what a gate saw.
     Demo,
+    /// Emergency stop: trip KILL, follow the engine's drain, escalate to SIGTERM/SIGKILL if it does not confirm.
+    Emergency(emergency::EmergencyArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,5 +72,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Control(c) => control_cmds::run(c, &cli.target),
         Command::Demo => demo::run(),
+        Command::Emergency(a) => emergency::run(a, &cli.target),
     }
 }

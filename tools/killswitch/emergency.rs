@@ -1,0 +1,415 @@
+//! `killswitch emergency`: the runbook's EMERGENCY SHUTDOWN, done by the
+//! engine itself in milliseconds and followed from outside.
+//!
+//! 1. Trip KILL in the shared block (the gate closes at once).
+//! 2. If the engine is stopped (`SIGSTOP`, the runbook's first step), send
+//!    `SIGCONT`: the gate is already closed, so letting it run can only
+//!    cancel orders, never send new ones.
+//! 3. Follow the drain status the engine publishes and print a timeline:
+//!    drain saw the trip, gateway acknowledged, first cancel, last answer,
+//!    quick checkpoint, done, process exit.
+//! 4. If the engine does not confirm in time: `SIGTERM`, then `SIGKILL`
+//!    after a second deadline, and say which orders are unconfirmed.
+//!
+//! Exit codes (also in README.md): 0 drained, checkpointed, engine exited;
+//! 10 engine did not confirm and was terminated or killed; 11 drain finished
+//! with orders in `CancelUnknown`; 12 quick checkpoint failed; 13 no live
+//! engine attached (the trip is latched, nothing was drained).
+
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use killswitch::clock::{format_duration_ns, mono_ns};
+use killswitch::control::{
+    proc_start_ticks, ControlBlock, ControlError, DrainPhase, DrainSnapshot, Mode, Source,
+};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::Serialize;
+
+use crate::Target;
+
+/// Exit code: the engine had to be terminated or killed.
+pub const EXIT_ESCALATED: u8 = 10;
+/// Exit code: orders left in `CancelUnknown`.
+pub const EXIT_ORDERS_UNKNOWN: u8 = 11;
+/// Exit code: the quick checkpoint failed.
+pub const EXIT_CHECKPOINT_FAILED: u8 = 12;
+/// Exit code: no live engine.
+pub const EXIT_NO_ENGINE: u8 = 13;
+
+/// Options of `killswitch emergency`.
+#[derive(Args, Debug)]
+pub struct EmergencyArgs {
+    /// Why (kept in the audit ring).
+    #[arg(long)]
+    reason: String,
+    /// How long the engine has to finish its drain and checkpoint.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    confirm_deadline: Duration,
+    /// How long the gateway has to acknowledge the kill before the engine counts as stuck.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    ack_deadline: Duration,
+    /// After the drain, how long the engine has to exit on its own.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    exit_deadline: Duration,
+    /// After SIGTERM, how long before SIGKILL.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    term_deadline: Duration,
+    /// Do not SIGCONT a stopped engine (escalate instead).
+    #[arg(long)]
+    no_continue: bool,
+    /// Print the result as JSON (the timeline still goes to stderr).
+    #[arg(long)]
+    json: bool,
+}
+
+/// One line of the timeline.
+#[derive(Clone, Debug, Serialize)]
+pub struct Step {
+    /// Nanoseconds after the trip.
+    pub at_ns: u64,
+    /// What happened.
+    pub what: String,
+}
+
+/// The result, printed as JSON with `--json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct EmergencyReport {
+    /// Control file.
+    pub path: String,
+    /// Engine pid (0 when none).
+    pub engine_pid: u32,
+    /// Kill generation.
+    pub generation: u64,
+    /// Timeline.
+    pub timeline: Vec<Step>,
+    /// Drain counters at the end.
+    pub drain: DrainSnapshot,
+    /// Escalations made ("SIGCONT", "SIGTERM", "SIGKILL").
+    pub signals_sent: Vec<String>,
+    /// Whether the engine process is gone at the end.
+    pub engine_exited: bool,
+    /// Orders not confirmed terminal (open at snapshot - confirmed), including unknown.
+    pub orders_unconfirmed: u64,
+    /// Trip to the end of the drain (or of the command), ns.
+    pub total_ns: u64,
+    /// Exit code.
+    pub exit_code: u8,
+    /// One-line verdict.
+    pub verdict: String,
+}
+
+fn alive(pid: u32, ticks: u64) -> bool {
+    proc_start_ticks(pid).is_some_and(|t| ticks == 0 || t == ticks)
+}
+
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+struct Timeline {
+    t0: u64,
+    steps: Vec<Step>,
+    quiet: bool,
+}
+
+impl Timeline {
+    fn at(&mut self, t: u64, what: String) {
+        let at_ns = t.saturating_sub(self.t0);
+        if !self.quiet {
+            eprintln!("  +{:>10}  {what}", format_duration_ns(at_ns));
+        }
+        self.steps.push(Step { at_ns, what });
+    }
+    fn now(&mut self, what: String) {
+        self.at(mono_ns(), what)
+    }
+}
+
+/// Runs `killswitch emergency`.
+pub fn run(args: EmergencyArgs, t: &Target) -> ExitCode {
+    match emergency(&args, t) {
+        Ok(report) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("report serialises")
+                );
+            } else {
+                println!("{}", report.verdict);
+            }
+            ExitCode::from(report.exit_code)
+        }
+        Err(e) => crate::control_cmds::fail(&e),
+    }
+}
+
+fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, ControlError> {
+    let block = ControlBlock::open(&t.dir, &t.name)?;
+    let h = &block.layout().header;
+    let pid = h.owner_pid.load(Ordering::Acquire) as u32;
+    let ticks = h.owner_start_ticks.load(Ordering::Acquire);
+    let engine_alive = pid != 0 && alive(pid, ticks);
+
+    let out = block.trip_global(Mode::Kill, Source::Cli, &args.reason);
+    let g = out.transition.current().generation();
+    let t0 = block
+        .audit()
+        .into_iter()
+        .find(|e| e.ticket == out.ticket)
+        .map(|e| e.mono_ns)
+        .unwrap_or_else(mono_ns);
+    let mut tl = Timeline {
+        t0,
+        steps: Vec::new(),
+        quiet: false,
+    };
+    eprintln!(
+        "EMERGENCY on {} (engine pid {}): {}",
+        block.path().display(),
+        if pid == 0 {
+            "none".to_string()
+        } else {
+            pid.to_string()
+        },
+        args.reason
+    );
+    tl.at(
+        t0,
+        format!(
+            "KILL tripped, generation {g}{}: the gate rejects every new order",
+            if matches!(
+                out.transition,
+                killswitch::control::Transition::Unchanged(_)
+            ) {
+                " (was already KILL)"
+            } else {
+                ""
+            }
+        ),
+    );
+    let mut report = EmergencyReport {
+        path: block.path().display().to_string(),
+        engine_pid: pid,
+        generation: g,
+        timeline: Vec::new(),
+        drain: DrainSnapshot::read(&block),
+        signals_sent: Vec::new(),
+        engine_exited: !engine_alive,
+        orders_unconfirmed: 0,
+        total_ns: 0,
+        exit_code: 0,
+        verdict: String::new(),
+    };
+    if !engine_alive {
+        tl.now(
+            "no live engine is attached: the kill is latched for when one starts; nothing to drain"
+                .into(),
+        );
+        report.timeline = tl.steps;
+        report.exit_code = EXIT_NO_ENGINE;
+        report.verdict = format!(
+            "NO ENGINE: KILL latched in {}; no engine was running to drain (exit {EXIT_NO_ENGINE})",
+            report.path
+        );
+        return Ok(report);
+    }
+
+    let signal = |report: &mut EmergencyReport, tl: &mut Timeline, sig: Signal| {
+        let r = kill(Pid::from_raw(pid as i32), sig);
+        tl.now(format!(
+            "sent {sig:?} to engine pid {pid}{}",
+            if r.is_err() { " (failed: gone?)" } else { "" }
+        ));
+        report.signals_sent.push(format!("{sig:?}"));
+    };
+    if proc_state(pid) == Some('T') {
+        if args.no_continue {
+            tl.now(format!(
+                "engine pid {pid} is STOPPED (SIGSTOP); --no-continue given"
+            ));
+        } else {
+            tl.now(format!("engine pid {pid} is STOPPED (SIGSTOP); the gate is closed, continuing it so it can cancel"));
+            signal(&mut report, &mut tl, Signal::SIGCONT);
+        }
+    }
+
+    // Follow the drain.
+    let start = Instant::now();
+    let gw = block.gateway_status();
+    let (mut seen, mut acked, mut first, mut last, mut ckpt, mut done) =
+        (false, false, false, false, false, false);
+    let mut escalate = false;
+    loop {
+        let snap = DrainSnapshot::read(&block);
+        let mine = snap.generation >= g;
+        let fresh = |v: u64| v >= t0;
+        if !seen && mine && fresh(snap.t_trip_seen) {
+            seen = true;
+            tl.at(
+                snap.t_trip_seen,
+                "engine's drain thread saw the trip".into(),
+            );
+        }
+        if !acked && gw.acked_generation.load(Ordering::Acquire) >= g {
+            acked = true;
+            let t = gw.acked_mono_ns.load(Ordering::Acquire);
+            tl.at(
+                if fresh(t) { t } else { mono_ns() },
+                format!("gateway acknowledged generation {g}: no new order can reach a venue"),
+            );
+        }
+        if !first && mine && fresh(snap.t_first_cancel) {
+            first = true;
+            tl.at(
+                snap.t_first_cancel,
+                format!(
+                    "first cancel on its way ({} open orders in the snapshot)",
+                    snap.open_at_snapshot
+                ),
+            );
+        }
+        if !last && mine && fresh(snap.t_last_ack) {
+            last = true;
+            tl.at(
+                snap.t_last_ack,
+                format!(
+                    "all orders resolved: {} confirmed, {} UNKNOWN",
+                    snap.orders_confirmed, snap.orders_unknown
+                ),
+            );
+        }
+        if !ckpt && mine && fresh(snap.t_checkpoint) {
+            ckpt = true;
+            tl.at(
+                snap.t_checkpoint,
+                format!(
+                    "quick checkpoint written (journal seq {})",
+                    snap.checkpoint_seq
+                ),
+            );
+        }
+        if mine && matches!(snap.phase, DrainPhase::Done | DrainPhase::Failed) && fresh(snap.t_done)
+        {
+            done = true;
+            tl.at(
+                snap.t_done,
+                format!("drain {:?}", snap.phase).to_lowercase(),
+            );
+            break;
+        }
+        if !alive(pid, ticks) {
+            tl.now(format!(
+                "engine pid {pid} is gone before confirming the drain"
+            ));
+            break;
+        }
+        let waited = start.elapsed();
+        if !acked && waited > args.ack_deadline {
+            tl.now(format!(
+                "gateway has not acknowledged within {}: engine is stuck",
+                humantime::format_duration(args.ack_deadline)
+            ));
+            escalate = true;
+            break;
+        }
+        if waited > args.confirm_deadline {
+            tl.now(format!(
+                "engine did not confirm the drain within {}",
+                humantime::format_duration(args.confirm_deadline)
+            ));
+            escalate = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+
+    // The engine exits on its own after an emergency drain; wait for it, then escalate.
+    let wait_exit = |deadline: Duration| {
+        let end = Instant::now() + deadline;
+        while Instant::now() < end {
+            if !alive(pid, ticks) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        !alive(pid, ticks)
+    };
+    let mut exited = !alive(pid, ticks);
+    if !exited && !escalate {
+        exited = wait_exit(args.exit_deadline);
+        if exited {
+            tl.now(format!("engine pid {pid} exited"));
+        } else {
+            tl.now(format!(
+                "engine did not exit within {}",
+                humantime::format_duration(args.exit_deadline)
+            ));
+            escalate = true;
+        }
+    }
+    if escalate && !exited {
+        signal(&mut report, &mut tl, Signal::SIGTERM);
+        exited = wait_exit(args.term_deadline);
+        if !exited {
+            signal(&mut report, &mut tl, Signal::SIGKILL);
+            exited = wait_exit(Duration::from_secs(5));
+        }
+        tl.now(if exited {
+            format!("engine pid {pid} is gone")
+        } else {
+            format!("engine pid {pid} STILL ALIVE after SIGKILL (uninterruptible I/O?)")
+        });
+    }
+
+    let snap = DrainSnapshot::read(&block);
+    report.drain = snap;
+    report.engine_exited = exited;
+    report.total_ns = mono_ns().saturating_sub(t0);
+    let drained = done && snap.generation >= g;
+    report.orders_unconfirmed = if drained {
+        snap.orders_unknown
+    } else {
+        snap.open_at_snapshot.saturating_sub(snap.orders_confirmed)
+    };
+    let (code, verdict) = if escalate || !drained {
+        (
+            EXIT_ESCALATED,
+            format!(
+                "ESCALATED: engine did not confirm ({}); {} order(s) unconfirmed{} — reconcile with the venues (their cancel-on-disconnect may cover them)",
+                report.signals_sent.join(" -> "),
+                if drained || snap.generation >= g { report.orders_unconfirmed.to_string() } else { "unknown number of".into() },
+                if snap.generation >= g { format!(" of {} open", snap.open_at_snapshot) } else { String::new() }
+            ),
+        )
+    } else if snap.phase == DrainPhase::Failed && snap.checkpoint_seq == 0 {
+        (EXIT_CHECKPOINT_FAILED, "DRAINED, CHECKPOINT FAILED: orders handled, but no quick checkpoint; see the engine's log".to_string())
+    } else if snap.orders_unknown > 0 {
+        (
+            EXIT_ORDERS_UNKNOWN,
+            format!(
+                "DRAINED WITH {} ORDER(S) UNKNOWN: cancel sent, no answer by the deadline; reconcile before `reset --force`",
+                snap.orders_unknown
+            ),
+        )
+    } else {
+        (
+            0,
+            format!(
+                "DRAINED: {} order(s) resolved, checkpoint seq {}, engine {} in {} (runbook target 30 s)",
+                snap.orders_confirmed,
+                snap.checkpoint_seq,
+                if exited { "exited" } else { "still running" },
+                format_duration_ns(report.total_ns)
+            ),
+        )
+    };
+    report.exit_code = code;
+    report.verdict = verdict;
+    report.timeline = tl.steps;
+    Ok(report)
+}
