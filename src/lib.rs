@@ -5,6 +5,8 @@
 //!   word), scopes, trip record and audit ring.
 //! * [`gate`]: the hot-path check every order passes.
 //! * [`order`]: order value types (fixed-point money, scope tags).
+//! * [`journal`]: the mmap append-only journal, quick checkpoints, recovery
+//!   and state rebuild.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -33,4 +35,5 @@
 pub mod clock;
 pub mod control;
 pub mod gate;
+pub mod journal;
 pub mod order;
