@@ -288,7 +288,7 @@ pub struct ScanReport {
     pub records: u64,
     /// Sequence of the first valid record.
     pub first_seq: Option<u64>,
-    /// Sequence of the last valid record, segment-end included (0: none).
+    /// Sequence of the last valid record (0: none).
     pub last_seq: u64,
     /// Records per type name (`unknown-<n>` for unknown types).
     pub counts: BTreeMap<String, u64>,
@@ -402,9 +402,7 @@ pub fn scan(
                     sum.valid_end = p as u64;
                 }
                 Step::End { seq, .. } => {
-                    rep.last_seq = seq;
-                    rep.first_seq.get_or_insert(seq);
-                    expected_seq = Some(seq + 1);
+                    expected_seq = Some(seq);
                     sum.ended = true;
                     sum.valid_end = (p + record_len(8)) as u64;
                     break;
@@ -530,7 +528,7 @@ impl JournalTail {
                     return Ok(Some(rec));
                 }
                 Step::End { seq, next_segment } => {
-                    self.expected_seq = Some(seq + 1);
+                    self.expected_seq = Some(seq);
                     self.index = next_segment;
                     self.pos = SEGMENT_HEADER_LEN;
                     self.seg = None;

@@ -416,6 +416,10 @@ impl JournalWriter {
             }
             .encode(s)
         });
+        // The segment-end record carries the sequence the next record gets and
+        // does not use it up: the records a reader sees are numbered 1, 2, 3…
+        // without gaps across segments.
+        self.next_seq -= 1;
         let old = std::mem::replace(&mut self.seg, next);
         self.pos = SEGMENT_HEADER_LEN;
         match old.file.try_clone() {
