@@ -1,6 +1,7 @@
 //! `killswitch`: trip, inspect and reset the kill switch of a running engine.
 
 mod control_cmds;
+mod journal_cmds;
 
 use std::process::ExitCode;
 
@@ -31,11 +32,19 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     Control(control_cmds::ControlCmd),
+    /// Create or validate state checkpoints (quick: journal snapshot; complete: .ckpt file).
+    #[command(subcommand)]
+    Checkpoint(journal_cmds::CheckpointCmd),
+    /// Inspect or recover the journal.
+    #[command(subcommand)]
+    Journal(journal_cmds::JournalCmd),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Control(c) => control_cmds::run(c),
+        Command::Checkpoint(c) => journal_cmds::run_checkpoint(c),
+        Command::Journal(c) => journal_cmds::run_journal(c),
     }
 }
