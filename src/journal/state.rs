@@ -203,6 +203,41 @@ impl TradingState {
         }
     }
 
+    /// A made-up state with `orders` open orders spread over 8 venues and 64
+    /// instruments, and their positions: for benchmarks and examples.
+    pub fn synthetic(orders: u64) -> TradingState {
+        let mut s = TradingState::default();
+        for id in 1..=orders {
+            let tags = ScopeTags {
+                venue: (id % 8) as u16,
+                strategy: (id % 4) as u16,
+                instrument: (id % 64) as u16,
+                account: (id % 3) as u16,
+            };
+            let side = if id % 2 == 0 { Side::Buy } else { Side::Sell };
+            s.open_orders.insert(
+                OrderId(id),
+                OrderEntry {
+                    id: OrderId(id),
+                    tags,
+                    side,
+                    price: Price(6_500_000_000_000 + id as i64),
+                    qty: Qty::from_lots(2),
+                    filled: Qty::from_lots((id % 2) as i64),
+                    state: if id % 2 == 0 {
+                        OrderState::Live
+                    } else {
+                        OrderState::PartiallyFilled
+                    },
+                },
+            );
+            let p = s.positions.entry(PositionKey::of(&tags)).or_default();
+            p.qty = Qty(p.qty.0 + side.sign() * Qty::from_lots((id % 2) as i64).0);
+        }
+        s.max_order_id = OrderId(orders);
+        s
+    }
+
     /// Decodes a snapshot payload (see [`SnapshotPayload`]).
     pub fn decode(buf: &[u8]) -> Result<TradingState, DecodeError> {
         let mut c = Cursor::new(buf, "snapshot");
@@ -404,13 +439,20 @@ fn ser_positions<S: serde::Serializer>(
     s: S,
 ) -> Result<S::Ok, S::Error> {
     #[derive(serde::Serialize)]
-    struct Row<'a> {
-        #[serde(flatten)]
-        key: &'a PositionKey,
-        #[serde(flatten)]
-        position: &'a Position,
+    struct Row {
+        venue: u16,
+        instrument: u16,
+        account: u16,
+        qty: String,
+        cash: String,
     }
-    s.collect_seq(v.iter().map(|(key, position)| Row { key, position }))
+    s.collect_seq(v.iter().map(|(k, p)| Row {
+        venue: k.venue,
+        instrument: k.instrument,
+        account: k.account,
+        qty: p.qty.to_string(),
+        cash: p.cash.to_string(),
+    }))
 }
 
 /// Payload of [`RecordType::Positions`]: `u32 count, u32 reserved`, then per
