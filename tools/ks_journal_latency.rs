@@ -122,7 +122,6 @@ fn bench_appends(o: &Opts, base: &Path) {
             let ns = t0.elapsed().as_nanos() as u64;
             if w.position().0 != before {
                 let _ = roll.record(ns);
-                w.prepare_next_segment().expect("prepare");
             } else {
                 let _ = h.record(ns);
             }

@@ -221,6 +221,9 @@ pub struct JournalWriter {
     cfg: JournalConfig,
     seg: Segment,
     spare: Option<Segment>,
+    /// Closed segments still mapped: unmapping 64 MiB of dirty pages takes
+    /// milliseconds, so it is done in `prepare_next_segment`, not at roll-over.
+    retired: Vec<Segment>,
     pos: usize,
     next_seq: u64,
     /// Earlier segments not yet fsynced.
@@ -284,6 +287,7 @@ impl JournalWriter {
                 cfg,
                 seg,
                 spare: None,
+                retired: Vec::new(),
                 pos,
                 next_seq,
                 unsynced: Vec::new(),
@@ -429,6 +433,11 @@ impl JournalWriter {
                 let _ = old.map.flush();
             }
         }
+        self.retired.push(old);
+        if self.retired.len() > 2 {
+            // Nobody prepares segments ahead: bound the mappings kept.
+            self.retired.remove(0);
+        }
         Ok(())
     }
 
@@ -441,8 +450,10 @@ impl JournalWriter {
     }
 
     /// Creates and maps the next segment now, off the critical path, so the
-    /// next roll-over costs no system call. A no-op if one is ready.
+    /// next roll-over costs no system call; also unmaps closed segments. A
+    /// no-op if a segment is ready and none is retired.
     pub fn prepare_next_segment(&mut self) -> Result<(), JournalError> {
+        self.retired.clear();
         if self.spare.is_none() {
             self.spare = Some(self.new_segment(self.seg.header.index + 1)?);
         }
