@@ -5,6 +5,9 @@
 //!   word), scopes, trip record and audit ring.
 //! * [`gate`]: the hot-path check every order passes.
 //! * [`order`]: order value types (fixed-point money, scope tags).
+//! * [`checkpoint`]: complete (planned-shutdown) checkpoint files, validation.
+//! * [`journal`]: the mmap append-only journal, quick checkpoints, recovery
+//!   and state rebuild.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -30,9 +33,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod checkpoint;
 pub mod clock;
 pub mod control;
 pub mod gate;
+pub mod journal;
 pub mod order;
 pub mod signals;
 pub mod watchdog;

@@ -7,6 +7,7 @@
 mod control_cmds;
 mod demo;
 mod emergency;
+mod journal_cmds;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,6 +66,12 @@ enum Command {
     Demo,
     /// Emergency stop: trip KILL, follow the engine's drain, escalate to SIGTERM/SIGKILL if it does not confirm.
     Emergency(emergency::EmergencyArgs),
+    /// Create or validate state checkpoints (quick: journal snapshot; complete: .ckpt file).
+    #[command(subcommand)]
+    Checkpoint(journal_cmds::CheckpointCmd),
+    /// Inspect or recover the journal.
+    #[command(subcommand)]
+    Journal(journal_cmds::JournalCmd),
 }
 
 fn main() -> ExitCode {
@@ -73,5 +80,7 @@ fn main() -> ExitCode {
         Command::Control(c) => control_cmds::run(c, &cli.target),
         Command::Demo => demo::run(),
         Command::Emergency(a) => emergency::run(a, &cli.target),
+        Command::Checkpoint(c) => journal_cmds::run_checkpoint(c),
+        Command::Journal(c) => journal_cmds::run_journal(c),
     }
 }

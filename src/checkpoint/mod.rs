@@ -1,0 +1,525 @@
+//! Complete (planned-shutdown) checkpoints: one self-checking file,
+//! `shutdown_<UTC YYYY-MM-DD_HH-MM-SS>.ckpt`, with the runbook's sections
+//! (trading state, configuration, strategy state, optional market data, log
+//! tail), each with its length and CRC-64, and a whole-file CRC-64.
+//!
+//! **CRC variant: CRC-64/XZ** (also called CRC-64/GO-ECMA: polynomial
+//! `0x42F0E1EBA9EA3693`, reflected, init and xorout all ones; check value of
+//! `"123456789"` is `0x995DC9BBDF1939FA`).
+//!
+//! File layout, little-endian:
+//!
+//! | offset | size | field |
+//! |-------:|-----:|-------|
+//! | 0  | 8  | magic `"KSCHKPT1"` |
+//! | 8  | 2  | format major (1) |
+//! | 10 | 2  | format minor (0) |
+//! | 12 | 4  | header length (64) |
+//! | 16 | 4  | section count N |
+//! | 20 | 4  | reserved, 0 |
+//! | 24 | 8  | Unix ns created |
+//! | 32 | 8  | last journal sequence reflected |
+//! | 40 | 8  | file length in bytes |
+//! | 48 | 8  | CRC-64/XZ of the section table |
+//! | 56 | 8  | CRC-64/XZ of header bytes 0..56 |
+//! | 64 | 32·N | section table: kind u32, reserved u32, offset u64, length u64, CRC-64/XZ of the data u64 |
+//! | …  | …  | section data, each starting on an 8-byte boundary, zero padding between |
+//! | end−16 | 8 | trailer magic `"KSCKEND1"` |
+//! | end−8  | 8 | CRC-64/XZ of every byte before it (whole file) |
+//!
+//! Section kinds: 1 trading state (the journal snapshot payload, see
+//! [`crate::journal::state::SnapshotPayload`]), 2 configuration and
+//! 3 strategy state (`u32 count`, then per entry the blob layout of
+//! [`crate::journal::record::BlobRecord`]), 4 market data (opaque),
+//! 5 log tail (UTF-8 text, one line per log record).
+
+mod write;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::journal::record::{BlobRecord, Cursor, RecordType};
+use crate::journal::TradingState;
+
+pub use write::{
+    checkpoint_file_name, encode, write_complete, CheckpointContents, CheckpointError,
+    CheckpointTarget, Fallback, Written,
+};
+
+/// The CRC-64 used everywhere in a checkpoint: CRC-64/XZ.
+pub const CRC64: crc::Crc<u64, crc::Table<16>> =
+    crc::Crc::<u64, crc::Table<16>>::new(&crc::CRC_64_XZ);
+/// Name of the CRC variant, for output.
+pub const CRC64_NAME: &str = "CRC-64/XZ";
+/// File magic.
+pub const MAGIC: [u8; 8] = *b"KSCHKPT1";
+/// Trailer magic.
+pub const TRAILER_MAGIC: [u8; 8] = *b"KSCKEND1";
+/// Format major version.
+pub const VERSION_MAJOR: u16 = 1;
+/// Format minor version.
+pub const VERSION_MINOR: u16 = 0;
+/// Header bytes.
+pub const HEADER_LEN: usize = 64;
+/// Bytes per section-table entry.
+pub const TABLE_ENTRY_LEN: usize = 32;
+/// Trailer bytes.
+pub const TRAILER_LEN: usize = 16;
+/// Name of the link to the newest checkpoint in its directory.
+pub const LATEST: &str = "latest.ckpt";
+
+/// A section kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[repr(u32)]
+pub enum SectionKind {
+    /// Open orders, positions, last trip/reset.
+    TradingState = 1,
+    /// Engine configuration.
+    Config = 2,
+    /// Per-strategy state.
+    StrategyState = 3,
+    /// Recent market data (optional).
+    MarketData = 4,
+    /// Log lines of the last hour.
+    LogTail = 5,
+}
+
+impl SectionKind {
+    /// Decodes a table field.
+    pub fn from_u32(v: u32) -> Option<SectionKind> {
+        Some(match v {
+            1 => SectionKind::TradingState,
+            2 => SectionKind::Config,
+            3 => SectionKind::StrategyState,
+            4 => SectionKind::MarketData,
+            5 => SectionKind::LogTail,
+            _ => return None,
+        })
+    }
+
+    /// Name used in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SectionKind::TradingState => "trading-state",
+            SectionKind::Config => "configuration",
+            SectionKind::StrategyState => "strategy-state",
+            SectionKind::MarketData => "market-data",
+            SectionKind::LogTail => "log-tail",
+        }
+    }
+}
+
+/// One section as found in the table.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SectionInfo {
+    /// Kind.
+    pub kind: SectionKind,
+    /// Offset of its data in the file.
+    pub offset: u64,
+    /// Length of its data.
+    pub length: u64,
+    /// Its CRC-64/XZ.
+    pub crc64: u64,
+}
+
+/// A checked checkpoint's outline.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CheckpointSummary {
+    /// The file.
+    pub path: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+    /// Unix ns created.
+    pub created_wall_ns: u64,
+    /// Last journal sequence reflected.
+    pub journal_last_seq: u64,
+    /// Sections, in file order.
+    pub sections: Vec<SectionInfo>,
+    /// Whole-file CRC-64/XZ.
+    pub file_crc64: u64,
+    /// The CRC variant.
+    pub crc: &'static str,
+}
+
+/// Where in the file a problem is.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Region {
+    /// The 64-byte header.
+    Header,
+    /// The section table.
+    SectionTable,
+    /// A section's data.
+    Section(SectionKind),
+    /// The trailer, the padding, or anything only the whole-file CRC covers.
+    WholeFile,
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Region::Header => f.write_str("header"),
+            Region::SectionTable => f.write_str("section table"),
+            Region::Section(k) => write!(f, "section {}", k.as_str()),
+            Region::WholeFile => f.write_str("whole file"),
+        }
+    }
+}
+
+/// One thing wrong with a checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// Where.
+    pub region: Region,
+    /// Byte offset in the file.
+    pub offset: u64,
+    /// What, with expected vs found.
+    pub what: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} at offset {}: {}",
+            self.region, self.offset, self.what
+        )
+    }
+}
+
+/// Why a checkpoint is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidateError {
+    /// It could not be read.
+    #[error("checkpoint {path}: cannot read: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// It is damaged or not a checkpoint; every problem found is listed.
+    #[error("checkpoint {path} is INVALID: {}; restore from another checkpoint or rebuild the state from the journal (`killswitch checkpoint create --journal DIR`)", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Problems, in file order.
+        problems: Vec<Problem>,
+    },
+}
+
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[o..o + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// Checks a checkpoint held in memory; `path` is for messages.
+pub fn validate_bytes(path: &Path, b: &[u8]) -> Result<CheckpointSummary, ValidateError> {
+    let invalid = |problems: Vec<Problem>| ValidateError::Invalid {
+        path: path.to_path_buf(),
+        problems,
+    };
+    let one = |region, offset, what: String| {
+        invalid(vec![Problem {
+            region,
+            offset,
+            what,
+        }])
+    };
+    if b.len() < HEADER_LEN + TRAILER_LEN {
+        return Err(one(
+            Region::Header,
+            0,
+            format!(
+                "file is {} bytes, smaller than header + trailer ({}): truncated",
+                b.len(),
+                HEADER_LEN + TRAILER_LEN
+            ),
+        ));
+    }
+    if b[0..8] != MAGIC {
+        return Err(one(
+            Region::Header,
+            0,
+            format!(
+                "magic is {:02x?}, expected \"KSCHKPT1\": not a killswitch checkpoint",
+                &b[0..8]
+            ),
+        ));
+    }
+    let stored = u64_at(b, 56);
+    let computed = CRC64.checksum(&b[0..56]);
+    if stored != computed {
+        return Err(one(
+            Region::Header,
+            56,
+            format!("header {CRC64_NAME} expected {stored:#018x} (stored), found {computed:#018x}"),
+        ));
+    }
+    let major = u16::from_le_bytes([b[8], b[9]]);
+    if major != VERSION_MAJOR {
+        return Err(one(Region::Header, 8, format!("format version {major}, this build reads {VERSION_MAJOR}: use a matching killswitch build")));
+    }
+    let n = u32_at(b, 16) as usize;
+    let file_len = u64_at(b, 40);
+    if file_len != b.len() as u64 {
+        return Err(one(
+            Region::WholeFile,
+            b.len().min(file_len as usize) as u64,
+            format!(
+                "header says the file is {file_len} bytes, it is {}: truncated or appended to",
+                b.len()
+            ),
+        ));
+    }
+    let table_end = HEADER_LEN as u64 + n as u64 * TABLE_ENTRY_LEN as u64;
+    if table_end + TRAILER_LEN as u64 > file_len {
+        return Err(one(
+            Region::SectionTable,
+            HEADER_LEN as u64,
+            format!("{n} sections do not fit in {file_len} bytes"),
+        ));
+    }
+    let table = &b[HEADER_LEN..table_end as usize];
+    let stored = u64_at(b, 48);
+    let computed = CRC64.checksum(table);
+    if stored != computed {
+        return Err(one(
+            Region::SectionTable,
+            HEADER_LEN as u64,
+            format!("table {CRC64_NAME} expected {stored:#018x}, found {computed:#018x}"),
+        ));
+    }
+    let mut problems = Vec::new();
+    let mut sections = Vec::new();
+    let data_end = file_len - TRAILER_LEN as u64;
+    for i in 0..n {
+        let e = &table[i * TABLE_ENTRY_LEN..(i + 1) * TABLE_ENTRY_LEN];
+        let at = (HEADER_LEN + i * TABLE_ENTRY_LEN) as u64;
+        let Some(kind) = SectionKind::from_u32(u32_at(e, 0)) else {
+            problems.push(Problem {
+                region: Region::SectionTable,
+                offset: at,
+                what: format!("entry {i}: unknown section kind {}", u32_at(e, 0)),
+            });
+            continue;
+        };
+        let (offset, length, crc) = (u64_at(e, 8), u64_at(e, 16), u64_at(e, 24));
+        if offset < table_end
+            || offset
+                .checked_add(length)
+                .map_or(true, |end| end > data_end)
+        {
+            problems.push(Problem {
+                region: Region::Section(kind),
+                offset: at,
+                what: format!("data {offset}+{length} lies outside {table_end}..{data_end}"),
+            });
+            continue;
+        }
+        let data = &b[offset as usize..(offset + length) as usize];
+        let found = CRC64.checksum(data);
+        if found != crc {
+            problems.push(Problem {
+                region: Region::Section(kind),
+                offset,
+                what: format!(
+                    "{length} bytes, {CRC64_NAME} expected {crc:#018x}, found {found:#018x}"
+                ),
+            });
+        } else if let Err(what) = check_section(kind, data) {
+            problems.push(Problem {
+                region: Region::Section(kind),
+                offset,
+                what: format!("CRC matches but the content does not decode: {what}"),
+            });
+        }
+        sections.push(SectionInfo {
+            kind,
+            offset,
+            length,
+            crc64: crc,
+        });
+    }
+    let t = data_end as usize;
+    if b[t..t + 8] != TRAILER_MAGIC {
+        problems.push(Problem {
+            region: Region::WholeFile,
+            offset: t as u64,
+            what: format!(
+                "trailer magic is {:02x?}, expected \"KSCKEND1\"",
+                &b[t..t + 8]
+            ),
+        });
+    }
+    let stored = u64_at(b, t + 8);
+    let found = CRC64.checksum(&b[..t + 8]);
+    if stored != found && problems.is_empty() {
+        problems.push(Problem {
+            region: Region::WholeFile,
+            offset: (t + 8) as u64,
+            what: format!("whole-file {CRC64_NAME} expected {stored:#018x}, found {found:#018x} (every section checks: the damage is in padding or the trailer)"),
+        });
+    }
+    if !problems.is_empty() {
+        return Err(invalid(problems));
+    }
+    Ok(CheckpointSummary {
+        path: path.to_path_buf(),
+        bytes: file_len,
+        created_wall_ns: u64_at(b, 24),
+        journal_last_seq: u64_at(b, 32),
+        sections,
+        file_crc64: stored,
+        crc: CRC64_NAME,
+    })
+}
+
+fn check_section(kind: SectionKind, data: &[u8]) -> Result<(), String> {
+    match kind {
+        SectionKind::TradingState => TradingState::decode(data)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        SectionKind::Config | SectionKind::StrategyState => decode_blobs(data, kind).map(|_| ()),
+        SectionKind::LogTail => std::str::from_utf8(data)
+            .map(|_| ())
+            .map_err(|e| format!("log tail is not UTF-8: {e}")),
+        SectionKind::MarketData => Ok(()),
+    }
+}
+
+/// Decodes a configuration or strategy-state section: (name, bytes) pairs.
+pub fn decode_blobs(data: &[u8], kind: SectionKind) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let rtype = if kind == SectionKind::Config {
+        RecordType::Config
+    } else {
+        RecordType::StrategyState
+    };
+    let mut c = Cursor::new(data, kind.as_str());
+    let n = c.u32("count").map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let at = c.pos();
+        let head = c.bytes(8, "entry").map_err(|e| e.to_string())?;
+        let len = 8 + u16::from_le_bytes([head[0], head[1]]) as usize + u32_at(head, 4) as usize;
+        let rest = c.bytes(len - 8, "entry").map_err(|e| e.to_string())?;
+        let whole = &data[at..at + 8 + rest.len()];
+        let b = BlobRecord::decode(whole, rtype).map_err(|e| e.to_string())?;
+        out.push((b.name.to_string(), b.data.to_vec()));
+    }
+    c.finish().map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// Reads and checks a checkpoint file.
+pub fn validate(path: &Path) -> Result<CheckpointSummary, ValidateError> {
+    let b = std::fs::read(path).map_err(|e| ValidateError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    validate_bytes(path, &b)
+}
+
+/// A checkpoint read back.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    /// Its outline.
+    pub summary: CheckpointSummary,
+    /// Trading state.
+    pub state: TradingState,
+    /// Configuration entries.
+    pub config: Vec<(String, Vec<u8>)>,
+    /// Strategy states.
+    pub strategies: Vec<(String, Vec<u8>)>,
+    /// Market data, if saved.
+    pub market_data: Option<Vec<u8>>,
+    /// Log tail text.
+    pub log_tail: String,
+}
+
+/// Reads, checks and decodes a checkpoint file.
+pub fn read(path: &Path) -> Result<Checkpoint, ValidateError> {
+    let b = std::fs::read(path).map_err(|e| ValidateError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let summary = validate_bytes(path, &b)?;
+    let mut cp = Checkpoint {
+        summary: summary.clone(),
+        state: TradingState::default(),
+        config: Vec::new(),
+        strategies: Vec::new(),
+        market_data: None,
+        log_tail: String::new(),
+    };
+    // Every section was decoded once by validation, so these cannot fail.
+    for s in &summary.sections {
+        let data = &b[s.offset as usize..(s.offset + s.length) as usize];
+        match s.kind {
+            SectionKind::TradingState => cp.state = TradingState::decode(data).unwrap_or_default(),
+            SectionKind::Config => cp.config = decode_blobs(data, s.kind).unwrap_or_default(),
+            SectionKind::StrategyState => {
+                cp.strategies = decode_blobs(data, s.kind).unwrap_or_default()
+            }
+            SectionKind::MarketData => cp.market_data = Some(data.to_vec()),
+            SectionKind::LogTail => cp.log_tail = String::from_utf8_lossy(data).into_owned(),
+        }
+    }
+    Ok(cp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc_variant_is_crc64_xz() {
+        assert_eq!(CRC64.checksum(b"123456789"), 0x995D_C9BB_DF19_39FA);
+    }
+
+    #[test]
+    fn encoded_checkpoint_validates_and_reads_back() {
+        let mut contents = CheckpointContents {
+            config: vec![("engine.toml", b"max_orders = 5".as_slice())],
+            strategies: vec![("mm-1", b"\x01\x02".as_slice()), ("arb", b"".as_slice())],
+            market_data: Some(b"BTC 65000"),
+            log_tail: "INFO started\n",
+            journal_last_seq: 42,
+            created_wall_ns: 1_732_549_523_000_000_000,
+            ..CheckpointContents::default()
+        };
+        contents.state.max_order_id = crate::order::OrderId(9);
+        let (bytes, sections) = encode(&contents);
+        let s = validate_bytes(Path::new("mem"), &bytes).unwrap();
+        assert_eq!(s.sections, sections);
+        assert_eq!(s.journal_last_seq, 42);
+        let dir = tempfile::tempdir().unwrap();
+        let w = write_complete(&contents, &CheckpointTarget::in_dir(dir.path())).unwrap();
+        assert!(w.verified && w.fallback.is_none());
+        assert_eq!(
+            w.path.file_name().unwrap(),
+            "shutdown_2024-11-25_15-45-23.ckpt"
+        );
+        let cp = read(&dir.path().join(LATEST)).unwrap();
+        assert_eq!(cp.state.max_order_id, crate::order::OrderId(9));
+        assert_eq!(
+            cp.config,
+            vec![("engine.toml".to_string(), b"max_orders = 5".to_vec())]
+        );
+        assert_eq!(cp.strategies.len(), 2);
+        assert_eq!(cp.market_data.as_deref(), Some(b"BTC 65000".as_slice()));
+        assert_eq!(cp.log_tail, "INFO started\n");
+        // Every truncation is rejected, never a panic.
+        for cut in 0..bytes.len() {
+            assert!(
+                validate_bytes(Path::new("mem"), &bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The append-only journal: every order event, trip, reset, position and
+//! state snapshot, in pre-allocated memory-mapped segment files, so the
+//! engine's state can be rebuilt from the journal alone after any crash.
+//!
+//! * [`record`]: the record header and payload layouts (little-endian, fixed).
+//! * [`segment`]: segment files, their header, pre-allocation and mapping.
+//! * [`writer`]: [`JournalWriter`], the single writer (append, roll-over,
+//!   quick checkpoint, msync).
+//! * [`reader`]: [`scan`] of a whole journal and [`JournalTail`], a follower
+//!   for another process.
+//! * [`recover`]: truncating a torn tail and rebuilding [`TradingState`].
+//! * [`state`]: [`TradingState`], plain data.
+//!
+//! # Invariants
+//! * One writer per journal directory, enforced across processes by an
+//!   exclusive `flock` on `journal.lock` (it holds the writer's pid).
+//! * A record becomes visible all at once: its commit word is stored last,
+//!   with Release; readers load it with Acquire and check the CRC-32C.
+//! * Nothing is written to a mapping through a `&mut`: the writer stores
+//!   through raw pointers, the commit word through an atomic.
+//! * Sequence numbers increase by exactly one per record across segments;
+//!   recovery stops at the first record that breaks that.
+//!
+//! ```
+//! use killswitch::journal::{JournalConfig, JournalWriter, record::OrderEventRecord, rebuild};
+//! use killswitch::order::{OrderId, Price, Qty, ScopeTags, Side};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let (mut journal, _recovery) = JournalWriter::open(dir.path(), JournalConfig::small_for_tests())?;
+//! let new = OrderEventRecord::new_order(OrderId(1), ScopeTags::default(), Side::Buy,
+//!                                       Price::from_units(100), Qty::from_lots(2));
+//! journal.append(&new)?;
+//! journal.append(&new.with_fill(Qty::from_lots(2), Price::from_units(100), true))?;
+//! journal.sync()?;
+//! drop(journal);
+//!
+//! let rebuilt = rebuild(dir.path())?;
+//! assert!(rebuilt.state.open_orders.is_empty());
+//! assert_eq!(rebuilt.state.positions.values().next().unwrap().qty, Qty::from_lots(2));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod reader;
+pub mod record;
+pub mod recover;
+pub mod segment;
+pub mod state;
+pub mod writer;
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+
+pub use reader::{scan, Dropped, JournalTail, OwnedRecord, RecordView, ScanReport};
+pub use recover::{rebuild, recover, LogLine, Rebuilt};
+pub use state::{OrderEntry, Position, PositionKey, ReplayIssue, TradingState};
+pub use writer::{Appended, DurableAt, JournalConfig, JournalWriter, QuickCheckpoint};
+
+/// Name of the lock file in a journal directory.
+pub const LOCK_FILE: &str = "journal.lock";
+
+/// Errors of the journal. Each names the file and says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// An I/O error.
+    #[error("{path}: cannot {action}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What we were doing.
+        action: &'static str,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// Another process holds the writer lock.
+    #[error("journal {dir} is locked by {holder}: only one writer at a time; stop that process, or read the journal with `killswitch journal inspect` (read-only)")]
+    Locked {
+        /// Journal directory.
+        dir: PathBuf,
+        /// Who holds it, e.g. "pid 1234".
+        holder: String,
+    },
+    /// A segment's header is wrong.
+    #[error("journal segment {path}: {what}")]
+    BadSegment {
+        /// The segment file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// A record a follower reached is invalid.
+    #[error("journal segment {path} offset {offset}: {what}; run `killswitch journal recover` once the writer has stopped")]
+    Corrupt {
+        /// The segment file.
+        path: PathBuf,
+        /// Offset of the record.
+        offset: u64,
+        /// What is wrong.
+        what: String,
+    },
+    /// The next segment could not be allocated (disk full, file size limit).
+    #[error("cannot allocate journal segment {path} ({size} bytes): {source}; every record appended so far is intact; free disk space (or raise the file-size limit) and append again")]
+    SegmentAlloc {
+        /// The segment that could not be made.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// ENOSPC, EFBIG, EDQUOT, …
+        source: io::Error,
+    },
+    /// A record larger than a segment can hold.
+    #[error("record of {len} payload bytes does not fit in a segment (at most {max}); raise JournalConfig::segment_size")]
+    RecordTooLarge {
+        /// Payload length.
+        len: usize,
+        /// Largest payload a segment takes.
+        max: usize,
+    },
+    /// The configuration is unusable.
+    #[error("journal configuration: {0}")]
+    Config(String),
+}
+
+impl JournalError {
+    /// An I/O error on `path` while doing `action`.
+    pub fn io(path: &Path, action: &'static str, source: io::Error) -> JournalError {
+        JournalError::Io {
+            path: path.to_path_buf(),
+            action,
+            source,
+        }
+    }
+
+    /// The OS error number, if this is an I/O error.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            JournalError::Io { source, .. } | JournalError::SegmentAlloc { source, .. } => {
+                source.raw_os_error()
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The exclusive writer lock of a journal directory, held while alive.
+pub struct JournalLock {
+    _flock: Flock<File>,
+}
+
+impl JournalLock {
+    /// Takes the lock without waiting: `Ok(None)` and the holder's
+    /// description when another process has it.
+    pub fn try_acquire(dir: &Path) -> Result<Result<JournalLock, String>, JournalError> {
+        let path = dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| JournalError::io(&path, "open the journal lock file", e))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(mut lock) => {
+                let pid = std::process::id();
+                let write = (|| -> io::Result<()> {
+                    lock.set_len(0)?;
+                    lock.rewind()?;
+                    writeln!(&mut *lock, "{pid}")?;
+                    Ok(())
+                })();
+                write
+                    .map_err(|e| JournalError::io(&path, "write our pid into the lock file", e))?;
+                Ok(Ok(JournalLock { _flock: lock }))
+            }
+            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+                let mut s = String::new();
+                let _ = file.rewind().and_then(|_| file.read_to_string(&mut s));
+                let holder = match s.trim().parse::<u32>() {
+                    Ok(pid) => format!("pid {pid}"),
+                    Err(_) => "another process (pid unknown)".to_string(),
+                };
+                Ok(Err(holder))
+            }
+            Err((_, errno)) => Err(JournalError::io(&path, "lock the journal", errno.into())),
+        }
+    }
+
+    /// Takes the lock or fails with [`JournalError::Locked`] naming the holder.
+    pub fn acquire(dir: &Path) -> Result<JournalLock, JournalError> {
+        match JournalLock::try_acquire(dir)? {
+            Ok(l) => Ok(l),
+            Err(holder) => Err(JournalError::Locked {
+                dir: dir.to_path_buf(),
+                holder,
+            }),
+        }
+    }
+}

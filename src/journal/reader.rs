@@ -1,0 +1,555 @@
+//! Reading the journal: a whole-directory scan ([`scan`]) and a follower that
+//! tails a journal another process is writing ([`JournalTail`]).
+//!
+//! # Invariants
+//! * A record is read only after its commit word was loaded (Acquire) as
+//!   [`COMMIT`]; the writer stores it last with Release, so every other byte
+//!   of the record is visible and no longer changes. Slices are only ever made
+//!   over such committed records; the commit word itself is only touched
+//!   through atomics.
+//! * Every candidate record is checked (length inside the segment and the
+//!   file, CRC-32C, sequence +1) before it is handed out: a reader never
+//!   returns a record with a bad CRC.
+//! * Bytes past the first uncommitted record are only inspected (for the
+//!   "torn tail" diagnosis) in an exclusive scan, when no writer can be
+//!   writing them.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use super::record::{
+    off, record_crc, record_len, RecordType, SegmentEndRecord, COMMIT, HEADER_LEN,
+};
+use super::segment::{list_segments, read_header, segment_name, SegmentHeader, SEGMENT_HEADER_LEN};
+use super::JournalError;
+
+/// One complete, CRC-checked record, borrowed from the mapping.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordView<'a> {
+    /// Segment index.
+    pub segment: u64,
+    /// Byte offset of the record header in the segment.
+    pub offset: u64,
+    /// Raw `type` field.
+    pub rtype_raw: u16,
+    /// Decoded type; `None` for a type this build does not know.
+    pub rtype: Option<RecordType>,
+    /// Sequence number.
+    pub seq: u64,
+    /// `CLOCK_MONOTONIC` ns at append.
+    pub mono_ns: u64,
+    /// The payload.
+    pub payload: &'a [u8],
+}
+
+/// Outcome of looking at the bytes at one offset of a segment.
+pub(crate) enum Step<'a> {
+    /// A valid record; the next one starts at `next`.
+    Record(RecordView<'a>, usize),
+    /// A valid segment-end record: go on in segment `next_segment`.
+    End { seq: u64, next_segment: u64 },
+    /// Nothing written here (yet).
+    Clean,
+    /// Something that is not a valid record: the journal's valid part ends here.
+    Problem {
+        /// What is wrong.
+        reason: String,
+        /// Non-zero bytes from here to the last non-zero byte (exclusive scans only, else 0).
+        bytes: u64,
+    },
+}
+
+/// A mapped region of a segment: `avail` readable bytes of a segment of
+/// `size` bytes (less when the file was cut short).
+pub(crate) struct Region {
+    pub base: *const u8,
+    pub avail: usize,
+    pub size: usize,
+    pub index: u64,
+}
+
+impl Region {
+    /// Bytes `from..last non-zero + 1` (0 when all zero). Exclusive scans only.
+    fn nonzero_span(&self, from: usize) -> u64 {
+        let mut last = None;
+        for i in (from..self.avail).rev() {
+            // SAFETY: `i < avail`, inside the mapping; exclusive scans only, so
+            // nobody writes these bytes while we read them.
+            if unsafe { *self.base.add(i) } != 0 {
+                last = Some(i);
+                break;
+            }
+        }
+        last.map_or(0, |l| (l + 1 - from) as u64)
+    }
+
+    fn u32_at(&self, at: usize) -> u32 {
+        let mut a = [0u8; 4];
+        // SAFETY: callers check `at + 4 <= avail`; the bytes belong to a record
+        // whose commit word was seen set, so nobody writes them any more.
+        unsafe { std::ptr::copy_nonoverlapping(self.base.add(at), a.as_mut_ptr(), 4) };
+        u32::from_le_bytes(a)
+    }
+
+    fn u64_at(&self, at: usize) -> u64 {
+        let mut a = [0u8; 8];
+        // SAFETY: as in `u32_at`.
+        unsafe { std::ptr::copy_nonoverlapping(self.base.add(at), a.as_mut_ptr(), 8) };
+        u64::from_le_bytes(a)
+    }
+
+    /// Looks at offset `p`; `expected_seq` is the sequence the record must
+    /// carry (`None`: any, for the first record of a scan).
+    pub(crate) fn step(&self, p: usize, expected_seq: Option<u64>, exclusive: bool) -> Step<'_> {
+        let problem = |reason: String| Step::Problem {
+            reason,
+            bytes: if exclusive { self.nonzero_span(p) } else { 0 },
+        };
+        if p + HEADER_LEN > self.avail {
+            if !exclusive || self.nonzero_span(p) == 0 {
+                return Step::Clean;
+            }
+            return problem(format!(
+                "truncated inside a record header: file ends at {}, header needs up to {}",
+                self.avail,
+                p + HEADER_LEN
+            ));
+        }
+        // SAFETY: `p + 32 <= avail` and `p` is 8-aligned (records are padded to
+        // 8 bytes, the mapping is page aligned), so the commit word at p+28 is
+        // an aligned u32 inside the mapping. It is only accessed atomically by
+        // every process; an atomic load is allowed on a read-only mapping.
+        let commit = unsafe { AtomicU32::from_ptr(self.base.add(p + off::COMMIT) as *mut u32) }
+            .load(Ordering::Acquire);
+        if commit == 0 {
+            if exclusive && self.nonzero_span(p) > 0 {
+                return problem("incomplete record: bytes written but the commit word is not set (writer died mid-append)".into());
+            }
+            return Step::Clean;
+        }
+        if commit != COMMIT {
+            return problem(format!(
+                "commit word at offset {} is {commit:#010x}, neither 0 nor \"KSJC\"",
+                p + off::COMMIT
+            ));
+        }
+        let len = self.u32_at(p + off::LEN) as usize;
+        let end = p + record_len(len);
+        if end > self.size {
+            return problem(format!(
+                "length {len} at offset {} runs past the segment end ({})",
+                p + off::LEN,
+                self.size
+            ));
+        }
+        if end > self.avail {
+            return problem(format!(
+                "truncated record: needs bytes up to {end}, file ends at {}",
+                self.avail
+            ));
+        }
+        // SAFETY: `p..p + 32 + len` is inside the mapping (checked above) and
+        // belongs to a committed record, which is never written again.
+        let header = unsafe { std::slice::from_raw_parts(self.base.add(p), 24) };
+        // SAFETY: as above.
+        let payload = unsafe { std::slice::from_raw_parts(self.base.add(p + HEADER_LEN), len) };
+        let stored = self.u32_at(p + off::CRC);
+        let computed = record_crc(header, payload);
+        if stored != computed {
+            return problem(format!(
+                "CRC-32C mismatch at offset {}: stored {stored:#010x}, computed {computed:#010x}",
+                p + off::CRC
+            ));
+        }
+        let seq = self.u64_at(p + off::SEQ);
+        if let Some(e) = expected_seq {
+            if seq != e {
+                return problem(format!("sequence {seq}, expected {e}"));
+            }
+        }
+        let rtype_raw = u16::from_le_bytes([header[off::TYPE], header[off::TYPE + 1]]);
+        let rtype = RecordType::from_u16(rtype_raw);
+        if rtype == Some(RecordType::SegmentEnd) {
+            return match SegmentEndRecord::decode(payload) {
+                Ok(e) if e.next_segment == self.index + 1 => Step::End {
+                    seq,
+                    next_segment: e.next_segment,
+                },
+                Ok(e) => problem(format!(
+                    "segment-end record names segment {}, expected {}",
+                    e.next_segment,
+                    self.index + 1
+                )),
+                Err(e) => problem(e.to_string()),
+            };
+        }
+        Step::Record(
+            RecordView {
+                segment: self.index,
+                offset: p as u64,
+                rtype_raw,
+                rtype,
+                seq,
+                mono_ns: self.u64_at(p + off::MONO),
+                payload,
+            },
+            end,
+        )
+    }
+}
+
+/// A read-only mapping of a segment file.
+pub(crate) struct MappedSegment {
+    pub header: SegmentHeader,
+    pub file_len: usize,
+    map: Option<MmapRaw>,
+}
+
+impl MappedSegment {
+    pub(crate) fn open(path: &Path, index: u64) -> Result<MappedSegment, JournalError> {
+        let file = File::open(path).map_err(|e| JournalError::io(path, "open the segment", e))?;
+        let header = read_header(&file, path, index)?;
+        let file_len = file
+            .metadata()
+            .map_err(|e| JournalError::io(path, "stat the segment", e))?
+            .len()
+            .min(header.size) as usize;
+        let map = if file_len > 0 {
+            Some(
+                MmapOptions::new()
+                    .len(file_len)
+                    .map_raw_read_only(&file)
+                    .map_err(|e| JournalError::io(path, "map the segment", e))?,
+            )
+        } else {
+            None
+        };
+        Ok(MappedSegment {
+            header,
+            file_len,
+            map,
+        })
+    }
+
+    pub(crate) fn region(&self) -> Region {
+        Region {
+            base: self.map.as_ref().map_or(std::ptr::null(), |m| m.as_ptr()),
+            avail: self.file_len,
+            size: self.header.size as usize,
+            index: self.header.index,
+        }
+    }
+}
+
+/// Per-segment result of a scan.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SegmentSummary {
+    /// Index.
+    pub index: u64,
+    /// Path.
+    pub path: PathBuf,
+    /// Pre-allocated size (from the header; 0 when the header is unreadable).
+    pub size: u64,
+    /// Bytes in the file.
+    pub file_len: u64,
+    /// Valid records (segment-end records excluded).
+    pub records: u64,
+    /// Offset just past the last valid record.
+    pub valid_end: u64,
+    /// Closed by a segment-end record.
+    pub ended: bool,
+}
+
+/// Something the scan found invalid: the journal's valid part stops before it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Dropped {
+    /// Segment index.
+    pub segment: u64,
+    /// Segment file.
+    pub path: PathBuf,
+    /// Offset of the first invalid byte.
+    pub offset: u64,
+    /// Non-zero bytes from there on (what is lost).
+    pub bytes: u64,
+    /// Why it is invalid.
+    pub reason: String,
+}
+
+/// What a scan saw.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ScanReport {
+    /// Segments, in order.
+    pub segments: Vec<SegmentSummary>,
+    /// Valid records (segment-end records excluded).
+    pub records: u64,
+    /// Sequence of the first valid record.
+    pub first_seq: Option<u64>,
+    /// Sequence of the last valid record (0: none).
+    pub last_seq: u64,
+    /// Records per type name (`unknown-<n>` for unknown types).
+    pub counts: BTreeMap<String, u64>,
+    /// What lies past the valid end (empty for a clean journal).
+    pub dropped: Vec<Dropped>,
+    /// Segments past the valid end that hold records (orphans).
+    pub orphan_segments: Vec<PathBuf>,
+    /// Empty segments past the valid end (pre-allocated spares).
+    pub spare_segments: Vec<PathBuf>,
+    /// Index and offset where the next record goes.
+    pub append_at: Option<(u64, u64)>,
+    /// Notes that lose nothing (e.g. a file cut short at a record boundary).
+    pub notes: Vec<String>,
+}
+
+/// Scans every segment of the journal in `dir` and calls `visit` for each
+/// valid record in order. `exclusive` says no writer is active (the caller
+/// holds the journal lock), which allows the torn-tail diagnosis.
+pub fn scan(
+    dir: &Path,
+    exclusive: bool,
+    mut visit: impl FnMut(&RecordView<'_>),
+) -> Result<ScanReport, JournalError> {
+    let segs = list_segments(dir)?;
+    let mut rep = ScanReport::default();
+    let mut expected_seq: Option<u64> = None;
+    let mut stopped = false;
+    let mut prev_index: Option<u64> = None;
+    for (index, path) in segs {
+        if stopped {
+            classify_after_end(&path, index, &mut rep);
+            continue;
+        }
+        if let Some(p) = prev_index {
+            if index != p + 1 {
+                rep.dropped.push(Dropped {
+                    segment: index,
+                    path: path.clone(),
+                    offset: 0,
+                    bytes: 0,
+                    reason: format!(
+                        "segment {} is missing: the journal stops at segment {p}",
+                        p + 1
+                    ),
+                });
+                stopped = true;
+                classify_after_end(&path, index, &mut rep);
+                continue;
+            }
+        }
+        prev_index = Some(index);
+        let seg = match MappedSegment::open(&path, index) {
+            Ok(s) => s,
+            Err(JournalError::BadSegment { what, .. }) => {
+                let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                rep.dropped.push(Dropped {
+                    segment: index,
+                    path: path.clone(),
+                    offset: 0,
+                    bytes,
+                    reason: format!("segment header: {what}"),
+                });
+                rep.segments.push(SegmentSummary {
+                    index,
+                    path,
+                    size: 0,
+                    file_len: bytes,
+                    records: 0,
+                    valid_end: 0,
+                    ended: false,
+                });
+                stopped = true;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let r = seg.region();
+        if seg.file_len < r.size {
+            rep.notes.push(format!(
+                "{}: file is {} bytes, its header says {} (cut short)",
+                path.display(),
+                seg.file_len,
+                r.size
+            ));
+        }
+        let mut sum = SegmentSummary {
+            index,
+            path: path.clone(),
+            size: r.size as u64,
+            file_len: seg.file_len as u64,
+            records: 0,
+            valid_end: SEGMENT_HEADER_LEN as u64,
+            ended: false,
+        };
+        let mut p = SEGMENT_HEADER_LEN;
+        loop {
+            match r.step(p, expected_seq, exclusive) {
+                Step::Record(v, next) => {
+                    visit(&v);
+                    rep.records += 1;
+                    sum.records += 1;
+                    rep.first_seq.get_or_insert(v.seq);
+                    rep.last_seq = v.seq;
+                    expected_seq = Some(v.seq + 1);
+                    let name = match v.rtype {
+                        Some(t) => t.as_str().to_string(),
+                        None => format!("unknown-{}", v.rtype_raw),
+                    };
+                    *rep.counts.entry(name).or_default() += 1;
+                    p = next;
+                    sum.valid_end = p as u64;
+                }
+                Step::End { seq, .. } => {
+                    expected_seq = Some(seq);
+                    sum.ended = true;
+                    sum.valid_end = (p + record_len(8)) as u64;
+                    break;
+                }
+                Step::Clean => {
+                    rep.append_at = Some((index, p as u64));
+                    stopped = true;
+                    break;
+                }
+                Step::Problem { reason, bytes } => {
+                    rep.dropped.push(Dropped {
+                        segment: index,
+                        path: path.clone(),
+                        offset: p as u64,
+                        bytes,
+                        reason,
+                    });
+                    rep.append_at = Some((index, p as u64));
+                    stopped = true;
+                    break;
+                }
+            }
+        }
+        rep.segments.push(sum);
+    }
+    if !stopped {
+        if let Some(last) = rep.segments.last() {
+            // The last segment was closed by a segment-end record but its
+            // successor is missing (crash between the two steps cannot cause
+            // this: the successor is renamed into place first).
+            rep.notes.push(format!(
+                "segment {} ends with a segment-end record but {} is missing",
+                last.index,
+                segment_name(last.index + 1)
+            ));
+        }
+    }
+    Ok(rep)
+}
+
+fn classify_after_end(path: &Path, index: u64, rep: &mut ScanReport) {
+    let has_records = MappedSegment::open(path, index)
+        .map(|s| {
+            let r = s.region();
+            !matches!(r.step(SEGMENT_HEADER_LEN, None, false), Step::Clean)
+        })
+        .unwrap_or(true);
+    if has_records {
+        rep.orphan_segments.push(path.to_path_buf());
+    } else {
+        rep.spare_segments.push(path.to_path_buf());
+    }
+}
+
+/// Follows a journal another process is writing, record by record.
+///
+/// [`JournalTail::next_record`] returns `Ok(None)` when nothing new is
+/// committed yet; call it again later. It never returns a torn record: it
+/// stops at the first commit word that is not set.
+pub struct JournalTail {
+    dir: PathBuf,
+    seg: Option<MappedSegment>,
+    index: u64,
+    pos: usize,
+    expected_seq: Option<u64>,
+}
+
+/// A record copied out of the journal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnedRecord {
+    /// Segment index.
+    pub segment: u64,
+    /// Offset in the segment.
+    pub offset: u64,
+    /// Raw type.
+    pub rtype_raw: u16,
+    /// Sequence.
+    pub seq: u64,
+    /// Monotonic ns.
+    pub mono_ns: u64,
+    /// Payload bytes.
+    pub payload: Vec<u8>,
+}
+
+impl JournalTail {
+    /// Starts at the first record of the lowest segment in `dir`.
+    pub fn open(dir: &Path) -> Result<JournalTail, JournalError> {
+        let segs = list_segments(dir)?;
+        let index = segs.first().map_or(1, |s| s.0);
+        Ok(JournalTail {
+            dir: dir.to_path_buf(),
+            seg: None,
+            index,
+            pos: SEGMENT_HEADER_LEN,
+            expected_seq: None,
+        })
+    }
+
+    /// The next committed record, or `None` if there is none yet.
+    pub fn next_record(&mut self) -> Result<Option<OwnedRecord>, JournalError> {
+        loop {
+            if self.seg.is_none() {
+                let path = self.dir.join(segment_name(self.index));
+                if !path.exists() {
+                    return Ok(None);
+                }
+                self.seg = Some(MappedSegment::open(&path, self.index)?);
+            }
+            let seg = self.seg.as_ref().expect("mapped above");
+            let r = seg.region();
+            match r.step(self.pos, self.expected_seq, false) {
+                Step::Record(v, next) => {
+                    let rec = OwnedRecord {
+                        segment: v.segment,
+                        offset: v.offset,
+                        rtype_raw: v.rtype_raw,
+                        seq: v.seq,
+                        mono_ns: v.mono_ns,
+                        payload: v.payload.to_vec(),
+                    };
+                    self.pos = next;
+                    self.expected_seq = Some(v.seq + 1);
+                    return Ok(Some(rec));
+                }
+                Step::End { seq, next_segment } => {
+                    self.expected_seq = Some(seq);
+                    self.index = next_segment;
+                    self.pos = SEGMENT_HEADER_LEN;
+                    self.seg = None;
+                }
+                Step::Clean => {
+                    // A file mapped while shorter than its final size (cut
+                    // short, then re-extended by a recovering writer): map it
+                    // again on the next call.
+                    if seg.file_len < r.size {
+                        self.seg = None;
+                    }
+                    return Ok(None);
+                }
+                Step::Problem { reason, .. } => {
+                    return Err(JournalError::Corrupt {
+                        path: self.dir.join(segment_name(self.index)),
+                        offset: self.pos as u64,
+                        what: reason,
+                    })
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! `ks-journal-latency`: what the journal and checkpoints cost, as
+//! hdrhistogram percentiles, with the baselines measured in the same run:
+//!
+//! * append of 64 B and 256 B records (and an 88 B order event) vs `write` +
+//!   `fdatasync` per record;
+//! * quick checkpoint with 10 / 1,000 / 10,000 open orders vs a `serde_json`
+//!   dump of the same state to a file (no fsync either; the criterion bench
+//!   `benches/journal.rs` adds `postcard`, a dev-dependency);
+//! * complete checkpoint (fsync, rename, directory fsync) + verify;
+//! * recovery (scan + CRC of every record, then full state rebuild) of a
+//!   journal of `--recovery-mib` MiB (1024 by default), page cache warm.
+//!
+//! Every figure is measured here, on this machine; nothing is assumed.
+//! Usage: `ks-journal-latency [--dir DIR] [--appends N] [--recovery-mib M]`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use killswitch::checkpoint::{write_complete, CheckpointContents, CheckpointTarget};
+use killswitch::journal::record::{LogRecord, OrderEventRecord};
+use killswitch::journal::{rebuild, scan, JournalConfig, JournalWriter, TradingState};
+use killswitch::order::{OrderId, Price, Qty, ScopeTags, Side};
+
+struct Opts {
+    dir: PathBuf,
+    appends: u64,
+    recovery_mib: u64,
+}
+
+fn opts() -> Opts {
+    let mut o = Opts {
+        dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+        appends: 1_000_000,
+        recovery_mib: 1024,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let v = args.get(i + 1).cloned().unwrap_or_default();
+        match args[i].as_str() {
+            "--dir" => o.dir = PathBuf::from(v),
+            "--appends" => o.appends = v.parse().unwrap_or(o.appends),
+            "--recovery-mib" => o.recovery_mib = v.parse().unwrap_or(o.recovery_mib),
+            other => {
+                eprintln!("unknown argument {other}; usage: ks-journal-latency [--dir DIR] [--appends N] [--recovery-mib M]");
+                std::process::exit(2);
+            }
+        }
+        i += 2;
+    }
+    o
+}
+
+fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
+}
+
+fn report(name: &str, h: &Histogram<u64>) {
+    println!(
+        "{name:<44} n={:<8} p50={:>9} p99={:>9} p99.9={:>9} max={:>10}",
+        h.len(),
+        fmt(h.value_at_quantile(0.5)),
+        fmt(h.value_at_quantile(0.99)),
+        fmt(h.value_at_quantile(0.999)),
+        fmt(h.max())
+    );
+}
+
+fn fmt(ns: u64) -> String {
+    killswitch::clock::format_duration_ns(ns)
+}
+
+fn timed<T>(h: &mut Histogram<u64>, f: impl FnOnce() -> T) -> T {
+    let t0 = Instant::now();
+    let r = f();
+    let _ = h.record(t0.elapsed().as_nanos() as u64);
+    r
+}
+
+fn fresh(base: &Path, name: &str) -> PathBuf {
+    let d = base.join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create bench dir");
+    d
+}
+
+fn bench_appends(o: &Opts, base: &Path) {
+    let mut timer = hist();
+    for _ in 0..100_000 {
+        timed(&mut timer, || ());
+    }
+    report("timer overhead (Instant::now + elapsed)", &timer);
+    for (label, total) in [
+        ("append 64 B record", 64usize),
+        ("append 256 B record", 256),
+    ] {
+        let d = fresh(base, "append");
+        let (mut w, _) = JournalWriter::open(
+            &d,
+            JournalConfig {
+                background_sync: false,
+                ..JournalConfig::default()
+            },
+        )
+        .expect("open journal");
+        let text = "x".repeat(total - 32 - 16);
+        let rec = LogRecord {
+            level: 3,
+            wall_ns: 0,
+            text: &text,
+        };
+        // Stay inside pre-faulted segments: prepare the next one ahead, as an
+        // engine would off the critical path; roll-over cost is reported apart.
+        let mut h = hist();
+        let mut roll = hist();
+        for _ in 0..o.appends {
+            let before = w.position().0;
+            let t0 = Instant::now();
+            w.append(&rec).expect("append");
+            let ns = t0.elapsed().as_nanos() as u64;
+            if w.position().0 != before {
+                let _ = roll.record(ns);
+            } else {
+                let _ = h.record(ns);
+            }
+            if w.position().0 == before && w.position().1 > (60 << 20) {
+                w.prepare_next_segment().expect("prepare");
+            }
+        }
+        report(label, &h);
+        if !roll.is_empty() {
+            report(
+                &format!("  ... appends that rolled to a prepared segment ({label})"),
+                &roll,
+            );
+        }
+        drop(w);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+    {
+        let d = fresh(base, "append");
+        let (mut w, _) = JournalWriter::open(
+            &d,
+            JournalConfig {
+                background_sync: false,
+                ..JournalConfig::default()
+            },
+        )
+        .expect("open journal");
+        let ev = OrderEventRecord::new_order(
+            OrderId(1),
+            ScopeTags::default(),
+            Side::Buy,
+            Price::from_units(1),
+            Qty::from_lots(1),
+        );
+        let mut h = hist();
+        for i in 0..o.appends.min(500_000) {
+            let e = OrderEventRecord {
+                order_id: OrderId(i),
+                ..ev
+            };
+            timed(&mut h, || w.append(&e).expect("append"));
+        }
+        report("append order event (88 B record)", &h);
+        drop(w);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+    // Baseline: write + fdatasync per record.
+    let d = fresh(base, "fsync");
+    let mut f = std::fs::File::create(d.join("log")).expect("create");
+    for (label, size) in [
+        ("baseline write+fdatasync 64 B", 64usize),
+        ("baseline write+fdatasync 256 B", 256),
+    ] {
+        let buf = vec![b'x'; size];
+        let mut h = hist();
+        for _ in 0..300 {
+            timed(&mut h, || {
+                f.write_all(&buf).expect("write");
+                f.sync_data().expect("fdatasync");
+            });
+        }
+        report(label, &h);
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+fn bench_quick(base: &Path) {
+    for n in [10u64, 1_000, 10_000] {
+        let state = TradingState::synthetic(n);
+        let d = fresh(base, "quick");
+        let (mut w, _) = JournalWriter::open(
+            &d,
+            JournalConfig {
+                background_sync: true,
+                ..JournalConfig::default()
+            },
+        )
+        .expect("open journal");
+        let mut h = hist();
+        let mut bytes = 0;
+        for _ in 0..200 {
+            if w.position().1 > (40 << 20) {
+                w.prepare_next_segment().expect("prepare");
+            }
+            let q = timed(&mut h, || {
+                w.quick_checkpoint(&state).expect("quick checkpoint")
+            });
+            bytes = q.bytes;
+        }
+        report(&format!("quick checkpoint {n} orders ({bytes} B)"), &h);
+        let t0 = Instant::now();
+        let dur = w.sync().expect("sync");
+        println!(
+            "{:<44} {} (msync of everything since the last flush, incl. 200 snapshots)",
+            format!("  then sync() up to seq {}", dur.up_to_seq),
+            fmt(t0.elapsed().as_nanos() as u64)
+        );
+        drop(w);
+        let _ = std::fs::remove_dir_all(&d);
+
+        let d = fresh(base, "dump");
+        let mut hj = hist();
+        for i in 0..50 {
+            timed(&mut hj, || {
+                let f = std::fs::File::create(d.join(format!("s{i}.json"))).expect("create");
+                let mut bw = std::io::BufWriter::new(f);
+                serde_json::to_writer(&mut bw, &state).expect("json");
+                bw.flush().expect("flush");
+            });
+        }
+        report(&format!("  baseline serde_json to file {n} orders"), &hj);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
+
+fn bench_complete(base: &Path) {
+    let state = TradingState::synthetic(10_000);
+    let log = "2024-11-25 15:45:23.000 UTC INFO order filled\n".repeat(1000);
+    let d = fresh(base, "complete");
+    let mut h = hist();
+    let mut size = 0;
+    for _ in 0..20 {
+        let c = CheckpointContents {
+            state: state.clone(),
+            log_tail: &log,
+            ..CheckpointContents::default()
+        };
+        let t = CheckpointTarget {
+            file_name: Some("bench.ckpt".into()),
+            ..CheckpointTarget::in_dir(&d)
+        };
+        let w = timed(&mut h, || write_complete(&c, &t).expect("checkpoint"));
+        size = w.bytes;
+    }
+    report(
+        &format!("complete checkpoint+verify 10k orders ({size} B)"),
+        &h,
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+fn bench_recovery(o: &Opts, base: &Path) {
+    let d = fresh(base, "recovery");
+    let (mut w, _) = JournalWriter::open(
+        &d,
+        JournalConfig {
+            background_sync: false,
+            ..JournalConfig::default()
+        },
+    )
+    .expect("open journal");
+    let text = "y".repeat(256 - 48);
+    let rec = LogRecord {
+        level: 3,
+        wall_ns: 0,
+        text: &text,
+    };
+    let ev = OrderEventRecord::new_order(
+        OrderId(1),
+        ScopeTags::default(),
+        Side::Buy,
+        Price::from_units(1),
+        Qty::from_lots(1),
+    );
+    let target = o.recovery_mib << 20;
+    let mut written = 0u64;
+    let mut i = 0u64;
+    let t0 = Instant::now();
+    while written < target {
+        // Half order events (replayed into the state), half 256 B log lines.
+        if i % 2 == 0 {
+            w.append(&OrderEventRecord {
+                order_id: OrderId(i),
+                ..ev
+            })
+            .expect("append");
+            written += 88;
+        } else {
+            w.append(&rec).expect("append");
+            written += 256;
+        }
+        i += 1;
+    }
+    let build = t0.elapsed();
+    drop(w);
+    println!(
+        "recovery journal: {i} records, {} MiB of records, written in {:.2} s",
+        written >> 20,
+        build.as_secs_f64()
+    );
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    let rep = scan(&d, true, |_| n += 1).expect("scan");
+    let scan_t = t0.elapsed();
+    println!(
+        "{:<44} {:.3} s ({} records, {} segments)",
+        "recovery scan (CRC every record)",
+        scan_t.as_secs_f64(),
+        rep.records,
+        rep.segments.len()
+    );
+    let t0 = Instant::now();
+    let r = rebuild(&d).expect("rebuild");
+    println!(
+        "{:<44} {:.3} s ({} open orders rebuilt)",
+        "recovery rebuild (scan + replay to state)",
+        t0.elapsed().as_secs_f64(),
+        r.state.open_orders.len()
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+fn main() {
+    let o = opts();
+    let base = o
+        .dir
+        .join(format!("ks-journal-latency-{}", std::process::id()));
+    std::fs::create_dir_all(&base).expect("create work directory");
+    println!("ks-journal-latency: work dir {}", base.display());
+    bench_appends(&o, &base);
+    bench_quick(&base);
+    bench_complete(&base);
+    bench_recovery(&o, &base);
+    let _ = std::fs::remove_dir_all(&base);
+}
