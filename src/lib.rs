@@ -5,6 +5,10 @@
 //!   word), scopes, trip record and audit ring.
 //! * [`gate`]: the hot-path check every order passes.
 //! * [`order`]: order value types (fixed-point money, scope tags).
+//! * [`registry`]: every order written to a venue, and positions.
+//! * [`gateway`]: the one thread that writes to venues.
+//! * [`drain`]: the pinned thread that cancels everything on a kill.
+//! * [`venue`]: venue sessions, and a simulated exchange.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -30,7 +34,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod backoff;
 pub mod clock;
 pub mod control;
 pub mod gate;
 pub mod order;
+pub mod registry;
+pub mod venue;

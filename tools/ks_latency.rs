@@ -1,1 +1,2 @@
+//! Placeholder for the gate latency tool (another issue); documented so clippy stays clean.
 fn main() {}
