@@ -37,7 +37,9 @@
 pub mod backoff;
 pub mod clock;
 pub mod control;
+pub mod drain;
 pub mod gate;
+pub mod gateway;
 pub mod order;
 pub mod registry;
 pub mod venue;

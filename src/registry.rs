@@ -289,15 +289,17 @@ impl Registry {
         }
     }
 
-    /// Marks a cancel as written. Returns `false` (and changes nothing) when
-    /// the order is unknown or no longer open, so the gateway does not send it.
-    pub fn cancel_sent(&self, id: OrderId) -> bool {
+    /// Marks a cancel as written and returns the order's venue. Returns
+    /// `None` (and changes nothing) when the order is unknown or already
+    /// terminal, so the gateway does not send a pointless cancel.
+    pub fn cancel_sent(&self, id: OrderId) -> Option<ScopeIndex> {
         let mut g = self.lock();
-        let ok = matches!(g.orders.get(&id), Some(r) if r.state.is_open() || r.state == OrderState::CancelUnknown);
-        if ok {
-            g.apply_event(id, OrderEvent::CancelSent);
-        }
-        ok
+        let venue = match g.orders.get(&id) {
+            Some(r) if r.state.is_open() || r.state == OrderState::CancelUnknown => r.tags.venue,
+            _ => return None,
+        };
+        g.apply_event(id, OrderEvent::CancelSent);
+        Some(venue)
     }
 
     /// Marks every open order a mass cancel covers as cancel-sent; returns

@@ -62,7 +62,7 @@ fn fill_racing_a_cancel_is_applied_then_cancel_confirms() {
     let r = Registry::new();
     r.register(&order(1, 0, 0, Side::Buy, 10)).unwrap();
     r.apply_venue_events(&[VenueEvent::Acked { id: OrderId(1) }]);
-    assert!(r.cancel_sent(OrderId(1)));
+    assert_eq!(r.cancel_sent(OrderId(1)), Some(0));
     r.apply_venue_events(&[fill(1, 2), VenueEvent::Canceled { id: OrderId(1) }]);
     let rec = r.get(OrderId(1)).unwrap();
     assert_eq!(rec.state, OrderState::Canceled);
@@ -70,7 +70,7 @@ fn fill_racing_a_cancel_is_applied_then_cancel_confirms() {
     assert_eq!(r.position(0, 0), Qty::from_lots(2));
     // A full fill racing the cancel: the venue then refuses the cancel.
     r.register(&order(2, 0, 0, Side::Sell, 5)).unwrap();
-    assert!(r.cancel_sent(OrderId(2)));
+    assert!(r.cancel_sent(OrderId(2)).is_some());
     r.apply_venue_events(&[
         fill(2, 5),
         VenueEvent::CancelRejected {
@@ -81,7 +81,11 @@ fn fill_racing_a_cancel_is_applied_then_cancel_confirms() {
     assert_eq!(r.get(OrderId(2)).unwrap().state, OrderState::Filled);
     assert_eq!(r.counters().stale_cancel_answers, 1);
     assert_eq!(r.counters().illegal_transitions, 0);
-    assert!(!r.cancel_sent(OrderId(2)), "no cancel for a filled order");
+    assert_eq!(
+        r.cancel_sent(OrderId(2)),
+        None,
+        "no cancel for a filled order"
+    );
 }
 
 #[test]
@@ -145,7 +149,7 @@ fn force_cancel_unknown_covers_pending_and_refused_cancels() {
         r.register(&order(id, 0, 0, Side::Buy, 2)).unwrap();
     }
     r.apply_venue_events(&[VenueEvent::Acked { id: OrderId(2) }, fill(3, 2)]);
-    assert!(r.cancel_sent(OrderId(1)));
+    assert_eq!(r.cancel_sent(OrderId(1)), Some(0));
     assert_eq!(
         r.force_cancel_unknown(OrderId(1)),
         Some(OrderState::PendingCancel)
