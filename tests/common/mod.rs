@@ -31,7 +31,25 @@ pub fn rig(
     drain_cfg: DrainConfig,
     checkpoint: Option<CheckpointHook>,
 ) -> Rig {
-    let dir = tempfile::tempdir().expect("tempdir");
+    rig_with(venues, GatewayConfig::default(), drain_cfg, checkpoint)
+}
+
+/// [`rig`] with gateway settings.
+pub fn rig_with(
+    venues: Vec<SimConfig>,
+    gateway_cfg: GatewayConfig,
+    drain_cfg: DrainConfig,
+    checkpoint: Option<CheckpointHook>,
+) -> Rig {
+    // /dev/shm when there is one: the control block is created with an
+    // fsync, which costs milliseconds on a disk.
+    let shm = std::path::Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    }
+    .expect("tempdir");
     let block = Arc::new(ControlBlock::create(dir.path(), "rig").expect("control block"));
     let registry = Arc::new(Registry::new());
     let mut sessions: Vec<(u16, Box<dyn Venue>)> = Vec::new();
@@ -41,13 +59,8 @@ pub fn rig(
         sessions.push((i as u16, Box::new(v)));
         sims.push(h);
     }
-    let mut gateway = Gateway::spawn(
-        block.clone(),
-        registry.clone(),
-        sessions,
-        GatewayConfig::default(),
-    )
-    .expect("gateway");
+    let mut gateway =
+        Gateway::spawn(block.clone(), registry.clone(), sessions, gateway_cfg).expect("gateway");
     let link = gateway.take_drain_link().expect("link");
     let drain = Drain::spawn(block.clone(), link, drain_cfg, checkpoint).expect("drain");
     let sender = gateway.order_sender();
