@@ -420,17 +420,23 @@ impl Drainer {
             max_sleep: Duration::from_micros(50),
         });
         let mut push_b = Backoff::new(BackoffConfig::busy());
+        let mut seen_closed = None;
         loop {
             let before = pending.len();
-            self.link.registry.read(|view| {
-                pending.retain(|id| match view.get(*id).map(|r| r.state) {
-                    Some(s) if s.is_open() => true,
-                    s => {
-                        out.record_final(*id, s);
-                        false
-                    }
+            // Rescan (under the lock) only when some order closed.
+            let closed = self.link.registry.closed_count();
+            if seen_closed != Some(closed) {
+                seen_closed = Some(closed);
+                self.link.registry.read(|view| {
+                    pending.retain(|id| match view.get(*id).map(|r| r.state) {
+                        Some(s) if s.is_open() => true,
+                        s => {
+                            out.record_final(*id, s);
+                            false
+                        }
+                    });
                 });
-            });
+            }
             if pending.len() != before {
                 out.timings.t_last_ack = mono_ns();
                 ds.orders_confirmed

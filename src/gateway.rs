@@ -191,30 +191,34 @@ impl OrderSender {
     }
 }
 
-/// The drain's end of its cancel ring (single producer). `#[must_use]`:
-/// dropping it leaves nobody able to cancel through the gateway.
+/// The drain's end of its cancel ring: an `rtrb` single-producer ring
+/// (chosen by `benches/ring.rs`), so the type system allows exactly one
+/// drain. `#[must_use]`: dropping it leaves nobody able to cancel through
+/// the gateway.
 #[must_use = "the drain needs this to send cancels"]
 pub struct CancelSender {
-    ring: Arc<ArrayQueue<CancelRequest>>,
+    ring: rtrb::Producer<CancelRequest>,
 }
 
 impl CancelSender {
     /// Enqueues a request; `Err` gives it back when the ring is full.
     #[inline]
-    pub fn try_push(&self, req: CancelRequest) -> Result<(), CancelRequest> {
-        self.ring.push(req)
+    pub fn try_push(&mut self, req: CancelRequest) -> Result<(), CancelRequest> {
+        self.ring
+            .push(req)
+            .map_err(|rtrb::PushError::Full(back)| back)
     }
 
     /// Enqueues a request, spinning with back-off while the ring is full, up
     /// to `deadline`; `Err` gives it back only if the deadline passed.
     pub fn push_until(
-        &self,
+        &mut self,
         mut req: CancelRequest,
         deadline: Instant,
         backoff: &mut Backoff,
     ) -> Result<(), CancelRequest> {
         loop {
-            match self.ring.push(req) {
+            match self.try_push(req) {
                 Ok(()) => return Ok(()),
                 Err(back) => {
                     if Instant::now() >= deadline {
@@ -264,7 +268,8 @@ pub struct GatewayCore {
     sessions: Vec<Session>,
     by_venue: Vec<Option<usize>>,
     orders: Arc<ArrayQueue<NewOrder>>,
-    cancels: Arc<ArrayQueue<CancelRequest>>,
+    cancels: rtrb::Consumer<CancelRequest>,
+    cancel_producer: Option<rtrb::Producer<CancelRequest>>,
     acked: u64,
     orders_sent: u64,
     cancels_sent: u64,
@@ -297,6 +302,7 @@ impl GatewayCore {
             gs.orders_sent.load(Ordering::Relaxed),
             gs.cancels_sent.load(Ordering::Relaxed),
         );
+        let (cancel_producer, cancels) = rtrb::RingBuffer::new(cfg.cancel_ring.max(1));
         GatewayCore {
             gate: Gate::new(block.clone()),
             block,
@@ -304,7 +310,8 @@ impl GatewayCore {
             sessions,
             by_venue,
             orders: Arc::new(ArrayQueue::new(cfg.order_ring.max(1))),
-            cancels: Arc::new(ArrayQueue::new(cfg.cancel_ring.max(1))),
+            cancels,
+            cancel_producer: Some(cancel_producer),
             acked,
             orders_sent,
             cancels_sent,
@@ -324,12 +331,12 @@ impl GatewayCore {
         }
     }
 
-    /// The drain's link (cancel ring, registry, venue list).
-    pub fn drain_link(&self) -> DrainLink {
-        DrainLink {
-            cancels: CancelSender {
-                ring: self.cancels.clone(),
-            },
+    /// The drain's link (cancel ring, registry, venue list); `None` after
+    /// the first call: the cancel ring has one producer.
+    pub fn take_drain_link(&mut self) -> Option<DrainLink> {
+        let ring = self.cancel_producer.take()?;
+        Some(DrainLink {
+            cancels: CancelSender { ring },
             registry: self.registry.clone(),
             venues: self
                 .sessions
@@ -340,7 +347,7 @@ impl GatewayCore {
                     mass_cancel: s.venue.supports_mass_cancel(),
                 })
                 .collect(),
-        }
+        })
     }
 
     /// Loads the state word and acknowledges a new generation. Returns it.
@@ -451,7 +458,7 @@ impl GatewayCore {
 
     fn run_cancels(&mut self) -> bool {
         let mut any = false;
-        while let Some(req) = self.cancels.pop() {
+        while let Ok(req) = self.cancels.pop() {
             any = true;
             match req {
                 CancelRequest::Cancel(id) => self.cancel_one(id),
@@ -487,13 +494,14 @@ impl GatewayCore {
             return;
         };
         if !self.sessions[slot].venue.supports_mass_cancel() {
-            let open = self.registry.open_orders(|o| {
+            let mut open = self.registry.open_orders(|o| {
                 o.tags.venue == venue
                     && match scope {
                         MassCancelScope::All => true,
                         MassCancelScope::Instrument(i) => o.tags.instrument == i,
                     }
             });
+            open.sort_unstable_by_key(|o| o.id);
             for o in open {
                 self.cancel_one(o.id);
             }
@@ -552,10 +560,10 @@ impl Gateway {
         venues: Vec<(ScopeIndex, Box<dyn Venue>)>,
         cfg: GatewayConfig,
     ) -> io::Result<GatewayHandle> {
-        let core = GatewayCore::new(block.clone(), registry, venues, &cfg);
+        let mut core = GatewayCore::new(block.clone(), registry, venues, &cfg);
         let next_id = Arc::new(AtomicU64::new(cfg.first_order_id));
         let sender = core.order_sender(next_id);
-        let link = core.drain_link();
+        let link = core.take_drain_link();
         let counters = core.stats_handle();
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
@@ -565,7 +573,7 @@ impl Gateway {
         Ok(GatewayHandle {
             block,
             sender,
-            link: Some(link),
+            link,
             counters,
             stop,
             join: Some(join),

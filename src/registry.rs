@@ -26,7 +26,8 @@
 //!   checked.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::clock::mono_ns;
 use crate::order::{
@@ -182,11 +183,15 @@ struct Inner {
     counters: RegistryCounters,
     anomalies: Vec<Anomaly>,
     sink: Box<dyn EventSink>,
+    closed: Arc<AtomicU64>,
 }
 
 /// The registry; share it as `Arc<Registry>` between gateway and drain.
 pub struct Registry {
     inner: Mutex<Inner>,
+    /// Orders that left the open states, ever: lets the drain poll without
+    /// taking the lock until something changed.
+    closed: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -232,7 +237,9 @@ impl Registry {
 
     /// An empty registry that hands every event to `sink`.
     pub fn with_sink(sink: Box<dyn EventSink>) -> Registry {
+        let closed = Arc::new(AtomicU64::new(0));
         Registry {
+            closed: closed.clone(),
             inner: Mutex::new(Inner {
                 orders: HashMap::new(),
                 open: HashSet::new(),
@@ -240,6 +247,7 @@ impl Registry {
                 counters: RegistryCounters::default(),
                 anomalies: Vec::new(),
                 sink,
+                closed,
             }),
         }
     }
@@ -349,18 +357,22 @@ impl Registry {
         Some(before)
     }
 
-    /// Copies of the open orders for which `in_scope` is true.
+    /// How many times an order left the open states (Acquire). Unchanged
+    /// means no open order became terminal or unknown since the last look.
+    #[inline]
+    pub fn closed_count(&self) -> u64 {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Copies of the open orders for which `in_scope` is true, unordered.
     pub fn open_orders(&self, mut in_scope: impl FnMut(&OrderRecord) -> bool) -> Vec<OrderRecord> {
         let g = self.lock();
-        let mut v: Vec<OrderRecord> = g
-            .open
+        g.open
             .iter()
             .filter_map(|id| g.orders.get(id))
             .filter(|r| in_scope(r))
             .copied()
-            .collect();
-        v.sort_unstable_by_key(|r| r.id);
-        v
+            .collect()
     }
 
     /// Runs `f` on a view of the registry under its lock.
@@ -452,10 +464,12 @@ impl Inner {
         };
         match transition(rec.state, event) {
             Ok(next) => {
+                let was_open = rec.state.is_open();
                 rec.state = next;
-                if !next.is_open() {
+                if was_open && !next.is_open() {
                     self.open.remove(&id);
-                } else {
+                    self.closed.fetch_add(1, Ordering::Release);
+                } else if !was_open && next.is_open() {
                     self.open.insert(id);
                 }
                 self.sink.record(&RecordedEvent::Order {

@@ -239,7 +239,7 @@ fn a_gateway_that_never_acknowledges_fails_the_drain_by_its_deadline() {
     let registry = Arc::new(Registry::new());
     let (venue, _sim) = SimVenue::new(quiet_venue(7, true));
     // A gateway core that is never turned: it never acknowledges.
-    let core = GatewayCore::new(
+    let mut core = GatewayCore::new(
         block.clone(),
         registry,
         vec![(0, Box::new(venue) as Box<dyn Venue>)],
@@ -249,7 +249,7 @@ fn a_gateway_that_never_acknowledges_fails_the_drain_by_its_deadline() {
         gateway_ack_deadline: Duration::from_millis(100),
         ..DrainConfig::emergency()
     };
-    let drain = Drain::spawn(block.clone(), core.drain_link(), cfg, None).unwrap();
+    let drain = Drain::spawn(block.clone(), core.take_drain_link().unwrap(), cfg, None).unwrap();
     block.trip_global(Mode::Kill, Source::Api, "test");
     let out = drain.wait_outcome(WAIT).expect("drain gave up in time");
     assert!(matches!(

@@ -150,7 +150,7 @@ fn cancels_jump_the_queue_of_new_orders() {
     for _ in 0..50 {
         r.sender.submit(&intent(0, Side::Buy, 0)).unwrap();
     }
-    let link = r.core.drain_link();
+    let mut link = r.core.take_drain_link().unwrap();
     link.cancels.try_push(CancelRequest::Cancel(first)).unwrap();
     r.core.turn();
     let log = r.sim.log();
@@ -187,7 +187,7 @@ fn mass_cancel_falls_back_to_single_cancels() {
     let a = r.sender.submit(&intent(0, Side::Buy, 0)).unwrap();
     let b = r.sender.submit(&intent(0, Side::Buy, 0)).unwrap();
     r.core.turn();
-    let link = r.core.drain_link();
+    let mut link = r.core.take_drain_link().unwrap();
     assert!(!link.venues[0].mass_cancel);
     link.cancels
         .try_push(CancelRequest::MassCancel {

@@ -130,7 +130,8 @@ fn snapshot_filters_by_scope_and_mass_cancel_marks_only_its_venue() {
         r.register(&order(id, (id % 2) as u16, (id % 3) as u16, Side::Buy, 1))
             .unwrap();
     }
-    let venue1 = r.open_orders(|o| o.tags.venue == 1);
+    let mut venue1 = r.open_orders(|o| o.tags.venue == 1);
+    venue1.sort_by_key(|o| o.id);
     assert_eq!(
         venue1.iter().map(|o| o.id.0).collect::<Vec<_>>(),
         vec![1, 3, 5]
