@@ -8,6 +8,10 @@
 //! * [`checkpoint`]: complete (planned-shutdown) checkpoint files, validation.
 //! * [`journal`]: the mmap append-only journal, quick checkpoints, recovery
 //!   and state rebuild.
+//! * [`registry`]: every order written to a venue, and positions.
+//! * [`gateway`]: the one thread that writes to venues.
+//! * [`drain`]: the pinned thread that cancels everything on a kill.
+//! * [`venue`]: venue sessions, and a simulated exchange.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -33,11 +37,16 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod backoff;
 pub mod checkpoint;
 pub mod clock;
 pub mod control;
+pub mod drain;
 pub mod gate;
+pub mod gateway;
 pub mod journal;
 pub mod order;
+pub mod registry;
 pub mod signals;
+pub mod venue;
 pub mod watchdog;

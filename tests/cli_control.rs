@@ -1,13 +1,13 @@
 //! The `killswitch` binary against real control files in temp dirs.
 
-mod common;
+mod support;
 
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{ks, run, wait_for};
+use support::{ks, run, wait_for};
 use killswitch::control::{AuditKind, ControlBlock, Mode, ScopeKind};
 use killswitch::gate::{Gate, Rejection, Verdict};
 use killswitch::order::{OrderIntent, Price, Qty, ScopeTags, Side};

@@ -1,0 +1,554 @@
+//! The gateway: the one thread that writes to venue sessions.
+//!
+//! Strategies hand new orders to it through a bounded ring
+//! ([`OrderSender`]); the drain hands it cancels through a ring of its own
+//! ([`CancelSender`]), which the gateway empties first on every turn and
+//! again before each new order, so a cancel never waits behind a backlog of
+//! new orders. The gateway polls every venue for answers and applies them to
+//! the [`Registry`].
+//!
+//! **The no-escape rule:** *no new order is written to a venue after the
+//! gateway has acknowledged a kill generation, and every order written
+//! before that is in the registry the drain snapshots.*
+//!
+//! How the code keeps it (DESIGN.md, "the no-escape protocol", way 1):
+//! 1. Before deciding on each new order the gateway loads the state word
+//!    (Acquire). If its generation is newer than the one it acknowledged, it
+//!    first publishes it in the control block's `acked_generation` (Release).
+//! 2. It then re-checks the order with [`Gate::check`], whose load of the
+//!    state word comes after that one (so it sees the acknowledged
+//!    generation or a newer one), and reads the scope levels for scoped
+//!    trips. Modes only escalate until a reset, so after the gateway
+//!    acknowledged a KILL generation every later check refuses.
+//! 3. An allowed order is [`Registry::register`]ed *before* it is written to
+//!    the venue. Registration happens-before the next `acked_generation`
+//!    store in this thread, so a drain that loads `acked_generation >= g`
+//!    (Acquire) and then snapshots the registry sees every order written
+//!    before the acknowledgement.
+//!
+//! # Invariants
+//! * Only the gateway thread calls [`Venue`] methods (it owns the sessions).
+//! * `acked_generation` only grows, and is stored only after a load of the
+//!   state word that returned that generation.
+//! * A new order is registered before its venue write; a failed write
+//!   rejects it locally ([`Registry::send_failed`]), so the registry never
+//!   holds an order that is "open" without having been written.
+//! * A cancel request is never dropped: the drain's push spins while the
+//!   ring is full; the gateway empties that ring before taking new orders.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam::queue::ArrayQueue;
+
+use crate::backoff::{Backoff, BackoffConfig};
+use crate::clock::mono_ns;
+use crate::control::layout::VENUES;
+use crate::control::{ControlBlock, StateWord};
+use crate::gate::Gate;
+use crate::order::{OrderId, OrderIntent, Qty, ScopeIndex};
+use crate::registry::Registry;
+use crate::venue::{MassCancelScope, NewOrder, Venue, VenueEvent};
+
+mod rings;
+pub use rings::{CancelSender, DrainLink, OrderSender, SubmitError, VenueInfo};
+
+/// Gateway settings.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// Capacity of the strategies' new-order ring.
+    pub order_ring: usize,
+    /// Capacity of the drain's cancel ring.
+    pub cancel_ring: usize,
+    /// Core to pin the gateway thread to; `None` leaves it unpinned.
+    pub core: Option<usize>,
+    /// How the thread waits when idle.
+    pub backoff: BackoffConfig,
+    /// First order id handed out (seed it from the journal on restart).
+    pub first_order_id: u64,
+    /// New orders written per turn before venues are polled again.
+    pub orders_per_turn: usize,
+    /// Log out of every venue when the gateway stops.
+    pub logout_on_shutdown: bool,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            order_ring: 4096,
+            cancel_ring: 16_384,
+            core: None,
+            backoff: BackoffConfig::default(),
+            first_order_id: 1,
+            orders_per_turn: 64,
+            logout_on_shutdown: false,
+        }
+    }
+}
+
+/// A request from the drain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelRequest {
+    /// Cancel one order.
+    Cancel(OrderId),
+    /// Mass-cancel on one venue (falls back to single cancels of the
+    /// registry's open orders there if the venue has no mass cancel).
+    MassCancel {
+        /// Venue index.
+        venue: ScopeIndex,
+        /// What to cancel.
+        scope: MassCancelScope,
+    },
+}
+
+/// Counters the gateway keeps besides the control block's.
+#[derive(Debug, Default)]
+struct Counters {
+    refused_on_recheck: AtomicU64,
+    unknown_venue: AtomicU64,
+    send_errors: AtomicU64,
+    cancel_errors: AtomicU64,
+    cancels_skipped: AtomicU64,
+    events_applied: AtomicU64,
+    disconnects: AtomicU64,
+    turns: AtomicU64,
+}
+
+/// A copy of the gateway's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GatewayStats {
+    /// New orders written to venues.
+    pub orders_sent: u64,
+    /// Cancels and mass cancels written.
+    pub cancels_sent: u64,
+    /// Orders that passed the strategy's gate check but were refused by the
+    /// gateway's re-check (the switch tripped in between).
+    pub refused_on_recheck: u64,
+    /// Orders for a venue the gateway has no session for.
+    pub unknown_venue: u64,
+    /// Venue writes of new orders that failed (rejected locally).
+    pub send_errors: u64,
+    /// Venue writes of cancels that failed.
+    pub cancel_errors: u64,
+    /// Cancel requests for orders already terminal (not sent).
+    pub cancels_skipped: u64,
+    /// Venue events applied to the registry.
+    pub events_applied: u64,
+    /// Disconnect events seen.
+    pub disconnects: u64,
+    /// Loop turns.
+    pub turns: u64,
+}
+
+struct Session {
+    index: ScopeIndex,
+    venue: Box<dyn Venue>,
+}
+
+/// The gateway's state and one turn of its loop, usable without a thread
+/// (tests drive it step by step); [`Gateway::spawn`] runs it on a thread.
+pub struct GatewayCore {
+    block: Arc<ControlBlock>,
+    gate: Gate,
+    registry: Arc<Registry>,
+    sessions: Vec<Session>,
+    by_venue: Vec<Option<usize>>,
+    orders: Arc<ArrayQueue<NewOrder>>,
+    cancels: rtrb::Consumer<CancelRequest>,
+    cancel_producer: Option<rtrb::Producer<CancelRequest>>,
+    acked: u64,
+    orders_sent: u64,
+    cancels_sent: u64,
+    orders_per_turn: usize,
+    events: Vec<VenueEvent>,
+    counters: Arc<Counters>,
+}
+
+impl GatewayCore {
+    /// A gateway over `venues` (each with its venue scope index).
+    pub fn new(
+        block: Arc<ControlBlock>,
+        registry: Arc<Registry>,
+        venues: Vec<(ScopeIndex, Box<dyn Venue>)>,
+        cfg: &GatewayConfig,
+    ) -> GatewayCore {
+        let mut by_venue = vec![None; VENUES];
+        let sessions: Vec<Session> = venues
+            .into_iter()
+            .map(|(index, venue)| Session { index, venue })
+            .collect();
+        for (i, s) in sessions.iter().enumerate() {
+            if let Some(slot) = by_venue.get_mut(s.index as usize) {
+                *slot = Some(i);
+            }
+        }
+        let gs = block.gateway_status();
+        let acked = gs.acked_generation.load(Ordering::Acquire);
+        let (orders_sent, cancels_sent) = (
+            gs.orders_sent.load(Ordering::Relaxed),
+            gs.cancels_sent.load(Ordering::Relaxed),
+        );
+        let (cancel_producer, cancels) = rtrb::RingBuffer::new(cfg.cancel_ring.max(1));
+        GatewayCore {
+            gate: Gate::new(block.clone()),
+            block,
+            registry,
+            sessions,
+            by_venue,
+            orders: Arc::new(ArrayQueue::new(cfg.order_ring.max(1))),
+            cancels,
+            cancel_producer: Some(cancel_producer),
+            acked,
+            orders_sent,
+            cancels_sent,
+            orders_per_turn: cfg.orders_per_turn.max(1),
+            events: Vec::with_capacity(256),
+            counters: Arc::new(Counters::default()),
+        }
+    }
+
+    /// A sender for strategies; ids start at `first_id` for the first sender
+    /// made (later senders share the same counter).
+    pub fn order_sender(&self, next_id: Arc<AtomicU64>) -> OrderSender {
+        OrderSender {
+            ring: self.orders.clone(),
+            gate: self.gate.clone(),
+            next_id,
+        }
+    }
+
+    /// The drain's link (cancel ring, registry, venue list); `None` after
+    /// the first call: the cancel ring has one producer.
+    pub fn take_drain_link(&mut self) -> Option<DrainLink> {
+        let ring = self.cancel_producer.take()?;
+        Some(DrainLink {
+            cancels: CancelSender { ring },
+            registry: self.registry.clone(),
+            venues: self
+                .sessions
+                .iter()
+                .map(|s| VenueInfo {
+                    index: s.index,
+                    name: s.venue.name().to_string(),
+                    mass_cancel: s.venue.supports_mass_cancel(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Loads the state word and acknowledges a new generation. Returns it.
+    #[inline]
+    fn observe(&mut self) -> StateWord {
+        let w = self.gate.state();
+        let g = w.generation();
+        if g > self.acked {
+            self.acked = g;
+            let gs = self.block.gateway_status();
+            gs.acked_generation.store(g, Ordering::Release);
+            gs.acked_mono_ns.store(mono_ns(), Ordering::Release);
+        }
+        w
+    }
+
+    /// One turn: acknowledge, cancels, venue answers, then a batch of new
+    /// orders (re-checked one by one). Returns true when it did any work.
+    pub fn turn(&mut self) -> bool {
+        self.counters.turns.fetch_add(1, Ordering::Relaxed);
+        self.observe();
+        let mut work = self.run_cancels();
+        for s in &mut self.sessions {
+            s.venue.poll(&mut self.events);
+        }
+        if !self.events.is_empty() {
+            work = true;
+            self.registry.apply_venue_events(&self.events);
+            let n = self.events.len() as u64;
+            let disconnects = self
+                .events
+                .iter()
+                .filter(|e| matches!(e, VenueEvent::Disconnected))
+                .count() as u64;
+            self.counters.events_applied.fetch_add(n, Ordering::Relaxed);
+            self.counters
+                .disconnects
+                .fetch_add(disconnects, Ordering::Relaxed);
+            self.events.clear();
+        }
+        for _ in 0..self.orders_per_turn {
+            // Strict priority: a cancel that arrives mid-batch goes first.
+            if !self.cancels.is_empty() {
+                self.run_cancels();
+            }
+            let Some(order) = self.orders.pop() else {
+                break;
+            };
+            work = true;
+            self.send_new(order);
+        }
+        self.publish_counts();
+        work
+    }
+
+    fn publish_counts(&self) {
+        let gs = self.block.gateway_status();
+        gs.orders_sent.store(self.orders_sent, Ordering::Relaxed);
+        gs.cancels_sent.store(self.cancels_sent, Ordering::Relaxed);
+    }
+
+    fn send_new(&mut self, order: NewOrder) {
+        // Acknowledge first: every decision below is made on this
+        // generation or a newer one.
+        let w = self.observe();
+        let position = if w.is_active() {
+            // REDUCE_ONLY decides on the registry's position, not the
+            // strategy's belief.
+            let t = order.tags;
+            self.registry
+                .account_position(t.venue, t.instrument, t.account)
+        } else {
+            Qty::ZERO
+        };
+        let intent = OrderIntent {
+            tags: order.tags,
+            side: order.side,
+            qty: order.qty,
+            price: order.price,
+            position,
+        };
+        if !self.gate.check(&intent).is_allow() {
+            self.counters
+                .refused_on_recheck
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let Some(slot) = self.slot(order.tags.venue) else {
+            self.counters.unknown_venue.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if self.registry.register(&order).is_err() {
+            self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match self.sessions[slot].venue.send(&order) {
+            Ok(()) => self.orders_sent += 1,
+            Err(_) => {
+                self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                self.registry.send_failed(order.id);
+            }
+        }
+    }
+
+    fn slot(&self, venue: ScopeIndex) -> Option<usize> {
+        self.by_venue.get(venue as usize).copied().flatten()
+    }
+
+    fn run_cancels(&mut self) -> bool {
+        let mut any = false;
+        while let Ok(req) = self.cancels.pop() {
+            any = true;
+            match req {
+                CancelRequest::Cancel(id) => self.cancel_one(id),
+                CancelRequest::MassCancel { venue, scope } => self.mass_cancel(venue, scope),
+            }
+        }
+        any
+    }
+
+    fn cancel_one(&mut self, id: OrderId) {
+        let Some(venue) = self.registry.cancel_sent(id) else {
+            self.counters
+                .cancels_skipped
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let Some(slot) = self.slot(venue) else {
+            self.counters.unknown_venue.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        match self.sessions[slot].venue.cancel(id) {
+            Ok(()) => self.cancels_sent += 1,
+            // The order stays PendingCancel: the drain re-sends or reports it.
+            Err(_) => {
+                self.counters.cancel_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn mass_cancel(&mut self, venue: ScopeIndex, scope: MassCancelScope) {
+        let Some(slot) = self.slot(venue) else {
+            self.counters.unknown_venue.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if !self.sessions[slot].venue.supports_mass_cancel() {
+            let mut open = self.registry.open_orders(|o| {
+                o.tags.venue == venue
+                    && match scope {
+                        MassCancelScope::All => true,
+                        MassCancelScope::Instrument(i) => o.tags.instrument == i,
+                    }
+            });
+            open.sort_unstable_by_key(|o| o.id);
+            for o in open {
+                self.cancel_one(o.id);
+            }
+            return;
+        }
+        self.registry.mass_cancel_sent(venue, scope);
+        match self.sessions[slot].venue.mass_cancel(scope) {
+            Ok(()) => self.cancels_sent += 1,
+            Err(_) => {
+                self.counters.cancel_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The generation this gateway has acknowledged.
+    pub fn acked_generation(&self) -> u64 {
+        self.acked
+    }
+
+    fn stats_handle(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    fn logout_all(&mut self) {
+        for s in &mut self.sessions {
+            let _ = s.venue.logout();
+        }
+    }
+}
+
+fn read_stats(block: &ControlBlock, c: &Counters) -> GatewayStats {
+    let gs = block.gateway_status();
+    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    GatewayStats {
+        orders_sent: l(&gs.orders_sent),
+        cancels_sent: l(&gs.cancels_sent),
+        refused_on_recheck: l(&c.refused_on_recheck),
+        unknown_venue: l(&c.unknown_venue),
+        send_errors: l(&c.send_errors),
+        cancel_errors: l(&c.cancel_errors),
+        cancels_skipped: l(&c.cancels_skipped),
+        events_applied: l(&c.events_applied),
+        disconnects: l(&c.disconnects),
+        turns: l(&c.turns),
+    }
+}
+
+/// Starts the gateway thread.
+pub struct Gateway;
+
+impl Gateway {
+    /// Spawns the gateway thread over `venues`, writing to `registry`.
+    pub fn spawn(
+        block: Arc<ControlBlock>,
+        registry: Arc<Registry>,
+        venues: Vec<(ScopeIndex, Box<dyn Venue>)>,
+        cfg: GatewayConfig,
+    ) -> io::Result<GatewayHandle> {
+        let mut core = GatewayCore::new(block.clone(), registry, venues, &cfg);
+        let next_id = Arc::new(AtomicU64::new(cfg.first_order_id));
+        let sender = core.order_sender(next_id);
+        let link = core.take_drain_link();
+        let counters = core.stats_handle();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = stop.clone();
+        let join = std::thread::Builder::new()
+            .name("ks-gateway".into())
+            .spawn(move || run(core, cfg, thread_stop))?;
+        Ok(GatewayHandle {
+            block,
+            sender,
+            link,
+            counters,
+            stop,
+            join: Some(join),
+        })
+    }
+}
+
+fn run(mut core: GatewayCore, cfg: GatewayConfig, stop: Arc<AtomicBool>) {
+    if let Some(id) = cfg.core {
+        core_affinity::set_for_current(core_affinity::CoreId { id });
+    }
+    let mut backoff = Backoff::new(cfg.backoff);
+    while !stop.load(Ordering::Acquire) {
+        if core.turn() {
+            backoff.reset();
+        } else {
+            backoff.snooze();
+        }
+    }
+    // Last answers and cancels before leaving.
+    core.turn();
+    if cfg.logout_on_shutdown {
+        core.logout_all();
+    }
+}
+
+/// The running gateway. Dropping it stops and joins the thread.
+pub struct GatewayHandle {
+    block: Arc<ControlBlock>,
+    sender: OrderSender,
+    link: Option<DrainLink>,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+    join: Option<JoinHandle<()>>,
+}
+
+impl GatewayHandle {
+    /// A sender for a strategy thread.
+    pub fn order_sender(&self) -> OrderSender {
+        self.sender.clone()
+    }
+
+    /// The drain's link; `None` after the first call (one drain per gateway).
+    pub fn take_drain_link(&mut self) -> Option<DrainLink> {
+        self.link.take()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> GatewayStats {
+        read_stats(&self.block, &self.counters)
+    }
+
+    /// Waits until the gateway acknowledged `generation`; false on timeout.
+    pub fn wait_acked(&self, generation: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let gs = self.block.gateway_status();
+        let mut b = Backoff::new(BackoffConfig::default());
+        while gs.acked_generation.load(Ordering::Acquire) < generation {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            b.snooze();
+        }
+        true
+    }
+
+    /// Stops the thread (after one last turn) and joins it.
+    pub fn shutdown(mut self) -> Result<GatewayStats, String> {
+        self.stop_and_join()?;
+        Ok(self.stats())
+    }
+
+    fn stop_and_join(&mut self) -> Result<(), String> {
+        self.stop.store(true, Ordering::Release);
+        match self.join.take() {
+            Some(j) => j.join().map_err(|_| "gateway thread panicked".to_string()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for GatewayHandle {
+    fn drop(&mut self) {
+        let _ = self.stop_and_join();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,207 @@
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::venue::CancelRejectReason;
+
+fn order(id: u64, venue: u16, instrument: u16, side: Side, lots: i64) -> NewOrder {
+    NewOrder {
+        id: OrderId(id),
+        tags: ScopeTags {
+            venue,
+            instrument,
+            ..Default::default()
+        },
+        side,
+        price: Price::from_units(100),
+        qty: Qty::from_lots(lots),
+    }
+}
+
+fn fill(id: u64, lots: i64) -> VenueEvent {
+    VenueEvent::Fill {
+        id: OrderId(id),
+        qty: Qty::from_lots(lots),
+        price: Price::from_units(100),
+        leaves: Qty::ZERO,
+    }
+}
+
+#[derive(Clone, Default)]
+struct Collect(Arc<Mutex<Vec<RecordedEvent>>>);
+impl EventSink for Collect {
+    fn record(&mut self, event: &RecordedEvent) {
+        self.0.lock().unwrap().push(*event);
+    }
+}
+
+#[test]
+fn fills_update_state_and_positions_exactly() {
+    let r = Registry::new();
+    r.register(&order(1, 0, 7, Side::Buy, 10)).unwrap();
+    r.register(&order(2, 0, 7, Side::Sell, 3)).unwrap();
+    r.apply_venue_events(&[VenueEvent::Acked { id: OrderId(1) }, fill(1, 4), fill(2, 3)]);
+    assert_eq!(
+        r.get(OrderId(1)).unwrap().state,
+        OrderState::PartiallyFilled
+    );
+    assert_eq!(r.get(OrderId(1)).unwrap().filled, Qty::from_lots(4));
+    assert_eq!(r.get(OrderId(2)).unwrap().state, OrderState::Filled);
+    assert_eq!(r.position(0, 7), Qty::from_lots(1));
+    assert_eq!(r.account_position(0, 7, 0), Qty::from_lots(1));
+    assert_eq!(r.position(0, 8), Qty::ZERO);
+    assert_eq!(r.open_count(), 1);
+    r.apply_venue_events(&[fill(1, 6)]);
+    assert_eq!(r.get(OrderId(1)).unwrap().state, OrderState::Filled);
+    assert_eq!(r.position(0, 7), Qty::from_lots(7));
+    assert_eq!(r.open_count(), 0);
+    assert_eq!(r.counters().fills, 3);
+}
+
+#[test]
+fn fill_racing_a_cancel_is_applied_then_cancel_confirms() {
+    let r = Registry::new();
+    r.register(&order(1, 0, 0, Side::Buy, 10)).unwrap();
+    r.apply_venue_events(&[VenueEvent::Acked { id: OrderId(1) }]);
+    assert_eq!(r.cancel_sent(OrderId(1)), Some(0));
+    r.apply_venue_events(&[fill(1, 2), VenueEvent::Canceled { id: OrderId(1) }]);
+    let rec = r.get(OrderId(1)).unwrap();
+    assert_eq!(rec.state, OrderState::Canceled);
+    assert_eq!(rec.filled, Qty::from_lots(2));
+    assert_eq!(r.position(0, 0), Qty::from_lots(2));
+    // A full fill racing the cancel: the venue then refuses the cancel.
+    r.register(&order(2, 0, 0, Side::Sell, 5)).unwrap();
+    assert!(r.cancel_sent(OrderId(2)).is_some());
+    r.apply_venue_events(&[
+        fill(2, 5),
+        VenueEvent::CancelRejected {
+            id: OrderId(2),
+            reason: CancelRejectReason::UnknownOrder,
+        },
+    ]);
+    assert_eq!(r.get(OrderId(2)).unwrap().state, OrderState::Filled);
+    assert_eq!(r.counters().stale_cancel_answers, 1);
+    assert_eq!(r.counters().illegal_transitions, 0);
+    assert_eq!(
+        r.cancel_sent(OrderId(2)),
+        None,
+        "no cancel for a filled order"
+    );
+}
+
+#[test]
+fn bad_venue_data_is_counted_not_applied() {
+    let r = Registry::new();
+    r.register(&order(1, 0, 0, Side::Buy, 1)).unwrap();
+    r.apply_venue_events(&[
+        fill(1, 1),
+        VenueEvent::Acked { id: OrderId(1) }, // ack after filled: illegal
+        VenueEvent::Canceled { id: OrderId(99) }, // never registered
+        VenueEvent::Fill {
+            id: OrderId(1),
+            qty: Qty(-5),
+            price: Price(1),
+            leaves: Qty::ZERO,
+        },
+    ]);
+    let c = r.counters();
+    assert_eq!(c.illegal_transitions, 1);
+    assert_eq!(c.unknown_order_events, 1);
+    assert_eq!(c.invalid_fills, 1);
+    assert_eq!(r.get(OrderId(1)).unwrap().state, OrderState::Filled);
+    assert_eq!(
+        r.position(0, 0),
+        Qty::from_lots(1),
+        "invalid fill not applied"
+    );
+    let a = r.anomalies();
+    assert_eq!(a.len(), 3);
+    assert!(matches!(a[0], Anomaly::Illegal { id: OrderId(1), .. }));
+    assert_eq!(a[1], Anomaly::UnknownOrder { id: OrderId(99) });
+    assert_eq!(
+        r.register(&order(1, 0, 0, Side::Buy, 1)),
+        Err(RegistryError::DuplicateId(OrderId(1)))
+    );
+}
+
+#[test]
+fn snapshot_filters_by_scope_and_mass_cancel_marks_only_its_venue() {
+    let r = Registry::new();
+    for id in 1..=6 {
+        r.register(&order(id, (id % 2) as u16, (id % 3) as u16, Side::Buy, 1))
+            .unwrap();
+    }
+    let mut venue1 = r.open_orders(|o| o.tags.venue == 1);
+    venue1.sort_by_key(|o| o.id);
+    assert_eq!(
+        venue1.iter().map(|o| o.id.0).collect::<Vec<_>>(),
+        vec![1, 3, 5]
+    );
+    assert_eq!(r.mass_cancel_sent(1, MassCancelScope::Instrument(0)), 1);
+    assert_eq!(r.get(OrderId(3)).unwrap().state, OrderState::PendingCancel);
+    assert_eq!(r.mass_cancel_sent(1, MassCancelScope::All), 3);
+    assert_eq!(r.get(OrderId(2)).unwrap().state, OrderState::PendingNew);
+    assert_eq!(r.open_orders(|_| true).len(), 6);
+}
+
+#[test]
+fn force_cancel_unknown_covers_pending_and_refused_cancels() {
+    let r = Registry::new();
+    for id in 1..=3 {
+        r.register(&order(id, 0, 0, Side::Buy, 2)).unwrap();
+    }
+    r.apply_venue_events(&[VenueEvent::Acked { id: OrderId(2) }, fill(3, 2)]);
+    assert_eq!(r.cancel_sent(OrderId(1)), Some(0));
+    assert_eq!(
+        r.force_cancel_unknown(OrderId(1)),
+        Some(OrderState::PendingCancel)
+    );
+    assert_eq!(r.force_cancel_unknown(OrderId(2)), Some(OrderState::Live));
+    assert_eq!(
+        r.force_cancel_unknown(OrderId(3)),
+        None,
+        "filled stays filled"
+    );
+    assert_eq!(r.get(OrderId(1)).unwrap().state, OrderState::CancelUnknown);
+    assert_eq!(r.get(OrderId(2)).unwrap().state, OrderState::CancelUnknown);
+    assert_eq!(r.open_count(), 0, "unknown is not open");
+    // A late answer still resolves an unknown order.
+    r.apply_venue_events(&[VenueEvent::Canceled { id: OrderId(1) }]);
+    assert_eq!(r.get(OrderId(1)).unwrap().state, OrderState::Canceled);
+}
+
+#[test]
+fn sink_sees_every_event_in_order() {
+    let sink = Collect::default();
+    let r = Registry::with_sink(Box::new(sink.clone()));
+    r.register(&order(1, 0, 0, Side::Sell, 2)).unwrap();
+    r.apply_venue_events(&[VenueEvent::Acked { id: OrderId(1) }, fill(1, 1)]);
+    r.cancel_sent(OrderId(1));
+    r.apply_venue_events(&[VenueEvent::Canceled { id: OrderId(1) }]);
+    r.register(&order(2, 0, 0, Side::Sell, 2)).unwrap();
+    r.send_failed(OrderId(2));
+    let ev = sink.0.lock().unwrap().clone();
+    let kinds: Vec<String> = ev
+        .iter()
+        .map(|e| match e {
+            RecordedEvent::NewOrder(o) => format!("new {}", o.id.0),
+            RecordedEvent::SendFailed { id } => format!("send-failed {}", id.0),
+            RecordedEvent::Order { id, state, .. } => format!("{} {state:?}", id.0),
+            RecordedEvent::Fill { id, position, .. } => format!("fill {} {position}", id.0),
+            RecordedEvent::MassCancelSent { .. } => "mass".into(),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "new 1",
+            "1 Live",
+            "fill 1 -1",
+            "1 PartiallyFilled",
+            "1 PendingCancel",
+            "1 Canceled",
+            "new 2",
+            "send-failed 2",
+            "2 Rejected"
+        ]
+    );
+}

@@ -1,0 +1,193 @@
+//! Venue sessions: the messages the gateway writes to an exchange and the
+//! answers it reads back.
+//!
+//! [`Venue`] is message-shaped on purpose: every call writes one request and
+//! returns as soon as it is "on the wire" (`Ok`) or could not be written
+//! (`Err`); every answer — acks, fills, cancels, rejects, position reports,
+//! market data — comes back later through [`Venue::poll`]. That is how a FIX
+//! or binary order-entry session behaves, and it lets the simulated venue
+//! move behind a loopback TCP socket without changing the gateway.
+//!
+//! Only the gateway thread holds a `Venue` (`&mut self` everywhere), so a
+//! session never needs a lock.
+
+pub mod sim;
+
+use std::fmt;
+
+use crate::order::{OrderId, Price, Qty, ScopeIndex, ScopeTags, Side};
+
+/// A new limit order as written to a venue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewOrder {
+    /// Our id (the venue echoes it, like FIX `ClOrdID`).
+    pub id: OrderId,
+    /// Scope tags; `tags.venue` picks the session, `tags.instrument` the book.
+    pub tags: ScopeTags,
+    /// Buy or sell.
+    pub side: Side,
+    /// Limit price.
+    pub price: Price,
+    /// Quantity, positive.
+    pub qty: Qty,
+}
+
+/// Which of our orders a mass cancel covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MassCancelScope {
+    /// Every order of this session.
+    All,
+    /// Every order of this session on one instrument.
+    Instrument(ScopeIndex),
+}
+
+/// Why a venue rejected a new order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectReason {
+    /// The venue's own risk or throttle check refused it.
+    VenueRisk,
+    /// The instrument is not traded here.
+    UnknownInstrument,
+    /// Quantity or price is zero or negative.
+    InvalidOrder,
+    /// The id is already in use at the venue.
+    DuplicateId,
+    /// We could not write it: the session is down (a local reject).
+    NotSent,
+}
+
+/// Why a venue refused a cancel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelRejectReason {
+    /// No such working order: already filled, cancelled or never seen.
+    UnknownOrder,
+}
+
+/// One answer from a venue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VenueEvent {
+    /// A new order is accepted and working.
+    Acked {
+        /// Our id.
+        id: OrderId,
+    },
+    /// An execution against one of our orders.
+    Fill {
+        /// Our id.
+        id: OrderId,
+        /// Executed quantity (positive).
+        qty: Qty,
+        /// Execution price.
+        price: Price,
+        /// Quantity the venue says is still working after this fill.
+        leaves: Qty,
+    },
+    /// The order is cancelled (on our request, a mass cancel, or unsolicited).
+    Canceled {
+        /// Our id.
+        id: OrderId,
+    },
+    /// The new order was refused.
+    Rejected {
+        /// Our id.
+        id: OrderId,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// A cancel was refused (usually: too late, a fill is on its way).
+    CancelRejected {
+        /// Our id.
+        id: OrderId,
+        /// Why.
+        reason: CancelRejectReason,
+    },
+    /// One line of a position report (answer to [`Venue::request_positions`]).
+    Position {
+        /// Instrument.
+        instrument: ScopeIndex,
+        /// Account.
+        account: ScopeIndex,
+        /// Signed position the venue holds for us.
+        qty: Qty,
+    },
+    /// End of a position report.
+    PositionsEnd,
+    /// Top of book of a subscribed instrument.
+    TopOfBook {
+        /// Instrument.
+        instrument: ScopeIndex,
+        /// Best bid, if any.
+        bid: Option<Price>,
+        /// Best ask, if any.
+        ask: Option<Price>,
+    },
+    /// The session went down; nothing more arrives until it is back.
+    Disconnected,
+    /// The session is back; queued answers follow.
+    Reconnected,
+}
+
+impl VenueEvent {
+    /// The order the event is about, if any.
+    pub fn order_id(&self) -> Option<OrderId> {
+        match *self {
+            VenueEvent::Acked { id }
+            | VenueEvent::Fill { id, .. }
+            | VenueEvent::Canceled { id }
+            | VenueEvent::Rejected { id, .. }
+            | VenueEvent::CancelRejected { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// A request could not be written to the venue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VenueError {
+    /// The session is down; reconnect, or rely on cancel-on-disconnect.
+    Disconnected,
+    /// We logged out of this session.
+    LoggedOut,
+    /// The venue has no such request (e.g. mass cancel); use the single form.
+    Unsupported(&'static str),
+}
+
+impl fmt::Display for VenueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VenueError::Disconnected => {
+                f.write_str("venue session is disconnected: nothing was written; reconnect or check cancel-on-disconnect")
+            }
+            VenueError::LoggedOut => f.write_str("venue session is logged out: nothing was written"),
+            VenueError::Unsupported(what) => {
+                write!(f, "the venue does not support {what}: use the single-order form")
+            }
+        }
+    }
+}
+
+impl std::error::Error for VenueError {}
+
+/// One order-entry session with a venue. See the module docs.
+pub trait Venue: Send {
+    /// Name for reports.
+    fn name(&self) -> &str;
+    /// Writes a new order.
+    fn send(&mut self, order: &NewOrder) -> Result<(), VenueError>;
+    /// Writes a cancel for one order.
+    fn cancel(&mut self, id: OrderId) -> Result<(), VenueError>;
+    /// True when [`Venue::mass_cancel`] is available.
+    fn supports_mass_cancel(&self) -> bool;
+    /// Writes a mass cancel; the venue answers with one `Canceled` per order.
+    fn mass_cancel(&mut self, scope: MassCancelScope) -> Result<(), VenueError>;
+    /// Asks for our positions; answered by `Position` events then `PositionsEnd`.
+    fn request_positions(&mut self) -> Result<(), VenueError>;
+    /// Subscribes to top-of-book of an instrument.
+    fn subscribe(&mut self, instrument: ScopeIndex) -> Result<(), VenueError>;
+    /// Stops a subscription.
+    fn unsubscribe(&mut self, instrument: ScopeIndex) -> Result<(), VenueError>;
+    /// Ends the session; later requests fail with `LoggedOut`.
+    fn logout(&mut self) -> Result<(), VenueError>;
+    /// Appends every answer that has arrived to `out`; never blocks.
+    fn poll(&mut self, out: &mut Vec<VenueEvent>);
+}

@@ -1,0 +1,133 @@
+//! Model check of the no-escape protocol (DESIGN.md, way 1) with `loom`:
+//! a tripper, the gateway and the drain around one kill.
+//!
+//! Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom_drain`.
+//!
+//! The model keeps exactly what the protocol relies on, with the crate's
+//! own state-word code ([`trip_word`] on loom's `AtomicU64`):
+//! * the state word, tripped to KILL by one thread;
+//! * the gateway: before each of two orders it *observes* (loads the word
+//!   and publishes a newer generation in `acked_generation` with Release),
+//!   then re-checks the word, registers the order, then writes it to the
+//!   "wire"; then one more observe (the next turn of its loop);
+//! * the drain: sees KILL, sees `acked_generation >= g` (Acquire), then
+//!   snapshots the registry (its spin loops are modelled as one look each,
+//!   see the comment in the code).
+//!
+//! Asserted in every interleaving: no order is written after the gateway
+//! acknowledged the kill generation, and every order written is in the
+//! drain's snapshot. A deliberately broken gateway (deciding on a load taken
+//! before its acknowledgement) must fail, so the model is not vacuous.
+#![cfg(loom)]
+
+use loom::sync::atomic::{AtomicU64, Ordering};
+use loom::sync::{Arc, Mutex};
+use loom::thread;
+
+use killswitch::control::state::trip_word;
+use killswitch::control::{Mode, StateWord};
+
+fn model(broken: bool) {
+    // Exhaustive search takes about 5 minutes on 2 cores; by default bound
+    // the preemptions to 3 (as tokio's CI bounds its loom runs), which still
+    // covers every interleaving of the trip between the gateway's load, its
+    // acknowledgement and its write. `LOOM_MAX_PREEMPTIONS=...` overrides it
+    // (unset the bound with a large value for the exhaustive run).
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(3);
+    }
+    builder.check(move || {
+        let state = Arc::new(AtomicU64::new(0));
+        let acked = Arc::new(AtomicU64::new(0));
+        let registry = Arc::new(Mutex::new(Vec::<u64>::new()));
+
+        let tripper = {
+            let state = state.clone();
+            thread::spawn(move || trip_word(&*state, Mode::Kill).current().generation())
+        };
+
+        let gateway = {
+            let (state, acked, registry) = (state.clone(), acked.clone(), registry.clone());
+            thread::spawn(move || {
+                // What reached the venue: (order id, generation the gateway
+                // had acknowledged when writing it). Only this thread writes
+                // to the venue, and it is read after the join.
+                let mut wire = Vec::<(u64, u64)>::new();
+                let mut my_ack = 0u64;
+                let observe = |my_ack: &mut u64| {
+                    let w = StateWord(state.load(Ordering::Acquire));
+                    if w.generation() > *my_ack {
+                        *my_ack = w.generation();
+                        acked.store(*my_ack, Ordering::Release);
+                    }
+                    w
+                };
+                for id in 1..=2u64 {
+                    let stale = StateWord(state.load(Ordering::Acquire));
+                    observe(&mut my_ack);
+                    // The gate re-check: a fresh load, after the ack.
+                    let w = if broken {
+                        stale
+                    } else {
+                        StateWord(state.load(Ordering::Acquire))
+                    };
+                    if w.mode() == Mode::Kill {
+                        continue;
+                    }
+                    registry.lock().unwrap().push(id);
+                    wire.push((id, my_ack));
+                }
+                // One more turn of the loop: acknowledge what is there now.
+                observe(&mut my_ack);
+                wire
+            })
+        };
+
+        let drain = {
+            let (state, acked, registry) = (state.clone(), acked.clone(), registry.clone());
+            thread::spawn(move || {
+                // One look at each condition instead of a spin loop (loom
+                // cannot explore unbounded spinning): an execution in which
+                // a spinning drain succeeds is one where its last, successful
+                // looks happen here; executions where it gives up prove
+                // nothing and are harmless.
+                let w = StateWord(state.load(Ordering::Acquire));
+                if w.mode() != Mode::Kill {
+                    return None;
+                }
+                if acked.load(Ordering::Acquire) < w.generation() {
+                    return None;
+                }
+                Some(registry.lock().unwrap().clone())
+            })
+        };
+
+        let g = tripper.join().unwrap();
+        let wire = gateway.join().unwrap();
+        let snapshot = drain.join().unwrap();
+        for (id, ack_at_write) in &wire {
+            assert!(
+                *ack_at_write < g,
+                "order {id} written after the gateway acknowledged kill generation {g}"
+            );
+            if let Some(snapshot) = &snapshot {
+                assert!(
+                    snapshot.contains(id),
+                    "order {id} written but missing from the drain's snapshot {snapshot:?}"
+                );
+            }
+        }
+    });
+}
+
+#[test]
+fn no_order_escapes_the_drain_snapshot() {
+    model(false);
+}
+
+#[test]
+#[should_panic(expected = "written after the gateway acknowledged")]
+fn a_gateway_deciding_on_a_stale_load_is_caught() {
+    model(true);
+}

@@ -1,0 +1,214 @@
+//! `ks-drain-latency`: trip -> first cancel, measured many times.
+//!
+//! Runs a gateway and a drain (busy back-off, pinned when cores are given)
+//! over the in-process simulated venue. Each round rests `--orders` orders,
+//! trips KILL, waits for the drain's report and resets. Prints hdrhistogram
+//! percentiles (p50 / p99 / p99.9 / max) of:
+//! * trip -> first cancel enqueued into the gateway ring (the drain's
+//!   `t_first_cancel`),
+//! * trip -> first cancel accepted by the venue (its message log),
+//! * trip -> all orders confirmed cancelled.
+//!
+//! `ks-drain-latency [--rounds N] [--orders N] [--single] [--drain-core C] [--gateway-core C]`
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use killswitch::backoff::BackoffConfig;
+use killswitch::clock::mono_ns;
+use killswitch::control::{ControlBlock, Mode, ResetRequest, Source};
+use killswitch::drain::{Drain, DrainConfig};
+use killswitch::gateway::{Gateway, GatewayConfig};
+use killswitch::order::{OrderIntent, Price, Qty, ScopeTags, Side};
+use killswitch::registry::Registry;
+use killswitch::venue::sim::{FlowConfig, SimConfig, SimVenue, WireMessage};
+use killswitch::venue::Venue;
+
+struct Args {
+    rounds: u64,
+    orders: usize,
+    mass_cancel: bool,
+    drain_core: Option<usize>,
+    gateway_core: Option<usize>,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        rounds: 2_000,
+        orders: 10,
+        mass_cancel: true,
+        drain_core: None,
+        gateway_core: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| format!("{name} needs a number"))
+        };
+        match flag.as_str() {
+            "--rounds" => a.rounds = value("--rounds")?.max(1),
+            "--orders" => a.orders = value("--orders")?.max(1) as usize,
+            "--single" => a.mass_cancel = false,
+            "--drain-core" => a.drain_core = Some(value("--drain-core")? as usize),
+            "--gateway-core" => a.gateway_core = Some(value("--gateway-core")? as usize),
+            "-h" | "--help" => {
+                return Err(
+                    "usage: ks-drain-latency [--rounds N] [--orders N] [--single] [--drain-core C] [--gateway-core C]"
+                        .into(),
+                )
+            }
+            other => return Err(format!("unknown argument {other:?}; try --help")),
+        }
+    }
+    Ok(a)
+}
+
+fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
+}
+
+fn print(name: &str, h: &Histogram<u64>) {
+    let us = |v: u64| v as f64 / 1_000.0;
+    println!(
+        "{name:<40} p50 {:>9.2} µs  p99 {:>9.2} µs  p99.9 {:>9.2} µs  max {:>9.2} µs  (n={})",
+        us(h.value_at_quantile(0.5)),
+        us(h.value_at_quantile(0.99)),
+        us(h.value_at_quantile(0.999)),
+        us(h.max()),
+        h.len()
+    );
+}
+
+fn run(a: &Args) -> Result<(), String> {
+    let dir = tempfile_dir()?;
+    let block = Arc::new(
+        ControlBlock::create(&dir, &format!("drainlat-{}", std::process::id()))
+            .map_err(|e| e.to_string())?,
+    );
+    let registry = Arc::new(Registry::new());
+    let mut cfg = SimConfig::new("SIM", 1, 1);
+    cfg.flow = FlowConfig::off();
+    cfg.mass_cancel = a.mass_cancel;
+    let (venue, sim) = SimVenue::new(cfg);
+    let mut gateway = Gateway::spawn(
+        block.clone(),
+        registry.clone(),
+        vec![(0, Box::new(venue) as Box<dyn Venue>)],
+        GatewayConfig {
+            core: a.gateway_core,
+            backoff: BackoffConfig::busy(),
+            order_ring: 16_384,
+            ..GatewayConfig::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let link = gateway
+        .take_drain_link()
+        .ok_or("gateway gave no drain link")?;
+    let drain = Drain::spawn(
+        block.clone(),
+        link,
+        DrainConfig {
+            core: a.drain_core,
+            backoff: BackoffConfig::busy(),
+            ..DrainConfig::emergency()
+        },
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    let sender = gateway.order_sender();
+    let intent = OrderIntent {
+        tags: ScopeTags::default(),
+        side: Side::Buy,
+        qty: Qty::from_lots(1),
+        price: Price::from_units(50),
+        position: Qty::ZERO,
+    };
+    let (mut enq, mut wire, mut done) = (hist(), hist(), hist());
+    for round in 0..a.rounds {
+        for _ in 0..a.orders {
+            while sender.submit(&intent).is_err() {
+                std::thread::yield_now();
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while sim.stats().our_resting < a.orders as u64 || registry.open_count() < a.orders {
+            if Instant::now() > deadline {
+                return Err(format!("round {round}: orders did not rest within 30 s"));
+            }
+            std::thread::yield_now();
+        }
+        let log_before = sim.log().len();
+        let t0 = mono_ns();
+        block.trip_global(Mode::Kill, Source::Api, "ks-drain-latency");
+        let out = drain
+            .wait_outcome(Duration::from_secs(30))
+            .ok_or_else(|| format!("round {round}: no drain report within 30 s"))?;
+        if !out.is_clean() {
+            return Err(format!("round {round}: drain not clean:\n{out}"));
+        }
+        let first_wire = sim.log()[log_before..]
+            .iter()
+            .find(|l| matches!(l.msg, WireMessage::Cancel(_) | WireMessage::MassCancel(_)))
+            .map(|l| l.mono_ns)
+            .ok_or_else(|| format!("round {round}: no cancel reached the venue"))?;
+        let rec = |h: &mut Histogram<u64>, t: u64| h.saturating_record(t.saturating_sub(t0).max(1));
+        rec(&mut enq, out.timings.t_first_cancel);
+        rec(&mut wire, first_wire);
+        rec(&mut done, out.timings.t_last_ack);
+        block
+            .reset(&ResetRequest {
+                source: Source::Api,
+                reason: "ks-drain-latency".into(),
+                force: false,
+            })
+            .map_err(|e| e.to_string())?;
+    }
+    println!(
+        "ks-drain-latency: {} rounds, {} open orders each, {} cancel, drain core {:?}, gateway core {:?}, {} cpus",
+        a.rounds,
+        a.orders,
+        if a.mass_cancel { "mass" } else { "single" },
+        a.drain_core,
+        a.gateway_core,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    print("trip -> first cancel enqueued", &enq);
+    print("trip -> first cancel on the wire", &wire);
+    print("trip -> all orders confirmed", &done);
+    drop(drain);
+    drop(gateway);
+    let _ = std::fs::remove_file(block.path());
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf, String> {
+    let shm = std::path::Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    Ok(base)
+}
+
+fn main() -> ExitCode {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("ks-drain-latency: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ks-drain-latency: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
