@@ -549,7 +549,7 @@ impl SwitchRecord {
             mode: e.mode,
             source: e.source,
             scope: e.scope,
-            forced: false,
+            forced: e.forced,
             generation: e.generation,
             wall_ns: e.wall_ns,
             reason: e.reason.clone(),

@@ -64,6 +64,9 @@ enum Command {
     Control(control_cmds::ControlCmd),
     /// Create a control block, trip it from a child process and show what a gate saw.
     Demo,
+    /// The reference engine (what `ks-engine` runs; the drill starts it as a child).
+    #[command(hide = true)]
+    Engine(killswitch::engine::cli::EngineArgs),
     /// Emergency stop: trip KILL, follow the engine's drain, escalate to SIGTERM/SIGKILL if it does not confirm.
     Emergency(emergency::EmergencyArgs),
     /// Create or validate state checkpoints (quick: journal snapshot; complete: .ckpt file).
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Command::Control(c) => control_cmds::run(c, &cli.target),
         Command::Demo => demo::run(),
         Command::Emergency(a) => emergency::run(a, &cli.target),
+        Command::Engine(a) => std::process::ExitCode::from(killswitch::engine::cli::main(&a).clamp(0, 255) as u8),
         Command::Checkpoint(c) => journal_cmds::run_checkpoint(c),
         Command::Journal(c) => journal_cmds::run_journal(c),
     }

@@ -1,0 +1,271 @@
+//! The reference engine's configuration: a TOML file whose every key has a
+//! default, so `ks-engine` runs with no file at all.
+//!
+//! ```toml
+//! name = "engine"                 # control block killswitch.<name>
+//! journal_dir = "ks-journal"
+//! trade_for_ms = 0                # 0: until stopped; else trip KILL after this long
+//!
+//! [drain]
+//! cancel_deadline_ms = 5000       # emergency default; the runbook waits 60 s when planned
+//!
+//! [[venues]]
+//! name = "SIM-A"
+//! instruments = ["BTC/USD", "ETH/USD"]
+//!
+//! [[strategies]]
+//! name = "mm_btc"
+//! kind = "market-making"
+//! venue = "SIM-A"
+//! instrument = "BTC/USD"
+//! open_orders = 2500
+//! ```
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Whole configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Engine name: the control block is `<control_dir>/killswitch.<name>`.
+    pub name: String,
+    /// Control-block directory; default `$KILLSWITCH_DIR` or `/dev/shm`.
+    pub control_dir: Option<PathBuf>,
+    /// Journal directory.
+    pub journal_dir: PathBuf,
+    /// Where to write the JSON report at exit (none: not written).
+    pub report_path: Option<PathBuf>,
+    /// Trip KILL by itself after this long (0: run until stopped).
+    pub trade_for_ms: u64,
+    /// Core for the gateway thread.
+    pub gateway_core: Option<usize>,
+    /// Core for the drain thread.
+    pub drain_core: Option<usize>,
+    /// Heartbeat period of the main loop, µs.
+    pub heartbeat_us: u64,
+    /// Drain settings.
+    pub drain: DrainSection,
+    /// Simulated venues.
+    pub venues: Vec<VenueSection>,
+    /// Strategies.
+    pub strategies: Vec<StrategySection>,
+}
+
+/// `[drain]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DrainSection {
+    /// Cancel answers are awaited this long before `CancelUnknown`.
+    pub cancel_deadline_ms: u64,
+    /// The gateway must acknowledge a kill within this.
+    pub gateway_ack_deadline_ms: u64,
+    /// Use venue mass cancel where offered.
+    pub mass_cancel: bool,
+}
+
+impl Default for DrainSection {
+    fn default() -> Self {
+        DrainSection {
+            cancel_deadline_ms: 5000,
+            gateway_ack_deadline_ms: 1000,
+            mass_cancel: true,
+        }
+    }
+}
+
+/// `[[venues]]`: one simulated exchange and its fault knobs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VenueSection {
+    /// Venue name (a scope name).
+    pub name: String,
+    /// Instruments listed (scope names).
+    pub instruments: Vec<String>,
+    /// Seed of the synthetic flow.
+    pub seed: u64,
+    /// Offers mass cancel.
+    pub mass_cancel: bool,
+    /// Answer latency, µs.
+    pub ack_latency_us: u64,
+    /// Rejects new orders at this rate, ppm.
+    pub reject_ppm: u32,
+    /// Ignores every cancel (stuck cancels).
+    pub ignore_cancels: bool,
+    /// Drops cancel acknowledgements at this rate, ppm.
+    pub drop_cancel_ack_ppm: u32,
+    /// Cancels our orders when the session drops.
+    pub cancel_on_disconnect: bool,
+    /// Drops the session after this many ms of trading.
+    pub disconnect_after_ms: Option<u64>,
+    /// One participant order every this many µs (0: no synthetic flow).
+    pub flow_interval_us: u64,
+}
+
+impl Default for VenueSection {
+    fn default() -> Self {
+        VenueSection {
+            name: "SIM".into(),
+            instruments: vec!["BTC/USD".into()],
+            seed: 1,
+            mass_cancel: true,
+            ack_latency_us: 0,
+            reject_ppm: 0,
+            ignore_cancels: false,
+            drop_cancel_ack_ppm: 0,
+            cancel_on_disconnect: true,
+            disconnect_after_ms: None,
+            flow_interval_us: 50,
+        }
+    }
+}
+
+/// Strategy kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StrategyKind {
+    /// Rests a ladder of bids and offers around the mid and refills it.
+    MarketMaking,
+    /// Crosses the spread in the direction of a drifting signal.
+    Momentum,
+}
+
+/// `[[strategies]]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StrategySection {
+    /// Strategy name (a scope name: the RTS 6 "algorithm").
+    pub name: String,
+    /// Kind.
+    pub kind: StrategyKind,
+    /// Venue it trades on.
+    pub venue: String,
+    /// Instrument it trades.
+    pub instrument: String,
+    /// Account (trader / desk / client) it trades for.
+    pub account: String,
+    /// Market making: open orders to keep resting.
+    pub open_orders: usize,
+    /// Order size in lots.
+    pub lots: i64,
+    /// Momentum: µs between orders.
+    pub interval_us: u64,
+    /// Panic after this many ms (fault injection for the drill).
+    pub panic_after_ms: Option<u64>,
+}
+
+impl Default for StrategySection {
+    fn default() -> Self {
+        StrategySection {
+            name: "mm".into(),
+            kind: StrategyKind::MarketMaking,
+            venue: "SIM".into(),
+            instrument: "BTC/USD".into(),
+            account: "desk-1".into(),
+            open_orders: 1000,
+            lots: 1,
+            interval_us: 500,
+            panic_after_ms: None,
+        }
+    }
+}
+
+impl Default for EngineConfig {
+    /// Two venues, four strategies, about 10,000 resting orders.
+    fn default() -> Self {
+        let venue = |name: &str, instruments: &[&str], seed, mass_cancel, ack_latency_us| VenueSection {
+            name: name.into(),
+            instruments: instruments.iter().map(|s| s.to_string()).collect(),
+            seed,
+            mass_cancel,
+            ack_latency_us,
+            ..VenueSection::default()
+        };
+        let mm = |name: &str, venue: &str, instrument: &str, open_orders| StrategySection {
+            name: name.into(),
+            kind: StrategyKind::MarketMaking,
+            venue: venue.into(),
+            instrument: instrument.into(),
+            open_orders,
+            ..StrategySection::default()
+        };
+        EngineConfig {
+            name: "engine".into(),
+            control_dir: None,
+            journal_dir: PathBuf::from("ks-journal"),
+            report_path: None,
+            trade_for_ms: 0,
+            gateway_core: None,
+            drain_core: None,
+            heartbeat_us: 1000,
+            drain: DrainSection::default(),
+            venues: vec![
+                venue("SIM-A", &["BTC/USD", "ETH/USD"], 11, true, 0),
+                venue("SIM-B", &["BTC/USD", "SOL/USD"], 22, false, 20),
+            ],
+            strategies: vec![
+                mm("mm_btc_a", "SIM-A", "BTC/USD", 4000),
+                mm("mm_eth_a", "SIM-A", "ETH/USD", 3000),
+                mm("mm_btc_b", "SIM-B", "BTC/USD", 3000),
+                StrategySection {
+                    name: "momo_sol_b".into(),
+                    kind: StrategyKind::Momentum,
+                    venue: "SIM-B".into(),
+                    instrument: "SOL/USD".into(),
+                    account: "desk-2".into(),
+                    ..StrategySection::default()
+                },
+            ],
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Parses a TOML file; unknown keys are errors that name the key.
+    pub fn from_toml(text: &str) -> Result<EngineConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Checks cross-references (a strategy's venue and instrument exist).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.venues.is_empty() {
+            return Err("no [[venues]]".into());
+        }
+        for s in &self.strategies {
+            let Some(v) = self.venues.iter().find(|v| v.name == s.venue) else {
+                return Err(format!("strategy {}: no venue named {:?}", s.name, s.venue));
+            };
+            if !v.instruments.contains(&s.instrument) {
+                return Err(format!(
+                    "strategy {}: venue {} does not list instrument {:?}",
+                    s.name, v.name, s.instrument
+                ));
+            }
+            if s.lots <= 0 {
+                return Err(format!("strategy {}: lots must be positive", s.name));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_a_partial_file_keeps_the_other_defaults() {
+        EngineConfig::default().validate().unwrap();
+        let c = EngineConfig::from_toml("name = \"x\"\ntrade_for_ms = 5\n[drain]\ncancel_deadline_ms = 100\n").unwrap();
+        assert_eq!(c.name, "x");
+        assert_eq!(c.drain.cancel_deadline_ms, 100);
+        assert!(c.drain.mass_cancel);
+        assert_eq!(c.venues.len(), 2);
+        let e = EngineConfig::from_toml("nmae = \"typo\"").unwrap_err();
+        assert!(e.contains("nmae"), "{e}");
+        let mut bad = EngineConfig::default();
+        bad.strategies[0].instrument = "DOGE/USD".into();
+        assert!(bad.validate().unwrap_err().contains("DOGE/USD"));
+    }
+}

@@ -1,0 +1,332 @@
+//! The reference engine: how an engine links `killswitch`. It is what
+//! `ks-engine` runs and what `killswitch drill` starts as a child process.
+//!
+//! Start-up, in order (see [`Engine::start`]):
+//! 1. open (or create) the control block and attach as its owner; a latched
+//!    KILL from an earlier run stays in force until `killswitch reset`;
+//! 2. install the signal handlers and the panic hook (they trip the state
+//!    word themselves, see [`crate::signals`]);
+//! 3. open the journal (recovering a torn tail) and rebuild its state;
+//! 4. register venue / strategy / instrument / account names, start the
+//!    simulated venues, the gateway, the drain (whose quick checkpoint goes
+//!    into the journal) and the strategy threads.
+//!
+//! Then [`Engine::run`] heartbeats, journals trips, and waits. A global KILL
+//! (from `killswitch trip` / `emergency`, a signal, a panic, the watchdog,
+//! or `trade_for_ms`) is drained by the drain thread; once the drain reports,
+//! the engine stops its threads, syncs the journal, writes its report and
+//! returns an exit code. HALT_NEW, REDUCE_ONLY and scoped kills do not stop
+//! the engine: the gate refuses what they forbid and trading goes on.
+
+pub mod cli;
+pub mod config;
+mod journal_sink;
+mod report;
+mod strategy;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::control::{default_dir, ControlBlock, Mode, ScopeKind, Source};
+use crate::drain::{Drain, DrainConfig, DrainHandle, DrainOutcome};
+use crate::gateway::{Gateway, GatewayConfig, GatewayHandle};
+use crate::journal::{self, JournalConfig, JournalWriter};
+use crate::order::{ScopeTags, PRICE_SCALE};
+use crate::registry::Registry;
+use crate::signals::{self, ShutdownLevel, SignalConfig, SignalGuard};
+use crate::venue::sim::{FlowConfig, SimConfig, SimHandle, SimInstrument, SimVenue};
+use crate::venue::Venue;
+
+pub use config::EngineConfig;
+pub use journal_sink::{JournalSink, JournalState, SharedJournal};
+pub use report::{EngineReport, Verification};
+pub use strategy::StrategyStats;
+
+/// Exit code: clean (drained, checkpointed, nothing unknown).
+pub const EXIT_OK: i32 = 0;
+/// Exit code: start-up failed.
+pub const EXIT_START_FAILED: i32 = 2;
+/// Exit code: the drain failed (gateway did not acknowledge the kill).
+pub const EXIT_DRAIN_FAILED: i32 = 10;
+/// Exit code: orders left in `CancelUnknown`.
+pub const EXIT_ORDERS_UNKNOWN: i32 = 11;
+/// Exit code: the quick checkpoint failed.
+pub const EXIT_CHECKPOINT_FAILED: i32 = 12;
+
+struct Sim {
+    name: String,
+    handle: SimHandle,
+    disconnect_after: Option<Duration>,
+}
+
+/// A running reference engine.
+pub struct Engine {
+    cfg: EngineConfig,
+    block: Arc<ControlBlock>,
+    registry: Arc<Registry>,
+    journal: SharedJournal,
+    gateway: Option<GatewayHandle>,
+    drain: Option<DrainHandle>,
+    sims: Vec<Sim>,
+    strategies: Vec<JoinHandle<StrategyStats>>,
+    stop_strategies: Arc<AtomicBool>,
+    signals: SignalGuard,
+    started: Instant,
+    /// Generation of the state word when the engine started.
+    start_generation: u64,
+    recovery_note: String,
+}
+
+impl Engine {
+    /// Starts everything; see the module docs.
+    pub fn start(cfg: EngineConfig) -> Result<Engine, String> {
+        cfg.validate()?;
+        let dir = cfg.control_dir.clone().unwrap_or_else(default_dir);
+        let block = Arc::new(ControlBlock::open_or_create(&dir, &cfg.name).map_err(|e| e.to_string())?);
+        block.attach_owner().map_err(|e| e.to_string())?;
+        let signals = signals::install(block.clone(), &SignalConfig::default()).map_err(|e| format!("signal handlers: {e}"))?;
+        signals::install_panic_hook(block.clone());
+
+        let (writer, recovery) =
+            JournalWriter::open(&cfg.journal_dir, JournalConfig::default()).map_err(|e| e.to_string())?;
+        let rebuilt = journal::rebuild(&cfg.journal_dir).map_err(|e| e.to_string())?;
+        let recovery_note = format!(
+            "journal {}: {} records recovered, {} dropped, {} open orders and {} positions rebuilt",
+            cfg.journal_dir.display(),
+            rebuilt.scan.records,
+            recovery.scan.dropped.len(),
+            rebuilt.state.open_orders.len(),
+            rebuilt.state.positions.len()
+        );
+        let mut mirror = rebuilt.state;
+        let first_order_id = mirror.max_order_id.0 + 1;
+        let journaled_until = [&mirror.last_trip, &mirror.last_reset]
+            .iter()
+            .filter_map(|r| r.as_ref().map(|r| r.wall_ns))
+            .max()
+            .unwrap_or(0);
+        let audit_ticket = block.audit().iter().filter(|e| e.wall_ns <= journaled_until).map(|e| e.ticket).max();
+        mirror.last_seq = writer.next_seq().saturating_sub(1);
+        let journal: SharedJournal = Arc::new(Mutex::new(JournalState {
+            writer,
+            mirror,
+            audit_ticket,
+        }));
+        let registry = Arc::new(Registry::with_sink(Box::new(JournalSink::new(journal.clone(), block.clone()))));
+
+        // Venues.
+        let reg = |kind, name: &str| block.register_name(kind, name).map_err(|e| e.to_string());
+        let mut sessions: Vec<(u16, Box<dyn Venue>)> = Vec::new();
+        let mut sims = Vec::new();
+        for v in &cfg.venues {
+            let index = reg(ScopeKind::Venue, &v.name)?;
+            let mut instruments = Vec::new();
+            for i in &v.instruments {
+                instruments.push(SimInstrument {
+                    index: reg(ScopeKind::Instrument, i)?,
+                    mid: strategy::MID,
+                    tick: crate::order::Price(PRICE_SCALE / 100),
+                });
+            }
+            let flow = if v.flow_interval_us == 0 {
+                FlowConfig::off()
+            } else {
+                FlowConfig {
+                    interval_ns: v.flow_interval_us * 1000,
+                    ..FlowConfig::default()
+                }
+            };
+            let (venue, handle) = SimVenue::new(SimConfig {
+                name: v.name.clone(),
+                instruments,
+                seed: v.seed,
+                flow,
+                mass_cancel: v.mass_cancel,
+                event_latency: Duration::from_micros(v.ack_latency_us),
+                reject_ppm: v.reject_ppm,
+                cancel_on_disconnect: v.cancel_on_disconnect,
+            });
+            handle.set_ignore_cancels(v.ignore_cancels);
+            handle.set_drop_cancel_ack_ppm(v.drop_cancel_ack_ppm);
+            sessions.push((index, Box::new(venue)));
+            sims.push(Sim {
+                name: v.name.clone(),
+                handle,
+                disconnect_after: v.disconnect_after_ms.map(Duration::from_millis),
+            });
+        }
+
+        let mut gateway = Gateway::spawn(
+            block.clone(),
+            registry.clone(),
+            sessions,
+            GatewayConfig {
+                core: cfg.gateway_core,
+                first_order_id,
+                ..GatewayConfig::default()
+            },
+        )
+        .map_err(|e| format!("gateway thread: {e}"))?;
+        let link = gateway.take_drain_link().ok_or("gateway has no drain link")?;
+        let drain = Drain::spawn(
+            block.clone(),
+            link,
+            DrainConfig {
+                core: cfg.drain_core,
+                gateway_ack_deadline: Duration::from_millis(cfg.drain.gateway_ack_deadline_ms),
+                cancel_deadline: Duration::from_millis(cfg.drain.cancel_deadline_ms),
+                use_mass_cancel: cfg.drain.mass_cancel,
+                ..DrainConfig::emergency()
+            },
+            Some(journal_sink::checkpoint_hook(journal.clone(), block.clone())),
+        )
+        .map_err(|e| format!("drain thread: {e}"))?;
+
+        let stop_strategies = Arc::new(AtomicBool::new(false));
+        let mut strategies = Vec::new();
+        for (n, s) in cfg.strategies.iter().enumerate() {
+            let tags = ScopeTags {
+                venue: reg(ScopeKind::Venue, &s.venue)?,
+                strategy: reg(ScopeKind::Strategy, &s.name)?,
+                instrument: reg(ScopeKind::Instrument, &s.instrument)?,
+                account: reg(ScopeKind::Account, &s.account)?,
+            };
+            let (s, sender, registry, stop) = (s.clone(), gateway.order_sender(), registry.clone(), stop_strategies.clone());
+            let name = format!("ks-strategy-{}", s.name);
+            let seed = 1000 + n as u64;
+            strategies.push(
+                std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || strategy::run(s, tags, sender, registry, stop, seed))
+                    .map_err(|e| format!("strategy thread: {e}"))?,
+            );
+        }
+        let start_generation = block.state().generation();
+        Ok(Engine {
+            cfg,
+            block,
+            registry,
+            journal,
+            gateway: Some(gateway),
+            drain: Some(drain),
+            sims,
+            strategies,
+            stop_strategies,
+            signals,
+            started: Instant::now(),
+            start_generation,
+            recovery_note,
+        })
+    }
+
+    /// The control block.
+    pub fn block(&self) -> &Arc<ControlBlock> {
+        &self.block
+    }
+
+    /// What journal recovery found at start-up.
+    pub fn recovery_note(&self) -> &str {
+        &self.recovery_note
+    }
+
+    /// Runs until a global KILL has been drained; returns the report.
+    pub fn run(self) -> EngineReport {
+        let beat = Duration::from_micros(self.cfg.heartbeat_us.max(100));
+        let latched_at_start = self.block.state().mode() == Mode::Kill;
+        if latched_at_start {
+            let t = self.block.last_trip();
+            eprintln!(
+                "ks-engine: the switch is LATCHED at KILL{}: not trading until `killswitch reset --confirm`",
+                t.map(|t| format!(" (\"{}\", by {} pid {})", t.reason, t.source.as_str(), t.pid)).unwrap_or_default()
+            );
+        }
+        // A KILL counts once the engine has traded since the last one.
+        let mut armed = !latched_at_start;
+        let mut kill_generation = None;
+        let mut outcomes: Vec<DrainOutcome> = Vec::new();
+        let mut disconnected = vec![false; self.sims.len()];
+        let mut last_generation = self.start_generation;
+        let open = &self.block.gateway_status().open_orders;
+        let mut tripped_by_timer = false;
+        loop {
+            self.block.heartbeat();
+            open.store(self.registry.open_count() as u64, Ordering::Relaxed);
+            let w = self.block.state();
+            if w.generation() != last_generation {
+                last_generation = w.generation();
+                if let Ok(mut j) = self.journal.lock() {
+                    if let Err(e) = j.append_switch_events(&self.block) {
+                        eprintln!("ks-engine: journal: {e}");
+                    }
+                }
+                if !w.is_active() && !armed {
+                    eprintln!("ks-engine: switch reset: trading resumes");
+                    armed = true;
+                }
+            }
+            if armed && w.mode() == Mode::Kill && kill_generation.is_none() {
+                kill_generation = Some(w.generation());
+            }
+            let elapsed = self.started.elapsed();
+            for (i, s) in self.sims.iter().enumerate() {
+                if !disconnected[i] && s.disconnect_after.is_some_and(|d| elapsed >= d) {
+                    eprintln!("ks-engine: venue {} disconnects (fault injection)", s.name);
+                    s.handle.disconnect();
+                    disconnected[i] = true;
+                }
+            }
+            if self.cfg.trade_for_ms > 0 && armed && !tripped_by_timer && elapsed >= Duration::from_millis(self.cfg.trade_for_ms) {
+                tripped_by_timer = true;
+                self.block.trip_global(Mode::Kill, Source::Api, "ks-engine: trade_for_ms elapsed");
+            }
+            if let Some(d) = &self.drain {
+                while let Some(o) = d.try_outcome() {
+                    outcomes.push(o);
+                }
+            }
+            if let Some(g) = kill_generation {
+                if outcomes.iter().any(|o| o.global && o.generation >= g) {
+                    break;
+                }
+            }
+            if self.signals.state().level() != ShutdownLevel::None && !armed {
+                // Signalled while latched: nothing to drain; leave.
+                break;
+            }
+            std::thread::sleep(beat);
+        }
+        self.finish(kill_generation, outcomes)
+    }
+
+    fn finish(mut self, kill_generation: Option<u64>, outcomes: Vec<DrainOutcome>) -> EngineReport {
+        self.stop_strategies.store(true, Ordering::Release);
+        let strategies: Vec<StrategyStats> = self.strategies.drain(..).filter_map(|h| h.join().ok()).collect();
+        // The gateway keeps applying late answers until it stops.
+        let gateway_stats = self.gateway.take().map(|g| g.shutdown());
+        if let Some(d) = self.drain.take() {
+            let _ = d.shutdown();
+        }
+        let durable = self.journal.lock().ok().map(|mut j| {
+            let _ = j.append_switch_events(&self.block);
+            j.writer.sync().map_err(|e| e.to_string())
+        });
+        let report = report::build(report::Inputs {
+            cfg: &self.cfg,
+            block: &self.block,
+            registry: &self.registry,
+            journal: &self.journal,
+            kill_generation,
+            outcomes: &outcomes,
+            sims: self.sims.iter().map(|s| (s.name.clone(), s.handle.clone())).collect(),
+            strategies,
+            gateway: gateway_stats,
+            durable,
+            level: self.signals.state().level(),
+            recovery_note: &self.recovery_note,
+        });
+        self.block.detach_owner();
+        report
+    }
+}

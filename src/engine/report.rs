@@ -1,0 +1,340 @@
+//! What the reference engine reports when it stops: the drain, the proof
+//! that nothing escaped, positions, and the journal. Written as JSON so the
+//! drill (a different process) can read it.
+
+use std::sync::atomic::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+use crate::control::{ControlBlock, ScopeKind};
+use crate::drain::{DrainError, DrainOutcome};
+use crate::gateway::GatewayStats;
+use crate::registry::Registry;
+use crate::signals::ShutdownLevel;
+use crate::venue::sim::{SimHandle, WireMessage};
+
+use super::config::EngineConfig;
+use super::strategy::StrategyStats;
+use super::SharedJournal;
+
+/// One drain, summarised.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DrainSummary {
+    /// Generation drained.
+    pub generation: u64,
+    /// Global kill (else scoped).
+    pub global: bool,
+    /// Open orders in scope at the snapshot.
+    pub open_at_snapshot: usize,
+    /// Orders cancelled.
+    pub canceled: usize,
+    /// Orders that filled instead.
+    pub filled: usize,
+    /// Orders rejected.
+    pub rejected: usize,
+    /// Orders left `CancelUnknown`: "id venue reason".
+    pub unknown: Vec<String>,
+    /// Orders with fills while cancels were in flight.
+    pub orders_filled_during_drain: usize,
+    /// Mass cancels written.
+    pub mass_cancels: u32,
+    /// Cancel requests enqueued.
+    pub cancel_requests: u64,
+    /// Cancels re-sent at half the deadline.
+    pub resent: u64,
+    /// Journal sequence of the quick checkpoint.
+    pub checkpoint_seq: Option<u64>,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+    /// `CLOCK_MONOTONIC` ns: trip, seen, gateway ack, first cancel, last cancel enqueued, last answer, checkpoint, done.
+    pub timings_ns: [u64; 8],
+}
+
+impl DrainSummary {
+    fn of(o: &DrainOutcome) -> DrainSummary {
+        let t = &o.timings;
+        DrainSummary {
+            generation: o.generation,
+            global: o.global,
+            open_at_snapshot: o.open_at_snapshot,
+            canceled: o.canceled.len(),
+            filled: o.filled.len(),
+            rejected: o.rejected.len(),
+            unknown: o
+                .unknown
+                .iter()
+                .map(|u| format!("{} venue#{} {:?} (was {:?})", u.id, u.venue, u.reason, u.state_before))
+                .collect(),
+            orders_filled_during_drain: o.fills_during_drain.len(),
+            mass_cancels: o.mass_cancels,
+            cancel_requests: o.cancel_requests,
+            resent: o.resent,
+            checkpoint_seq: o.checkpoint_seq,
+            error: o.error.as_ref().map(|e| e.to_string()),
+            timings_ns: [
+                t.t_trip,
+                t.t_trip_seen,
+                t.t_gateway_ack,
+                t.t_first_cancel,
+                t.t_last_cancel_enqueued,
+                t.t_last_ack,
+                t.t_checkpoint,
+                t.t_done,
+            ],
+        }
+    }
+}
+
+/// The no-escape proof, counted from the simulated venues' own message logs
+/// and the registry after the drain.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Verification {
+    /// Generation whose acknowledgement is the cut-off.
+    pub ack_generation: u64,
+    /// `CLOCK_MONOTONIC` ns of that acknowledgement.
+    pub ack_mono_ns: u64,
+    /// New orders the venues accepted at or after the acknowledgement: must be 0.
+    pub new_orders_after_ack: u64,
+    /// Orders neither terminal nor `CancelUnknown` after the drain: must be 0.
+    pub orders_unaccounted: u64,
+    /// Orders `CancelUnknown`: reported, to be reconciled.
+    pub orders_unknown: u64,
+    /// New orders the venues accepted in the whole run.
+    pub new_orders_total: u64,
+}
+
+/// One non-zero position.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PositionLine {
+    /// Venue name.
+    pub venue: String,
+    /// Instrument name.
+    pub instrument: String,
+    /// Account name.
+    pub account: String,
+    /// Indices (venue, instrument, account).
+    pub key: (u16, u16, u16),
+    /// Signed quantity, fixed point (1e-8).
+    pub qty: i64,
+    /// The same, printed.
+    pub qty_text: String,
+}
+
+/// One simulated venue at the end.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VenueLine {
+    /// Name.
+    pub name: String,
+    /// Messages it accepted from us.
+    pub messages: usize,
+    /// Our trades.
+    pub our_trades: u64,
+    /// Cancels it ignored (fault injection).
+    pub ignored_cancels: u64,
+    /// Cancel acks it dropped (fault injection).
+    pub dropped_cancel_acks: u64,
+    /// Orders it cancelled on disconnect.
+    pub cancelled_on_disconnect: u64,
+}
+
+/// The engine's final report.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EngineReport {
+    /// Engine pid.
+    pub pid: u32,
+    /// Exit code the process returns.
+    pub exit_code: i32,
+    /// One line.
+    pub verdict: String,
+    /// Generation of the global kill drained (none: stopped while latched).
+    pub kill_generation: Option<u64>,
+    /// Shutdown level asked by signals ("None", "Planned", "Emergency").
+    pub signal_level: String,
+    /// Every drain of the run.
+    pub drains: Vec<DrainSummary>,
+    /// The no-escape proof.
+    pub verification: Verification,
+    /// Registry: orders registered, fills, illegal transitions refused.
+    pub orders_registered: u64,
+    /// Fills applied.
+    pub fills: u64,
+    /// Illegal transitions refused.
+    pub illegal_transitions: u64,
+    /// Orders not terminal at the end: (id, state) — `CancelUnknown` ones.
+    pub orders_not_terminal: Vec<(u64, String)>,
+    /// Positions.
+    pub positions: Vec<PositionLine>,
+    /// Journal directory.
+    pub journal_dir: String,
+    /// Last journal sequence after the final sync.
+    pub journal_last_seq: u64,
+    /// Final sync result.
+    pub journal_sync: String,
+    /// Strategy threads.
+    pub strategies: Vec<StrategyStats>,
+    /// Venues.
+    pub venues: Vec<VenueLine>,
+    /// Gateway new orders / cancels written.
+    pub gateway_orders_sent: u64,
+    /// Cancels written by the gateway.
+    pub gateway_cancels_sent: u64,
+    /// Orders refused by the gateway's re-check after passing the gate.
+    pub gateway_refused_on_recheck: u64,
+    /// Journal recovery at start-up.
+    pub recovery_note: String,
+}
+
+/// Everything the report is made from, gathered by the engine as it stops.
+pub(super) struct Inputs<'a> {
+    pub cfg: &'a EngineConfig,
+    pub block: &'a ControlBlock,
+    pub registry: &'a Registry,
+    pub journal: &'a SharedJournal,
+    pub kill_generation: Option<u64>,
+    pub outcomes: &'a [DrainOutcome],
+    pub sims: Vec<(String, SimHandle)>,
+    pub strategies: Vec<StrategyStats>,
+    pub gateway: Option<Result<GatewayStats, String>>,
+    pub durable: Option<Result<crate::journal::DurableAt, String>>,
+    pub level: ShutdownLevel,
+    pub recovery_note: &'a str,
+}
+
+pub(super) fn build(inputs: Inputs<'_>) -> EngineReport {
+    let Inputs {
+        cfg,
+        block,
+        registry,
+        journal,
+        kill_generation,
+        outcomes,
+        sims,
+        strategies,
+        gateway,
+        durable,
+        level,
+        recovery_note,
+    } = inputs;
+    let gs = block.gateway_status();
+    let kill_drain = kill_generation.and_then(|g| outcomes.iter().find(|o| o.global && o.generation >= g));
+    // The cut-off: the gateway's acknowledgement of the kill generation. If a
+    // later generation overwrote the published one, the drain's observation
+    // of the ack (a little later) is used: it can only hide an escape in
+    // that gap, never invent one, so it is reported as such.
+    let mut v = Verification::default();
+    if let Some(o) = kill_drain {
+        let published = gs.acked_generation.load(Ordering::Acquire);
+        v.ack_generation = o.generation;
+        v.ack_mono_ns = if published == o.generation {
+            gs.acked_mono_ns.load(Ordering::Acquire)
+        } else {
+            o.timings.t_gateway_ack
+        };
+    }
+    for (_, h) in &sims {
+        for e in h.log() {
+            if let WireMessage::New(_) = e.msg {
+                v.new_orders_total += 1;
+                if v.ack_mono_ns != 0 && e.mono_ns >= v.ack_mono_ns {
+                    v.new_orders_after_ack += 1;
+                }
+            }
+        }
+    }
+    let mut not_terminal = Vec::new();
+    for o in registry.all_orders() {
+        if o.state.is_open() {
+            if kill_drain.is_some() {
+                v.orders_unaccounted += 1;
+            }
+            not_terminal.push((o.id.0, format!("{:?}", o.state)));
+        } else if !o.state.is_terminal() {
+            v.orders_unknown += 1;
+            not_terminal.push((o.id.0, format!("{:?}", o.state)));
+        }
+    }
+    let name = |k, i| block.name_at(k, i).unwrap_or_else(|| format!("#{i}"));
+    let positions = registry
+        .positions()
+        .into_iter()
+        .map(|((venue, instrument, account), qty)| PositionLine {
+            venue: name(ScopeKind::Venue, venue),
+            instrument: name(ScopeKind::Instrument, instrument),
+            account: name(ScopeKind::Account, account),
+            key: (venue, instrument, account),
+            qty: qty.0,
+            qty_text: qty.to_string(),
+        })
+        .collect();
+    let counters = registry.counters();
+    let (gateway_stats, gateway_error) = match gateway {
+        Some(Ok(s)) => (s, None),
+        Some(Err(e)) => (GatewayStats::default(), Some(e)),
+        None => (GatewayStats::default(), None),
+    };
+    let journal_last_seq = journal.lock().map(|j| j.writer.next_seq().saturating_sub(1)).unwrap_or(0);
+    let journal_sync = match durable {
+        Some(Ok(d)) => format!("durable up to seq {}", d.up_to_seq),
+        Some(Err(e)) => format!("FAILED: {e}"),
+        None => "not attempted (journal lock poisoned)".into(),
+    };
+
+    let (exit_code, verdict) = match kill_drain {
+        None => (super::EXIT_OK, "stopped without a kill to drain (the switch was latched)".to_string()),
+        Some(o) => match &o.error {
+            Some(DrainError::GatewayAckTimeout { .. }) => (
+                super::EXIT_DRAIN_FAILED,
+                format!("DRAIN FAILED: {}", o.error.as_ref().map(|e| e.to_string()).unwrap_or_default()),
+            ),
+            Some(DrainError::CheckpointFailed(e)) => (super::EXIT_CHECKPOINT_FAILED, format!("CHECKPOINT FAILED: {e}")),
+            None if !o.unknown.is_empty() => (
+                super::EXIT_ORDERS_UNKNOWN,
+                format!("drained with {} order(s) in CancelUnknown: reconcile with the venue", o.unknown.len()),
+            ),
+            None => (
+                super::EXIT_OK,
+                format!("drained: {} orders confirmed, quick checkpoint seq {:?}", o.confirmed(), o.checkpoint_seq),
+            ),
+        },
+    };
+    let verdict = match gateway_error {
+        Some(e) => format!("{verdict}; gateway: {e}"),
+        None => verdict,
+    };
+    EngineReport {
+        pid: std::process::id(),
+        exit_code,
+        verdict,
+        kill_generation,
+        signal_level: format!("{level:?}"),
+        drains: outcomes.iter().map(DrainSummary::of).collect(),
+        verification: v,
+        orders_registered: counters.registered,
+        fills: counters.fills,
+        illegal_transitions: counters.illegal_transitions,
+        orders_not_terminal: not_terminal,
+        positions,
+        journal_dir: cfg.journal_dir.display().to_string(),
+        journal_last_seq,
+        journal_sync,
+        strategies,
+        venues: sims
+            .iter()
+            .map(|(n, h)| {
+                let s = h.stats();
+                VenueLine {
+                    name: n.clone(),
+                    messages: h.log().len(),
+                    our_trades: s.our_trades,
+                    ignored_cancels: s.ignored_cancels,
+                    dropped_cancel_acks: s.dropped_cancel_acks,
+                    cancelled_on_disconnect: s.cancelled_on_disconnect,
+                }
+            })
+            .collect(),
+        gateway_orders_sent: gateway_stats.orders_sent,
+        gateway_cancels_sent: gateway_stats.cancels_sent,
+        gateway_refused_on_recheck: gateway_stats.refused_on_recheck,
+        recovery_note: recovery_note.to_string(),
+    }
+}

@@ -1,0 +1,121 @@
+//! The reference engine's two strategies. They are deliberately simple; what
+//! matters is that they behave like real order flow: a market maker keeps
+//! thousands of orders resting and refills what gets filled, a momentum
+//! strategy crosses the spread and builds a position. Both go through the
+//! gate (inside [`OrderSender::submit`]) for every order.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::gateway::{OrderSender, SubmitError};
+use crate::order::{OrderIntent, Price, Qty, ScopeTags, Side, PRICE_SCALE};
+use crate::registry::Registry;
+use crate::venue::sim::Rng;
+
+use super::config::{StrategySection, StrategyKind};
+
+/// Starting mid of every simulated instrument, and its tick.
+pub const MID: Price = Price::from_units(100);
+/// Tick size (0.01).
+pub const TICK: i64 = PRICE_SCALE / 100;
+
+/// What a strategy thread did.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct StrategyStats {
+    /// Strategy name.
+    pub name: String,
+    /// Orders the gateway accepted into its ring.
+    pub submitted: u64,
+    /// Orders the gate refused (switch tripped).
+    pub refused: u64,
+    /// Times the ring was full (back-pressure).
+    pub ring_full: u64,
+}
+
+/// Runs one strategy until `stop`.
+pub fn run(
+    cfg: StrategySection,
+    tags: ScopeTags,
+    sender: OrderSender,
+    registry: Arc<Registry>,
+    stop: Arc<AtomicBool>,
+    seed: u64,
+) -> StrategyStats {
+    let mut stats = StrategyStats {
+        name: cfg.name.clone(),
+        ..StrategyStats::default()
+    };
+    let mut rng = Rng::new(seed);
+    let started = Instant::now();
+    let lots = Qty::from_lots(cfg.lots);
+    let mut signal: i64 = 0;
+    let mut next_count = Instant::now();
+    let mut open = 0usize;
+    while !stop.load(Ordering::Acquire) {
+        if let Some(ms) = cfg.panic_after_ms {
+            if started.elapsed() >= Duration::from_millis(ms) {
+                panic!("strategy {} hit an injected fault", cfg.name);
+            }
+        }
+        let position = registry.position(tags.venue, tags.instrument);
+        let intent = match cfg.kind {
+            StrategyKind::MarketMaking => {
+                // Counting our open orders takes the registry lock: do it
+                // every few ms, and assume every send rests in between.
+                if Instant::now() >= next_count {
+                    open = registry.open_orders(|o| o.tags.strategy == tags.strategy).len();
+                    next_count = Instant::now() + Duration::from_millis(5);
+                }
+                if open >= cfg.open_orders {
+                    std::thread::sleep(Duration::from_micros(200));
+                    continue;
+                }
+                // A ladder 1..=200 ticks deep on a random side.
+                let side = if rng.below(2) == 0 { Side::Buy } else { Side::Sell };
+                let depth = 1 + rng.below(200) as i64;
+                let price = match side {
+                    Side::Buy => MID.0 - depth * TICK,
+                    Side::Sell => MID.0 + depth * TICK,
+                };
+                OrderIntent {
+                    tags,
+                    side,
+                    qty: lots,
+                    price: Price(price),
+                    position,
+                }
+            }
+            StrategyKind::Momentum => {
+                std::thread::sleep(Duration::from_micros(cfg.interval_us));
+                // A drifting signal; cross the spread by 5 ticks its way.
+                signal += rng.below(3) as i64 - 1;
+                let side = if signal >= 0 { Side::Buy } else { Side::Sell };
+                let price = MID.0 + side.sign() * 5 * TICK;
+                OrderIntent {
+                    tags,
+                    side,
+                    qty: lots,
+                    price: Price(price),
+                    position,
+                }
+            }
+        };
+        match sender.submit(&intent) {
+            Ok(_) => {
+                stats.submitted += 1;
+                open += 1;
+            }
+            Err(SubmitError::Refused(_)) => {
+                // Tripped: nothing to do but wait for a reset.
+                stats.refused += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(SubmitError::RingFull) => {
+                stats.ring_full += 1;
+                std::thread::yield_now();
+            }
+        }
+    }
+    stats
+}
