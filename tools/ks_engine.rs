@@ -6,7 +6,10 @@ use clap::Parser;
 use killswitch::engine::cli::EngineArgs;
 
 #[derive(Parser, Debug)]
-#[command(name = "ks-engine", about = "Reference trading engine on simulated venues, stopped by killswitch")]
+#[command(
+    name = "ks-engine",
+    about = "Reference trading engine on simulated venues, stopped by killswitch"
+)]
 struct Cli {
     #[command(flatten)]
     engine: EngineArgs,

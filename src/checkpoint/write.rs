@@ -222,7 +222,12 @@ pub fn write_complete(
     dirs.extend(target.alternate_dir.clone());
     for dir in dirs {
         let path = dir.join(&name);
-        match write_durably(&dir, &name, &bytes) {
+        // A checkpoint directory that does not exist yet is created (an
+        // operator's `--path /data/checkpoints` on a fresh box); failing to
+        // create it counts as a failure of this directory.
+        let written =
+            std::fs::create_dir_all(&dir).and_then(|()| write_durably(&dir, &name, &bytes));
+        match written {
             Ok(()) => {
                 let mut w = Written {
                     path: path.clone(),

@@ -104,7 +104,7 @@ pub struct GatewayStatus {
 }
 
 /// Phase of the drain, as published in [`DrainStatus::phase`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[repr(u8)]
 pub enum DrainPhase {

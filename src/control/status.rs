@@ -3,12 +3,12 @@
 
 use std::sync::atomic::Ordering;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{AuditEntry, ControlBlock, DrainPhase, Mode, OwnerInfo, ScopeKind};
 
 /// Copy of the drain's published counters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrainSnapshot {
     /// Generation being drained.
     pub generation: u64,

@@ -31,11 +31,43 @@ pub struct EngineArgs {
     pub trade_for: Option<std::time::Duration>,
 }
 
+/// The options of `killswitch engine` (hidden; started by the drill). The
+/// name and directory come from the config file there: `killswitch`'s own
+/// global `--name` / `--dir` would otherwise shadow them.
+#[derive(Args, Debug, Clone, Default)]
+pub struct EngineFileArgs {
+    /// TOML configuration.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Journal directory.
+    #[arg(long)]
+    pub journal: Option<PathBuf>,
+    /// Write the JSON report here at exit.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Trip KILL by itself after this long.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub trade_for: Option<std::time::Duration>,
+}
+
+impl From<EngineFileArgs> for EngineArgs {
+    fn from(a: EngineFileArgs) -> EngineArgs {
+        EngineArgs {
+            config: a.config,
+            journal: a.journal,
+            report: a.report,
+            trade_for: a.trade_for,
+            ..EngineArgs::default()
+        }
+    }
+}
+
 /// Loads the configuration and applies the overrides.
 pub fn load(args: &EngineArgs) -> Result<EngineConfig, String> {
     let mut cfg = match &args.config {
         Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| format!("config {}: {e}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).map_err(|e| format!("config {}: {e}", p.display()))?;
             EngineConfig::from_toml(&text).map_err(|e| format!("config {}: {e}", p.display()))?
         }
         None => EngineConfig::default(),

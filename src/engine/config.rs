@@ -174,14 +174,15 @@ impl Default for StrategySection {
 impl Default for EngineConfig {
     /// Two venues, four strategies, about 10,000 resting orders.
     fn default() -> Self {
-        let venue = |name: &str, instruments: &[&str], seed, mass_cancel, ack_latency_us| VenueSection {
-            name: name.into(),
-            instruments: instruments.iter().map(|s| s.to_string()).collect(),
-            seed,
-            mass_cancel,
-            ack_latency_us,
-            ..VenueSection::default()
-        };
+        let venue =
+            |name: &str, instruments: &[&str], seed, mass_cancel, ack_latency_us| VenueSection {
+                name: name.into(),
+                instruments: instruments.iter().map(|s| s.to_string()).collect(),
+                seed,
+                mass_cancel,
+                ack_latency_us,
+                ..VenueSection::default()
+            };
         let mm = |name: &str, venue: &str, instrument: &str, open_orders| StrategySection {
             name: name.into(),
             kind: StrategyKind::MarketMaking,
@@ -257,7 +258,10 @@ mod tests {
     #[test]
     fn defaults_validate_and_a_partial_file_keeps_the_other_defaults() {
         EngineConfig::default().validate().unwrap();
-        let c = EngineConfig::from_toml("name = \"x\"\ntrade_for_ms = 5\n[drain]\ncancel_deadline_ms = 100\n").unwrap();
+        let c = EngineConfig::from_toml(
+            "name = \"x\"\ntrade_for_ms = 5\n[drain]\ncancel_deadline_ms = 100\n",
+        )
+        .unwrap();
         assert_eq!(c.name, "x");
         assert_eq!(c.drain.cancel_deadline_ms, 100);
         assert!(c.drain.mass_cancel);

@@ -84,13 +84,15 @@ impl Engine {
     pub fn start(cfg: EngineConfig) -> Result<Engine, String> {
         cfg.validate()?;
         let dir = cfg.control_dir.clone().unwrap_or_else(default_dir);
-        let block = Arc::new(ControlBlock::open_or_create(&dir, &cfg.name).map_err(|e| e.to_string())?);
+        let block =
+            Arc::new(ControlBlock::open_or_create(&dir, &cfg.name).map_err(|e| e.to_string())?);
         block.attach_owner().map_err(|e| e.to_string())?;
-        let signals = signals::install(block.clone(), &SignalConfig::default()).map_err(|e| format!("signal handlers: {e}"))?;
+        let signals = signals::install(block.clone(), &SignalConfig::default())
+            .map_err(|e| format!("signal handlers: {e}"))?;
         signals::install_panic_hook(block.clone());
 
-        let (writer, recovery) =
-            JournalWriter::open(&cfg.journal_dir, JournalConfig::default()).map_err(|e| e.to_string())?;
+        let (writer, recovery) = JournalWriter::open(&cfg.journal_dir, JournalConfig::default())
+            .map_err(|e| e.to_string())?;
         let rebuilt = journal::rebuild(&cfg.journal_dir).map_err(|e| e.to_string())?;
         let recovery_note = format!(
             "journal {}: {} records recovered, {} dropped, {} open orders and {} positions rebuilt",
@@ -107,14 +109,22 @@ impl Engine {
             .filter_map(|r| r.as_ref().map(|r| r.wall_ns))
             .max()
             .unwrap_or(0);
-        let audit_ticket = block.audit().iter().filter(|e| e.wall_ns <= journaled_until).map(|e| e.ticket).max();
+        let audit_ticket = block
+            .audit()
+            .iter()
+            .filter(|e| e.wall_ns <= journaled_until)
+            .map(|e| e.ticket)
+            .max();
         mirror.last_seq = writer.next_seq().saturating_sub(1);
         let journal: SharedJournal = Arc::new(Mutex::new(JournalState {
             writer,
             mirror,
             audit_ticket,
         }));
-        let registry = Arc::new(Registry::with_sink(Box::new(JournalSink::new(journal.clone(), block.clone()))));
+        let registry = Arc::new(Registry::with_sink(Box::new(JournalSink::new(
+            journal.clone(),
+            block.clone(),
+        ))));
 
         // Venues.
         let reg = |kind, name: &str| block.register_name(kind, name).map_err(|e| e.to_string());
@@ -169,7 +179,9 @@ impl Engine {
             },
         )
         .map_err(|e| format!("gateway thread: {e}"))?;
-        let link = gateway.take_drain_link().ok_or("gateway has no drain link")?;
+        let link = gateway
+            .take_drain_link()
+            .ok_or("gateway has no drain link")?;
         let drain = Drain::spawn(
             block.clone(),
             link,
@@ -180,7 +192,10 @@ impl Engine {
                 use_mass_cancel: cfg.drain.mass_cancel,
                 ..DrainConfig::emergency()
             },
-            Some(journal_sink::checkpoint_hook(journal.clone(), block.clone())),
+            Some(journal_sink::checkpoint_hook(
+                journal.clone(),
+                block.clone(),
+            )),
         )
         .map_err(|e| format!("drain thread: {e}"))?;
 
@@ -193,7 +208,12 @@ impl Engine {
                 instrument: reg(ScopeKind::Instrument, &s.instrument)?,
                 account: reg(ScopeKind::Account, &s.account)?,
             };
-            let (s, sender, registry, stop) = (s.clone(), gateway.order_sender(), registry.clone(), stop_strategies.clone());
+            let (s, sender, registry, stop) = (
+                s.clone(),
+                gateway.order_sender(),
+                registry.clone(),
+                stop_strategies.clone(),
+            );
             let name = format!("ks-strategy-{}", s.name);
             let seed = 1000 + n as u64;
             strategies.push(
@@ -277,9 +297,14 @@ impl Engine {
                     disconnected[i] = true;
                 }
             }
-            if self.cfg.trade_for_ms > 0 && armed && !tripped_by_timer && elapsed >= Duration::from_millis(self.cfg.trade_for_ms) {
+            if self.cfg.trade_for_ms > 0
+                && armed
+                && !tripped_by_timer
+                && elapsed >= Duration::from_millis(self.cfg.trade_for_ms)
+            {
                 tripped_by_timer = true;
-                self.block.trip_global(Mode::Kill, Source::Api, "ks-engine: trade_for_ms elapsed");
+                self.block
+                    .trip_global(Mode::Kill, Source::Api, "ks-engine: trade_for_ms elapsed");
             }
             if let Some(d) = &self.drain {
                 while let Some(o) = d.try_outcome() {
@@ -302,7 +327,11 @@ impl Engine {
 
     fn finish(mut self, kill_generation: Option<u64>, outcomes: Vec<DrainOutcome>) -> EngineReport {
         self.stop_strategies.store(true, Ordering::Release);
-        let strategies: Vec<StrategyStats> = self.strategies.drain(..).filter_map(|h| h.join().ok()).collect();
+        let strategies: Vec<StrategyStats> = self
+            .strategies
+            .drain(..)
+            .filter_map(|h| h.join().ok())
+            .collect();
         // The gateway keeps applying late answers until it stops.
         let gateway_stats = self.gateway.take().map(|g| g.shutdown());
         if let Some(d) = self.drain.take() {
@@ -319,7 +348,11 @@ impl Engine {
             journal: &self.journal,
             kill_generation,
             outcomes: &outcomes,
-            sims: self.sims.iter().map(|s| (s.name.clone(), s.handle.clone())).collect(),
+            sims: self
+                .sims
+                .iter()
+                .map(|s| (s.name.clone(), s.handle.clone()))
+                .collect(),
             strategies,
             gateway: gateway_stats,
             durable,

@@ -63,7 +63,12 @@ impl DrainSummary {
             unknown: o
                 .unknown
                 .iter()
-                .map(|u| format!("{} venue#{} {:?} (was {:?})", u.id, u.venue, u.reason, u.state_before))
+                .map(|u| {
+                    format!(
+                        "{} venue#{} {:?} (was {:?})",
+                        u.id, u.venue, u.reason, u.state_before
+                    )
+                })
                 .collect(),
             orders_filled_during_drain: o.fills_during_drain.len(),
             mass_cancels: o.mass_cancels,
@@ -216,7 +221,8 @@ pub(super) fn build(inputs: Inputs<'_>) -> EngineReport {
         recovery_note,
     } = inputs;
     let gs = block.gateway_status();
-    let kill_drain = kill_generation.and_then(|g| outcomes.iter().find(|o| o.global && o.generation >= g));
+    let kill_drain =
+        kill_generation.and_then(|g| outcomes.iter().find(|o| o.global && o.generation >= g));
     // The cut-off: the gateway's acknowledgement of the kill generation. If a
     // later generation overwrote the published one, the drain's observation
     // of the ack (a little later) is used: it can only hide an escape in
@@ -272,7 +278,10 @@ pub(super) fn build(inputs: Inputs<'_>) -> EngineReport {
         Some(Err(e)) => (GatewayStats::default(), Some(e)),
         None => (GatewayStats::default(), None),
     };
-    let journal_last_seq = journal.lock().map(|j| j.writer.next_seq().saturating_sub(1)).unwrap_or(0);
+    let journal_last_seq = journal
+        .lock()
+        .map(|j| j.writer.next_seq().saturating_sub(1))
+        .unwrap_or(0);
     let journal_sync = match durable {
         Some(Ok(d)) => format!("durable up to seq {}", d.up_to_seq),
         Some(Err(e)) => format!("FAILED: {e}"),
@@ -280,20 +289,36 @@ pub(super) fn build(inputs: Inputs<'_>) -> EngineReport {
     };
 
     let (exit_code, verdict) = match kill_drain {
-        None => (super::EXIT_OK, "stopped without a kill to drain (the switch was latched)".to_string()),
+        None => (
+            super::EXIT_OK,
+            "stopped without a kill to drain (the switch was latched)".to_string(),
+        ),
         Some(o) => match &o.error {
             Some(DrainError::GatewayAckTimeout { .. }) => (
                 super::EXIT_DRAIN_FAILED,
-                format!("DRAIN FAILED: {}", o.error.as_ref().map(|e| e.to_string()).unwrap_or_default()),
+                format!(
+                    "DRAIN FAILED: {}",
+                    o.error.as_ref().map(|e| e.to_string()).unwrap_or_default()
+                ),
             ),
-            Some(DrainError::CheckpointFailed(e)) => (super::EXIT_CHECKPOINT_FAILED, format!("CHECKPOINT FAILED: {e}")),
+            Some(DrainError::CheckpointFailed(e)) => (
+                super::EXIT_CHECKPOINT_FAILED,
+                format!("CHECKPOINT FAILED: {e}"),
+            ),
             None if !o.unknown.is_empty() => (
                 super::EXIT_ORDERS_UNKNOWN,
-                format!("drained with {} order(s) in CancelUnknown: reconcile with the venue", o.unknown.len()),
+                format!(
+                    "drained with {} order(s) in CancelUnknown: reconcile with the venue",
+                    o.unknown.len()
+                ),
             ),
             None => (
                 super::EXIT_OK,
-                format!("drained: {} orders confirmed, quick checkpoint seq {:?}", o.confirmed(), o.checkpoint_seq),
+                format!(
+                    "drained: {} orders confirmed, quick checkpoint seq {:?}",
+                    o.confirmed(),
+                    o.checkpoint_seq
+                ),
             ),
         },
     };

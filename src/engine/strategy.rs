@@ -13,7 +13,7 @@ use crate::order::{OrderIntent, Price, Qty, ScopeTags, Side, PRICE_SCALE};
 use crate::registry::Registry;
 use crate::venue::sim::Rng;
 
-use super::config::{StrategySection, StrategyKind};
+use super::config::{StrategyKind, StrategySection};
 
 /// Starting mid of every simulated instrument, and its tick.
 pub const MID: Price = Price::from_units(100);
@@ -64,7 +64,9 @@ pub fn run(
                 // Counting our open orders takes the registry lock: do it
                 // every few ms, and assume every send rests in between.
                 if Instant::now() >= next_count {
-                    open = registry.open_orders(|o| o.tags.strategy == tags.strategy).len();
+                    open = registry
+                        .open_orders(|o| o.tags.strategy == tags.strategy)
+                        .len();
                     next_count = Instant::now() + Duration::from_millis(5);
                 }
                 if open >= cfg.open_orders {
@@ -72,7 +74,11 @@ pub fn run(
                     continue;
                 }
                 // A ladder 1..=200 ticks deep on a random side.
-                let side = if rng.below(2) == 0 { Side::Buy } else { Side::Sell };
+                let side = if rng.below(2) == 0 {
+                    Side::Buy
+                } else {
+                    Side::Sell
+                };
                 let depth = 1 + rng.below(200) as i64;
                 let price = match side {
                     Side::Buy => MID.0 - depth * TICK,

@@ -27,7 +27,7 @@ use killswitch::control::{
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Target;
 
@@ -67,7 +67,7 @@ pub struct EmergencyArgs {
 }
 
 /// One line of the timeline.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Step {
     /// Nanoseconds after the trip.
     pub at_ns: u64,
@@ -76,7 +76,7 @@ pub struct Step {
 }
 
 /// The result, printed as JSON with `--json`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EmergencyReport {
     /// Control file.
     pub path: String,
@@ -156,13 +156,19 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
     let engine_alive = pid != 0 && alive(pid, ticks);
 
     let out = block.trip_global(Mode::Kill, Source::Cli, &args.reason);
-    let g = out.transition.current().generation();
-    let t0 = block
-        .audit()
-        .into_iter()
-        .find(|e| e.ticket == out.ticket)
-        .map(|e| e.mono_ns)
-        .unwrap_or_else(mono_ns);
+    let already = matches!(
+        out.transition,
+        killswitch::control::Transition::Unchanged(_)
+    );
+    // The timeline starts at the trip in force: ours, or the earlier one
+    // (signal, panic, watchdog) that made ours a no-op.
+    let trip = if already { block.last_trip() } else { None }
+        .or_else(|| block.audit().into_iter().find(|e| e.ticket == out.ticket));
+    let g = match (&trip, already) {
+        (Some(t), true) => t.generation,
+        _ => out.transition.current().generation(),
+    };
+    let t0 = trip.as_ref().map(|e| e.mono_ns).unwrap_or_else(mono_ns);
     let mut tl = Timeline {
         t0,
         steps: Vec::new(),
@@ -180,17 +186,15 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
     );
     tl.at(
         t0,
-        format!(
-            "KILL tripped, generation {g}{}: the gate rejects every new order",
-            if matches!(
-                out.transition,
-                killswitch::control::Transition::Unchanged(_)
-            ) {
-                " (was already KILL)"
-            } else {
-                ""
-            }
-        ),
+        match (&trip, already) {
+            (Some(t), true) => format!(
+                "KILL tripped, generation {g}, by {} pid {}: \"{}\" (this command's trip was a no-op)",
+                t.source.as_str(),
+                t.pid,
+                t.reason
+            ),
+            _ => format!("KILL tripped, generation {g}: the gate rejects every new order"),
+        },
     );
     let mut report = EmergencyReport {
         path: block.path().display().to_string(),

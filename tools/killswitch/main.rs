@@ -6,6 +6,7 @@
 
 mod control_cmds;
 mod demo;
+mod drill;
 mod emergency;
 mod journal_cmds;
 
@@ -64,9 +65,11 @@ enum Command {
     Control(control_cmds::ControlCmd),
     /// Create a control block, trip it from a child process and show what a gate saw.
     Demo,
+    /// The main job: start the reference engine, trip it from outside, check nothing escaped and nothing was lost.
+    Drill(drill::DrillArgs),
     /// The reference engine (what `ks-engine` runs; the drill starts it as a child).
     #[command(hide = true)]
-    Engine(killswitch::engine::cli::EngineArgs),
+    Engine(killswitch::engine::cli::EngineFileArgs),
     /// Emergency stop: trip KILL, follow the engine's drain, escalate to SIGTERM/SIGKILL if it does not confirm.
     Emergency(emergency::EmergencyArgs),
     /// Create or validate state checkpoints (quick: journal snapshot; complete: .ckpt file).
@@ -82,8 +85,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Control(c) => control_cmds::run(c, &cli.target),
         Command::Demo => demo::run(),
+        Command::Drill(a) => drill::run(a),
         Command::Emergency(a) => emergency::run(a, &cli.target),
-        Command::Engine(a) => std::process::ExitCode::from(killswitch::engine::cli::main(&a).clamp(0, 255) as u8),
+        Command::Engine(a) => std::process::ExitCode::from(
+            killswitch::engine::cli::main(&a.into()).clamp(0, 255) as u8,
+        ),
         Command::Checkpoint(c) => journal_cmds::run_checkpoint(c),
         Command::Journal(c) => journal_cmds::run_journal(c),
     }

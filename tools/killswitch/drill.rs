@@ -1,0 +1,584 @@
+//! `killswitch drill`: the emergency runbook, end to end, on real processes.
+//!
+//! It starts the reference engine as a child process on the built-in
+//! simulated venues, lets it trade until thousands of orders rest, trips it
+//! from outside (`killswitch emergency`, or `SIGUSR1`), then checks what the
+//! runbook's post-shutdown validation asks and more: no order reached a
+//! venue after the gateway acknowledged the kill, every order is terminal
+//! or reported `CancelUnknown`, the quick checkpoint is in the journal, a
+//! complete checkpoint built from the journal validates, the journal
+//! rebuilds the engine's final state, the process exited and was reaped,
+//! and the whole stop took less than the runbook's 30 seconds.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use killswitch::clock::format_duration_ns;
+use killswitch::control::{ControlBlock, Mode};
+use killswitch::engine::{EngineConfig, EngineReport};
+use killswitch::journal;
+use serde::Serialize;
+
+use crate::emergency::EmergencyReport;
+
+/// What goes wrong in the drill.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// A healthy engine, stopped from outside.
+    Normal,
+    /// Venue SIM-B ignores every cancel: its orders end `CancelUnknown` at the deadline.
+    StuckCancels,
+    /// The engine is `SIGSTOP`ped first (the runbook's step 1); `emergency` continues it so it can cancel.
+    Sigstop,
+    /// The engine is `SIGSTOP`ped and `emergency --no-continue` escalates to SIGTERM, then SIGKILL.
+    Stuck,
+    /// Venue SIM-B drops the session mid-run (cancel-on-disconnect).
+    VenueDisconnect,
+    /// A strategy thread panics; the panic hook trips KILL inside the engine.
+    StrategyPanic,
+}
+
+/// How the drill trips the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TripMethod {
+    /// `killswitch emergency` from another process.
+    Cli,
+    /// `SIGUSR1` to the engine, then `killswitch emergency` to follow it.
+    Signal,
+}
+
+/// Options of `killswitch drill`.
+#[derive(Args, Debug)]
+pub struct DrillArgs {
+    /// What goes wrong.
+    #[arg(long, value_enum, default_value = "normal")]
+    scenario: Scenario,
+    /// How to trip.
+    #[arg(long, value_enum, default_value = "cli")]
+    method: TripMethod,
+    /// Trading time before the trip.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "3s")]
+    trade_for: Duration,
+    /// Wait for at least this many resting orders before the trip (or 30 s more).
+    #[arg(long, default_value_t = 8000)]
+    min_open: u64,
+    /// Working directory (control block, journal, checkpoints, logs); default a new temp dir, removed on PASS.
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Keep the working directory even on PASS.
+    #[arg(long)]
+    keep: bool,
+    /// Print the drill report as JSON on stdout (the narrative goes to stderr).
+    #[arg(long)]
+    json: bool,
+}
+
+/// One check and its outcome.
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    /// What is checked.
+    pub name: String,
+    /// Passed.
+    pub ok: bool,
+    /// Figures.
+    pub detail: String,
+}
+
+/// The drill's result.
+#[derive(Clone, Debug, Serialize)]
+pub struct DrillReport {
+    /// Scenario.
+    pub scenario: Scenario,
+    /// Trip method.
+    pub method: TripMethod,
+    /// Working directory.
+    pub work_dir: String,
+    /// PASS / FAIL.
+    pub pass: bool,
+    /// Checks.
+    pub checks: Vec<Check>,
+    /// What `killswitch emergency` reported.
+    pub emergency: Option<EmergencyReport>,
+    /// `killswitch emergency`'s exit code.
+    pub emergency_exit: Option<i32>,
+    /// The engine's own report (absent when it was killed).
+    pub engine: Option<EngineReport>,
+    /// The engine process's exit status.
+    pub engine_exit: String,
+    /// Complete checkpoint written from the journal.
+    pub checkpoint: Option<String>,
+}
+
+macro_rules! say {
+    ($quiet:expr, $($t:tt)*) => {
+        if $quiet { eprintln!($($t)*) } else { println!($($t)*) }
+    };
+}
+
+/// Runs the drill.
+pub fn run(args: DrillArgs) -> ExitCode {
+    match drill(&args) {
+        Ok(r) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&r).expect("report serialises")
+                );
+            }
+            if r.pass {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("killswitch drill: error: {e}");
+            ExitCode::from(crate::exit::IO)
+        }
+    }
+}
+
+fn config_for(args: &DrillArgs, work: &Path) -> EngineConfig {
+    let mut cfg = EngineConfig {
+        name: "drill".into(),
+        control_dir: Some(work.to_path_buf()),
+        journal_dir: work.join("journal"),
+        report_path: Some(work.join("engine-report.json")),
+        ..EngineConfig::default()
+    };
+    let trade_ms = args.trade_for.as_millis() as u64;
+    match args.scenario {
+        Scenario::StuckCancels => {
+            cfg.venues[1].ignore_cancels = true;
+            // Shorter than the 5 s emergency default, so the drill is quick.
+            cfg.drain.cancel_deadline_ms = 1000;
+        }
+        Scenario::VenueDisconnect => cfg.venues[1].disconnect_after_ms = Some(trade_ms / 2),
+        Scenario::StrategyPanic => cfg.strategies[1].panic_after_ms = Some(trade_ms),
+        Scenario::Normal | Scenario::Sigstop | Scenario::Stuck => {}
+    }
+    cfg
+}
+
+fn spawn_engine(work: &Path, config: &Path) -> std::io::Result<Child> {
+    let log = std::fs::File::create(work.join("engine.log"))?;
+    Command::new(std::env::current_exe()?)
+        .arg("engine")
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+}
+
+fn wait_child(child: &mut Child, deadline: Duration) -> Option<std::process::ExitStatus> {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
+    let q = args.json;
+    let work = match &args.work_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("ks-drill-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let cfg = config_for(args, &work);
+    let config_path = work.join("engine.toml");
+    std::fs::write(
+        &config_path,
+        toml::to_string(&cfg).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("{}: {e}", config_path.display()))?;
+    say!(
+        q,
+        "killswitch drill: scenario {:?}, trip by {:?}",
+        args.scenario,
+        args.method
+    );
+    say!(
+        q,
+        "work dir {} (engine log: engine.log, config: engine.toml)",
+        work.display()
+    );
+
+    // 1. Start the engine.
+    let mut child =
+        spawn_engine(&work, &config_path).map_err(|e| format!("cannot start the engine: {e}"))?;
+    let pid = child.id();
+    let block = {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(b) = ControlBlock::open(&work, "drill") {
+                if b.owner().pid == pid {
+                    break b;
+                }
+            }
+            if let Ok(Some(s)) = child.try_wait() {
+                return Err(format!(
+                    "engine exited at start-up ({s}); see {}",
+                    work.join("engine.log").display()
+                ));
+            }
+            if Instant::now() > end {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("engine did not attach to its control block within 10 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    say!(
+        q,
+        "1. engine     pid {pid} trading on {} simulated venues with {} strategies",
+        cfg.venues.len(),
+        cfg.strategies.len()
+    );
+
+    // 2. Let it trade.
+    let gs = block.gateway_status();
+    let started = Instant::now();
+    let end = started + args.trade_for + Duration::from_secs(30);
+    loop {
+        let enough = started.elapsed() >= args.trade_for
+            && gs.open_orders.load(Ordering::Relaxed) >= args.min_open;
+        let self_tripped =
+            args.scenario == Scenario::StrategyPanic && block.state().mode() == Mode::Kill;
+        if enough || self_tripped || Instant::now() > end {
+            break;
+        }
+        if let Ok(Some(s)) = child.try_wait() {
+            return Err(format!(
+                "engine exited while trading ({s}); see {}",
+                work.join("engine.log").display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if args.scenario == Scenario::StrategyPanic {
+        let end = Instant::now() + Duration::from_secs(30);
+        while block.state().mode() != Mode::Kill && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    say!(
+        q,
+        "2. trading    {:.1} s: {} orders sent, {} resting",
+        started.elapsed().as_secs_f64(),
+        gs.orders_sent.load(Ordering::Relaxed),
+        gs.open_orders.load(Ordering::Relaxed)
+    );
+
+    // 3. Trip.
+    if matches!(args.scenario, Scenario::Sigstop | Scenario::Stuck) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGSTOP,
+        );
+        say!(
+            q,
+            "   SIGSTOP    sent to the engine (runbook step 1: `kill -STOP`)"
+        );
+    }
+    if args.method == TripMethod::Signal && args.scenario != Scenario::StrategyPanic {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGUSR1,
+        );
+        say!(
+            q,
+            "   SIGUSR1    sent to the engine (its handler trips KILL)"
+        );
+    }
+    let mut em = Command::new(std::env::current_exe().map_err(|e| e.to_string())?);
+    em.arg("--dir")
+        .arg(&work)
+        .args(["--name", "drill", "emergency", "--json", "--reason"])
+        .arg(format!("drill: scenario {:?}", args.scenario).to_lowercase());
+    if args.scenario == Scenario::Stuck {
+        em.arg("--no-continue");
+    }
+    say!(
+        q,
+        "3. emergency  `killswitch emergency --reason ...`{}",
+        if args.scenario == Scenario::Stuck {
+            " --no-continue"
+        } else {
+            ""
+        }
+    );
+    let out = em
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("cannot run killswitch emergency: {e}"))?;
+    for line in String::from_utf8_lossy(&out.stderr).lines() {
+        say!(q, "   {line}");
+    }
+    let emergency: Option<EmergencyReport> = serde_json::from_slice(&out.stdout).ok();
+    let emergency_exit = out.status.code();
+
+    // 4. The engine's end.
+    let status = wait_child(&mut child, Duration::from_secs(30));
+    let engine_exit = match status {
+        Some(s) => s.to_string(),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            "did not exit within 30 s after the emergency: killed by the drill".into()
+        }
+    };
+    let engine: Option<EngineReport> = std::fs::read(work.join("engine-report.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    say!(
+        q,
+        "4. engine     exited: {engine_exit}{}",
+        engine
+            .as_ref()
+            .map(|r| format!(" — {}", r.verdict))
+            .unwrap_or_default()
+    );
+
+    // 5. Checks.
+    let mut checks = Vec::new();
+    let mut check = |name: &str, ok: bool, detail: String| {
+        checks.push(Check {
+            name: name.into(),
+            ok,
+            detail,
+        })
+    };
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok();
+    check(
+        "engine process exited and was reaped (no zombie)",
+        status.is_some() && !zombie,
+        engine_exit.clone(),
+    );
+    let expect_killed = args.scenario == Scenario::Stuck;
+    match &engine {
+        Some(r) => {
+            let v = &r.verification;
+            check(
+                "no new order reached a venue after the gateway acknowledged the kill",
+                v.new_orders_after_ack == 0 && v.ack_mono_ns != 0,
+                format!(
+                    "{} after the ack, of {} new orders in the venues' logs",
+                    v.new_orders_after_ack, v.new_orders_total
+                ),
+            );
+            let d = r.drains.iter().rev().find(|d| d.global);
+            check(
+                "every order terminal or reported CancelUnknown",
+                v.orders_unaccounted == 0,
+                match d {
+                    Some(d) => format!(
+                        "{} open at the snapshot: {} canceled, {} filled, {} rejected, {} CancelUnknown; {} unaccounted",
+                        d.open_at_snapshot, d.canceled, d.filled, d.rejected, d.unknown.len(), v.orders_unaccounted
+                    ),
+                    None => "no global drain ran".into(),
+                },
+            );
+            let seq = d.and_then(|d| d.checkpoint_seq);
+            check(
+                "quick checkpoint written to the journal",
+                seq.is_some(),
+                format!("journal seq {seq:?}"),
+            );
+            let expect_unknown = args.scenario == Scenario::StuckCancels;
+            check(
+                if expect_unknown {
+                    "stuck cancels reported as CancelUnknown, by id"
+                } else {
+                    "no order left in CancelUnknown"
+                },
+                (v.orders_unknown > 0) == expect_unknown,
+                format!(
+                    "{} CancelUnknown{}",
+                    v.orders_unknown,
+                    d.map(|d| d
+                        .unknown
+                        .iter()
+                        .take(3)
+                        .map(|u| format!("; {u}"))
+                        .collect::<String>())
+                        .unwrap_or_default()
+                ),
+            );
+        }
+        None => check(
+            "engine report present (absent only when the engine was killed)",
+            expect_killed,
+            if expect_killed {
+                "engine was killed: the journal below is the record".into()
+            } else {
+                "missing".into()
+            },
+        ),
+    }
+    if expect_killed {
+        check(
+            "emergency escalated (SIGTERM, SIGKILL) and said so",
+            emergency
+                .as_ref()
+                .is_some_and(|e| e.signals_sent.iter().any(|s| s == "SIGKILL"))
+                && emergency_exit == Some(10),
+            emergency
+                .as_ref()
+                .map(|e| e.verdict.clone())
+                .unwrap_or_default(),
+        );
+    }
+
+    // The journal: rebuild, compare, checkpoint, validate.
+    let jdir = work.join("journal");
+    let rebuilt = journal::rebuild(&jdir).map_err(|e| e.to_string())?;
+    if let Some(r) = &engine {
+        let mut want: Vec<(u64, String)> = r.orders_not_terminal.clone();
+        want.sort();
+        let got: Vec<(u64, String)> = rebuilt
+            .state
+            .open_orders
+            .values()
+            .map(|o| (o.id.0, format!("{:?}", o.state)))
+            .collect();
+        let want_pos: Vec<((u16, u16, u16), i64)> =
+            r.positions.iter().map(|p| (p.key, p.qty)).collect();
+        let got_pos: Vec<((u16, u16, u16), i64)> = rebuilt
+            .state
+            .positions
+            .iter()
+            .filter(|(_, p)| p.qty.0 != 0)
+            .map(|(k, p)| ((k.venue, k.instrument, k.account), p.qty.0))
+            .collect();
+        check(
+            "journal alone rebuilds the engine's final orders and positions",
+            got == want && got_pos == want_pos && rebuilt.issues.is_empty(),
+            format!(
+                "{} records, {} not-terminal orders (engine {}), {} positions (engine {}), {} replay issues",
+                rebuilt.scan.records,
+                got.len(),
+                want.len(),
+                got_pos.len(),
+                want_pos.len(),
+                rebuilt.issues.len()
+            ),
+        );
+    } else {
+        check(
+            "journal recovers after the kill",
+            rebuilt.scan.records > 0,
+            format!(
+                "{} records, {} torn bytes dropped, {} orders still open in the journal: reconcile these with the venues",
+                rebuilt.scan.records,
+                rebuilt.scan.dropped.len(),
+                rebuilt.state.open_orders.len()
+            ),
+        );
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let ckpt_dir = work.join("checkpoints");
+    let created = Command::new(&exe)
+        .args([
+            "checkpoint",
+            "create",
+            "--level",
+            "complete",
+            "--verify",
+            "--journal",
+        ])
+        .arg(&jdir)
+        .arg("--path")
+        .arg(&ckpt_dir)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let latest = ckpt_dir.join("latest.ckpt");
+    let validated = Command::new(&exe)
+        .args(["checkpoint", "validate"])
+        .arg(&latest)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let vtext = String::from_utf8_lossy(&validated.stdout).to_string();
+    let checkpoint = std::fs::canonicalize(&latest)
+        .ok()
+        .map(|p| p.display().to_string());
+    check(
+        "complete checkpoint from the journal: Checkpoint valid ✓",
+        created.status.success()
+            && validated.status.success()
+            && vtext.contains("Checkpoint valid ✓"),
+        format!(
+            "{} — {}",
+            checkpoint.clone().unwrap_or_else(|| "not written".into()),
+            vtext.lines().next().unwrap_or("").trim()
+        ),
+    );
+    let total_ns = emergency.as_ref().map(|e| e.total_ns).unwrap_or(u64::MAX);
+    check(
+        "emergency finished within the runbook's 30 s",
+        total_ns < 30_000_000_000,
+        format!(
+            "{} from the trip to the end of `killswitch emergency`",
+            format_duration_ns(total_ns)
+        ),
+    );
+
+    let pass = checks.iter().all(|c| c.ok);
+    say!(q, "5. checks");
+    for c in &checks {
+        say!(
+            q,
+            "   [{}] {}: {}",
+            if c.ok { "✓" } else { "✗" },
+            c.name,
+            c.detail
+        );
+    }
+    if let Some(r) = &engine {
+        if !r.positions.is_empty() {
+            say!(q, "   positions at the stop (keep them or flatten them by hand, as the runbook says):");
+            for p in &r.positions {
+                say!(
+                    q,
+                    "     {:<6} {:<8} {:<7} {:>12}",
+                    p.venue,
+                    p.instrument,
+                    p.account,
+                    p.qty_text
+                );
+            }
+        }
+    }
+    say!(q, "VERDICT: {}", if pass { "PASS" } else { "FAIL" });
+    let report = DrillReport {
+        scenario: args.scenario,
+        method: args.method,
+        work_dir: work.display().to_string(),
+        pass,
+        checks,
+        emergency,
+        emergency_exit,
+        engine,
+        engine_exit,
+        checkpoint,
+    };
+    if pass && !args.keep && args.work_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&work);
+    } else {
+        say!(q, "work dir kept: {}", work.display());
+    }
+    Ok(report)
+}
