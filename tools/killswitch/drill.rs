@@ -158,7 +158,10 @@ fn config_for(args: &DrillArgs, work: &Path) -> EngineConfig {
             // Shorter than the 5 s emergency default, so the drill is quick.
             cfg.drain.cancel_deadline_ms = 1000;
         }
-        Scenario::VenueDisconnect => cfg.venues[1].disconnect_after_ms = Some(trade_ms / 2),
+        Scenario::VenueDisconnect => {
+            cfg.venues[1].disconnect_after_ms = Some(trade_ms / 2);
+            cfg.drain.cancel_deadline_ms = 1000;
+        }
         Scenario::StrategyPanic => cfg.strategies[1].panic_after_ms = Some(trade_ms),
         Scenario::Normal | Scenario::Sigstop | Scenario::Stuck => {}
     }
@@ -398,24 +401,33 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
                 seq.is_some(),
                 format!("journal seq {seq:?}"),
             );
-            let expect_unknown = args.scenario == Scenario::StuckCancels;
+            // Stuck cancels and a dropped session leave orders nobody can
+            // confirm: they must be reported by id, never called cancelled.
+            let expect_unknown = matches!(
+                args.scenario,
+                Scenario::StuckCancels | Scenario::VenueDisconnect
+            );
+            let on_disconnect: u64 = r.venues.iter().map(|v| v.cancelled_on_disconnect).sum();
+            let first_ids: String = d
+                .map(|d| d.unknown.iter().take(3).map(|u| format!("; {u}")).collect())
+                .unwrap_or_default();
             check(
-                if expect_unknown {
-                    "stuck cancels reported as CancelUnknown, by id"
-                } else {
-                    "no order left in CancelUnknown"
+                match args.scenario {
+                    Scenario::StuckCancels => "stuck cancels reported as CancelUnknown, by id",
+                    Scenario::VenueDisconnect => {
+                        "orders on the dropped venue session reported as CancelUnknown, by id"
+                    }
+                    _ => "no order left in CancelUnknown",
                 },
                 (v.orders_unknown > 0) == expect_unknown,
                 format!(
-                    "{} CancelUnknown{}",
+                    "{} CancelUnknown{first_ids}{}",
                     v.orders_unknown,
-                    d.map(|d| d
-                        .unknown
-                        .iter()
-                        .take(3)
-                        .map(|u| format!("; {u}"))
-                        .collect::<String>())
-                        .unwrap_or_default()
+                    if on_disconnect > 0 {
+                        format!("; the venue's cancel-on-disconnect removed {on_disconnect} of ours (reconciliation will show them gone)")
+                    } else {
+                        String::new()
+                    }
                 ),
             );
         }

@@ -114,19 +114,31 @@ fn proc_state(pid: u32) -> Option<char> {
 struct Timeline {
     t0: u64,
     steps: Vec<Step>,
+    printed: usize,
     quiet: bool,
 }
 
 impl Timeline {
+    /// Records a step; printed by `flush`, in time order.
     fn at(&mut self, t: u64, what: String) {
         let at_ns = t.saturating_sub(self.t0);
-        if !self.quiet {
-            eprintln!("  +{:>10}  {what}", format_duration_ns(at_ns));
-        }
         self.steps.push(Step { at_ns, what });
     }
+    /// Prints the steps recorded since the last flush, sorted by time (one
+    /// poll can discover several steps the engine made in between).
+    fn flush(&mut self) {
+        let new = &mut self.steps[self.printed..];
+        new.sort_by_key(|s| s.at_ns);
+        if !self.quiet {
+            for s in new.iter() {
+                eprintln!("  +{:>10}  {}", format_duration_ns(s.at_ns), s.what);
+            }
+        }
+        self.printed = self.steps.len();
+    }
     fn now(&mut self, what: String) {
-        self.at(mono_ns(), what)
+        self.at(mono_ns(), what);
+        self.flush();
     }
 }
 
@@ -172,6 +184,7 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
     let mut tl = Timeline {
         t0,
         steps: Vec::new(),
+        printed: 0,
         quiet: false,
     };
     eprintln!(
@@ -196,6 +209,7 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
             _ => format!("KILL tripped, generation {g}: the gate rejects every new order"),
         },
     );
+    tl.flush();
     let mut report = EmergencyReport {
         path: block.path().display().to_string(),
         engine_pid: pid,
@@ -282,8 +296,8 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
             tl.at(
                 snap.t_last_ack,
                 format!(
-                    "all orders resolved: {} confirmed, {} UNKNOWN",
-                    snap.orders_confirmed, snap.orders_unknown
+                    "last venue answer: {} of {} orders confirmed so far",
+                    snap.orders_confirmed, snap.open_at_snapshot
                 ),
             );
         }
@@ -302,7 +316,16 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
             done = true;
             tl.at(
                 snap.t_done,
-                format!("drain {:?}", snap.phase).to_lowercase(),
+                format!(
+                    "drain {}: {} orders confirmed, {} CancelUnknown (no answer by the deadline)",
+                    if snap.phase == DrainPhase::Done {
+                        "done"
+                    } else {
+                        "FAILED"
+                    },
+                    snap.orders_confirmed,
+                    snap.orders_unknown
+                ),
             );
             break;
         }
@@ -329,8 +352,10 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
             escalate = true;
             break;
         }
+        tl.flush();
         std::thread::sleep(Duration::from_micros(100));
     }
+    tl.flush();
 
     // The engine exits on its own after an emergency drain; wait for it, then escalate.
     let wait_exit = |deadline: Duration| {
