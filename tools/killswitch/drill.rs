@@ -302,6 +302,12 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGUSR1,
         );
+        // Delivery is asynchronous: wait for the handler's trip, so the
+        // emergency below follows it instead of racing it.
+        let end = Instant::now() + Duration::from_secs(5);
+        while block.state().mode() != Mode::Kill && Instant::now() < end {
+            std::hint::spin_loop();
+        }
         say!(
             q,
             "   SIGUSR1    sent to the engine (its handler trips KILL)"

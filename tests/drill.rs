@@ -1,0 +1,249 @@
+//! The drill's scenarios as real processes: `killswitch drill` starts the
+//! reference engine, trips it from outside and checks the outcome; these
+//! tests read its JSON report and check the facts behind each verdict.
+//! Drills run one at a time: each starts an engine with several threads,
+//! and this machine has two cores.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use killswitch::control::{ControlBlock, Mode, Source};
+use serde_json::Value;
+use support::{ks, run, wait_for, KILLSWITCH};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn drill(scenario: &str, method: &str, work: Option<&std::path::Path>) -> Value {
+    let mut c = Command::new(KILLSWITCH);
+    c.args([
+        "drill",
+        "--scenario",
+        scenario,
+        "--method",
+        method,
+        "--trade-for",
+        "1s",
+        "--min-open",
+        "2000",
+        "--json",
+    ]);
+    if let Some(w) = work {
+        c.arg("--work-dir").arg(w);
+    }
+    let out = run(c);
+    let v: Value = serde_json::from_slice(&out.output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "drill printed no JSON ({e}):\n{}\n{}",
+            out.stdout(),
+            out.stderr()
+        )
+    });
+    assert!(
+        v["pass"].as_bool().unwrap(),
+        "drill {scenario} failed:\n{}\n{}",
+        serde_json::to_string_pretty(&v["checks"]).unwrap(),
+        out.stderr()
+    );
+    out.expect_code(0);
+    v
+}
+
+fn verification(v: &Value) -> &Value {
+    &v["engine"]["verification"]
+}
+
+#[test]
+fn normal_emergency_drains_everything_and_the_journal_agrees() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let v = drill("normal", "cli", None);
+    let ver = verification(&v);
+    assert_eq!(ver["new_orders_after_ack"], 0);
+    assert_eq!(ver["orders_unaccounted"], 0);
+    assert_eq!(ver["orders_unknown"], 0);
+    assert!(ver["new_orders_total"].as_u64().unwrap() >= 2000);
+    let drain = v["engine"]["drains"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert!(
+        drain["open_at_snapshot"].as_u64().unwrap() >= 2000,
+        "{drain}"
+    );
+    assert!(drain["checkpoint_seq"].as_u64().is_some());
+    assert_eq!(v["emergency_exit"], 0);
+    assert_eq!(v["engine"]["exit_code"], 0);
+    assert!(v["checkpoint"].as_str().unwrap().ends_with(".ckpt"));
+}
+
+#[test]
+fn sigusr1_trips_from_inside_the_handler() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let v = drill("normal", "signal", None);
+    let first = &v["emergency"]["timeline"][0]["what"];
+    assert!(
+        first.as_str().unwrap().contains("by signal"),
+        "the trip in force came from the signal handler: {first}"
+    );
+    assert_eq!(verification(&v)["new_orders_after_ack"], 0);
+}
+
+#[test]
+fn stuck_cancels_end_in_cancel_unknown_reported_by_id() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let v = drill("stuck-cancels", "cli", None);
+    let unknown = verification(&v)["orders_unknown"].as_u64().unwrap();
+    assert!(unknown > 0);
+    let drain = v["engine"]["drains"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        drain["unknown"].as_array().unwrap().len() as u64,
+        unknown,
+        "each one listed"
+    );
+    assert_eq!(v["emergency_exit"], 11, "emergency says orders are unknown");
+    assert_eq!(v["engine"]["exit_code"], 11);
+}
+
+#[test]
+fn a_stopped_engine_is_continued_and_drains() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let v = drill("sigstop", "cli", None);
+    let sent = v["emergency"]["signals_sent"].as_array().unwrap();
+    assert_eq!(sent, &vec![Value::from("SIGCONT")]);
+    assert_eq!(verification(&v)["orders_unaccounted"], 0);
+}
+
+#[test]
+fn a_stuck_engine_is_terminated_then_killed_and_the_journal_survives() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let v = drill("stuck", "cli", None);
+    let sent: Vec<&str> = v["emergency"]["signals_sent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(sent, ["SIGTERM", "SIGKILL"]);
+    assert_eq!(v["emergency_exit"], 10);
+    assert!(v["engine"].is_null(), "a killed engine writes no report");
+    assert!(v["engine_exit"].as_str().unwrap().contains("SIGKILL"));
+}
+
+#[test]
+fn a_dropped_venue_session_leaves_its_orders_reported_unknown() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let v = drill("venue-disconnect", "cli", None);
+    assert!(verification(&v)["orders_unknown"].as_u64().unwrap() > 0);
+    let venues = v["engine"]["venues"].as_array().unwrap();
+    assert!(venues
+        .iter()
+        .any(|x| x["cancelled_on_disconnect"].as_u64().unwrap() > 0));
+}
+
+#[test]
+fn a_panicking_strategy_trips_the_switch_itself() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let v = drill("strategy-panic", "cli", None);
+    let first = v["emergency"]["timeline"][0]["what"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        first.contains("by panic") && first.contains("injected fault"),
+        "{first}"
+    );
+    assert_eq!(verification(&v)["orders_unaccounted"], 0);
+}
+
+/// After an emergency the switch stays latched: a restarted engine does not
+/// trade until `reset --confirm`, then trades, then stops on SIGTERM.
+#[test]
+fn a_restarted_engine_stays_latched_until_reset() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let work = tempfile::tempdir().unwrap();
+    drill("normal", "cli", Some(work.path()));
+    let block = ControlBlock::open(work.path(), "drill").unwrap();
+    assert_eq!(
+        block.state().mode(),
+        Mode::Kill,
+        "latched after the emergency"
+    );
+
+    let report = work.path().join("restart-report.json");
+    let mut engine = Command::new(KILLSWITCH)
+        .arg("engine")
+        .arg("--config")
+        .arg(work.path().join("engine.toml"))
+        .arg("--report")
+        .arg(&report)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = engine.id();
+    assert!(
+        wait_for(Duration::from_secs(10), || block.owner().pid == pid),
+        "engine attached"
+    );
+    let gs = block.gateway_status();
+    let sent_before = gs.orders_sent.load(std::sync::atomic::Ordering::Acquire);
+    // Strategies run and are refused by the gate: nothing may reach a venue.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        gs.orders_sent.load(std::sync::atomic::Ordering::Acquire),
+        sent_before,
+        "latched: no order sent"
+    );
+
+    let mut reset = ks(work.path(), "drill");
+    reset.args([
+        "reset",
+        "--confirm",
+        "--reason",
+        "root cause fixed, restart approved",
+    ]);
+    run(reset).expect_code(0);
+    assert!(
+        wait_for(Duration::from_secs(10), || gs
+            .orders_sent
+            .load(std::sync::atomic::Ordering::Acquire)
+            > sent_before + 100),
+        "trading resumed after the reset"
+    );
+
+    // SIGTERM: the handler trips KILL (planned shutdown); the engine drains and exits.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = {
+        let mut s = None;
+        assert!(wait_for(Duration::from_secs(20), || {
+            s = engine.try_wait().unwrap();
+            s.is_some()
+        }));
+        s.unwrap()
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(engine.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("LATCHED at KILL"), "{stderr}");
+    assert!(stderr.contains("trading resumes"), "{stderr}");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let t = block.last_trip().unwrap();
+    assert_eq!(t.source, Source::Signal);
+    assert_eq!(t.reason, "signal SIGTERM: shutdown");
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["verification"]["new_orders_after_ack"], 0);
+    assert_eq!(r["verification"]["orders_unaccounted"], 0);
+    assert_eq!(r["signal_level"], "Planned");
+}
