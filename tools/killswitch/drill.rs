@@ -50,6 +50,8 @@ pub enum TripMethod {
     Cli,
     /// `SIGUSR1` to the engine, then `killswitch emergency` to follow it.
     Signal,
+    /// `SIGTERM` to the engine (the runbook's `pkill -TERM`), then `killswitch emergency` to follow it.
+    Sigterm,
 }
 
 /// Options of `killswitch drill`.
@@ -297,11 +299,12 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
             "   SIGSTOP    sent to the engine (runbook step 1: `kill -STOP`)"
         );
     }
-    if args.method == TripMethod::Signal && args.scenario != Scenario::StrategyPanic {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGUSR1,
-        );
+    if args.method != TripMethod::Cli && args.scenario != Scenario::StrategyPanic {
+        let sig = match args.method {
+            TripMethod::Sigterm => nix::sys::signal::Signal::SIGTERM,
+            _ => nix::sys::signal::Signal::SIGUSR1,
+        };
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
         // Delivery is asynchronous: wait for the handler's trip, so the
         // emergency below follows it instead of racing it.
         let end = Instant::now() + Duration::from_secs(5);
@@ -310,7 +313,7 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
         }
         say!(
             q,
-            "   SIGUSR1    sent to the engine (its handler trips KILL)"
+            "   {sig:?}    sent to the engine (its handler trips KILL)"
         );
     }
     let mut em = Command::new(std::env::current_exe().map_err(|e| e.to_string())?);

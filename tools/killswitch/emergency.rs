@@ -259,8 +259,7 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
     // Follow the drain.
     let start = Instant::now();
     let gw = block.gateway_status();
-    let (mut seen, mut acked, mut first, mut last, mut ckpt, mut done) =
-        (false, false, false, false, false, false);
+    let (mut seen, mut acked, mut first, mut ckpt, mut done) = (false, false, false, false, false);
     let mut escalate = false;
     loop {
         let snap = DrainSnapshot::read(&block);
@@ -291,16 +290,6 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
                 ),
             );
         }
-        if !last && mine && fresh(snap.t_last_ack) {
-            last = true;
-            tl.at(
-                snap.t_last_ack,
-                format!(
-                    "last venue answer: {} of {} orders confirmed so far",
-                    snap.orders_confirmed, snap.open_at_snapshot
-                ),
-            );
-        }
         if !ckpt && mine && fresh(snap.t_checkpoint) {
             ckpt = true;
             tl.at(
@@ -314,6 +303,16 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
         if mine && matches!(snap.phase, DrainPhase::Done | DrainPhase::Failed) && fresh(snap.t_done)
         {
             done = true;
+            if fresh(snap.t_last_ack) {
+                // Only final once the drain is done: it moves with every answer.
+                tl.at(
+                    snap.t_last_ack,
+                    format!(
+                        "last cancel confirmed by a venue ({} of {} orders confirmed)",
+                        snap.orders_confirmed, snap.open_at_snapshot
+                    ),
+                );
+            }
             tl.at(
                 snap.t_done,
                 format!(
