@@ -1,9 +1,17 @@
 //! `ks-latency`: latency of the kill paths across real processes, printed as
 //! hdrhistogram percentiles.
 //!
-//! `ks-latency cross-process` — trip in this process (`trip_global`, the
-//! same call the CLI and the signal handler make) and time until a watcher
-//! process, spinning on the state word on another core, sees it.
+//! * `cross-process` — trip in this process (`trip_global`, the same call the
+//!   CLI and the signal handler make) and time until a watcher process,
+//!   spinning on the state word on another core, sees it.
+//! * `signal` — `kill(SIGUSR1)` to a process with killswitch's handlers
+//!   installed, until the state word (read here) says KILL.
+//! * `cli` — spawn `killswitch trip`, until the state word says KILL: what
+//!   an operator's command costs, process start included.
+//! * `emergency` — whole emergency stops of the reference engine with about
+//!   10,000 resting orders (`killswitch drill`), tripped by
+//!   `killswitch emergency`, beside the runbook's path: `SIGTERM` and wait
+//!   for the process to exit.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
@@ -36,6 +44,35 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         core: usize,
     },
+    /// kill(SIGUSR1) -> state word set by the handler in the target process.
+    Signal {
+        /// Measured signals.
+        #[arg(long, default_value_t = 2000)]
+        iterations: u64,
+        /// Core for this process; the target takes the next one.
+        #[arg(long, default_value_t = 0)]
+        core: usize,
+    },
+    /// `killswitch trip` process -> state word set.
+    Cli {
+        /// Measured trips.
+        #[arg(long, default_value_t = 200)]
+        iterations: u64,
+    },
+    /// Emergency end to end on the reference engine, and the SIGTERM baseline.
+    Emergency {
+        /// Runs of each method.
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
+    },
+    /// (internal) A process with the signal handlers installed, idle.
+    #[command(hide = true)]
+    SignalTarget {
+        /// Control-file directory.
+        dir: PathBuf,
+        /// Core to pin to.
+        core: usize,
+    },
     /// (internal) The watcher side of `cross-process`.
     #[command(hide = true)]
     Watch {
@@ -56,6 +93,10 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Watch { dir, core } => watch(&dir, core),
+        Cmd::SignalTarget { dir, core } => signal_target(&dir, core),
+        Cmd::Signal { iterations, core } => report(signal(iterations, core)),
+        Cmd::Cli { iterations } => report(cli(iterations)),
+        Cmd::Emergency { runs } => report(emergency(runs)),
     }
 }
 
@@ -152,6 +193,187 @@ fn cross_process(iterations: u64, core: usize) -> Result<(), Box<dyn std::error:
         hist.len()
     );
     print_percentiles(&hist);
+    Ok(())
+}
+
+fn report(r: Result<(), Box<dyn std::error::Error>>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ks-latency: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Installs the handlers and idles until killed.
+fn signal_target(dir: &std::path::Path, core: usize) -> ExitCode {
+    pin(core);
+    let Ok(block) = ControlBlock::open(dir, "lat") else {
+        return ExitCode::FAILURE;
+    };
+    let block = std::sync::Arc::new(block);
+    let Ok(_guard) = killswitch::signals::install(block.clone(), &killswitch::signals::SignalConfig::default()) else {
+        return ExitCode::FAILURE;
+    };
+    // Ready: the parent waits for this.
+    block.drain_status().generation.store(u64::MAX, Ordering::Release);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn temp_block() -> Result<(PathBuf, ControlBlock), Box<dyn std::error::Error>> {
+    let dir = std::env::temp_dir().join(format!("ks-latency-{}", std::process::id()));
+    let block = ControlBlock::create(&dir, "lat")?;
+    Ok((dir, block))
+}
+
+fn wait_kill(block: &ControlBlock) -> Result<u64, String> {
+    let end = Instant::now() + Duration::from_secs(5);
+    while block.state().mode() != Mode::Kill {
+        if Instant::now() > end {
+            return Err("the state word did not show KILL within 5 s".into());
+        }
+        std::hint::spin_loop();
+    }
+    Ok(mono_ns())
+}
+
+fn signal(iterations: u64, core: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let (dir, block) = temp_block()?;
+    let pinned = pin(core);
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("signal-target")
+        .arg(&dir)
+        .arg((core + 1).to_string())
+        .spawn()?;
+    let ready = Instant::now() + Duration::from_secs(5);
+    while block.drain_status().generation.load(Ordering::Acquire) != u64::MAX {
+        if Instant::now() > ready {
+            let _ = child.kill();
+            return Err("signal target did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let reset = ResetRequest {
+        source: Source::Api,
+        reason: "ks-latency".into(),
+        force: true,
+    };
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+    let warmup = iterations / 10;
+    for i in 0..iterations + warmup {
+        block.reset(&reset)?;
+        let t0 = mono_ns();
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1)?;
+        let t1 = wait_kill(&block)?;
+        if i >= warmup {
+            hist.record((t1 - t0).max(1))?;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("kill(SIGUSR1) in this process -> KILL in the state word, set by the handler in pid {}", pid);
+    println!(
+        "cores: sender {core}, target {} ({}); {} samples",
+        core + 1,
+        if pinned { "pinned" } else { "NOT pinned" },
+        hist.len()
+    );
+    print_percentiles(&hist);
+    Ok(())
+}
+
+/// The `killswitch` binary next to this one.
+fn killswitch_exe() -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let exe = std::env::current_exe()?.with_file_name("killswitch");
+    if !exe.exists() {
+        return Err(format!("{} not found: build it (`cargo build --release`)", exe.display()).into());
+    }
+    Ok(exe)
+}
+
+fn cli(iterations: u64) -> Result<(), Box<dyn std::error::Error>> {
+    let (dir, block) = temp_block()?;
+    let exe = killswitch_exe()?;
+    let reset = ResetRequest {
+        source: Source::Api,
+        reason: "ks-latency".into(),
+        force: true,
+    };
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+    for _ in 0..iterations {
+        block.reset(&reset)?;
+        let t0 = mono_ns();
+        let mut child = Command::new(&exe)
+            .arg("--dir")
+            .arg(&dir)
+            .args(["--name", "lat", "trip", "--reason", "ks-latency cli"])
+            .stdout(Stdio::null())
+            .spawn()?;
+        let t1 = wait_kill(&block)?;
+        hist.record((t1 - t0).max(1))?;
+        child.wait()?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("spawn `killswitch trip` -> KILL in the state word (process start, open, map, trip)");
+    println!("{} samples", hist.len());
+    print_percentiles(&hist);
+    Ok(())
+}
+
+fn emergency(runs: u32) -> Result<(), Box<dyn std::error::Error>> {
+    let exe = killswitch_exe()?;
+    let mut rows = Vec::new();
+    for method in ["cli", "sigterm"] {
+        let mut drain_done = Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3)?;
+        let mut last_ack = Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3)?;
+        let mut to_exit = Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3)?;
+        let mut open = Vec::new();
+        for _ in 0..runs {
+            let out = Command::new(&exe)
+                .args(["drill", "--json", "--trade-for", "2s", "--min-open", "10000", "--method", method])
+                .stderr(Stdio::null())
+                .output()?;
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+            if v["pass"] != true {
+                return Err(format!("a drill failed: {}", v["checks"]).into());
+            }
+            let d = v["engine"]["drains"].as_array().and_then(|a| a.last()).ok_or("no drain in the report")?;
+            let t = |i: usize| d["timings_ns"][i].as_u64().unwrap_or(0);
+            // timings: trip, seen, ack, first cancel, last enqueued, last answer, checkpoint, done.
+            last_ack.record(t(5).saturating_sub(t(0)).max(1))?;
+            drain_done.record(t(7).saturating_sub(t(0)).max(1))?;
+            to_exit.record(v["emergency"]["total_ns"].as_u64().unwrap_or(0).max(1))?;
+            open.push(d["open_at_snapshot"].as_u64().unwrap_or(0));
+        }
+        rows.push((method, last_ack, drain_done, to_exit, open));
+    }
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e6;
+    println!("emergency stop of the reference engine ({runs} runs per method, 2 s of trading each)");
+    println!(
+        "{:<34} {:>22} {:>26} {:>22}",
+        "trip by", "trip -> last cancel ack", "-> quick checkpoint, done", "trip -> process exit"
+    );
+    for (method, a, d, e, open) in &rows {
+        let name = match *method {
+            "cli" => "killswitch emergency",
+            _ => "SIGTERM, wait for exit (runbook)",
+        };
+        println!(
+            "{name:<34} p50 {:>7.2} ms max {:>7.2} p50 {:>9.2} ms max {:>7.2} p50 {:>7.2} ms max {:>7.2}   open orders {:?}",
+            ms(a, 0.5),
+            a.max() as f64 / 1e6,
+            ms(d, 0.5),
+            d.max() as f64 / 1e6,
+            ms(e, 0.5),
+            e.max() as f64 / 1e6,
+            open
+        );
+    }
     Ok(())
 }
 
