@@ -213,11 +213,16 @@ fn signal_target(dir: &std::path::Path, core: usize) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let block = std::sync::Arc::new(block);
-    let Ok(_guard) = killswitch::signals::install(block.clone(), &killswitch::signals::SignalConfig::default()) else {
+    let Ok(_guard) =
+        killswitch::signals::install(block.clone(), &killswitch::signals::SignalConfig::default())
+    else {
         return ExitCode::FAILURE;
     };
     // Ready: the parent waits for this.
-    block.drain_status().generation.store(u64::MAX, Ordering::Release);
+    block
+        .drain_status()
+        .generation
+        .store(u64::MAX, Ordering::Release);
     loop {
         std::thread::sleep(Duration::from_secs(1));
     }
@@ -276,7 +281,10 @@ fn signal(iterations: u64, core: usize) -> Result<(), Box<dyn std::error::Error>
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
-    println!("kill(SIGUSR1) in this process -> KILL in the state word, set by the handler in pid {}", pid);
+    println!(
+        "kill(SIGUSR1) in this process -> KILL in the state word, set by the handler in pid {}",
+        pid
+    );
     println!(
         "cores: sender {core}, target {} ({}); {} samples",
         core + 1,
@@ -291,7 +299,11 @@ fn signal(iterations: u64, core: usize) -> Result<(), Box<dyn std::error::Error>
 fn killswitch_exe() -> Result<PathBuf, Box<dyn std::error::Error>> {
     let exe = std::env::current_exe()?.with_file_name("killswitch");
     if !exe.exists() {
-        return Err(format!("{} not found: build it (`cargo build --release`)", exe.display()).into());
+        return Err(format!(
+            "{} not found: build it (`cargo build --release`)",
+            exe.display()
+        )
+        .into());
     }
     Ok(exe)
 }
@@ -335,14 +347,26 @@ fn emergency(runs: u32) -> Result<(), Box<dyn std::error::Error>> {
         let mut open = Vec::new();
         for _ in 0..runs {
             let out = Command::new(&exe)
-                .args(["drill", "--json", "--trade-for", "2s", "--min-open", "10000", "--method", method])
+                .args([
+                    "drill",
+                    "--json",
+                    "--trade-for",
+                    "2s",
+                    "--min-open",
+                    "10000",
+                    "--method",
+                    method,
+                ])
                 .stderr(Stdio::null())
                 .output()?;
             let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
             if v["pass"] != true {
                 return Err(format!("a drill failed: {}", v["checks"]).into());
             }
-            let d = v["engine"]["drains"].as_array().and_then(|a| a.last()).ok_or("no drain in the report")?;
+            let d = v["engine"]["drains"]
+                .as_array()
+                .and_then(|a| a.last())
+                .ok_or("no drain in the report")?;
             let t = |i: usize| d["timings_ns"][i].as_u64().unwrap_or(0);
             // timings: trip, seen, ack, first cancel, last enqueued, last answer, checkpoint, done.
             last_ack.record(t(5).saturating_sub(t(0)).max(1))?;
@@ -353,7 +377,9 @@ fn emergency(runs: u32) -> Result<(), Box<dyn std::error::Error>> {
         rows.push((method, last_ack, drain_done, to_exit, open));
     }
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e6;
-    println!("emergency stop of the reference engine ({runs} runs per method, 2 s of trading each)");
+    println!(
+        "emergency stop of the reference engine ({runs} runs per method, 2 s of trading each)"
+    );
     println!(
         "{:<34} {:>22} {:>26} {:>22}",
         "trip by", "trip -> last cancel ack", "-> quick checkpoint, done", "trip -> process exit"
