@@ -51,3 +51,8 @@ pub mod registry;
 pub mod signals;
 pub mod venue;
 pub mod watchdog;
+
+/// The README's code block, compiled and run as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
