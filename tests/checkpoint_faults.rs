@@ -3,8 +3,10 @@
 //! writer fall back to the alternate directory and say so; when every
 //! directory fails the error lists each attempt.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod support;
+use support::Tmpfs;
+
+use std::path::Path;
 
 use killswitch::checkpoint::{
     encode, validate, validate_bytes, write_complete, CheckpointContents, CheckpointError,
@@ -94,35 +96,6 @@ fn a_damaged_section_is_reported_with_offset_and_both_crcs() {
         "{msg}"
     );
     assert!(msg.contains("CRC-64/XZ"), "{msg}");
-}
-
-/// A small tmpfs mounted for one test, unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().unwrap().keep();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if ok {
-            Some(Tmpfs(dir))
-        } else {
-            eprintln!("NOTE: cannot mount a tmpfs here (not root?): fallback test not run");
-            None
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-        let _ = std::fs::remove_dir(&self.0);
-    }
 }
 
 #[test]

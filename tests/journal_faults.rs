@@ -5,6 +5,9 @@
 //! Child processes are this test binary run again with `KS_JOURNAL_CHILD`
 //! set, which makes [`child_process_entry_point`] run a writer routine.
 
+mod support;
+use support::Tmpfs;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -459,35 +462,6 @@ fn file_size_limit_stops_appends_with_a_clear_error_and_loses_nothing() {
     // Every record before the error, plus the empty one if it fitted.
     assert_eq!(got.len() as u64, last + again as u64);
     check_prefix(&got[..last as usize], last as usize, "after EFBIG");
-}
-
-/// A small tmpfs mounted for one test, unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().unwrap().keep();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if ok {
-            Some(Tmpfs(dir))
-        } else {
-            eprintln!("NOTE: cannot mount a tmpfs here (not root?): ENOSPC part not run");
-            None
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-        let _ = std::fs::remove_dir(&self.0);
-    }
 }
 
 #[test]
