@@ -44,7 +44,7 @@ pub use error::{ControlError, Result};
 pub use layout::{DrainPhase, DrainStatus, GatewayStatus, Layout, FILE_LEN};
 use layout::{MAGIC, VERSION_MAJOR, VERSION_MINOR};
 pub use names::{valid_name, ScopeKind};
-pub use owner::proc_start_ticks;
+pub use owner::{proc_start_ticks, proc_state};
 pub use state::{Mode, StateWord, Transition};
 
 /// Environment variable that overrides the control-file directory.

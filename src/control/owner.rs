@@ -72,17 +72,27 @@ impl ControlBlock {
     }
 }
 
+/// Fields 3 onwards of `/proc/<pid>/stat` (state, ppid, …). The command
+/// name (field 2) may contain spaces and parentheses: the rest follows the
+/// last ')'.
+fn proc_stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// Scheduler state of a process (`R`, `S`, `D`, `T` stopped, `Z` zombie…),
+/// `None` if it does not exist.
+pub fn proc_state(pid: u32) -> Option<char> {
+    proc_stat_fields(pid)?.first()?.chars().next()
+}
+
 /// Start time of a process in clock ticks since boot (`/proc/<pid>/stat`
 /// field 22), `None` if it does not exist or is a zombie.
 pub fn proc_start_ticks(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces and parentheses: the
-    // fields we want follow the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?;
-    if state == "Z" || state == "X" {
+    let fields = proc_stat_fields(pid)?;
+    if matches!(fields.first().map(String::as_str), Some("Z" | "X")) {
         return None;
     }
-    fields.nth(18)?.parse().ok()
+    fields.get(19)?.parse().ok()
 }

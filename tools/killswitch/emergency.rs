@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use killswitch::clock::{format_duration_ns, mono_ns};
 use killswitch::control::{
-    proc_start_ticks, ControlBlock, ControlError, DrainPhase, DrainSnapshot, Mode, Source,
+    proc_start_ticks, proc_state, ControlBlock, ControlError, DrainPhase, DrainSnapshot, Mode,
+    Source,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -104,11 +105,6 @@ pub struct EmergencyReport {
 
 fn alive(pid: u32, ticks: u64) -> bool {
     proc_start_ticks(pid).is_some_and(|t| ticks == 0 || t == ticks)
-}
-
-fn proc_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
 }
 
 struct Timeline {
