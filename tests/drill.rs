@@ -247,3 +247,81 @@ fn a_restarted_engine_stays_latched_until_reset() {
     assert_eq!(r["verification"]["orders_unaccounted"], 0);
     assert_eq!(r["signal_level"], "Planned");
 }
+
+/// The dead-man's switch: a `SIGSTOP`ped engine stops heartbeating, the
+/// watchdog (another process) trips KILL within its limit, and the engine,
+/// once continued, drains on its own and exits cleanly.
+#[test]
+fn the_watchdog_trips_a_silent_engine() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("engine.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "name = \"wd\"\ncontrol_dir = {:?}\njournal_dir = {:?}\nreport_path = {:?}\n",
+            work.path(),
+            work.path().join("journal"),
+            work.path().join("report.json")
+        ),
+    )
+    .unwrap();
+    let mut engine = Command::new(KILLSWITCH)
+        .arg("engine")
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(engine.id() as i32);
+    let block = {
+        let mut b = None;
+        assert!(wait_for(Duration::from_secs(10), || {
+            b = ControlBlock::open(work.path(), "wd")
+                .ok()
+                .filter(|b| b.owner().pid == engine.id());
+            b.is_some()
+        }));
+        b.unwrap()
+    };
+    let mut dog = ks(work.path(), "wd");
+    dog.args(["watchdog", "--max-silence", "150ms", "--timeout", "20s"])
+        .stdout(Stdio::piped());
+    let dog = dog.spawn().unwrap();
+    // Healthy for a while: the watchdog must not trip a beating engine.
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        block.state().mode(),
+        Mode::Normal,
+        "tripped a healthy engine"
+    );
+
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || block.state().mode()
+            == Mode::Kill),
+        "watchdog tripped"
+    );
+    let out = dog.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && text.contains("TRIPPED KILL"),
+        "{text}"
+    );
+    let t = block.last_trip().unwrap();
+    assert_eq!(t.source, Source::Auto);
+    assert!(t.reason.contains("heartbeat silent"), "{}", t.reason);
+
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let mut status = None;
+    assert!(wait_for(Duration::from_secs(20), || {
+        status = engine.try_wait().unwrap();
+        status.is_some()
+    }));
+    assert_eq!(status.unwrap().code(), Some(0));
+    let r: Value =
+        serde_json::from_slice(&std::fs::read(work.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(r["verification"]["new_orders_after_ack"], 0);
+    assert_eq!(r["verification"]["orders_unaccounted"], 0);
+}
