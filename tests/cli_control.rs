@@ -7,10 +7,10 @@ use std::io::{Seek, SeekFrom, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{ks, run, wait_for};
 use killswitch::control::{AuditKind, ControlBlock, Mode, ScopeKind};
 use killswitch::gate::{Gate, Rejection, Verdict};
 use killswitch::order::{OrderIntent, Price, Qty, ScopeTags, Side};
+use support::{ks, run, wait_for};
 
 fn order(tags: ScopeTags) -> OrderIntent {
     OrderIntent {
