@@ -146,6 +146,39 @@ struct Inner {
     anomalies: Vec<Anomaly>,
     sink: Box<dyn EventSink>,
     closed: Arc<AtomicU64>,
+    /// Closes applied under the current lock, published when it is released
+    /// (one atomic add per batch, not one per order: the drain polls that
+    /// cache line).
+    closed_unpublished: u64,
+}
+
+/// The registry's lock; publishes the closes made under it on release.
+struct Locked<'a>(MutexGuard<'a, Inner>);
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Inner;
+    #[inline]
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.0
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // Runs before the mutex guard (a field) is dropped: still locked.
+        let g = &mut *self.0;
+        if g.closed_unpublished != 0 {
+            g.closed
+                .fetch_add(std::mem::take(&mut g.closed_unpublished), Ordering::Release);
+        }
+    }
 }
 
 /// The registry; share it as `Arc<Registry>` between gateway and drain.
@@ -227,14 +260,15 @@ impl Registry {
                 anomalies: Vec::new(),
                 sink,
                 closed,
+                closed_unpublished: 0,
             }),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn lock(&self) -> Locked<'_> {
         // A panic elsewhere while holding the lock must not stop the drain:
         // the data is a set of independent records, still usable.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        Locked(self.inner.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Records a new order as `PendingNew`; the gateway calls it before the write.
@@ -505,7 +539,7 @@ impl Inner {
                 rec.state = next;
                 if was_open && !next.is_open() {
                     self.remove_open(slot);
-                    self.closed.fetch_add(1, Ordering::Release);
+                    self.closed_unpublished += 1;
                 } else if !was_open && next.is_open() {
                     self.add_open(slot);
                 }

@@ -155,7 +155,7 @@ fn run(a: &Args) -> Result<(), String> {
             }
             std::thread::yield_now();
         }
-        let log_before = sim.log().len();
+        let log_before = sim.log_len();
         let t0 = mono_ns();
         block.trip_global(Mode::Kill, Source::Api, "ks-drain-latency");
         let out = drain
@@ -164,7 +164,8 @@ fn run(a: &Args) -> Result<(), String> {
         if !out.is_clean() {
             return Err(format!("round {round}: drain not clean:\n{out}"));
         }
-        let first_wire = sim.log()[log_before..]
+        let first_wire = sim
+            .log_from(log_before)
             .iter()
             .find(|l| matches!(l.msg, WireMessage::Cancel(_) | WireMessage::MassCancel(_)))
             .map(|l| l.mono_ns)
