@@ -104,7 +104,7 @@ fn one_drain(e: &Engine, n: usize) -> (Duration, Duration) {
         assert!(Instant::now() < deadline, "orders did not rest");
         thread::yield_now();
     }
-    let log_before = e.sim.log().len();
+    let log_before = e.sim.log_len();
     let t0 = mono_ns();
     e.block.trip_global(Mode::Kill, Source::Api, "bench");
     let out = e
@@ -112,7 +112,9 @@ fn one_drain(e: &Engine, n: usize) -> (Duration, Duration) {
         .wait_outcome(Duration::from_secs(30))
         .expect("drain finished");
     assert!(out.is_clean(), "{out}");
-    let last_wire = e.sim.log()[log_before..]
+    let last_wire = e
+        .sim
+        .log_from(log_before)
         .iter()
         .filter(|l| matches!(l.msg, WireMessage::Cancel(_) | WireMessage::MassCancel(_)))
         .map(|l| l.mono_ns)

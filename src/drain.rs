@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::clock::mono_ns;
-use crate::control::{ControlBlock, DrainPhase, Mode, ScopeKind, StateWord};
+use crate::control::{ControlBlock, DrainPhase, DrainStatus, Mode, ScopeKind, StateWord};
 use crate::gateway::{CancelRequest, DrainLink};
 use crate::order::{OrderId, OrderState, ScopeIndex};
 use crate::registry::OrderRecord;
@@ -201,6 +201,22 @@ fn order_killed(block: &ControlBlock, global: bool, o: &OrderRecord) -> bool {
         .any(|(k, i)| block.scope_level(*k, *i) == Mode::Kill)
 }
 
+/// Counts one enqueued cancel request and publishes it.
+#[inline]
+fn note_enqueued(out: &mut DrainOutcome, ds: &DrainStatus, mass: bool) {
+    if out.cancel_requests == 0 {
+        out.timings.t_first_cancel = mono_ns();
+        ds.t_first_cancel
+            .store(out.timings.t_first_cancel, Ordering::Release);
+    }
+    out.cancel_requests += 1;
+    if mass {
+        out.mass_cancels += 1;
+    }
+    ds.cancels_sent
+        .store(out.cancel_requests, Ordering::Release);
+}
+
 struct Drainer {
     block: Arc<ControlBlock>,
     link: DrainLink,
@@ -275,11 +291,35 @@ impl Drainer {
         out.timings.t_gateway_ack = mono_ns();
         set(&ds.t_gateway_ack, out.timings.t_gateway_ack);
 
-        // 3. Snapshot (after the Acquire load above).
-        let snapshot = self
-            .link
-            .registry
-            .open_orders(|o| order_killed(&block, global, o));
+        // 3. Mass cancels, then the snapshot (after the Acquire load above).
+        // A fully killed venue's mass cancel does not need the snapshot, so
+        // it is enqueued first, but under the registry lock: the gateway
+        // applies the venue's answers under that lock, so none of the orders
+        // it cancels can close before the snapshot below has copied them.
+        let mass_venues: Vec<ScopeIndex> = self.mass_cancel_venues(global);
+        let mut mass_sent = Vec::with_capacity(mass_venues.len());
+        let DrainLink {
+            cancels, registry, ..
+        } = &mut self.link;
+        let snapshot = registry.read(|view| {
+            for &venue in &mass_venues {
+                // Only a venue with open orders (all in scope: it is killed).
+                if view.open_on_venue(venue) == 0 {
+                    continue;
+                }
+                let req = CancelRequest::MassCancel {
+                    venue,
+                    scope: MassCancelScope::All,
+                };
+                // Never wait for ring space under the lock: a full ring falls
+                // back to the ordinary path after the snapshot.
+                if cancels.try_push(req).is_ok() {
+                    note_enqueued(&mut out, ds, true);
+                    mass_sent.push(venue);
+                }
+            }
+            view.open_orders(|o| order_killed(&block, global, o))
+        });
         out.open_at_snapshot = snapshot.len();
         set(&ds.open_at_snapshot, snapshot.len() as u64);
         set(&ds.phase, DrainPhase::Cancelling as u64);
@@ -287,7 +327,14 @@ impl Drainer {
         // 4. Cancels.
         let cancel_deadline = Instant::now() + self.cfg.cancel_deadline;
         let mut not_sent = Vec::new();
-        self.send_cancels(&snapshot, global, cancel_deadline, &mut out, &mut not_sent);
+        self.send_cancels(
+            &snapshot,
+            &mass_venues,
+            &mass_sent,
+            cancel_deadline,
+            &mut out,
+            &mut not_sent,
+        );
         if let Some(t) = block.last_trip() {
             out.timings.t_trip = t.mono_ns;
             set(&ds.t_trip, t.mono_ns);
@@ -339,33 +386,46 @@ impl Drainer {
         out
     }
 
+    /// Venues that get one mass cancel: mass cancel on and supported, and
+    /// the whole venue killed (a scoped kill of a strategy must not cancel
+    /// other strategies' orders).
+    fn mass_cancel_venues(&self, global: bool) -> Vec<ScopeIndex> {
+        if !self.cfg.use_mass_cancel {
+            return Vec::new();
+        }
+        self.link
+            .venues
+            .iter()
+            .filter(|v| {
+                v.mass_cancel
+                    && (global || self.block.scope_level(ScopeKind::Venue, v.index) == Mode::Kill)
+            })
+            .map(|v| v.index)
+            .collect()
+    }
+
+    /// Enqueues the cancels not yet enqueued: mass cancels of `mass_venues`
+    /// with orders in the snapshot that are not in `mass_sent`, and single
+    /// cancels of the other venues' orders.
     fn send_cancels(
         &mut self,
         snapshot: &[OrderRecord],
-        global: bool,
+        mass_venues: &[ScopeIndex],
+        mass_sent: &[ScopeIndex],
         deadline: Instant,
         out: &mut DrainOutcome,
         not_sent: &mut Vec<OrderId>,
     ) {
         let ds = self.block.drain_status();
         let mut b = Backoff::new(BackoffConfig::busy());
-        let mass: Vec<ScopeIndex> = if self.cfg.use_mass_cancel {
-            self.link
-                .venues
-                .iter()
-                .filter(|v| {
-                    v.mass_cancel
-                        && (global
-                            || self.block.scope_level(ScopeKind::Venue, v.index) == Mode::Kill)
-                        && snapshot.iter().any(|o| o.tags.venue == v.index)
-                })
-                .map(|v| v.index)
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let mass: Vec<ScopeIndex> = mass_venues
+            .iter()
+            .copied()
+            .filter(|v| mass_sent.contains(v) || snapshot.iter().any(|o| o.tags.venue == *v))
+            .collect();
         let requests = mass
             .iter()
+            .filter(|v| !mass_sent.contains(v))
             .map(|&venue| CancelRequest::MassCancel {
                 venue,
                 scope: MassCancelScope::All,
@@ -378,19 +438,7 @@ impl Drainer {
             );
         for req in requests {
             match self.link.cancels.push_until(req, deadline, &mut b) {
-                Ok(()) => {
-                    if out.cancel_requests == 0 {
-                        out.timings.t_first_cancel = mono_ns();
-                        ds.t_first_cancel
-                            .store(out.timings.t_first_cancel, Ordering::Release);
-                    }
-                    out.cancel_requests += 1;
-                    if matches!(req, CancelRequest::MassCancel { .. }) {
-                        out.mass_cancels += 1;
-                    }
-                    ds.cancels_sent
-                        .store(out.cancel_requests, Ordering::Release);
-                }
+                Ok(()) => note_enqueued(out, ds, matches!(req, CancelRequest::MassCancel { .. })),
                 Err(CancelRequest::Cancel(id)) => not_sent.push(id),
                 Err(CancelRequest::MassCancel { venue, .. }) => not_sent.extend(
                     snapshot

@@ -56,6 +56,9 @@ use crate::venue::{MassCancelScope, NewOrder, Venue, VenueEvent};
 mod rings;
 pub use rings::{CancelSender, DrainLink, OrderSender, SubmitError, VenueInfo};
 
+/// Single cancels marked in the registry under one lock.
+const CANCEL_BATCH: usize = 256;
+
 /// Gateway settings.
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
@@ -164,6 +167,8 @@ pub struct GatewayCore {
     cancels_sent: u64,
     orders_per_turn: usize,
     events: Vec<VenueEvent>,
+    cancel_batch: Vec<OrderId>,
+    cancel_venues: Vec<Option<ScopeIndex>>,
     counters: Arc<Counters>,
 }
 
@@ -206,6 +211,8 @@ impl GatewayCore {
             cancels_sent,
             orders_per_turn: cfg.orders_per_turn.max(1),
             events: Vec::with_capacity(256),
+            cancel_batch: Vec::with_capacity(CANCEL_BATCH),
+            cancel_venues: Vec::with_capacity(CANCEL_BATCH),
             counters: Arc::new(Counters::default()),
         }
     }
@@ -347,18 +354,55 @@ impl GatewayCore {
 
     fn run_cancels(&mut self) -> bool {
         let mut any = false;
-        while let Ok(req) = self.cancels.pop() {
-            any = true;
-            match req {
-                CancelRequest::Cancel(id) => self.cancel_one(id),
-                CancelRequest::MassCancel { venue, scope } => self.mass_cancel(venue, scope),
+        loop {
+            // Single cancels are marked in the registry a batch at a time
+            // (one lock), then written one by one; requests keep their order.
+            let mut batch = std::mem::take(&mut self.cancel_batch);
+            batch.clear();
+            let mut mass = None;
+            while batch.len() < CANCEL_BATCH {
+                match self.cancels.pop() {
+                    Ok(CancelRequest::Cancel(id)) => batch.push(id),
+                    Ok(CancelRequest::MassCancel { venue, scope }) => {
+                        mass = Some((venue, scope));
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let done = batch.is_empty() && mass.is_none();
+            any |= !done;
+            self.cancel_batch(&batch);
+            self.cancel_batch = batch;
+            if let Some((venue, scope)) = mass {
+                self.mass_cancel(venue, scope);
+            }
+            if done {
+                return any;
             }
         }
-        any
+    }
+
+    fn cancel_batch(&mut self, ids: &[OrderId]) {
+        if ids.is_empty() {
+            return;
+        }
+        let mut venues = std::mem::take(&mut self.cancel_venues);
+        self.registry.cancels_sent(ids, &mut venues);
+        for (&id, venue) in ids.iter().zip(&venues) {
+            self.write_cancel(id, *venue);
+        }
+        self.cancel_venues = venues;
     }
 
     fn cancel_one(&mut self, id: OrderId) {
-        let Some(venue) = self.registry.cancel_sent(id) else {
+        let venue = self.registry.cancel_sent(id);
+        self.write_cancel(id, venue);
+    }
+
+    /// Writes a cancel the registry has marked sent (`venue` is its answer).
+    fn write_cancel(&mut self, id: OrderId, venue: Option<ScopeIndex>) {
+        let Some(venue) = venue else {
             self.counters
                 .cancels_skipped
                 .fetch_add(1, Ordering::Relaxed);
@@ -396,8 +440,13 @@ impl GatewayCore {
             }
             return;
         }
+        // Written first, marked after: only this thread applies venue
+        // answers, so none can reach the registry in between, and the drain
+        // (which may hold the registry lock for its snapshot right now) does
+        // not delay the message.
+        let written = self.sessions[slot].venue.mass_cancel(scope);
         self.registry.mass_cancel_sent(venue, scope);
-        match self.sessions[slot].venue.mass_cancel(scope) {
+        match written {
             Ok(()) => self.cancels_sent += 1,
             Err(_) => {
                 self.counters.cancel_errors.fetch_add(1, Ordering::Relaxed);

@@ -15,19 +15,30 @@
 //! Money is fixed-point: positions are [`Qty`] sums of fills, per
 //! (venue, instrument) and per (venue, instrument, account).
 //!
+//! Storage is laid out for the drain: records live in a slab (`Vec`, in
+//! registration order) found by id through an `FxHashMap` (ids are ours and
+//! sequential, so a one-multiply hash is enough and no adversary chooses
+//! them), and the open orders are a dense list of slab slots, so a snapshot
+//! or a mass-cancel marking walks contiguous memory instead of hashing each
+//! id twice.
+//!
 //! # Invariants
 //! * One `Mutex` guards everything; the gateway holds it for one batch of
 //!   events or one order, the drain for one snapshot or one status poll.
 //!   The lock is never held across a venue call.
-//! * An order id is registered at most once; `open` holds exactly the ids
-//!   whose state [`is_open`](OrderState::is_open).
+//! * An order id is registered at most once; `open` holds exactly the slots
+//!   whose state [`is_open`](OrderState::is_open), `open_pos[slot]` is the
+//!   slot's place in `open` (or `NOT_OPEN`), and `open_by_venue` counts
+//!   `open` per venue.
 //! * A fill is applied to the position whatever the order's state (the venue
 //!   is the authority on executions); only its effect on the state is
 //!   checked.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use rustc_hash::FxHashMap;
 
 use crate::clock::mono_ns;
 use crate::order::{
@@ -58,67 +69,6 @@ pub struct OrderRecord {
     /// When it was registered (`CLOCK_MONOTONIC` ns).
     pub registered_mono_ns: u64,
 }
-
-/// An order event as handed to an [`EventSink`] (what a journal records).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RecordedEvent {
-    /// Registered, about to be written to its venue.
-    NewOrder(OrderRecord),
-    /// The write failed; the order is rejected locally.
-    SendFailed {
-        /// Order.
-        id: OrderId,
-    },
-    /// An order answer applied to the registry (ack, fill, cancel, reject,
-    /// cancel reject) or a cancel we wrote (`OrderEvent::CancelSent`), or the
-    /// drain's deadline (`OrderEvent::CancelTimeout`).
-    Order {
-        /// Order.
-        id: OrderId,
-        /// What happened.
-        event: OrderEvent,
-        /// State after it.
-        state: OrderState,
-    },
-    /// A fill, with the position it leaves (also reported as `Order`).
-    Fill {
-        /// Order.
-        id: OrderId,
-        /// Side of the order.
-        side: Side,
-        /// Executed quantity.
-        qty: Qty,
-        /// Execution price.
-        price: Price,
-        /// Position of (venue, instrument, account) after the fill.
-        position: Qty,
-    },
-    /// A mass cancel was written to a venue.
-    MassCancelSent {
-        /// Venue.
-        venue: ScopeIndex,
-        /// What it covers.
-        scope: MassCancelScope,
-        /// Our open orders it covers.
-        orders: u32,
-    },
-}
-
-/// Receives every order event the registry applies. The default methods do
-/// nothing; the journal implements it. Called with the registry lock held:
-/// keep it short (an append to a memory map), never block.
-pub trait EventSink: Send {
-    /// One event, in the order the registry applied it.
-    fn record(&mut self, event: &RecordedEvent) {
-        let _ = event;
-    }
-}
-
-/// An [`EventSink`] that records nothing.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NoopSink;
-
-impl EventSink for NoopSink {}
 
 /// What the registry refused or found odd in venue data, for the report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,14 +126,59 @@ pub enum RegistryError {
 
 const MAX_ANOMALIES: usize = 256;
 
+const NOT_OPEN: u32 = u32::MAX;
+
 struct Inner {
-    orders: HashMap<OrderId, OrderRecord>,
-    open: HashSet<OrderId>,
+    /// Every order ever registered, in registration order (the slab).
+    orders: Vec<OrderRecord>,
+    /// Id -> slot in `orders`.
+    slot_of: FxHashMap<OrderId, u32>,
+    /// Slots of the open orders, unordered.
+    open: Vec<u32>,
+    /// Per slot: its index in `open`, or `NOT_OPEN`.
+    open_pos: Vec<u32>,
+    /// Open orders per venue index.
+    open_by_venue: Vec<u32>,
+    /// Scratch list of slots (reused: no allocation per mass cancel).
+    scratch: Vec<u32>,
     positions: HashMap<(ScopeIndex, ScopeIndex, ScopeIndex), Qty>,
     counters: RegistryCounters,
     anomalies: Vec<Anomaly>,
     sink: Box<dyn EventSink>,
     closed: Arc<AtomicU64>,
+    /// Closes applied under the current lock, published when it is released
+    /// (one atomic add per batch, not one per order: the drain polls that
+    /// cache line).
+    closed_unpublished: u64,
+}
+
+/// The registry's lock; publishes the closes made under it on release.
+struct Locked<'a>(MutexGuard<'a, Inner>);
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Inner;
+    #[inline]
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.0
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // Runs before the mutex guard (a field) is dropped: still locked.
+        let g = &mut *self.0;
+        if g.closed_unpublished != 0 {
+            g.closed
+                .fetch_add(std::mem::take(&mut g.closed_unpublished), Ordering::Release);
+        }
+    }
 }
 
 /// The registry; share it as `Arc<Registry>` between gateway and drain.
@@ -220,12 +215,25 @@ pub struct RegistryView<'a> {
 impl RegistryView<'_> {
     /// One order.
     pub fn get(&self, id: OrderId) -> Option<&OrderRecord> {
-        self.inner.orders.get(&id)
+        self.inner.get(id)
     }
 
     /// Number of open orders.
     pub fn open_count(&self) -> usize {
         self.inner.open.len()
+    }
+
+    /// Number of open orders on one venue.
+    pub fn open_on_venue(&self, venue: ScopeIndex) -> usize {
+        self.inner
+            .open_by_venue
+            .get(venue as usize)
+            .map_or(0, |&n| n as usize)
+    }
+
+    /// Copies of the open orders for which `in_scope` is true, unordered.
+    pub fn open_orders(&self, in_scope: impl FnMut(&OrderRecord) -> bool) -> Vec<OrderRecord> {
+        self.inner.open_orders(in_scope)
     }
 }
 
@@ -241,27 +249,32 @@ impl Registry {
         Registry {
             closed: closed.clone(),
             inner: Mutex::new(Inner {
-                orders: HashMap::new(),
-                open: HashSet::new(),
+                orders: Vec::new(),
+                slot_of: FxHashMap::default(),
+                open: Vec::new(),
+                open_pos: Vec::new(),
+                open_by_venue: Vec::new(),
+                scratch: Vec::new(),
                 positions: HashMap::new(),
                 counters: RegistryCounters::default(),
                 anomalies: Vec::new(),
                 sink,
                 closed,
+                closed_unpublished: 0,
             }),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn lock(&self) -> Locked<'_> {
         // A panic elsewhere while holding the lock must not stop the drain:
         // the data is a set of independent records, still usable.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        Locked(self.inner.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Records a new order as `PendingNew`; the gateway calls it before the write.
     pub fn register(&self, order: &NewOrder) -> Result<(), RegistryError> {
         let mut g = self.lock();
-        if g.orders.contains_key(&order.id) {
+        if g.slot_of.contains_key(&order.id) {
             return Err(RegistryError::DuplicateId(order.id));
         }
         let rec = OrderRecord {
@@ -275,8 +288,11 @@ impl Registry {
             fills: 0,
             registered_mono_ns: mono_ns(),
         };
-        g.orders.insert(order.id, rec);
-        g.open.insert(order.id);
+        let slot = g.orders.len() as u32;
+        g.orders.push(rec);
+        g.open_pos.push(NOT_OPEN);
+        g.slot_of.insert(order.id, slot);
+        g.add_open(slot);
         g.counters.registered += 1;
         g.sink.record(&RecordedEvent::NewOrder(rec));
         Ok(())
@@ -302,41 +318,43 @@ impl Registry {
     /// terminal, so the gateway does not send a pointless cancel.
     pub fn cancel_sent(&self, id: OrderId) -> Option<ScopeIndex> {
         let mut g = self.lock();
-        let venue = match g.orders.get(&id) {
-            Some(r) if r.state.is_open() || r.state == OrderState::CancelUnknown => r.tags.venue,
-            _ => return None,
-        };
-        g.apply_event(id, OrderEvent::CancelSent);
-        Some(venue)
+        g.cancel_sent(id)
+    }
+
+    /// [`cancel_sent`](Registry::cancel_sent) for a batch of orders under one
+    /// lock: `venues[i]` is set to the answer for `ids[i]` (`venues` is
+    /// cleared first).
+    pub fn cancels_sent(&self, ids: &[OrderId], venues: &mut Vec<Option<ScopeIndex>>) {
+        venues.clear();
+        let mut g = self.lock();
+        venues.extend(ids.iter().map(|&id| g.cancel_sent(id)));
     }
 
     /// Marks every open order a mass cancel covers as cancel-sent; returns
     /// how many.
     pub fn mass_cancel_sent(&self, venue: ScopeIndex, scope: MassCancelScope) -> u32 {
         let mut g = self.lock();
-        let ids: Vec<OrderId> = g
-            .open
-            .iter()
-            .filter(|id| {
-                g.orders.get(id).is_some_and(|r| {
-                    r.tags.venue == venue
-                        && match scope {
-                            MassCancelScope::All => true,
-                            MassCancelScope::Instrument(i) => r.tags.instrument == i,
-                        }
-                })
-            })
-            .copied()
-            .collect();
-        let n = ids.len() as u32;
+        let g = &mut *g;
+        let mut slots = std::mem::take(&mut g.scratch);
+        slots.clear();
+        slots.extend(g.open.iter().copied().filter(|&slot| {
+            let r = &g.orders[slot as usize];
+            r.tags.venue == venue
+                && match scope {
+                    MassCancelScope::All => true,
+                    MassCancelScope::Instrument(i) => r.tags.instrument == i,
+                }
+        }));
+        let n = slots.len() as u32;
         g.sink.record(&RecordedEvent::MassCancelSent {
             venue,
             scope,
             orders: n,
         });
-        for id in ids {
-            g.apply_event(id, OrderEvent::CancelSent);
+        for &slot in &slots {
+            g.apply_at(slot, OrderEvent::CancelSent);
         }
+        g.scratch = slots;
         n
     }
 
@@ -346,7 +364,7 @@ impl Registry {
     /// the state it was in, or `None` when it is already terminal/unknown.
     pub fn force_cancel_unknown(&self, id: OrderId) -> Option<OrderState> {
         let mut g = self.lock();
-        let before = g.orders.get(&id)?.state;
+        let before = g.get(id)?.state;
         if !before.is_open() {
             return None;
         }
@@ -365,14 +383,8 @@ impl Registry {
     }
 
     /// Copies of the open orders for which `in_scope` is true, unordered.
-    pub fn open_orders(&self, mut in_scope: impl FnMut(&OrderRecord) -> bool) -> Vec<OrderRecord> {
-        let g = self.lock();
-        g.open
-            .iter()
-            .filter_map(|id| g.orders.get(id))
-            .filter(|r| in_scope(r))
-            .copied()
-            .collect()
+    pub fn open_orders(&self, in_scope: impl FnMut(&OrderRecord) -> bool) -> Vec<OrderRecord> {
+        self.lock().open_orders(in_scope)
     }
 
     /// Runs `f` on a view of the registry under its lock.
@@ -383,13 +395,13 @@ impl Registry {
 
     /// One order.
     pub fn get(&self, id: OrderId) -> Option<OrderRecord> {
-        self.lock().orders.get(&id).copied()
+        self.lock().get(id).copied()
     }
 
     /// Every order ever registered (sorted by id), for reports and tests.
     pub fn all_orders(&self) -> Vec<OrderRecord> {
         let g = self.lock();
-        let mut v: Vec<OrderRecord> = g.orders.values().copied().collect();
+        let mut v: Vec<OrderRecord> = g.orders.clone();
         v.sort_unstable_by_key(|r| r.id);
         v
     }
@@ -449,6 +461,58 @@ impl Registry {
 }
 
 impl Inner {
+    #[inline]
+    fn get(&self, id: OrderId) -> Option<&OrderRecord> {
+        let slot = *self.slot_of.get(&id)?;
+        self.orders.get(slot as usize)
+    }
+
+    fn open_orders(&self, mut in_scope: impl FnMut(&OrderRecord) -> bool) -> Vec<OrderRecord> {
+        let mut v = Vec::with_capacity(self.open.len());
+        v.extend(
+            self.open
+                .iter()
+                .map(|&slot| &self.orders[slot as usize])
+                .filter(|r| in_scope(r))
+                .copied(),
+        );
+        v
+    }
+
+    fn add_open(&mut self, slot: u32) {
+        self.open_pos[slot as usize] = self.open.len() as u32;
+        self.open.push(slot);
+        let venue = self.orders[slot as usize].tags.venue as usize;
+        if self.open_by_venue.len() <= venue {
+            self.open_by_venue.resize(venue + 1, 0);
+        }
+        self.open_by_venue[venue] += 1;
+    }
+
+    fn remove_open(&mut self, slot: u32) {
+        let pos = std::mem::replace(&mut self.open_pos[slot as usize], NOT_OPEN);
+        if pos == NOT_OPEN {
+            return;
+        }
+        self.open.swap_remove(pos as usize);
+        if let Some(&moved) = self.open.get(pos as usize) {
+            self.open_pos[moved as usize] = pos;
+        }
+        let venue = self.orders[slot as usize].tags.venue as usize;
+        self.open_by_venue[venue] -= 1;
+    }
+
+    fn cancel_sent(&mut self, id: OrderId) -> Option<ScopeIndex> {
+        let slot = *self.slot_of.get(&id)?;
+        let r = &self.orders[slot as usize];
+        if !(r.state.is_open() || r.state == OrderState::CancelUnknown) {
+            return None;
+        }
+        let venue = r.tags.venue;
+        self.apply_at(slot, OrderEvent::CancelSent);
+        Some(venue)
+    }
+
     fn anomaly(&mut self, a: Anomaly) {
         if self.anomalies.len() < MAX_ANOMALIES {
             self.anomalies.push(a);
@@ -457,20 +521,27 @@ impl Inner {
 
     /// Applies one state-machine event; refuses (and reports) illegal ones.
     fn apply_event(&mut self, id: OrderId, event: OrderEvent) -> bool {
-        let Some(rec) = self.orders.get_mut(&id) else {
+        let Some(&slot) = self.slot_of.get(&id) else {
             self.counters.unknown_order_events += 1;
             self.anomaly(Anomaly::UnknownOrder { id });
             return false;
         };
+        self.apply_at(slot, event)
+    }
+
+    /// [`apply_event`](Inner::apply_event) on a known slot.
+    fn apply_at(&mut self, slot: u32, event: OrderEvent) -> bool {
+        let rec = &mut self.orders[slot as usize];
+        let id = rec.id;
         match transition(rec.state, event) {
             Ok(next) => {
                 let was_open = rec.state.is_open();
                 rec.state = next;
                 if was_open && !next.is_open() {
-                    self.open.remove(&id);
-                    self.closed.fetch_add(1, Ordering::Release);
+                    self.remove_open(slot);
+                    self.closed_unpublished += 1;
                 } else if !was_open && next.is_open() {
-                    self.open.insert(id);
+                    self.add_open(slot);
                 }
                 self.sink.record(&RecordedEvent::Order {
                     id,
@@ -509,7 +580,7 @@ impl Inner {
                 self.apply_event(id, OrderEvent::Rejected);
             }
             VenueEvent::CancelRejected { id, .. } => {
-                let partially_filled = self.orders.get(&id).is_some_and(|r| r.filled.0 > 0);
+                let partially_filled = self.get(id).is_some_and(|r| r.filled.0 > 0);
                 self.apply_event(id, OrderEvent::CancelRejected { partially_filled });
             }
             // Not order events: the gateway handles them.
@@ -522,7 +593,11 @@ impl Inner {
     }
 
     fn apply_fill(&mut self, id: OrderId, qty: Qty, price: Price) {
-        let Some(rec) = self.orders.get_mut(&id) else {
+        let Some(rec) = self
+            .slot_of
+            .get(&id)
+            .and_then(|&slot| self.orders.get_mut(slot as usize))
+        else {
             self.counters.unknown_order_events += 1;
             self.anomaly(Anomaly::UnknownOrder { id });
             return;
@@ -562,6 +637,9 @@ impl Inner {
         );
     }
 }
+
+mod sink;
+pub use sink::{EventSink, NoopSink, RecordedEvent};
 
 #[cfg(test)]
 mod tests;

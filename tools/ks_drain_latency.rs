@@ -7,9 +7,13 @@
 //! * trip -> first cancel enqueued into the gateway ring (the drain's
 //!   `t_first_cancel`),
 //! * trip -> first cancel accepted by the venue (its message log),
-//! * trip -> all orders confirmed cancelled.
+//! * trip -> all orders confirmed cancelled;
 //!
-//! `ks-drain-latency [--rounds N] [--orders N] [--single] [--drain-core C] [--gateway-core C]`
+//! and, to show where the first-cancel time goes, its three phases: trip ->
+//! drain saw it, drain saw it -> gateway ack seen, ack -> first cancel
+//! enqueued.
+//!
+//! `ks-drain-latency [--rounds N] [--orders N] [--single] [--drain-core C] [--gateway-core C] [--trip-core C]`
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -32,6 +36,7 @@ struct Args {
     mass_cancel: bool,
     drain_core: Option<usize>,
     gateway_core: Option<usize>,
+    trip_core: Option<usize>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -41,6 +46,7 @@ fn parse() -> Result<Args, String> {
         mass_cancel: true,
         drain_core: None,
         gateway_core: None,
+        trip_core: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -55,9 +61,10 @@ fn parse() -> Result<Args, String> {
             "--single" => a.mass_cancel = false,
             "--drain-core" => a.drain_core = Some(value("--drain-core")? as usize),
             "--gateway-core" => a.gateway_core = Some(value("--gateway-core")? as usize),
+            "--trip-core" => a.trip_core = Some(value("--trip-core")? as usize),
             "-h" | "--help" => {
                 return Err(
-                    "usage: ks-drain-latency [--rounds N] [--orders N] [--single] [--drain-core C] [--gateway-core C]"
+                    "usage: ks-drain-latency [--rounds N] [--orders N] [--single] [--drain-core C] [--gateway-core C] [--trip-core C]"
                         .into(),
                 )
             }
@@ -84,6 +91,11 @@ fn print(name: &str, h: &Histogram<u64>) {
 }
 
 fn run(a: &Args) -> Result<(), String> {
+    if let Some(id) = a.trip_core {
+        // The measuring (tripping) thread; on a 2-core box it shares a core
+        // with the gateway or the drain whatever we do: this picks which.
+        core_affinity::set_for_current(core_affinity::CoreId { id });
+    }
     let dir = tempfile_dir()?;
     let block = Arc::new(
         ControlBlock::create(&dir, &format!("drainlat-{}", std::process::id()))
@@ -129,6 +141,7 @@ fn run(a: &Args) -> Result<(), String> {
         position: Qty::ZERO,
     };
     let (mut enq, mut wire, mut done) = (hist(), hist(), hist());
+    let (mut seen, mut acked, mut after_ack) = (hist(), hist(), hist());
     for round in 0..a.rounds {
         for _ in 0..a.orders {
             while sender.submit(&intent).is_err() {
@@ -142,7 +155,7 @@ fn run(a: &Args) -> Result<(), String> {
             }
             std::thread::yield_now();
         }
-        let log_before = sim.log().len();
+        let log_before = sim.log_len();
         let t0 = mono_ns();
         block.trip_global(Mode::Kill, Source::Api, "ks-drain-latency");
         let out = drain
@@ -151,7 +164,8 @@ fn run(a: &Args) -> Result<(), String> {
         if !out.is_clean() {
             return Err(format!("round {round}: drain not clean:\n{out}"));
         }
-        let first_wire = sim.log()[log_before..]
+        let first_wire = sim
+            .log_from(log_before)
             .iter()
             .find(|l| matches!(l.msg, WireMessage::Cancel(_) | WireMessage::MassCancel(_)))
             .map(|l| l.mono_ns)
@@ -160,6 +174,13 @@ fn run(a: &Args) -> Result<(), String> {
         rec(&mut enq, out.timings.t_first_cancel);
         rec(&mut wire, first_wire);
         rec(&mut done, out.timings.t_last_ack);
+        let t = &out.timings;
+        let span = |h: &mut Histogram<u64>, a: u64, b: u64| {
+            h.saturating_record(b.saturating_sub(a).max(1))
+        };
+        span(&mut seen, t0, t.t_trip_seen);
+        span(&mut acked, t.t_trip_seen, t.t_gateway_ack);
+        span(&mut after_ack, t.t_gateway_ack, t.t_first_cancel);
         block
             .reset(&ResetRequest {
                 source: Source::Api,
@@ -169,17 +190,21 @@ fn run(a: &Args) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     println!(
-        "ks-drain-latency: {} rounds, {} open orders each, {} cancel, drain core {:?}, gateway core {:?}, {} cpus",
+        "ks-drain-latency: {} rounds, {} open orders each, {} cancel, drain core {:?}, gateway core {:?}, trip core {:?}, {} cpus",
         a.rounds,
         a.orders,
         if a.mass_cancel { "mass" } else { "single" },
         a.drain_core,
         a.gateway_core,
+        a.trip_core,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     print("trip -> first cancel enqueued", &enq);
     print("trip -> first cancel on the wire", &wire);
     print("trip -> all orders confirmed", &done);
+    print("  phase: trip -> drain saw it", &seen);
+    print("  phase: saw it -> gateway ack seen", &acked);
+    print("  phase: ack -> first cancel enqueued", &after_ack);
     drop(drain);
     drop(gateway);
     let _ = std::fs::remove_file(block.path());

@@ -11,7 +11,8 @@
 //!   journal of `--recovery-mib` MiB (1024 by default), page cache warm.
 //!
 //! Every figure is measured here, on this machine; nothing is assumed.
-//! Usage: `ks-journal-latency [--dir DIR] [--appends N] [--recovery-mib M]`.
+//! Usage: `ks-journal-latency [--dir DIR] [--appends N] [--recovery-mib M]
+//! [--only appends|quick|complete|recovery]`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ struct Opts {
     dir: PathBuf,
     appends: u64,
     recovery_mib: u64,
+    only: Option<String>,
 }
 
 fn opts() -> Opts {
@@ -34,6 +36,7 @@ fn opts() -> Opts {
         dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
         appends: 1_000_000,
         recovery_mib: 1024,
+        only: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -43,8 +46,9 @@ fn opts() -> Opts {
             "--dir" => o.dir = PathBuf::from(v),
             "--appends" => o.appends = v.parse().unwrap_or(o.appends),
             "--recovery-mib" => o.recovery_mib = v.parse().unwrap_or(o.recovery_mib),
+            "--only" => o.only = Some(v),
             other => {
-                eprintln!("unknown argument {other}; usage: ks-journal-latency [--dir DIR] [--appends N] [--recovery-mib M]");
+                eprintln!("unknown argument {other}; usage: ks-journal-latency [--dir DIR] [--appends N] [--recovery-mib M] [--only appends|quick|complete|recovery]");
                 std::process::exit(2);
             }
         }
@@ -341,9 +345,18 @@ fn main() {
         .join(format!("ks-journal-latency-{}", std::process::id()));
     std::fs::create_dir_all(&base).expect("create work directory");
     println!("ks-journal-latency: work dir {}", base.display());
-    bench_appends(&o, &base);
-    bench_quick(&base);
-    bench_complete(&base);
-    bench_recovery(&o, &base);
+    let run = |what: &str| o.only.as_deref().map_or(true, |only| only == what);
+    if run("appends") {
+        bench_appends(&o, &base);
+    }
+    if run("quick") {
+        bench_quick(&base);
+    }
+    if run("complete") {
+        bench_complete(&base);
+    }
+    if run("recovery") {
+        bench_recovery(&o, &base);
+    }
     let _ = std::fs::remove_dir_all(&base);
 }

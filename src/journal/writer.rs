@@ -26,8 +26,7 @@ use std::thread::JoinHandle;
 use crossbeam::channel::{bounded, Sender, TrySendError};
 
 use super::record::{
-    off, record_crc, record_len, DurableRecord, Encode, RecordType, SegmentEndRecord, Sink, COMMIT,
-    HEADER_LEN,
+    off, record_len, DurableRecord, Encode, RecordType, SegmentEndRecord, Sink, COMMIT, HEADER_LEN,
 };
 use super::recover::{recover_locked, RecoveryReport};
 use super::segment::{
@@ -120,11 +119,42 @@ pub struct DurableAt {
     pub record_seq: u64,
 }
 
-/// Writes payload bytes straight into the mapping through a raw pointer.
+/// Writes payload bytes straight into the mapping through a raw pointer,
+/// and folds them into the record's CRC-32C every [`CRC_BLOCK`] bytes, while
+/// they are still in L1: a large record (a quick checkpoint) is then encoded
+/// and checksummed in one pass, the CRC work overlapping the stores' cache
+/// misses, instead of a second pass over half a megabyte.
 pub struct RawSink {
     ptr: *mut u8,
     len: usize,
     pos: usize,
+    /// CRC-32C of the header bytes 0..24 and of the payload up to `crc_pos`.
+    crc: u32,
+    crc_pos: usize,
+}
+
+/// Payload bytes folded into the CRC at a time (fits L1 with room to spare).
+const CRC_BLOCK: usize = 4096;
+
+impl RawSink {
+    /// Folds the bytes written since the last fold into the CRC.
+    #[inline]
+    fn fold_crc(&mut self) {
+        // SAFETY: `crc_pos..pos` lies inside the payload area (`pos <= len`,
+        // checked by every `put`) and was written by this sink just now; it
+        // is read through a shared slice only, and nothing else writes it.
+        let written = unsafe {
+            std::slice::from_raw_parts(self.ptr.add(self.crc_pos), self.pos - self.crc_pos)
+        };
+        self.crc = crc32c::crc32c_append(self.crc, written);
+        self.crc_pos = self.pos;
+    }
+
+    /// The record CRC ([`record_crc`]) once the payload is complete.
+    fn finish_crc(&mut self) -> u32 {
+        self.fold_crc();
+        self.crc
+    }
 }
 
 impl Sink for RawSink {
@@ -144,6 +174,9 @@ impl Sink for RawSink {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(self.pos), bytes.len())
         };
         self.pos += bytes.len();
+        if self.pos - self.crc_pos >= CRC_BLOCK {
+            self.fold_crc();
+        }
     }
 }
 
@@ -374,19 +407,19 @@ impl JournalWriter {
                 ptr: rec.add(HEADER_LEN),
                 len,
                 pos: 0,
+                crc: crc32c::crc32c(&head),
+                crc_pos: 0,
             };
             fill(&mut sink);
             assert_eq!(
                 sink.pos, len,
                 "journal encoder wrote less than its encoded_len"
             );
+            // Same value as `record_crc(header 0..24, payload)`.
+            let crc = sink.finish_crc();
             // Padding: zero already (invariant), written anyway so a record
             // never depends on what was there.
             std::ptr::write_bytes(rec.add(HEADER_LEN + len), 0, total - HEADER_LEN - len);
-            let crc = record_crc(
-                std::slice::from_raw_parts(rec, 24),
-                std::slice::from_raw_parts(rec.add(HEADER_LEN), len),
-            );
             std::ptr::copy_nonoverlapping(crc.to_le_bytes().as_ptr(), rec.add(off::CRC), 4);
             AtomicU32::from_ptr(rec.add(off::COMMIT) as *mut u32).store(COMMIT, Ordering::Release);
         }

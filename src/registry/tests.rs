@@ -205,3 +205,69 @@ fn sink_sees_every_event_in_order() {
         ]
     );
 }
+
+#[test]
+fn open_list_matches_the_states_through_closes_and_reopens() {
+    // The dense open list is patched by swap_remove on every close: check it
+    // against a plain filter of every order, and the per-venue counts, after
+    // closes in an order that moves entries around.
+    let r = Registry::new();
+    for id in 1..=40u64 {
+        r.register(&order(id, (id % 3) as u16, 1, Side::Buy, 2))
+            .unwrap();
+    }
+    let mut events = Vec::new();
+    for id in (1..=40u64).filter(|id| id % 4 == 1 || id % 7 == 0) {
+        events.push(VenueEvent::Acked { id: OrderId(id) });
+        events.push(VenueEvent::Canceled { id: OrderId(id) });
+    }
+    events.push(VenueEvent::Acked { id: OrderId(2) });
+    events.push(fill(2, 2));
+    r.apply_venue_events(&events);
+    // A cancel unknown that later resolves leaves and re-enters nothing twice.
+    assert_eq!(
+        r.force_cancel_unknown(OrderId(3)),
+        Some(OrderState::PendingNew)
+    );
+    r.apply_venue_events(&[VenueEvent::Canceled { id: OrderId(3) }]);
+    assert_eq!(r.mass_cancel_sent(1, MassCancelScope::All), {
+        let all = r.all_orders();
+        all.iter()
+            .filter(|o| o.tags.venue == 1 && o.state.is_open())
+            .count() as u32
+    });
+    let all = r.all_orders();
+    let mut want: Vec<OrderId> = all
+        .iter()
+        .filter(|o| o.state.is_open())
+        .map(|o| o.id)
+        .collect();
+    let mut got: Vec<OrderId> = r.open_orders(|_| true).iter().map(|o| o.id).collect();
+    want.sort_unstable();
+    got.sort_unstable();
+    assert_eq!(got, want);
+    assert_eq!(r.open_count(), want.len());
+    for venue in 0..4u16 {
+        let n = all
+            .iter()
+            .filter(|o| o.tags.venue == venue && o.state.is_open())
+            .count();
+        assert_eq!(r.read(|v| v.open_on_venue(venue)), n, "venue {venue}");
+    }
+    // Every snapshot copy equals the stored record.
+    for o in r.open_orders(|_| true) {
+        assert_eq!(r.get(o.id), Some(o));
+    }
+}
+
+#[test]
+fn batch_cancel_sent_answers_per_order() {
+    let r = Registry::new();
+    r.register(&order(1, 2, 1, Side::Buy, 1)).unwrap();
+    r.register(&order(2, 3, 1, Side::Buy, 1)).unwrap();
+    r.apply_venue_events(&[VenueEvent::Acked { id: OrderId(2) }, fill(2, 1)]);
+    let mut venues = vec![Some(9)];
+    r.cancels_sent(&[OrderId(1), OrderId(2), OrderId(77)], &mut venues);
+    assert_eq!(venues, vec![Some(2), None, None]);
+    assert_eq!(r.get(OrderId(1)).unwrap().state, OrderState::PendingCancel);
+}

@@ -6,7 +6,9 @@
 //! cancel anywhere in the book is `O(log n)`. Trades happen at the resting
 //! order's price. Prices and quantities are the crate's fixed-point integers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 
 use crate::order::{OrderId, ScopeIndex, Side};
 
@@ -62,8 +64,8 @@ struct Slot {
 pub struct Book {
     bids: BTreeMap<i64, Level>,
     asks: BTreeMap<i64, Level>,
-    ours: HashMap<OrderId, Slot>,
-    others: HashMap<u64, Slot>,
+    ours: FxHashMap<OrderId, Slot>,
+    others: FxHashMap<u64, Slot>,
     next_seq: u64,
 }
 

@@ -171,6 +171,23 @@ impl SimHandle {
             .clone()
     }
 
+    /// Number of messages logged so far (does not copy the log).
+    pub fn log_len(&self) -> usize {
+        self.shared
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// A copy of the log from entry `start` on: what a benchmark reads after
+    /// each round, without copying (and holding the log's lock over) the
+    /// whole history while the venue runs.
+    pub fn log_from(&self, start: usize) -> Vec<LogEntry> {
+        let log = self.shared.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.get(start..).map_or_else(Vec::new, <[LogEntry]>::to_vec)
+    }
+
     /// Counters.
     pub fn stats(&self) -> SimStats {
         let l = |a: &AtomicU64| a.load(Ordering::Acquire);

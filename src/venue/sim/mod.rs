@@ -26,10 +26,12 @@ pub mod book;
 pub mod flow;
 mod handle;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::clock::mono_ns;
 use crate::order::{OrderId, Price, Qty, ScopeIndex, Side};
@@ -109,9 +111,11 @@ struct Market {
 pub struct SimVenue {
     name: String,
     markets: BTreeMap<ScopeIndex, Market>,
-    /// Instrument of each of our resting orders.
-    resting: HashMap<OrderId, ScopeIndex>,
-    seen_ids: HashSet<OrderId>,
+    /// Instrument of each of our resting orders (Fx: ids are ours, and the
+    /// venue's own bookkeeping should not dominate what runs on the
+    /// gateway thread in benchmarks).
+    resting: FxHashMap<OrderId, ScopeIndex>,
+    seen_ids: FxHashSet<OrderId>,
     positions: HashMap<(ScopeIndex, ScopeIndex), i64>,
     outbound: VecDeque<(u64, VenueEvent)>,
     urgent: Vec<VenueEvent>,
@@ -158,8 +162,8 @@ impl SimVenue {
         let venue = SimVenue {
             name: cfg.name,
             markets,
-            resting: HashMap::new(),
-            seen_ids: HashSet::new(),
+            resting: FxHashMap::default(),
+            seen_ids: FxHashSet::default(),
             positions: HashMap::new(),
             outbound: VecDeque::new(),
             urgent: Vec::new(),
