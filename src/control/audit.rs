@@ -65,7 +65,8 @@ pub enum Source {
 }
 
 impl Source {
-    fn from_u8(v: u8) -> Option<Source> {
+    /// Decodes a stored byte; `None` for a value this version does not know.
+    pub fn from_u8(v: u8) -> Option<Source> {
         Some(match v {
             1 => Source::Cli,
             2 => Source::Http,

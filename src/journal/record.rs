@@ -518,17 +518,6 @@ pub struct SwitchRecord {
     pub reason: String,
 }
 
-fn source_from_u8(v: u8) -> Option<Source> {
-    Some(match v {
-        1 => Source::Cli,
-        2 => Source::Http,
-        3 => Source::Signal,
-        4 => Source::Auto,
-        5 => Source::Api,
-        6 => Source::Panic,
-        _ => return None,
-    })
-}
 
 impl SwitchRecord {
     fn reason_bytes(&self) -> &[u8] {
@@ -571,7 +560,7 @@ impl SwitchRecord {
             return Err(c.err("mode", format!("unknown mode {mode} (0..=3)")));
         }
         let source_v = c.u8("source")?;
-        let source = source_from_u8(source_v)
+        let source = Source::from_u8(source_v)
             .ok_or_else(|| c.err("source", format!("unknown source {source_v} (1..=6)")))?;
         let kind = c.u8("scope_kind")?;
         let flags = c.u8("flags")?;
