@@ -136,13 +136,15 @@ fn cross_process(iterations: u64, core: usize) -> Result<(), Box<dyn std::error:
     let dir = std::env::temp_dir().join(format!("ks-latency-{}", std::process::id()));
     let block = ControlBlock::create(&dir, "lat")?;
     block.attach_owner()?;
-    let pinned = pin(core);
+    // Spawn before pinning: a child inherits the parent's affinity mask,
+    // and `core_affinity` only offers the cores inside it.
     let mut child = Command::new(std::env::current_exe()?)
         .arg("watch")
         .arg(&dir)
         .arg((core + 1).to_string())
         .stdout(Stdio::null())
         .spawn()?;
+    let pinned = pin(core);
     let d = block.drain_status();
     let wait_gen = |g: u64| -> Result<(), String> {
         let end = Instant::now() + Duration::from_secs(5);
@@ -247,12 +249,12 @@ fn wait_kill(block: &ControlBlock) -> Result<u64, String> {
 
 fn signal(iterations: u64, core: usize) -> Result<(), Box<dyn std::error::Error>> {
     let (dir, block) = temp_block()?;
-    let pinned = pin(core);
     let mut child = Command::new(std::env::current_exe()?)
         .arg("signal-target")
         .arg(&dir)
         .arg((core + 1).to_string())
         .spawn()?;
+    let pinned = pin(core);
     let ready = Instant::now() + Duration::from_secs(5);
     while block.drain_status().generation.load(Ordering::Acquire) != u64::MAX {
         if Instant::now() > ready {
