@@ -1,9 +1,9 @@
 //! Dead-man's switch: trip KILL when the engine's heartbeat goes stale.
 //!
 //! The engine writes its heartbeat into the control block
-//! ([`ControlBlock::heartbeat`]) from the thread whose stall matters (the
-//! gateway loop in the reference engine), never from a helper thread that
-//! would keep beating while the engine is stuck. A watchdog in another
+//! ([`ControlBlock::heartbeat`]) from the thread whose stall matters — the
+//! gateway writes it every 64 turns of its loop — never from a helper thread
+//! that would keep beating while the engine is stuck. A watchdog in another
 //! process (`killswitch watchdog --max-silence 250ms`) or thread reads it and
 //! trips KILL with source `auto` when it is older than the limit, or when the
 //! owning process is gone. Stopping the engine with `SIGSTOP` (the runbook's

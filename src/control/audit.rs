@@ -8,9 +8,19 @@
 //!
 //! # Invariants
 //! * A completed entry's `seq` is `2*ticket + 2`; tickets are unique.
-//! * Two writers share a slot only if more than `AUDIT_SLOTS` events are
-//!   written concurrently; the seqlock then makes a reader drop the slot
-//!   rather than return a torn mix.
+//! * A reader returns an entry only if `seq` was even and unchanged around
+//!   its reads, so it never returns a slot while one writer is filling it.
+//!
+//! # Limits
+//! * The ring keeps the last 64 entries: a flood of trips (no-ops included)
+//!   pushes older ones out, the record of the trip in force among them (the
+//!   journal keeps every trip that changed the switch).
+//! * Two writers share a slot only when one stalls (preempted, stopped)
+//!   in the middle of its write while 64 later entries are written. The
+//!   stalled writer then finishes over the newer entry and readers may take
+//!   a mix of the two. Every field is range-checked on read (lengths
+//!   clamped, unknown kinds dropped), so this can garble a record but never
+//!   cause undefined behaviour or a panic.
 
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 

@@ -470,12 +470,14 @@ impl ControlBlock {
     pub fn reset(&self, req: &ResetRequest) -> Result<TripOutcome> {
         let _lock = self.lock()?;
         let blockers = self.reset_blockers();
+        // The mode the reset clears (read before the word changes).
+        let cleared = self.state().mode();
         let record = |kind, generation, flags| {
             audit::write(
                 self.layout(),
                 &audit::AuditWrite {
                     kind,
-                    mode: self.state().mode(),
+                    mode: cleared,
                     source: req.source,
                     scope: None,
                     generation,
@@ -519,7 +521,19 @@ impl ControlBlock {
     /// Reasons a reset would be refused now (empty when none).
     pub fn reset_blockers(&self) -> Vec<String> {
         let mut v = Vec::new();
-        let unknown = self.drain_status().orders_unknown.load(Ordering::Acquire);
+        let d = self.drain_status();
+        let phase = DrainPhase::from_u64(d.phase.load(Ordering::Acquire));
+        if matches!(
+            phase,
+            DrainPhase::AwaitingGatewayAck | DrainPhase::Cancelling | DrainPhase::Checkpointing
+        ) && self.owner().alive
+        {
+            v.push(format!(
+                "the engine's drain of generation {} is still running ({phase:?}): wait for it to finish",
+                d.generation.load(Ordering::Acquire)
+            ));
+        }
+        let unknown = d.orders_unknown.load(Ordering::Acquire);
         if unknown > 0 {
             v.push(format!(
                 "{unknown} order(s) are in CancelUnknown state after the last drain"

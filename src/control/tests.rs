@@ -256,3 +256,32 @@ fn concurrent_trips_from_threads_leave_one_consistent_record_per_generation() {
     assert_eq!(gens.len(), trips.len());
     assert!(audit.iter().all(|e| e.reason.starts_with("thread ")));
 }
+
+#[test]
+fn reset_is_refused_while_a_live_engine_is_draining() {
+    let d = tmp();
+    let b = ControlBlock::create(d.path(), "drn").unwrap();
+    b.attach_owner().unwrap();
+    b.trip(&req(Mode::Kill, "k")).unwrap();
+    b.drain_status().generation.store(1, Ordering::Release);
+    b.drain_status()
+        .phase
+        .store(DrainPhase::Cancelling as u64, Ordering::Release);
+    let r = ResetRequest {
+        source: Source::Cli,
+        reason: "too early".into(),
+        force: false,
+    };
+    let e = b.reset(&r).unwrap_err();
+    assert!(e.to_string().contains("still running"), "{e}");
+    b.drain_status()
+        .phase
+        .store(DrainPhase::Done as u64, Ordering::Release);
+    b.reset(&r).unwrap();
+    let last = b.audit().pop().unwrap();
+    assert_eq!(
+        (last.kind, last.mode),
+        (AuditKind::Reset, Mode::Kill),
+        "records the mode it cleared"
+    );
+}

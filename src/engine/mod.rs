@@ -271,7 +271,7 @@ impl Engine {
         let open = &self.block.gateway_status().open_orders;
         let mut tripped_by_timer = false;
         loop {
-            self.block.heartbeat();
+            // (The heartbeat is written by the gateway thread; see crate::watchdog.)
             open.store(self.registry.open_count() as u64, Ordering::Relaxed);
             let w = self.block.state();
             if w.generation() != last_generation {

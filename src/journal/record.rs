@@ -518,20 +518,20 @@ pub struct SwitchRecord {
     pub reason: String,
 }
 
-
 impl SwitchRecord {
     fn reason_bytes(&self) -> &[u8] {
         crate::control::audit::truncate_utf8(&self.reason, MAX_REASON).as_bytes()
     }
 
-    /// From an audit entry of the control block: trips (including no-op
-    /// trips) and resets; `None` for a refused reset, which changed nothing.
+    /// From an audit entry of the control block: trips and resets; `None`
+    /// for a no-op trip or a refused reset, which changed nothing.
     pub fn from_audit(e: &crate::control::AuditEntry) -> Option<SwitchRecord> {
         use crate::control::AuditKind;
         let reset = match e.kind {
-            AuditKind::Trip | AuditKind::TripNoop => false,
+            AuditKind::Trip => false,
             AuditKind::Reset => true,
-            AuditKind::ResetRefused => return None,
+            // Neither changed the switch: the journal records changes.
+            AuditKind::TripNoop | AuditKind::ResetRefused => return None,
         };
         Some(SwitchRecord {
             reset,

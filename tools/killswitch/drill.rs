@@ -307,9 +307,11 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
         // Delivery is asynchronous: wait for the handler's trip, so the
         // emergency below follows it instead of racing it.
+        // A stopped engine cannot run its handler until continued.
+        let stopped = matches!(args.scenario, Scenario::Sigstop | Scenario::Stuck);
         let end = Instant::now() + Duration::from_secs(5);
-        while block.state().mode() != Mode::Kill && Instant::now() < end {
-            std::hint::spin_loop();
+        while !stopped && block.state().mode() != Mode::Kill && Instant::now() < end {
+            std::thread::sleep(Duration::from_micros(50));
         }
         say!(
             q,
@@ -449,6 +451,13 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
                 "missing".into()
             },
         ),
+    }
+    if args.scenario == Scenario::StuckCancels {
+        check(
+            "`killswitch emergency` exited 11 (orders unknown)",
+            emergency_exit == Some(11),
+            format!("exit {emergency_exit:?}"),
+        );
     }
     if expect_killed {
         check(

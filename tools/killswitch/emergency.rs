@@ -296,6 +296,20 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
                 ),
             );
         }
+        if mine
+            && snap.phase == DrainPhase::Failed
+            && fresh(snap.t_done)
+            && !fresh(snap.t_gateway_ack)
+        {
+            // The drain gave up waiting for the gateway: nothing was
+            // cancelled and the engine is stuck. Escalate now.
+            tl.at(
+                snap.t_done,
+                "engine's drain FAILED: its gateway did not acknowledge the kill, no cancel was sent".into(),
+            );
+            escalate = true;
+            break;
+        }
         if mine && matches!(snap.phase, DrainPhase::Done | DrainPhase::Failed) && fresh(snap.t_done)
         {
             done = true;
@@ -410,7 +424,10 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
                 if snap.generation >= g { format!(" of {} open", snap.open_at_snapshot) } else { String::new() }
             ),
         )
-    } else if snap.phase == DrainPhase::Failed && snap.checkpoint_seq == 0 {
+    } else if snap.phase == DrainPhase::Failed
+        && snap.t_gateway_ack >= t0
+        && snap.checkpoint_seq == 0
+    {
         (EXIT_CHECKPOINT_FAILED, "DRAINED, CHECKPOINT FAILED: orders handled, but no quick checkpoint; see the engine's log".to_string())
     } else if snap.orders_unknown > 0 {
         (
