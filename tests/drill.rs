@@ -139,6 +139,32 @@ fn a_stuck_engine_is_terminated_then_killed_and_the_journal_survives() {
 }
 
 #[test]
+fn a_gateway_stuck_in_a_venue_write_is_escalated_to_sigkill() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let v = drill("gateway-hang", "cli", None);
+    let sent: Vec<&str> = v["emergency"]["signals_sent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sent,
+        ["SIGTERM", "SIGKILL"],
+        "a process blocked in its gateway ignores SIGTERM"
+    );
+    assert_eq!(v["emergency_exit"], 10);
+    assert!(
+        v["emergency"]["orders_unconfirmed"].as_u64().unwrap() > 0,
+        "unconfirmed orders are counted, not hidden"
+    );
+    assert!(v["emergency"]["verdict"]
+        .as_str()
+        .unwrap()
+        .starts_with("ESCALATED"));
+}
+
+#[test]
 fn a_dropped_venue_session_leaves_its_orders_reported_unknown() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let v = drill("venue-disconnect", "cli", None);

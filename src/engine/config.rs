@@ -99,6 +99,9 @@ pub struct VenueSection {
     pub cancel_on_disconnect: bool,
     /// Drops the session after this many ms of trading.
     pub disconnect_after_ms: Option<u64>,
+    /// Every write to the session blocks forever after this many ms (a
+    /// gateway stuck in a blocking write).
+    pub hang_after_ms: Option<u64>,
     /// One participant order every this many µs (0: no synthetic flow).
     pub flow_interval_us: u64,
 }
@@ -116,6 +119,7 @@ impl Default for VenueSection {
             drop_cancel_ack_ppm: 0,
             cancel_on_disconnect: true,
             disconnect_after_ms: None,
+            hang_after_ms: None,
             flow_interval_us: 50,
         }
     }

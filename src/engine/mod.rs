@@ -59,6 +59,7 @@ struct Sim {
     name: String,
     handle: SimHandle,
     disconnect_after: Option<Duration>,
+    hang_after: Option<Duration>,
 }
 
 /// A running reference engine.
@@ -165,6 +166,7 @@ impl Engine {
                 name: v.name.clone(),
                 handle,
                 disconnect_after: v.disconnect_after_ms.map(Duration::from_millis),
+                hang_after: v.hang_after_ms.map(Duration::from_millis),
             });
         }
 
@@ -267,6 +269,7 @@ impl Engine {
         let mut kill_generation = None;
         let mut outcomes: Vec<DrainOutcome> = Vec::new();
         let mut disconnected = vec![false; self.sims.len()];
+        let mut hung = vec![false; self.sims.len()];
         let mut last_generation = self.start_generation;
         let open = &self.block.gateway_status().open_orders;
         let mut tripped_by_timer = false;
@@ -291,6 +294,14 @@ impl Engine {
             }
             let elapsed = self.started.elapsed();
             for (i, s) in self.sims.iter().enumerate() {
+                if !hung[i] && s.hang_after.is_some_and(|d| elapsed >= d) {
+                    eprintln!(
+                        "ks-engine: venue {} session hangs on every write (fault injection)",
+                        s.name
+                    );
+                    s.handle.set_hang_writes(true);
+                    hung[i] = true;
+                }
                 if !disconnected[i] && s.disconnect_after.is_some_and(|d| elapsed >= d) {
                     eprintln!("ks-engine: venue {} disconnects (fault injection)", s.name);
                     s.handle.disconnect();

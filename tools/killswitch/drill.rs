@@ -40,6 +40,9 @@ pub enum Scenario {
     VenueDisconnect,
     /// A strategy thread panics; the panic hook trips KILL inside the engine.
     StrategyPanic,
+    /// The gateway is stuck in a blocking venue write: it never acknowledges
+    /// the kill, the drain fails, `emergency` escalates to SIGTERM, then SIGKILL.
+    GatewayHang,
 }
 
 /// How the drill trips the engine.
@@ -165,6 +168,8 @@ fn config_for(args: &DrillArgs, work: &Path) -> EngineConfig {
             cfg.drain.cancel_deadline_ms = 1000;
         }
         Scenario::StrategyPanic => cfg.strategies[1].panic_after_ms = Some(trade_ms),
+        // Before the trip: the engine's clock starts a little after the drill's.
+        Scenario::GatewayHang => cfg.venues[0].hang_after_ms = Some(trade_ms / 2),
         Scenario::Normal | Scenario::Sigstop | Scenario::Stuck => {}
     }
     cfg
@@ -382,7 +387,7 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
         status.is_some() && !zombie,
         engine_exit.clone(),
     );
-    let expect_killed = args.scenario == Scenario::Stuck;
+    let expect_killed = matches!(args.scenario, Scenario::Stuck | Scenario::GatewayHang);
     match &engine {
         Some(r) => {
             let v = &r.verification;

@@ -280,10 +280,9 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
             first = true;
             tl.at(
                 snap.t_first_cancel,
-                format!(
-                    "first cancel on its way ({} open orders in the snapshot)",
-                    snap.open_at_snapshot
-                ),
+                // (The snapshot count may not be published yet: a mass
+                // cancel goes out before the snapshot is taken.)
+                "first cancel (or mass cancel) on its way to a venue".to_string(),
             );
         }
         if !ckpt && mine && fresh(snap.t_checkpoint) {
@@ -409,19 +408,28 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
     report.engine_exited = exited;
     report.total_ns = mono_ns().saturating_sub(t0);
     let drained = done && snap.generation >= g;
-    report.orders_unconfirmed = if drained {
+    // With a snapshot, what it held and nobody confirmed; without one (the
+    // gateway never acknowledged), every order the engine last reported open.
+    let snapshot_taken = snap.generation >= g && snap.t_gateway_ack >= t0;
+    report.orders_unconfirmed = if drained && snapshot_taken {
         snap.orders_unknown
-    } else {
+    } else if snapshot_taken {
         snap.open_at_snapshot.saturating_sub(snap.orders_confirmed)
+    } else {
+        block.gateway_status().open_orders.load(Ordering::Acquire)
     };
     let (code, verdict) = if escalate || !drained {
         (
             EXIT_ESCALATED,
             format!(
-                "ESCALATED: engine did not confirm ({}); {} order(s) unconfirmed{} — reconcile with the venues (their cancel-on-disconnect may cover them)",
+                "ESCALATED: engine did not confirm ({}); {} order(s) unconfirmed{} — reconcile with the venues (their cancel-on-disconnect may cover them; `killswitch journal inspect` lists what the journal holds open)",
                 report.signals_sent.join(" -> "),
-                if drained || snap.generation >= g { report.orders_unconfirmed.to_string() } else { "unknown number of".into() },
-                if snap.generation >= g { format!(" of {} open", snap.open_at_snapshot) } else { String::new() }
+                report.orders_unconfirmed,
+                if snapshot_taken {
+                    format!(" of {} in the drain's snapshot", snap.open_at_snapshot)
+                } else {
+                    " (no cancel was sent: the count is the engine's last published open orders)".to_string()
+                }
             ),
         )
     } else if snap.phase == DrainPhase::Failed

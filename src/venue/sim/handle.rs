@@ -75,6 +75,7 @@ pub(crate) struct Shared {
     pub reject_ppm: AtomicU32,
     pub drop_cancel_ack_ppm: AtomicU32,
     pub ignore_cancels: AtomicBool,
+    pub hang_writes: AtomicBool,
     pub cancel_on_disconnect: AtomicBool,
     pub disconnected: AtomicBool,
     pub log: Mutex<Vec<LogEntry>>,
@@ -119,6 +120,12 @@ impl SimHandle {
     /// When true, cancels and mass cancels are logged and then ignored.
     pub fn set_ignore_cancels(&self, on: bool) {
         self.shared.ignore_cancels.store(on, Ordering::Relaxed);
+    }
+
+    /// When true, every write (order, cancel, mass cancel…) blocks the
+    /// caller until cleared: a session stuck in a blocking write.
+    pub fn set_hang_writes(&self, on: bool) {
+        self.shared.hang_writes.store(on, Ordering::Relaxed);
     }
 
     /// When true, a disconnect cancels all our resting orders.

@@ -189,6 +189,11 @@ impl SimVenue {
     /// Checks the session before a request: applies a disconnect or a
     /// reconnect asked through the handle, then refuses if down.
     fn session(&mut self) -> Result<(), VenueError> {
+        // A stuck session (fault knob): the write blocks the caller, as a
+        // full TCP send buffer would, until the knob is cleared.
+        while flag(&self.shared.hang_writes) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         self.sync_connection();
         if self.logged_out {
             Err(VenueError::LoggedOut)
