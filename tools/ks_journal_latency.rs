@@ -345,7 +345,7 @@ fn main() {
         .join(format!("ks-journal-latency-{}", std::process::id()));
     std::fs::create_dir_all(&base).expect("create work directory");
     println!("ks-journal-latency: work dir {}", base.display());
-    let run = |what: &str| o.only.as_deref().map_or(true, |only| only == what);
+    let run = |what: &str| o.only.as_deref().is_none_or(|only| only == what);
     if run("appends") {
         bench_appends(&o, &base);
     }

@@ -310,11 +310,7 @@ pub fn validate_bytes(path: &Path, b: &[u8]) -> Result<CheckpointSummary, Valida
             continue;
         };
         let (offset, length, crc) = (u64_at(e, 8), u64_at(e, 16), u64_at(e, 24));
-        if offset < table_end
-            || offset
-                .checked_add(length)
-                .map_or(true, |end| end > data_end)
-        {
+        if offset < table_end || offset.checked_add(length).is_none_or(|end| end > data_end) {
             problems.push(Problem {
                 region: Region::Section(kind),
                 offset: at,

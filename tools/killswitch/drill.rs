@@ -299,6 +299,12 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGSTOP,
         );
+        // The stop is asynchronous: wait until the kernel says stopped, as an
+        // operator running the runbook's next command would find it.
+        let end = Instant::now() + Duration::from_secs(5);
+        while killswitch::control::proc_state(pid) != Some('T') && Instant::now() < end {
+            std::thread::sleep(Duration::from_micros(100));
+        }
         say!(
             q,
             "   SIGSTOP    sent to the engine (runbook step 1: `kill -STOP`)"

@@ -241,23 +241,35 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
         ));
         report.signals_sent.push(format!("{sig:?}"));
     };
-    if proc_state(pid) == Some('T') {
-        if args.no_continue {
-            tl.now(format!(
-                "engine pid {pid} is STOPPED (SIGSTOP); --no-continue given"
-            ));
-        } else {
-            tl.now(format!("engine pid {pid} is STOPPED (SIGSTOP); the gate is closed, continuing it so it can cancel"));
-            signal(&mut report, &mut tl, Signal::SIGCONT);
-        }
-    }
 
     // Follow the drain.
     let start = Instant::now();
     let gw = block.gateway_status();
     let (mut seen, mut acked, mut first, mut ckpt, mut done) = (false, false, false, false, false);
     let mut escalate = false;
+    let mut last_cont: Option<Instant> = None;
+    let mut said_stopped = false;
     loop {
+        // Stopped (SIGSTOP, the runbook's step 1) now or at any point of
+        // the drain: the gate is closed, so continuing it can only cancel.
+        if proc_state(pid) == Some('T')
+            && last_cont.is_none_or(|t: Instant| t.elapsed() > Duration::from_millis(100))
+        {
+            if args.no_continue {
+                if !said_stopped {
+                    tl.now(format!(
+                        "engine pid {pid} is STOPPED (SIGSTOP); --no-continue given"
+                    ));
+                    said_stopped = true;
+                }
+            } else {
+                tl.now(format!(
+                    "engine pid {pid} is STOPPED (SIGSTOP); the gate is closed, continuing it so it can cancel"
+                ));
+                signal(&mut report, &mut tl, Signal::SIGCONT);
+                last_cont = Some(Instant::now());
+            }
+        }
         let snap = DrainSnapshot::read(&block);
         let mine = snap.generation >= g;
         let fresh = |v: u64| v >= t0;
