@@ -284,7 +284,15 @@ impl Engine {
                         eprintln!("ks-engine: journal: {e}");
                     }
                 }
-                if !w.is_active() && !armed {
+                // A reset since start re-arms the engine, even if a new trip
+                // landed before this loop looked (strategies resume at once
+                // through the gate; this loop wakes every heartbeat).
+                let start = self.start_generation;
+                let reset_seen = !w.is_active()
+                    || self.block.audit().iter().any(|e| {
+                        e.kind == crate::control::AuditKind::Reset && e.generation > start
+                    });
+                if reset_seen && !armed {
                     eprintln!("ks-engine: switch reset: trading resumes");
                     armed = true;
                 }
