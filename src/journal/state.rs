@@ -290,16 +290,7 @@ impl TradingState {
             }
         }
         for _ in 0..n_positions {
-            let key = PositionKey {
-                venue: c.u16("position.venue")?,
-                instrument: c.u16("position.instrument")?,
-                account: c.u16("position.account")?,
-            };
-            c.u16("position.reserved")?;
-            let p = Position {
-                qty: Qty(c.i64("position.qty")?),
-                cash: c.i128("position.cash")?,
-            };
+            let (key, p) = get_position(&mut c)?;
             if s.positions.insert(key, p).is_some() {
                 return Err(c.err("position", format!("position {key:?} appears twice")));
             }
@@ -385,12 +376,7 @@ impl Encode for SnapshotPayload<'_> {
             out.put(&b);
         }
         for (k, p) in &s.positions {
-            out.put_u16(k.venue);
-            out.put_u16(k.instrument);
-            out.put_u16(k.account);
-            out.put_u16(0);
-            out.put_i64(p.qty.0);
-            out.put_i128(p.cash);
+            put_position(out, k, p);
         }
         if let Some(t) = &s.last_trip {
             t.encode(out);
@@ -472,12 +458,7 @@ impl Encode for PositionsRecord<'_> {
         out.put_u32(self.0.len() as u32);
         out.put_u32(0);
         for (k, p) in self.0 {
-            out.put_u16(k.venue);
-            out.put_u16(k.instrument);
-            out.put_u16(k.account);
-            out.put_u16(0);
-            out.put_i64(p.qty.0);
-            out.put_i128(p.cash);
+            put_position(out, k, p);
         }
     }
 }
@@ -500,21 +481,39 @@ impl PositionsRecord<'_> {
         }
         let mut out = BTreeMap::new();
         for _ in 0..n {
-            let key = PositionKey {
-                venue: c.u16("position.venue")?,
-                instrument: c.u16("position.instrument")?,
-                account: c.u16("position.account")?,
-            };
-            c.u16("position.reserved")?;
-            let p = Position {
-                qty: Qty(c.i64("position.qty")?),
-                cash: c.i128("position.cash")?,
-            };
+            let (key, p) = get_position(&mut c)?;
             out.insert(key, p);
         }
         c.finish()?;
         Ok(out)
     }
+}
+
+/// One position in the 32-byte layout shared by the snapshot and the
+/// positions record: venue, instrument, account u16, reserved u16, qty i64,
+/// cash i128.
+fn put_position<S: Sink>(out: &mut S, k: &PositionKey, p: &Position) {
+    out.put_u16(k.venue);
+    out.put_u16(k.instrument);
+    out.put_u16(k.account);
+    out.put_u16(0);
+    out.put_i64(p.qty.0);
+    out.put_i128(p.cash);
+}
+
+/// Reads one position written by [`put_position`].
+fn get_position(c: &mut Cursor<'_>) -> Result<(PositionKey, Position), DecodeError> {
+    let key = PositionKey {
+        venue: c.u16("position.venue")?,
+        instrument: c.u16("position.instrument")?,
+        account: c.u16("position.account")?,
+    };
+    c.u16("position.reserved")?;
+    let p = Position {
+        qty: Qty(c.i64("position.qty")?),
+        cash: c.i128("position.cash")?,
+    };
+    Ok((key, p))
 }
 
 #[cfg(test)]
