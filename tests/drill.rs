@@ -51,6 +51,16 @@ fn drill(scenario: &str, method: &str, work: Option<&std::path::Path>) -> Value 
     v
 }
 
+/// The signals `killswitch emergency` sent to the engine, in order.
+fn signals_sent(v: &Value) -> Vec<&str> {
+    v["emergency"]["signals_sent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect()
+}
+
 fn verification(v: &Value) -> &Value {
     &v["engine"]["verification"]
 }
@@ -117,8 +127,7 @@ fn stuck_cancels_end_in_cancel_unknown_reported_by_id() {
 fn a_stopped_engine_is_continued_and_drains() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let v = drill("sigstop", "cli", None);
-    let sent = v["emergency"]["signals_sent"].as_array().unwrap();
-    assert_eq!(sent, &vec![Value::from("SIGCONT")]);
+    assert_eq!(signals_sent(&v), ["SIGCONT"]);
     assert_eq!(verification(&v)["orders_unaccounted"], 0);
 }
 
@@ -126,12 +135,7 @@ fn a_stopped_engine_is_continued_and_drains() {
 fn a_stuck_engine_is_terminated_then_killed_and_the_journal_survives() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let v = drill("stuck", "cli", None);
-    let sent: Vec<&str> = v["emergency"]["signals_sent"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap())
-        .collect();
+    let sent = signals_sent(&v);
     assert_eq!(sent, ["SIGTERM", "SIGKILL"]);
     assert_eq!(v["emergency_exit"], 10);
     assert!(v["engine"].is_null(), "a killed engine writes no report");
@@ -142,12 +146,7 @@ fn a_stuck_engine_is_terminated_then_killed_and_the_journal_survives() {
 fn a_gateway_stuck_in_a_venue_write_is_escalated_to_sigkill() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let v = drill("gateway-hang", "cli", None);
-    let sent: Vec<&str> = v["emergency"]["signals_sent"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap())
-        .collect();
+    let sent = signals_sent(&v);
     assert_eq!(
         sent,
         ["SIGTERM", "SIGKILL"],

@@ -8,18 +8,14 @@ use clap::Args;
 
 use super::{Engine, EngineConfig, EXIT_START_FAILED};
 
-/// Options of the reference engine; each overrides the config file.
+/// The options of `killswitch engine` (hidden; started by the drill). The
+/// name and directory come from the config file there: `killswitch`'s own
+/// global `--name` / `--dir` would otherwise shadow them.
 #[derive(Args, Debug, Clone, Default)]
-pub struct EngineArgs {
+pub struct EngineFileArgs {
     /// TOML configuration (every key has a default; see `engine::config`).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Engine name (control block `killswitch.<name>`).
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Control-block directory.
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
     /// Journal directory.
     #[arg(long)]
     pub journal: Option<PathBuf>,
@@ -31,32 +27,25 @@ pub struct EngineArgs {
     pub trade_for: Option<std::time::Duration>,
 }
 
-/// The options of `killswitch engine` (hidden; started by the drill). The
-/// name and directory come from the config file there: `killswitch`'s own
-/// global `--name` / `--dir` would otherwise shadow them.
+/// Options of `ks-engine`: those of [`EngineFileArgs`] plus the engine's
+/// name and control directory; each overrides the config file.
 #[derive(Args, Debug, Clone, Default)]
-pub struct EngineFileArgs {
-    /// TOML configuration.
+pub struct EngineArgs {
+    /// Config, journal, report, trade-for.
+    #[command(flatten)]
+    pub file: EngineFileArgs,
+    /// Engine name (control block `killswitch.<name>`).
     #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Journal directory.
+    pub name: Option<String>,
+    /// Control-block directory.
     #[arg(long)]
-    pub journal: Option<PathBuf>,
-    /// Write the JSON report here at exit.
-    #[arg(long)]
-    pub report: Option<PathBuf>,
-    /// Trip KILL by itself after this long.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub trade_for: Option<std::time::Duration>,
+    pub dir: Option<PathBuf>,
 }
 
 impl From<EngineFileArgs> for EngineArgs {
-    fn from(a: EngineFileArgs) -> EngineArgs {
+    fn from(file: EngineFileArgs) -> EngineArgs {
         EngineArgs {
-            config: a.config,
-            journal: a.journal,
-            report: a.report,
-            trade_for: a.trade_for,
+            file,
             ..EngineArgs::default()
         }
     }
@@ -64,7 +53,7 @@ impl From<EngineFileArgs> for EngineArgs {
 
 /// Loads the configuration and applies the overrides.
 pub fn load(args: &EngineArgs) -> Result<EngineConfig, String> {
-    let mut cfg = match &args.config {
+    let mut cfg = match &args.file.config {
         Some(p) => {
             let text =
                 std::fs::read_to_string(p).map_err(|e| format!("config {}: {e}", p.display()))?;
@@ -78,13 +67,13 @@ pub fn load(args: &EngineArgs) -> Result<EngineConfig, String> {
     if let Some(d) = &args.dir {
         cfg.control_dir = Some(d.clone());
     }
-    if let Some(j) = &args.journal {
+    if let Some(j) = &args.file.journal {
         cfg.journal_dir = j.clone();
     }
-    if let Some(r) = &args.report {
+    if let Some(r) = &args.file.report {
         cfg.report_path = Some(r.clone());
     }
-    if let Some(t) = args.trade_for {
+    if let Some(t) = args.file.trade_for {
         cfg.trade_for_ms = t.as_millis() as u64;
     }
     Ok(cfg)
