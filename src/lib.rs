@@ -42,7 +42,6 @@ pub mod checkpoint;
 pub mod clock;
 pub mod control;
 pub mod drain;
-pub mod engine;
 pub mod gate;
 pub mod gateway;
 pub mod journal;

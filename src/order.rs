@@ -169,8 +169,9 @@ impl OrderIntent {
 }
 
 /// Life-cycle state of an order, from our side of the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 #[repr(u8)]
 pub enum OrderState {
     /// Written to the venue, not yet acknowledged.

@@ -3,8 +3,8 @@
 //! writer fall back to the alternate directory and say so; when every
 //! directory fails the error lists each attempt.
 
-mod support;
-use support::Tmpfs;
+mod tmpfs;
+use tmpfs::Tmpfs;
 
 use std::path::Path;
 

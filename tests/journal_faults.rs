@@ -5,8 +5,8 @@
 //! Child processes are this test binary run again with `KS_JOURNAL_CHILD`
 //! set, which makes [`child_process_entry_point`] run a writer routine.
 
-mod support;
-use support::Tmpfs;
+mod tmpfs;
+use tmpfs::Tmpfs;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -69,8 +69,9 @@ pub const TRAILER_LEN: usize = 16;
 pub const LATEST: &str = "latest.ckpt";
 
 /// A section kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 #[repr(u32)]
 pub enum SectionKind {
     /// Open orders, positions, last trip/reset.
@@ -111,7 +112,8 @@ impl SectionKind {
 }
 
 /// One section as found in the table.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SectionInfo {
     /// Kind.
     pub kind: SectionKind,
@@ -124,7 +126,8 @@ pub struct SectionInfo {
 }
 
 /// A checked checkpoint's outline.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct CheckpointSummary {
     /// The file.
     pub path: PathBuf,
@@ -143,8 +146,9 @@ pub struct CheckpointSummary {
 }
 
 /// Where in the file a problem is.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 pub enum Region {
     /// The 64-byte header.
     Header,
@@ -168,7 +172,8 @@ impl fmt::Display for Region {
 }
 
 /// One thing wrong with a checkpoint.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Problem {
     /// Where.
     pub region: Region,

@@ -70,7 +70,8 @@ impl CheckpointTarget {
 }
 
 /// The primary directory failed and the checkpoint went to the alternate one.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Fallback {
     /// The path that could not be written.
     pub primary: PathBuf,
@@ -79,7 +80,8 @@ pub struct Fallback {
 }
 
 /// A checkpoint that was written.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Written {
     /// Its path.
     pub path: PathBuf,

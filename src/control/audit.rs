@@ -29,8 +29,9 @@ use super::state::Mode;
 use super::ScopeKind;
 
 /// What an audit entry records.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 #[repr(u8)]
 pub enum AuditKind {
     /// A trip that changed the state word.
@@ -56,8 +57,9 @@ impl AuditKind {
 }
 
 /// Who asked for a trip or reset.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 #[repr(u8)]
 pub enum Source {
     /// The `killswitch` command line.
@@ -105,7 +107,8 @@ impl Source {
 pub const FLAG_FORCED: u8 = 1;
 
 /// A decoded, consistent copy of one audit slot.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct AuditEntry {
     /// Global order of the entry (its ticket).
     pub ticket: u64,

@@ -104,8 +104,9 @@ pub struct GatewayStatus {
 }
 
 /// Phase of the drain, as published in [`DrainStatus::phase`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 #[repr(u8)]
 pub enum DrainPhase {
     /// No drain has run since the engine attached.

@@ -111,7 +111,8 @@ pub struct ResetRequest {
 }
 
 /// The engine attached to a block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct OwnerInfo {
     /// Its pid, 0 when none.
     pub pid: u32,

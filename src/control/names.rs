@@ -15,8 +15,9 @@ use super::layout::{
 use std::sync::atomic::AtomicU8;
 
 /// The four scope dimensions of RTS 6 Art. 12.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 #[repr(u8)]
 pub enum ScopeKind {
     /// A trading venue.

@@ -47,8 +47,9 @@ pub const ACTIVE_MASK: u64 = MODE_MASK | SCOPED;
 pub const GENERATION_SHIFT: u32 = 8;
 
 /// A trading mode, ordered by how much it forbids.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 #[repr(u8)]
 pub enum Mode {
     /// Nothing tripped.

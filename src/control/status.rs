@@ -3,12 +3,11 @@
 
 use std::sync::atomic::Ordering;
 
-use serde::{Deserialize, Serialize};
-
 use super::{AuditEntry, ControlBlock, DrainPhase, Mode, OwnerInfo, ScopeKind};
 
 /// Copy of the drain's published counters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct DrainSnapshot {
     /// Generation being drained.
     pub generation: u64,
@@ -68,7 +67,8 @@ impl DrainSnapshot {
 }
 
 /// One tripped scope.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ScopeStatus {
     /// Dimension.
     pub kind: ScopeKind,
@@ -81,7 +81,8 @@ pub struct ScopeStatus {
 }
 
 /// Everything `killswitch status` shows.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Status {
     /// Control file.
     pub path: String,

@@ -246,7 +246,8 @@ impl MappedSegment {
 }
 
 /// Per-segment result of a scan.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SegmentSummary {
     /// Index.
     pub index: u64,
@@ -265,7 +266,8 @@ pub struct SegmentSummary {
 }
 
 /// Something the scan found invalid: the journal's valid part stops before it.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Dropped {
     /// Segment index.
     pub segment: u64,
@@ -280,7 +282,8 @@ pub struct Dropped {
 }
 
 /// What a scan saw.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ScanReport {
     /// Segments, in order.
     pub segments: Vec<SegmentSummary>,

@@ -54,8 +54,9 @@ pub fn record_crc(header_first_24: &[u8], payload: &[u8]) -> u32 {
 }
 
 /// What a record holds (header field `type`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 #[repr(u16)]
 pub enum RecordType {
     /// An order event ([`OrderEventRecord`], 56 bytes).
@@ -498,7 +499,8 @@ impl Encode for OrderEventRecord {
 /// | 8  | 8 | state-word generation after the event |
 /// | 16 | 8 | wall-clock ns (Unix) |
 /// | 24 | n | reason, UTF-8 |
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SwitchRecord {
     /// True for a reset, false for a trip.
     pub reset: bool,
@@ -734,7 +736,8 @@ impl Encode for LogRecord<'_> {
 /// Payload of [`RecordType::Durable`], 24 bytes: `u64 up_to_seq, u64 wall_ns,
 /// u64 msync_ns`. Every record with a sequence up to `up_to_seq` was on disk
 /// (msync returned) at `wall_ns`; the msync took `msync_ns`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct DurableRecord {
     /// Highest sequence made durable.
     pub up_to_seq: u64,

@@ -25,7 +25,8 @@ use super::state::{PositionsRecord, ReplayIssue, TradingState};
 use super::{JournalError, JournalLock};
 
 /// What recovery found and did.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct RecoveryReport {
     /// The scan (records, last sequence, what was invalid).
     pub scan: ScanReport,
@@ -138,7 +139,8 @@ fn aside(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// A log line from the journal.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct LogLine {
     /// Journal sequence.
     pub seq: u64,
@@ -158,7 +160,8 @@ pub const MAX_LOG_TAIL: usize = 100_000;
 pub const LOG_TAIL_NS: u64 = 3_600_000_000_000;
 
 /// Everything rebuilt from a journal.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Rebuilt {
     /// Open orders, positions, last trip and reset.
     pub state: TradingState,

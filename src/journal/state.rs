@@ -18,32 +18,34 @@ use super::record::{
 };
 
 /// One order that is not in a terminal state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct OrderEntry {
     /// Order id.
-    #[serde(serialize_with = "ser_id")]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "ser_id"))]
     pub id: OrderId,
     /// Venue, strategy, instrument and account indices (control-block name tables).
-    #[serde(serialize_with = "ser_tags")]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "ser_tags"))]
     pub tags: ScopeTags,
     /// Buy or sell.
-    #[serde(serialize_with = "ser_side")]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "ser_side"))]
     pub side: Side,
     /// Limit price, fixed point ([`crate::order::PRICE_SCALE`]).
-    #[serde(serialize_with = "ser_price")]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "ser_price"))]
     pub price: Price,
     /// Total quantity, fixed point ([`crate::order::QTY_SCALE`]).
-    #[serde(serialize_with = "ser_qty")]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "ser_qty"))]
     pub qty: Qty,
     /// Quantity filled so far, fixed point.
-    #[serde(serialize_with = "ser_qty")]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "ser_qty"))]
     pub filled: Qty,
     /// Life-cycle state (never terminal here; `CancelUnknown` included).
     pub state: OrderState,
 }
 
 /// Key of a position: where and for whom it is held.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct PositionKey {
     /// Venue index.
     pub venue: u16,
@@ -65,34 +67,36 @@ impl PositionKey {
 }
 
 /// A position, fixed point.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Position {
     /// Signed net quantity (buys minus sells), units of 1/[`crate::order::QTY_SCALE`].
-    #[serde(serialize_with = "ser_qty")]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "ser_qty"))]
     pub qty: Qty,
     /// Cash flow of the fills: minus the sum of `sign * fill_qty * fill_price`,
     /// in units of 1/(`PRICE_SCALE * QTY_SCALE`). P&L at a mark price `m` is
     /// `cash + qty * m` in the same units.
-    #[serde(serialize_with = "ser_i128")]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "ser_i128"))]
     pub cash: i128,
 }
 
 /// The state of the book, as plain data.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct TradingState {
     /// Orders not in a terminal state (pending, live, partially filled,
     /// pending cancel, cancel unknown), by id.
-    #[serde(serialize_with = "ser_orders")]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "ser_orders"))]
     pub open_orders: BTreeMap<OrderId, OrderEntry>,
     /// Positions, by (venue, instrument, account); flat ones are kept.
-    #[serde(serialize_with = "ser_positions")]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "ser_positions"))]
     pub positions: BTreeMap<PositionKey, Position>,
     /// The last trip of the kill switch, if any.
     pub last_trip: Option<SwitchRecord>,
     /// The last reset of the kill switch, if any.
     pub last_reset: Option<SwitchRecord>,
     /// Highest order id ever seen (the engine seeds its next id above it).
-    #[serde(serialize_with = "ser_id")]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "ser_id"))]
     pub max_order_id: OrderId,
     /// Journal sequence of the last record this state reflects (0: none).
     pub last_seq: u64,
@@ -101,7 +105,8 @@ pub struct TradingState {
 }
 
 /// An event replay could not apply.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ReplayIssue {
     /// Journal sequence of the record.
     pub seq: u64,
@@ -387,24 +392,30 @@ impl Encode for SnapshotPayload<'_> {
     }
 }
 
+#[cfg(feature = "serde")]
 fn ser_id<S: serde::Serializer>(v: &OrderId, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(v.0)
 }
+#[cfg(feature = "serde")]
 fn ser_side<S: serde::Serializer>(v: &Side, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(match v {
         Side::Buy => "buy",
         Side::Sell => "sell",
     })
 }
+#[cfg(feature = "serde")]
 fn ser_price<S: serde::Serializer>(v: &Price, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&v.to_string())
 }
+#[cfg(feature = "serde")]
 fn ser_qty<S: serde::Serializer>(v: &Qty, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&v.to_string())
 }
+#[cfg(feature = "serde")]
 fn ser_i128<S: serde::Serializer>(v: &i128, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&v.to_string())
 }
+#[cfg(feature = "serde")]
 fn ser_tags<S: serde::Serializer>(v: &ScopeTags, s: S) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeStruct;
     let mut st = s.serialize_struct("ScopeTags", 4)?;
@@ -414,17 +425,19 @@ fn ser_tags<S: serde::Serializer>(v: &ScopeTags, s: S) -> Result<S::Ok, S::Error
     st.serialize_field("account", &v.account)?;
     st.end()
 }
+#[cfg(feature = "serde")]
 fn ser_orders<S: serde::Serializer>(
     v: &BTreeMap<OrderId, OrderEntry>,
     s: S,
 ) -> Result<S::Ok, S::Error> {
     s.collect_seq(v.values())
 }
+#[cfg(feature = "serde")]
 fn ser_positions<S: serde::Serializer>(
     v: &BTreeMap<PositionKey, Position>,
     s: S,
 ) -> Result<S::Ok, S::Error> {
-    #[derive(serde::Serialize)]
+    #[cfg_attr(feature = "serde", derive(serde::Serialize))]
     struct Row {
         venue: u16,
         instrument: u16,

@@ -86,7 +86,8 @@ pub struct Appended {
 }
 
 /// Result of a quick checkpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct QuickCheckpoint {
     /// Sequence of the snapshot record.
     pub seq: u64,
@@ -107,7 +108,8 @@ pub struct QuickCheckpoint {
 }
 
 /// Records up to `up_to_seq` are on disk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct DurableAt {
     /// Highest durable sequence.
     pub up_to_seq: u64,

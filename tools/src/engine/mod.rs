@@ -5,7 +5,7 @@
 //! 1. open (or create) the control block and attach as its owner; a latched
 //!    KILL from an earlier run stays in force until `killswitch reset`;
 //! 2. install the signal handlers and the panic hook (they trip the state
-//!    word themselves, see [`crate::signals`]);
+//!    word themselves, see [`killswitch::signals`]);
 //! 3. open the journal (recovering a torn tail) and rebuild its state;
 //! 4. register venue / strategy / instrument / account names, start the
 //!    simulated venues, the gateway, the drain (whose quick checkpoint goes
@@ -29,15 +29,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::control::{default_dir, ControlBlock, Mode, ScopeKind, Source};
-use crate::drain::{Drain, DrainConfig, DrainHandle, DrainOutcome};
-use crate::gateway::{Gateway, GatewayConfig, GatewayHandle};
-use crate::journal::{self, JournalConfig, JournalWriter};
-use crate::order::{ScopeTags, PRICE_SCALE};
-use crate::registry::Registry;
-use crate::signals::{self, ShutdownLevel, SignalConfig, SignalGuard};
-use crate::venue::sim::{FlowConfig, SimConfig, SimHandle, SimInstrument, SimVenue};
-use crate::venue::Venue;
+use killswitch::control::{default_dir, ControlBlock, Mode, ScopeKind, Source};
+use killswitch::drain::{Drain, DrainConfig, DrainHandle, DrainOutcome};
+use killswitch::gateway::{Gateway, GatewayConfig, GatewayHandle};
+use killswitch::journal::{self, JournalConfig, JournalWriter};
+use killswitch::order::{ScopeTags, PRICE_SCALE};
+use killswitch::registry::Registry;
+use killswitch::signals::{self, ShutdownLevel, SignalConfig, SignalGuard};
+use killswitch::venue::sim::{FlowConfig, SimConfig, SimHandle, SimInstrument, SimVenue};
+use killswitch::venue::Venue;
 
 pub use config::EngineConfig;
 pub use journal_sink::{JournalSink, JournalState, SharedJournal};
@@ -138,7 +138,7 @@ impl Engine {
                 instruments.push(SimInstrument {
                     index: reg(ScopeKind::Instrument, i)?,
                     mid: strategy::MID,
-                    tick: crate::order::Price(PRICE_SCALE / 100),
+                    tick: killswitch::order::Price(PRICE_SCALE / 100),
                 });
             }
             let flow = if v.flow_interval_us == 0 {
@@ -274,7 +274,7 @@ impl Engine {
         let open = &self.block.gateway_status().open_orders;
         let mut tripped_by_timer = false;
         loop {
-            // (The heartbeat is written by the gateway thread; see crate::watchdog.)
+            // (The heartbeat is written by the gateway thread; see killswitch::watchdog.)
             open.store(self.registry.open_count() as u64, Ordering::Relaxed);
             let w = self.block.state();
             if w.generation() != last_generation {
@@ -290,7 +290,7 @@ impl Engine {
                 let start = self.start_generation;
                 let reset_seen = !w.is_active()
                     || self.block.audit().iter().any(|e| {
-                        e.kind == crate::control::AuditKind::Reset && e.generation > start
+                        e.kind == killswitch::control::AuditKind::Reset && e.generation > start
                     });
                 if reset_seen && !armed {
                     eprintln!("ks-engine: switch reset: trading resumes");

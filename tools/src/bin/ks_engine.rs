@@ -3,7 +3,7 @@
 //! signals) and trades on built-in simulated venues. Runs with no arguments.
 
 use clap::Parser;
-use killswitch::engine::cli::EngineArgs;
+use killswitch_tools::engine::cli::EngineArgs;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -17,5 +17,5 @@ struct Cli {
 
 fn main() {
     let cli = Cli::parse();
-    std::process::exit(killswitch::engine::cli::main(&cli.engine));
+    std::process::exit(killswitch_tools::engine::cli::main(&cli.engine));
 }

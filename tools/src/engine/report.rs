@@ -6,12 +6,12 @@ use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
-use crate::control::{ControlBlock, ScopeKind};
-use crate::drain::{DrainError, DrainOutcome};
-use crate::gateway::GatewayStats;
-use crate::registry::Registry;
-use crate::signals::ShutdownLevel;
-use crate::venue::sim::{SimHandle, WireMessage};
+use killswitch::control::{ControlBlock, ScopeKind};
+use killswitch::drain::{DrainError, DrainOutcome};
+use killswitch::gateway::GatewayStats;
+use killswitch::registry::Registry;
+use killswitch::signals::ShutdownLevel;
+use killswitch::venue::sim::{SimHandle, WireMessage};
 
 use super::config::EngineConfig;
 use super::strategy::StrategyStats;
@@ -200,7 +200,7 @@ pub(super) struct Inputs<'a> {
     pub sims: Vec<(String, SimHandle)>,
     pub strategies: Vec<StrategyStats>,
     pub gateway: Option<Result<GatewayStats, String>>,
-    pub durable: Option<Result<crate::journal::DurableAt, String>>,
+    pub durable: Option<Result<killswitch::journal::DurableAt, String>>,
     pub level: ShutdownLevel,
     pub recovery_note: &'a str,
 }

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use killswitch::clock::format_duration_ns;
 use killswitch::control::{ControlBlock, Mode};
-use killswitch::engine::{EngineConfig, EngineReport};
 use killswitch::journal;
+use killswitch_tools::engine::{EngineConfig, EngineReport};
 use serde::Serialize;
 
 use crate::emergency::EmergencyReport;

@@ -8,13 +8,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::control::{ControlBlock, Mode, Source};
-use crate::drain::{CheckpointHook, DrainOutcome};
-use crate::journal::record::{OrderEventRecord, SwitchRecord};
-use crate::journal::state::TradingState;
-use crate::journal::writer::JournalWriter;
-use crate::order::{OrderEvent, OrderId, Qty};
-use crate::registry::{EventSink, RecordedEvent};
+use killswitch::control::{ControlBlock, Mode, Source};
+use killswitch::drain::{CheckpointHook, DrainOutcome};
+use killswitch::journal::record::{OrderEventRecord, SwitchRecord};
+use killswitch::journal::state::TradingState;
+use killswitch::journal::writer::JournalWriter;
+use killswitch::order::{OrderEvent, OrderId, Qty};
+use killswitch::registry::{EventSink, RecordedEvent};
 
 /// The journal writer and the state its records add up to, behind one lock
 /// shared by the registry's sink, the drain's checkpoint and the engine loop.

@@ -69,7 +69,7 @@ enum Command {
     Drill(drill::DrillArgs),
     /// The reference engine (what `ks-engine` runs; the drill starts it as a child).
     #[command(hide = true)]
-    Engine(killswitch::engine::cli::EngineFileArgs),
+    Engine(killswitch_tools::engine::cli::EngineFileArgs),
     /// Emergency stop: trip KILL, follow the engine's drain, escalate to SIGTERM/SIGKILL if it does not confirm.
     Emergency(emergency::EmergencyArgs),
     /// Create or validate state checkpoints (quick: journal snapshot; complete: .ckpt file).
@@ -88,7 +88,7 @@ fn main() -> ExitCode {
         Command::Drill(a) => drill::run(a),
         Command::Emergency(a) => emergency::run(a, &cli.target),
         Command::Engine(a) => std::process::ExitCode::from(
-            killswitch::engine::cli::main(&a.into()).clamp(0, 255) as u8,
+            killswitch_tools::engine::cli::main(&a.into()).clamp(0, 255) as u8,
         ),
         Command::Checkpoint(c) => journal_cmds::run_checkpoint(c),
         Command::Journal(c) => journal_cmds::run_journal(c),

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::gateway::{OrderSender, SubmitError};
-use crate::order::{OrderIntent, Price, Qty, ScopeTags, Side, PRICE_SCALE};
-use crate::registry::Registry;
-use crate::venue::sim::Rng;
+use killswitch::gateway::{OrderSender, SubmitError};
+use killswitch::order::{OrderIntent, Price, Qty, ScopeTags, Side, PRICE_SCALE};
+use killswitch::registry::Registry;
+use killswitch::venue::sim::Rng;
 
 use super::config::{StrategyKind, StrategySection};
 
