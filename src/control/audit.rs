@@ -74,6 +74,8 @@ pub enum Source {
     Api = 5,
     /// A panic in the engine.
     Panic = 6,
+    /// The firm-wide kill, relayed from the firm's messaging bus by `killswitch relay`.
+    Firm = 7,
 }
 
 impl Source {
@@ -86,6 +88,7 @@ impl Source {
             4 => Source::Auto,
             5 => Source::Api,
             6 => Source::Panic,
+            7 => Source::Firm,
             _ => return None,
         })
     }
@@ -99,6 +102,7 @@ impl Source {
             Source::Auto => "auto",
             Source::Api => "api",
             Source::Panic => "panic",
+            Source::Firm => "firm",
         }
     }
 }

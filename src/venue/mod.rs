@@ -141,15 +141,23 @@ impl VenueEvent {
     }
 }
 
-/// A request could not be written to the venue.
+/// A request could not be written to the venue, or may have been written
+/// only in part.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VenueError {
     /// The session is down; reconnect, or rely on cancel-on-disconnect.
+    /// Nothing was written.
     Disconnected,
-    /// We logged out of this session.
+    /// We logged out of this session. Nothing was written.
     LoggedOut,
     /// The venue has no such request (e.g. mass cancel); use the single form.
+    /// Nothing was written.
     Unsupported(&'static str),
+    /// The write failed after some bytes may have left (a socket error in the
+    /// middle of a message): the venue may or may not have the request. For a
+    /// new order this is an *ambiguous send*, never a reject: the order may be
+    /// working, so the drain must cancel it by id or report it.
+    Ambiguous,
 }
 
 impl fmt::Display for VenueError {
@@ -162,6 +170,9 @@ impl fmt::Display for VenueError {
             VenueError::Unsupported(what) => {
                 write!(f, "the venue does not support {what}: use the single-order form")
             }
+            VenueError::Ambiguous => f.write_str(
+                "the write failed part-way: the venue may have the request; treat the order as possibly working",
+            ),
         }
     }
 }
@@ -169,6 +180,12 @@ impl fmt::Display for VenueError {
 impl std::error::Error for VenueError {}
 
 /// One order-entry session with a venue. See the module docs.
+///
+/// A minimal adapter implements `name`, `send`, `cancel` and `poll`; the
+/// other methods have defaults for venues (or adapters) without them: no
+/// mass cancel (the drain then cancels order by order), no position or
+/// order-status queries, no market data, and a logout that only stops
+/// further requests on the gateway's side.
 pub trait Venue: Send {
     /// Name for reports.
     fn name(&self) -> &str;
@@ -176,18 +193,42 @@ pub trait Venue: Send {
     fn send(&mut self, order: &NewOrder) -> Result<(), VenueError>;
     /// Writes a cancel for one order.
     fn cancel(&mut self, id: OrderId) -> Result<(), VenueError>;
-    /// True when [`Venue::mass_cancel`] is available.
-    fn supports_mass_cancel(&self) -> bool;
-    /// Writes a mass cancel; the venue answers with one `Canceled` per order.
-    fn mass_cancel(&mut self, scope: MassCancelScope) -> Result<(), VenueError>;
-    /// Asks for our positions; answered by `Position` events then `PositionsEnd`.
-    fn request_positions(&mut self) -> Result<(), VenueError>;
-    /// Subscribes to top-of-book of an instrument.
-    fn subscribe(&mut self, instrument: ScopeIndex) -> Result<(), VenueError>;
-    /// Stops a subscription.
-    fn unsubscribe(&mut self, instrument: ScopeIndex) -> Result<(), VenueError>;
-    /// Ends the session; later requests fail with `LoggedOut`.
-    fn logout(&mut self) -> Result<(), VenueError>;
     /// Appends every answer that has arrived to `out`; never blocks.
     fn poll(&mut self, out: &mut Vec<VenueEvent>);
+    /// True when [`Venue::mass_cancel`] is available.
+    fn supports_mass_cancel(&self) -> bool {
+        false
+    }
+    /// Writes a mass cancel; the venue answers with one `Canceled` per order.
+    fn mass_cancel(&mut self, scope: MassCancelScope) -> Result<(), VenueError> {
+        let _ = scope;
+        Err(VenueError::Unsupported("mass cancel"))
+    }
+    /// Asks for our positions; answered by `Position` events then `PositionsEnd`.
+    fn request_positions(&mut self) -> Result<(), VenueError> {
+        Err(VenueError::Unsupported("position requests"))
+    }
+    /// Asks for the state of one order (reconciliation); answered by the
+    /// event that describes its state now (`Acked` for a working order,
+    /// `Canceled`, `Rejected`, or `CancelRejected` with
+    /// [`CancelRejectReason::UnknownOrder`] for an order the venue does not
+    /// know), plus any fills not reported yet.
+    fn request_order_status(&mut self, id: OrderId) -> Result<(), VenueError> {
+        let _ = id;
+        Err(VenueError::Unsupported("order status requests"))
+    }
+    /// Subscribes to top-of-book of an instrument.
+    fn subscribe(&mut self, instrument: ScopeIndex) -> Result<(), VenueError> {
+        let _ = instrument;
+        Err(VenueError::Unsupported("market data"))
+    }
+    /// Stops a subscription.
+    fn unsubscribe(&mut self, instrument: ScopeIndex) -> Result<(), VenueError> {
+        let _ = instrument;
+        Err(VenueError::Unsupported("market data"))
+    }
+    /// Ends the session; later requests fail with `LoggedOut`.
+    fn logout(&mut self) -> Result<(), VenueError> {
+        Ok(())
+    }
 }
