@@ -6,3 +6,4 @@
 //! (CLI parsing, TOML configuration, JSON reports, histograms).
 
 pub mod engine;
+pub mod fix;
