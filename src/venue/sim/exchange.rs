@@ -47,6 +47,22 @@ pub enum OrderFate {
     Rejected(RejectReason),
 }
 
+/// One answer queued for a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// An order event, a position line, market data.
+    Event(VenueEvent),
+    /// The answer to an order-status request: the order's fate when the
+    /// request arrived (`None`: never seen). Queued behind the events
+    /// before it, so it never overtakes a fill.
+    Status {
+        /// The order asked about.
+        id: OrderId,
+        /// Its fate then.
+        fate: Option<OrderFate>,
+    },
+}
+
 /// What a single cancel did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CancelOutcome {
@@ -69,7 +85,7 @@ struct Market {
 
 #[derive(Default)]
 struct Session {
-    outbound: VecDeque<(u64, VenueEvent)>,
+    outbound: VecDeque<(u64, Answer)>,
     resting: FxHashMap<OrderId, ScopeIndex>,
     fates: FxHashMap<OrderId, OrderFate>,
     positions: HashMap<(ScopeIndex, ScopeIndex), i64>,
@@ -186,14 +202,18 @@ impl Exchange {
     }
 
     fn emit(&mut self, session: SessionId, ev: VenueEvent) {
+        self.answer(session, Answer::Event(ev));
+    }
+
+    fn answer(&mut self, session: SessionId, a: Answer) {
         let due = mono_ns() + self.shared.event_latency_ns.load(Ordering::Relaxed);
         if let Some(s) = self.session_mut(session) {
-            s.outbound.push_back((due, ev));
+            s.outbound.push_back((due, a));
         }
     }
 
     /// Moves the answers of `session` that are due by `now` into `out`.
-    pub fn take_due(&mut self, session: SessionId, now: u64, out: &mut Vec<VenueEvent>) {
+    pub fn take_due(&mut self, session: SessionId, now: u64, out: &mut Vec<Answer>) {
         let Some(s) = self.session_mut(session) else {
             return;
         };
@@ -307,14 +327,19 @@ impl Exchange {
     }
 
     /// A mass cancel from `session`: `None` when the venue does not offer
-    /// it, else how many orders it cancelled (each answered `Canceled`).
-    pub fn mass_cancel(&mut self, session: SessionId, scope: MassCancelScope) -> Option<u32> {
+    /// it, else the orders it cancelled, sorted (each answered `Canceled`
+    /// unless the drop knob eats the answer).
+    pub fn mass_cancel(
+        &mut self,
+        session: SessionId,
+        scope: MassCancelScope,
+    ) -> Option<Vec<OrderId>> {
         if !self.supports_mass_cancel() {
             return None;
         }
         if self.shared.ignore_cancels.load(Ordering::Relaxed) {
             bump(&self.shared.ignored_cancels);
-            return Some(0);
+            return Some(Vec::new());
         }
         let mut ids: Vec<OrderId> = self
             .sessions
@@ -331,14 +356,14 @@ impl Exchange {
             })
             .unwrap_or_default();
         ids.sort_unstable();
-        let mut n = 0;
-        for id in ids {
-            if self.cancel_resting(session, id) {
+        ids.retain(|&id| {
+            let done = self.cancel_resting(session, id);
+            if done {
                 self.answer_cancel(session, id);
-                n += 1;
             }
-        }
-        Some(n)
+            done
+        });
+        Some(ids)
     }
 
     /// Cancels every resting order of `session` on the venue's own account
@@ -357,24 +382,10 @@ impl Exchange {
         done
     }
 
-    /// Answers an order-status request: `Acked` for a working order,
-    /// `Canceled`, `Rejected`, or `CancelRejected { UnknownOrder }` for an
-    /// order never seen. A filled order gets no extra answer: its fills are
-    /// already queued, in order, ahead of this point.
+    /// Queues the answer to an order-status request ([`Answer::Status`]).
     pub fn order_status(&mut self, session: SessionId, id: OrderId) {
-        let ev = match self.fate(session, id) {
-            Some(OrderFate::Working) => Some(VenueEvent::Acked { id }),
-            Some(OrderFate::Canceled) => Some(VenueEvent::Canceled { id }),
-            Some(OrderFate::Rejected(reason)) => Some(VenueEvent::Rejected { id, reason }),
-            Some(OrderFate::Filled) => None,
-            None => Some(VenueEvent::CancelRejected {
-                id,
-                reason: CancelRejectReason::UnknownOrder,
-            }),
-        };
-        if let Some(ev) = ev {
-            self.emit(session, ev);
-        }
+        let fate = self.fate(session, id);
+        self.answer(session, Answer::Status { id, fate });
     }
 
     /// Answers a position request: one `Position` per (instrument, account)

@@ -36,8 +36,8 @@ use std::time::Duration;
 
 use crate::clock::mono_ns;
 use crate::order::{OrderId, Price, ScopeIndex};
-use crate::venue::{MassCancelScope, NewOrder, Venue, VenueError, VenueEvent};
-pub use exchange::{CancelOutcome, Exchange, OrderFate, SessionId};
+use crate::venue::{CancelRejectReason, MassCancelScope, NewOrder, Venue, VenueError, VenueEvent};
+pub use exchange::{Answer, CancelOutcome, Exchange, OrderFate, SessionId};
 pub use flow::{FlowConfig, Rng};
 use handle::Shared;
 pub use handle::{LogEntry, SimHandle, SimStats, WireMessage};
@@ -109,7 +109,25 @@ pub struct SimVenue {
     connected: bool,
     logged_out: bool,
     log_seq: u64,
+    answers: Vec<Answer>,
     shared: Arc<Shared>,
+}
+
+/// The in-process form of an order-status answer: `Acked` for a working
+/// order, `Canceled`, `Rejected`, `CancelRejected { UnknownOrder }` for an
+/// order never seen; nothing for a filled one (its fills were queued, in
+/// order, ahead of the answer).
+fn status_event(id: OrderId, fate: Option<OrderFate>) -> Option<VenueEvent> {
+    match fate {
+        Some(OrderFate::Working) => Some(VenueEvent::Acked { id }),
+        Some(OrderFate::Canceled) => Some(VenueEvent::Canceled { id }),
+        Some(OrderFate::Rejected(reason)) => Some(VenueEvent::Rejected { id, reason }),
+        Some(OrderFate::Filled) => None,
+        None => Some(VenueEvent::CancelRejected {
+            id,
+            reason: CancelRejectReason::UnknownOrder,
+        }),
+    }
 }
 
 impl SimVenue {
@@ -127,6 +145,7 @@ impl SimVenue {
             connected: true,
             logged_out: false,
             log_seq: 0,
+            answers: Vec::new(),
             shared,
         };
         (venue, handle)
@@ -267,7 +286,14 @@ impl Venue for SimVenue {
             return;
         }
         // Answers produced above are due now too when there is no latency.
-        self.exchange.take_due(self.session, mono_ns(), out);
+        let mut answers = std::mem::take(&mut self.answers);
+        self.exchange
+            .take_due(self.session, mono_ns(), &mut answers);
+        out.extend(answers.drain(..).filter_map(|a| match a {
+            Answer::Event(ev) => Some(ev),
+            Answer::Status { id, fate } => status_event(id, fate),
+        }));
+        self.answers = answers;
     }
 }
 

@@ -281,8 +281,9 @@ fn one_exchange_serves_sessions_with_overlapping_ids() {
         price: Price::from_units(100),
         leaves: Qty::from_lots(leaves),
     };
-    assert_eq!(ea, vec![VenueEvent::Acked { id: OrderId(1) }, fill(1)]);
-    assert_eq!(eb, vec![VenueEvent::Acked { id: OrderId(1) }, fill(0)]);
+    let ack = Answer::Event(VenueEvent::Acked { id: OrderId(1) });
+    assert_eq!(ea, vec![ack, Answer::Event(fill(1))]);
+    assert_eq!(eb, vec![ack, Answer::Event(fill(0))]);
     assert_eq!(ex.resting_orders(a), vec![OrderId(1)]);
     assert_eq!(ex.fate(b, OrderId(1)), Some(OrderFate::Filled));
     // Cancel-all of b touches nothing of a.
