@@ -7,3 +7,4 @@
 
 pub mod engine;
 pub mod fix;
+pub mod venue_server;
