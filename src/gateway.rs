@@ -32,7 +32,9 @@
 //!   state word that returned that generation.
 //! * A new order is registered before its venue write; a failed write
 //!   rejects it locally ([`Registry::send_failed`]), so the registry never
-//!   holds an order that is "open" without having been written.
+//!   holds an order that is "open" without having been written, except a
+//!   write that failed part-way ([`VenueError::Ambiguous`]): that order may
+//!   be working, so it stays open for the drain.
 //! * A cancel request is never dropped silently: the drain's push retries
 //!   while the ring is full, up to the cancel deadline, and an order whose
 //!   cancel could not be enqueued by then is reported `CancelNotEnqueued`;
@@ -53,7 +55,7 @@ use crate::control::{ControlBlock, StateWord};
 use crate::gate::Gate;
 use crate::order::{OrderId, OrderIntent, Qty, ScopeIndex};
 use crate::registry::Registry;
-use crate::venue::{MassCancelScope, NewOrder, Venue, VenueEvent};
+use crate::venue::{MassCancelScope, NewOrder, Venue, VenueError, VenueEvent};
 
 mod rings;
 pub use rings::{CancelSender, DrainLink, OrderSender, SubmitError, VenueInfo};
@@ -115,6 +117,7 @@ struct Counters {
     refused_on_recheck: AtomicU64,
     unknown_venue: AtomicU64,
     send_errors: AtomicU64,
+    ambiguous_sends: AtomicU64,
     cancel_errors: AtomicU64,
     cancels_skipped: AtomicU64,
     events_applied: AtomicU64,
@@ -136,6 +139,9 @@ pub struct GatewayStats {
     pub unknown_venue: u64,
     /// Venue writes of new orders that failed (rejected locally).
     pub send_errors: u64,
+    /// Venue writes of new orders that failed part-way
+    /// ([`VenueError::Ambiguous`]): kept open, the drain cancels or reports them.
+    pub ambiguous_sends: u64,
     /// Venue writes of cancels that failed.
     pub cancel_errors: u64,
     /// Cancel requests for orders already terminal (not sent).
@@ -349,6 +355,15 @@ impl GatewayCore {
         }
         match self.sessions[slot].venue.send(&order) {
             Ok(()) => self.orders_sent += 1,
+            // Some bytes may have reached the venue: the order may be
+            // working. It stays PendingNew (open), so a drain cancels it by
+            // id or reports it; never a local reject.
+            Err(VenueError::Ambiguous) => {
+                self.orders_sent += 1;
+                self.counters
+                    .ambiguous_sends
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             Err(_) => {
                 self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
                 self.registry.send_failed(order.id);
@@ -487,6 +502,7 @@ fn read_stats(block: &ControlBlock, c: &Counters) -> GatewayStats {
         refused_on_recheck: l(&c.refused_on_recheck),
         unknown_venue: l(&c.unknown_venue),
         send_errors: l(&c.send_errors),
+        ambiguous_sends: l(&c.ambiguous_sends),
         cancel_errors: l(&c.cancel_errors),
         cancels_skipped: l(&c.cancels_skipped),
         events_applied: l(&c.events_applied),

@@ -236,6 +236,11 @@ impl<'a> Msg<'a> {
             .map(|f| &self.frame[f.start as usize..f.end as usize])
     }
 
+    /// Value of one of this message's fields.
+    pub fn value(&self, f: &Field) -> &'a [u8] {
+        &self.frame[f.start as usize..f.end as usize]
+    }
+
     /// Value of `tag` as text (`None` if absent or not UTF-8).
     pub fn str(&self, tag: u32) -> Option<&'a str> {
         self.get(tag).and_then(|v| std::str::from_utf8(v).ok())

@@ -264,9 +264,16 @@ impl VenueServer {
     /// The fault knob `disconnect_after`: drop the first connection that
     /// reaches that many application messages (once).
     fn count_app_message(&mut self, slot: usize) {
+        let control = self.conns[slot]
+            .as_ref()
+            .and_then(|c| c.firm)
+            .is_some_and(|f| self.firms[f].comp_id == self.cfg.control_comp_id);
         let Some(c) = self.conns[slot].as_mut() else {
             return;
         };
+        if control {
+            return; // the control session steers the faults; it is not their target
+        }
         c.app_messages += 1;
         if self.disconnect_after.is_some_and(|n| c.app_messages >= n) {
             self.disconnect_after = None;
