@@ -227,6 +227,14 @@ impl Exchange {
         }
     }
 
+    /// Moves every queued answer of `session` into `out`, due or not (a
+    /// venue flushing a session before it logs it out).
+    pub fn take_all(&mut self, session: SessionId, out: &mut Vec<Answer>) {
+        if let Some(s) = self.session_mut(session) {
+            out.extend(s.outbound.drain(..).map(|(_, a)| a));
+        }
+    }
+
     fn publish_resting(&self) {
         let n: usize = self.sessions.iter().map(|s| s.resting.len()).sum();
         self.shared.our_resting.store(n as u64, Ordering::Relaxed);

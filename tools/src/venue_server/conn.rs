@@ -220,6 +220,15 @@ impl VenueServer {
                 self.firms[f].state.sequence_reset(new_seq, true);
             }
             b"5" => {
+                // Everything the session's requests produced goes out before
+                // the Logout: its cancels must not be lost behind it.
+                let mut answers = std::mem::take(&mut self.answers);
+                answers.clear();
+                self.exchange.take_all(self.firms[f].sid, &mut answers);
+                for a in answers.drain(..) {
+                    self.answer(f, a);
+                }
+                self.answers = answers;
                 self.send(f, &messages::logout("logout acknowledged"), false);
                 if let Some(c) = self.conns[slot].as_mut() {
                     c.closing = Some("logout".into());

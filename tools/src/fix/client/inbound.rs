@@ -283,15 +283,19 @@ impl FixVenue {
     }
 
     fn mass_cancel_report(&mut self, msg: &Msg<'_>) {
-        let scope = msg
-            .str(11)
-            .and_then(|req| self.pending_mass.remove(req))
+        let req = msg.str(11).unwrap_or("");
+        let scope = self
+            .pending_mass
+            .remove(req)
             .unwrap_or(MassCancelScope::All);
         if msg.get(531) == Some(b"0") {
             // Not offered after all: cancel one by one, and from now on.
             self.mass_cancel = false;
             self.last_error = format!("venue refused mass cancel: {}", msg.str(58).unwrap_or(""));
             self.cancel_known(scope);
+        }
+        if self.logout_after.as_ref().is_some_and(|(r, _)| r == req) {
+            let _ = self.finish_logout();
         }
     }
 

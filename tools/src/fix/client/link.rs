@@ -286,6 +286,15 @@ impl FixVenue {
             TimerAction::TestRequest => self.send_admin(&messages::test_request("gateway")),
             TimerAction::Dead => self.lost("venue silent: no answer to TestRequest"),
         }
+        if self
+            .logout_after
+            .as_ref()
+            .is_some_and(|(_, since)| now.duration_since(*since) > CONNECT_TIMEOUT)
+        {
+            // No answer to the mass cancel: log out anyway (the venue's
+            // cancel-on-disconnect or dead-man timer is the backstop).
+            let _ = self.finish_logout();
+        }
         if let (Some(at), Some(t)) = (self.dead_man_refresh, self.cfg.dead_man) {
             if now >= at && !self.logout_requested {
                 self.arm_dead_man(t);

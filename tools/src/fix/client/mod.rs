@@ -146,6 +146,8 @@ pub struct FixVenue {
     reset_next_logon: bool,
     ever_logged_on: bool,
     logout_requested: bool,
+    /// Logout waits for the answer to this mass cancel (request id, since).
+    logout_after: Option<(String, Instant)>,
     dead_man_refresh: Option<Instant>,
     last_error: String,
     monitor: Arc<FixVenueMonitor>,
@@ -176,6 +178,7 @@ impl FixVenue {
             reset_next_logon: true,
             ever_logged_on: false,
             logout_requested: false,
+            logout_after: None,
             dead_man_refresh: None,
             last_error: String::new(),
             monitor: Arc::new(FixVenueMonitor::default()),
@@ -289,6 +292,13 @@ impl FixVenue {
             &Self::transact_time(),
         );
         self.write(&body, true).map(|_| ())
+    }
+
+    /// Writes the Logout of a graceful logout (its cancels are written).
+    fn finish_logout(&mut self) -> Result<(), VenueError> {
+        self.logout_after = None;
+        self.write(&messages::logout("gateway logout"), false)
+            .map(|_| ())
     }
 
     /// Single cancels for the open orders this session knows, in `scope`.
@@ -421,17 +431,31 @@ impl Venue for FixVenue {
             return Err(VenueError::Disconnected);
         }
         // Cancel explicitly first: a venue without cancel-on-disconnect
-        // would otherwise keep our orders working.
+        // would otherwise keep our orders working. After a mass cancel the
+        // Logout waits for its answer (35=r): a venue that refuses it gets
+        // single cancels first.
+        let mut mass = None;
         if self.mass_cancel {
-            let _ = self.mass_cancel(MassCancelScope::All);
-        } else {
+            let req = self.next_request_id("M");
+            let body = messages::mass_cancel_request(&req, None, &Self::transact_time());
+            if self.write(&body, true).is_ok() {
+                self.pending_mass.insert(req.clone(), MassCancelScope::All);
+                mass = Some(req);
+            }
+        }
+        if mass.is_none() {
             self.cancel_known(MassCancelScope::All);
         }
         if self.cfg.dead_man.is_some() {
             let _ = self.write(&messages::cancel_all_after(0), true);
         }
         self.logout_requested = true;
-        self.write(&messages::logout("gateway logout"), false)
-            .map(|_| ())
+        match mass {
+            Some(req) => {
+                self.logout_after = Some((req, Instant::now()));
+                Ok(())
+            }
+            None => self.finish_logout(),
+        }
     }
 }
