@@ -109,11 +109,14 @@ impl FixVenue {
             ));
             return;
         }
-        self.session.next_in = seq + 1;
         self.logged_on();
-        if seq > expected {
-            // Answers we missed while down: ask for them all.
-            self.send_admin(&messages::resend_request(expected, seq - 1));
+        if seq == expected {
+            self.session.next_in = seq + 1;
+        } else if self.session.queue_ahead(seq, msg.frame) {
+            // Answers we missed while down: ask for everything from the
+            // first one missing; the resend (the Logon itself becomes part
+            // of a gap fill) is processed before anything newer.
+            self.send_admin(&messages::resend_request(expected, 0));
         }
     }
 
