@@ -122,9 +122,13 @@ impl VenueServer {
         match (parsed, firm) {
             (Err(e), None) => self.logout_and_close(slot, &format!("unreadable Logon: {e}")),
             (Err(e), Some(f)) => {
-                // Not readable, so not sequenced: reject by the number it
-                // seems to carry and expect the same number again.
+                // Rejected by the number it seems to carry; if that is the
+                // one expected, it counts as processed (as FIX has it for a
+                // rejected message) and the session goes on.
                 let seq = seq_guess(frame);
+                if seq == self.firms[f].state.next_in {
+                    self.firms[f].state.next_in += 1;
+                }
                 let body = messages::reject(seq, None, REJECT_VALUE_INCORRECT, &e.to_string());
                 self.send(f, &body, false);
             }

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use killswitch_tools::fix::codec::{next_frame, parse_fields, printable, Body, Msg};
 use killswitch_tools::fix::messages;
 use killswitch_tools::fix::session::SessionState;
-use killswitch_tools::venue_server::audit::{self, AuditEntry};
+use killswitch_tools::venue_server::audit;
+pub use killswitch_tools::venue_server::audit::AuditEntry;
 
 /// The `ks-venue` binary built for this test run.
 pub const KS_VENUE: &str = env!("CARGO_BIN_EXE_ks-venue");
