@@ -143,8 +143,8 @@ fn mutate(d: &mut Dice, mut m: Vec<u8>) -> Vec<u8> {
                 .windows(4)
                 .rposition(|w| w == b"\x0110=")
                 .unwrap_or(m.len());
-            if start + 1 <= end {
-                return framed(&m[start + 1..end.max(start + 1)]);
+            if start < end {
+                return framed(&m[start + 1..end]);
             }
         }
     }
