@@ -328,6 +328,42 @@ impl Body {
         self.bytes(tag, value.as_bytes())
     }
 
+    /// Appends a fixed-point decimal (8 implied places) without allocating:
+    /// `100`, `0.01`, `-1.5`.
+    pub fn fixed(&mut self, tag: u32, value: i64) -> &mut Body {
+        push_uint(&mut self.fields, u64::from(tag));
+        self.fields.push(b'=');
+        if value < 0 {
+            self.fields.push(b'-');
+        }
+        let v = value.unsigned_abs();
+        push_uint(&mut self.fields, v / 100_000_000);
+        let mut frac = v % 100_000_000;
+        if frac != 0 {
+            self.fields.push(b'.');
+            let mut digits = [b'0'; 8];
+            for d in digits.iter_mut().rev() {
+                *d = b'0' + (frac % 10) as u8;
+                frac /= 10;
+            }
+            let len = 8 - digits.iter().rev().take_while(|&&d| d == b'0').count();
+            self.fields.extend_from_slice(&digits[..len]);
+        }
+        self.fields.push(SOH);
+        self
+    }
+
+    /// Appends `tag=<a>-<b>` (ids such as OrderID) without allocating.
+    pub fn pair(&mut self, tag: u32, a: u64, b: u64) -> &mut Body {
+        push_uint(&mut self.fields, u64::from(tag));
+        self.fields.push(b'=');
+        push_uint(&mut self.fields, a);
+        self.fields.push(b'-');
+        push_uint(&mut self.fields, b);
+        self.fields.push(SOH);
+        self
+    }
+
     /// Appends an unsigned integer field.
     pub fn uint(&mut self, tag: u32, value: u64) -> &mut Body {
         push_uint(&mut self.fields, u64::from(tag));
@@ -402,6 +438,29 @@ pub fn encode(header: &Header<'_>, body: &Body, out: &mut Vec<u8>) {
         b'0' + sum % 10,
         SOH,
     ]);
+}
+
+/// The FIX timestamp of the current millisecond, formatted once per
+/// millisecond (a burst of ten thousand reports formats it a few times).
+#[derive(Debug, Default)]
+pub struct Clock {
+    ms: u64,
+    text: String,
+}
+
+impl Clock {
+    /// `YYYYMMDD-HH:MM:SS.sss` for now.
+    pub fn now(&mut self) -> &str {
+        let now = std::time::SystemTime::now();
+        let ms = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        if ms != self.ms || self.text.is_empty() {
+            self.ms = ms;
+            self.text = utc_timestamp(now);
+        }
+        &self.text
+    }
 }
 
 /// `SendingTime` for now: UTC, `YYYYMMDD-HH:MM:SS.sss`.
@@ -537,6 +596,27 @@ mod tests {
         let mut body = Body::new("D");
         body.str(58, "a\x01b");
         assert_eq!(body.fields, b"58=a b\x01");
+    }
+
+    #[test]
+    fn fixed_point_fields_match_the_decimal_text() {
+        for v in [
+            0,
+            1,
+            100_000_000,
+            150_000_000,
+            -150_000_000,
+            6_500_012_345_678,
+            i64::MIN + 1,
+        ] {
+            let mut b = Body::new("8");
+            b.fixed(44, v);
+            assert_eq!(
+                b.fields,
+                format!("44={}\x01", crate::fix::format_fixed(v)).into_bytes(),
+                "{v}"
+            );
+        }
     }
 
     #[test]

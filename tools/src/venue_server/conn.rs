@@ -24,13 +24,19 @@ pub(super) const REJECT_INVALID_MSG_TYPE: u32 = 11;
 
 impl VenueServer {
     pub(super) fn read_conn(&mut self, slot: usize) {
-        let mut chunk = [0u8; 16 * 1024];
+        let mut chunk = std::mem::take(&mut self.chunk);
+        chunk.resize(16 * 1024, 0);
+        self.read_conn_into(slot, &mut chunk);
+        self.chunk = chunk;
+    }
+
+    fn read_conn_into(&mut self, slot: usize, chunk: &mut [u8]) {
         let mut total = 0;
         loop {
             let Some(c) = self.conns[slot].as_mut() else {
                 return;
             };
-            match c.stream.read(&mut chunk) {
+            match c.stream.read(chunk) {
                 Ok(0) => {
                     self.frames(slot);
                     self.close(slot, "connection closed by peer");
@@ -59,8 +65,10 @@ impl VenueServer {
         self.frames(slot);
     }
 
-    /// Handles every complete frame in the connection's buffer.
+    /// Handles every complete frame in the connection's buffer (consumed by
+    /// offset, the buffer shifted once at the end).
     fn frames(&mut self, slot: usize) {
+        let mut pos = 0;
         loop {
             let Some(c) = self.conns[slot].as_mut() else {
                 return;
@@ -69,15 +77,16 @@ impl VenueServer {
                 c.rbuf.clear();
                 return;
             }
-            if c.rbuf.is_empty() {
+            if pos == c.rbuf.len() {
+                c.rbuf.clear();
                 c.partial_since = None;
                 return;
             }
-            match next_frame(&c.rbuf) {
+            match next_frame(&c.rbuf[pos..]) {
                 Ok(Some(n)) => {
                     self.frame.clear();
-                    self.frame.extend_from_slice(&c.rbuf[..n]);
-                    c.rbuf.drain(..n);
+                    self.frame.extend_from_slice(&c.rbuf[pos..pos + n]);
+                    pos += n;
                     c.partial_since = None;
                     let frame = std::mem::take(&mut self.frame);
                     self.on_frame(slot, &frame);
@@ -85,6 +94,7 @@ impl VenueServer {
                     self.queued(slot);
                 }
                 Ok(None) => {
+                    c.rbuf.drain(..pos);
                     c.partial_since.get_or_insert_with(Instant::now);
                     return;
                 }

@@ -168,10 +168,12 @@ pub struct VenueServer {
     audit: AuditLog,
     fields: Vec<Field>,
     frame: Vec<u8>,
+    chunk: Vec<u8>,
     answers: Vec<Answer>,
     discard: Vec<u8>,
     disconnect_after: Option<u64>,
     exec_seq: u64,
+    clock: crate::fix::codec::Clock,
 }
 
 /// Largest write buffer a client may leave unread before it is dropped.
@@ -223,9 +225,11 @@ impl VenueServer {
             audit,
             fields: Vec::with_capacity(64),
             frame: Vec::with_capacity(1024),
+            chunk: vec![0; 16 * 1024],
             answers: Vec::new(),
             discard: Vec::new(),
             exec_seq: 0,
+            clock: crate::fix::codec::Clock::default(),
         })
     }
 
@@ -441,12 +445,13 @@ impl VenueServer {
         let Some(c) = self.conns[slot].as_mut() else {
             return;
         };
-        while !c.wbuf.is_empty() {
-            match io::Write::write(&mut c.stream, &c.wbuf) {
+        // Written by offset, the buffer shifted once: a mass cancel queues
+        // megabytes that the socket takes a slice at a time.
+        let mut written = 0;
+        while written < c.wbuf.len() {
+            match io::Write::write(&mut c.stream, &c.wbuf[written..]) {
                 Ok(0) => break,
-                Ok(n) => {
-                    c.wbuf.drain(..n);
-                }
+                Ok(n) => written += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -455,6 +460,7 @@ impl VenueServer {
                 }
             }
         }
+        c.wbuf.drain(..written);
         if c.wbuf.is_empty() {
             if let Some(reason) = c.closing.clone() {
                 self.close(slot, &reason);

@@ -12,7 +12,7 @@ use rustc_hash::FxHashMap;
 
 use super::conn::{REJECT_INVALID_MSG_TYPE, REJECT_REQUIRED_TAG_MISSING, REJECT_VALUE_INCORRECT};
 use super::VenueServer;
-use crate::fix::codec::{utc_timestamp, Body, Msg};
+use crate::fix::codec::{Body, Msg};
 use crate::fix::messages::{self, parse_side, side_code};
 use crate::fix::{format_fixed, parse_fixed, TAG_CONTROL_KNOB, TAG_CONTROL_VALUE};
 
@@ -84,10 +84,6 @@ fn need<'a>(msg: &Msg<'a>, tag: u32) -> Result<&'a str, Refusal> {
 
 fn bad(tag: u32, what: &str) -> Refusal {
     (tag, REJECT_VALUE_INCORRECT, format!("tag {tag}: {what}"))
-}
-
-fn now_text() -> String {
-    utc_timestamp(std::time::SystemTime::now())
 }
 
 impl VenueServer {
@@ -207,7 +203,7 @@ impl VenueServer {
             .str(14, "0")
             .str(6, "0")
             .uint(103, u64::from(reason))
-            .str(60, &now_text())
+            .str(60, &self.clock.now().to_string())
             .str(58, text);
         self.send(f, &b, true);
     }
@@ -513,7 +509,9 @@ impl VenueServer {
     /// An ExecutionReport for order `id`. `exec_type` 0 new, F trade, 4
     /// canceled, 8 rejected (then `last` carries the negated reject code).
     fn report(&mut self, f: usize, id: OrderId, exec_type: &str, last: Option<(i64, i64)>) {
-        let Some(o) = self.firms[f].orders.info.get(&id).cloned() else {
+        // Taken out and put back (not cloned): a mass cancel reports
+        // thousands of orders in one turn.
+        let Some(o) = self.firms[f].orders.info.remove(&id) else {
             return;
         };
         let leaves = match exec_type {
@@ -530,7 +528,7 @@ impl VenueServer {
         let mut b = self.order_fields(f, id, &o, exec_type, ord_status, leaves);
         match (exec_type, last) {
             ("F", Some((qty, px))) => {
-                b.str(32, &format_fixed(qty)).str(31, &format_fixed(px));
+                b.fixed(32, qty).fixed(31, px);
             }
             ("8", Some((code, _))) => {
                 b.uint(103, code.unsigned_abs())
@@ -543,6 +541,7 @@ impl VenueServer {
             }
             _ => {}
         }
+        self.firms[f].orders.info.insert(id, o);
         self.send(f, &b, true);
     }
 
@@ -563,7 +562,7 @@ impl VenueServer {
             0
         };
         let mut b = Body::new("8");
-        b.str(37, &format!("{sid}-{}", id.0));
+        b.pair(37, u64::from(sid), id.0);
         match (&o.cancel_cl_ord_id, exec_type) {
             (Some(c), "4") => b.str(11, c).str(41, &o.cl_ord_id),
             _ => b.str(11, &o.cl_ord_id),
@@ -576,13 +575,13 @@ impl VenueServer {
         }
         b.str(55, &self.cfg.instruments[o.symbol as usize])
             .str(54, side_code(o.side))
-            .str(38, &format_fixed(o.qty))
+            .fixed(38, o.qty)
             .str(40, "2")
-            .str(44, &format_fixed(o.price))
-            .str(151, &format_fixed(leaves.max(0)))
-            .str(14, &format_fixed(o.cum))
-            .str(6, &format_fixed(avg))
-            .str(60, &now_text());
+            .fixed(44, o.price)
+            .fixed(151, leaves.max(0))
+            .fixed(14, o.cum)
+            .fixed(6, avg)
+            .str(60, self.clock.now());
         b
     }
 
@@ -636,7 +635,7 @@ impl VenueServer {
         let req = orders.pos_reqs.pop_front().unwrap_or_default();
         let lines = std::mem::take(&mut orders.pos_lines);
         let accounts = orders.accounts.clone();
-        let date = now_text();
+        let date = self.clock.now().to_string();
         let date = messages::business_date(&date).to_string();
         let mut ack = Body::new("AO");
         ack.str(721, &format!("PR-{req}"))

@@ -20,23 +20,27 @@ fn order_id(cl_ord_id: &[u8]) -> Option<OrderId> {
 
 impl FixVenue {
     pub(super) fn handle_frames(&mut self) {
+        // Frames are consumed by offset and the buffer shifted once at the
+        // end: draining each frame off the front would move the rest of a
+        // 64 KiB read once per message.
+        let mut pos = 0;
         loop {
             if self.link.stream().is_none() {
-                return;
+                return; // lost(): the buffer is gone with the connection
             }
-            match next_frame(&self.rbuf) {
+            match next_frame(&self.rbuf[pos..]) {
                 Ok(Some(n)) => {
                     let mut frame = std::mem::take(&mut self.frame);
                     frame.clear();
-                    frame.extend_from_slice(&self.rbuf[..n]);
-                    self.rbuf.drain(..n);
+                    frame.extend_from_slice(&self.rbuf[pos..pos + n]);
+                    pos += n;
                     self.on_frame(&frame);
                     while let Some(queued) = self.session.take_queued() {
                         self.on_frame(&queued);
                     }
                     self.frame = frame;
                 }
-                Ok(None) => return,
+                Ok(None) => break,
                 Err(e) => {
                     // The stream cannot be framed any more: say why, reconnect.
                     let reason = e.to_string();
@@ -46,6 +50,7 @@ impl FixVenue {
                 }
             }
         }
+        self.rbuf.drain(..pos);
     }
 
     fn on_frame(&mut self, frame: &[u8]) {

@@ -242,12 +242,20 @@ impl FixVenue {
     }
 
     fn read_available(&mut self) {
-        let mut chunk = [0u8; 64 * 1024];
+        // The read buffer is kept (zeroing 64 KiB on every poll would cost
+        // more than the read itself).
+        let mut chunk = std::mem::take(&mut self.chunk);
+        chunk.resize(64 * 1024, 0);
+        self.read_into(&mut chunk);
+        self.chunk = chunk;
+    }
+
+    fn read_into(&mut self, chunk: &mut [u8]) {
         loop {
             let Some(mut stream) = self.link.stream() else {
                 return;
             };
-            match stream.read(&mut chunk) {
+            match stream.read(chunk) {
                 Ok(0) => {
                     self.handle_frames();
                     let closed = if self.logout_requested {
