@@ -203,7 +203,7 @@ impl VenueServer {
             .str(14, "0")
             .str(6, "0")
             .uint(103, u64::from(reason))
-            .str(60, &self.clock.now().to_string())
+            .str(60, self.clock.now())
             .str(58, text);
         self.send(f, &b, true);
     }
