@@ -15,6 +15,8 @@
 
 use std::fmt;
 
+pub use super::encode::{encode, utc_timestamp, Body, Clock, Header};
+
 /// Field separator.
 pub const SOH: u8 = 0x01;
 /// The only BeginString this codec speaks.
@@ -26,7 +28,7 @@ const MAX_LENGTH_DIGITS: usize = 5;
 /// Bytes of the trailer `10=nnn<SOH>`.
 const TRAILER: usize = 7;
 
-const PREFIX: &[u8] = b"8=FIX.4.4\x019=";
+pub(crate) const PREFIX: &[u8] = b"8=FIX.4.4\x019=";
 
 /// Why a byte stream cannot be cut into FIX frames any more.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -292,194 +294,6 @@ pub fn printable(frame: &[u8]) -> String {
         .collect()
 }
 
-/// The application part of an outbound message: `MsgType` and body fields
-/// (everything but the standard header and trailer). The session stamps
-/// the header with [`encode`]; a resend re-stamps the same body.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Body {
-    /// `MsgType` (35).
-    pub msg_type: &'static str,
-    /// Body fields, each `tag=value<SOH>`.
-    pub fields: Vec<u8>,
-}
-
-impl Body {
-    /// An empty body of `msg_type`.
-    pub fn new(msg_type: &'static str) -> Body {
-        Body {
-            msg_type,
-            fields: Vec::with_capacity(160),
-        }
-    }
-
-    /// Appends `tag=value`. A value with SOH in it would break the frame;
-    /// SOH bytes are replaced by spaces.
-    pub fn bytes(&mut self, tag: u32, value: &[u8]) -> &mut Body {
-        push_uint(&mut self.fields, u64::from(tag));
-        self.fields.push(b'=');
-        self.fields
-            .extend(value.iter().map(|&b| if b == SOH { b' ' } else { b }));
-        self.fields.push(SOH);
-        self
-    }
-
-    /// Appends a text field.
-    pub fn str(&mut self, tag: u32, value: &str) -> &mut Body {
-        self.bytes(tag, value.as_bytes())
-    }
-
-    /// Appends a fixed-point decimal (8 implied places) without allocating:
-    /// `100`, `0.01`, `-1.5`.
-    pub fn fixed(&mut self, tag: u32, value: i64) -> &mut Body {
-        push_uint(&mut self.fields, u64::from(tag));
-        self.fields.push(b'=');
-        if value < 0 {
-            self.fields.push(b'-');
-        }
-        let v = value.unsigned_abs();
-        push_uint(&mut self.fields, v / 100_000_000);
-        let mut frac = v % 100_000_000;
-        if frac != 0 {
-            self.fields.push(b'.');
-            let mut digits = [b'0'; 8];
-            for d in digits.iter_mut().rev() {
-                *d = b'0' + (frac % 10) as u8;
-                frac /= 10;
-            }
-            let len = 8 - digits.iter().rev().take_while(|&&d| d == b'0').count();
-            self.fields.extend_from_slice(&digits[..len]);
-        }
-        self.fields.push(SOH);
-        self
-    }
-
-    /// Appends `tag=<a>-<b>` (ids such as OrderID) without allocating.
-    pub fn pair(&mut self, tag: u32, a: u64, b: u64) -> &mut Body {
-        push_uint(&mut self.fields, u64::from(tag));
-        self.fields.push(b'=');
-        push_uint(&mut self.fields, a);
-        self.fields.push(b'-');
-        push_uint(&mut self.fields, b);
-        self.fields.push(SOH);
-        self
-    }
-
-    /// Appends an unsigned integer field.
-    pub fn uint(&mut self, tag: u32, value: u64) -> &mut Body {
-        push_uint(&mut self.fields, u64::from(tag));
-        self.fields.push(b'=');
-        push_uint(&mut self.fields, value);
-        self.fields.push(SOH);
-        self
-    }
-}
-
-fn push_uint(out: &mut Vec<u8>, v: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut v = v;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
-/// The standard header fields a session stamps on a message.
-#[derive(Clone, Copy, Debug)]
-pub struct Header<'a> {
-    /// `SenderCompID` (49).
-    pub sender: &'a str,
-    /// `TargetCompID` (56).
-    pub target: &'a str,
-    /// `MsgSeqNum` (34).
-    pub seq: u64,
-    /// `SendingTime` (52), `YYYYMMDD-HH:MM:SS.sss`.
-    pub sending_time: &'a str,
-    /// For a resend: `PossDupFlag=Y` and this `OrigSendingTime` (122).
-    pub orig_sending_time: Option<&'a str>,
-}
-
-/// Appends the complete frame of `body` with `header` to `out`.
-pub fn encode(header: &Header<'_>, body: &Body, out: &mut Vec<u8>) {
-    let start = out.len();
-    // Header after BodyLength, into `out` past a gap we fill afterwards
-    // would need the length first; build the counted part in place behind
-    // the prefix instead, then move it once.
-    let mut counted = Vec::with_capacity(64 + body.fields.len());
-    counted.extend_from_slice(b"35=");
-    counted.extend_from_slice(body.msg_type.as_bytes());
-    counted.push(SOH);
-    let mut b = Body {
-        msg_type: body.msg_type,
-        fields: counted,
-    };
-    b.str(49, header.sender)
-        .str(56, header.target)
-        .uint(34, header.seq)
-        .str(52, header.sending_time);
-    if let Some(orig) = header.orig_sending_time {
-        b.str(43, "Y").str(122, orig);
-    }
-    b.fields.extend_from_slice(&body.fields);
-    out.extend_from_slice(PREFIX);
-    push_uint(out, b.fields.len() as u64);
-    out.push(SOH);
-    out.extend_from_slice(&b.fields);
-    let sum = checksum(&out[start..]);
-    out.extend_from_slice(b"10=");
-    out.extend_from_slice(&[
-        b'0' + sum / 100,
-        b'0' + (sum / 10) % 10,
-        b'0' + sum % 10,
-        SOH,
-    ]);
-}
-
-/// The FIX timestamp of the current millisecond, formatted once per
-/// millisecond (a burst of ten thousand reports formats it a few times).
-#[derive(Debug, Default)]
-pub struct Clock {
-    ms: u64,
-    text: String,
-}
-
-impl Clock {
-    /// `YYYYMMDD-HH:MM:SS.sss` for now.
-    pub fn now(&mut self) -> &str {
-        let now = std::time::SystemTime::now();
-        let ms = now
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        if ms != self.ms || self.text.is_empty() {
-            self.ms = ms;
-            self.text = utc_timestamp(now);
-        }
-        &self.text
-    }
-}
-
-/// `SendingTime` for now: UTC, `YYYYMMDD-HH:MM:SS.sss`.
-pub fn utc_timestamp(now: std::time::SystemTime) -> String {
-    // humantime: 2026-11-30T08:53:06.123Z
-    let t = humantime::format_rfc3339_millis(now).to_string();
-    let b = t.as_bytes();
-    if b.len() < 23 {
-        return t;
-    }
-    let mut s = String::with_capacity(21);
-    s.push_str(&t[0..4]);
-    s.push_str(&t[5..7]);
-    s.push_str(&t[8..10]);
-    s.push('-');
-    s.push_str(&t[11..23]);
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -596,32 +410,5 @@ mod tests {
         let mut body = Body::new("D");
         body.str(58, "a\x01b");
         assert_eq!(body.fields, b"58=a b\x01");
-    }
-
-    #[test]
-    fn fixed_point_fields_match_the_decimal_text() {
-        for v in [
-            0,
-            1,
-            100_000_000,
-            150_000_000,
-            -150_000_000,
-            6_500_012_345_678,
-            i64::MIN + 1,
-        ] {
-            let mut b = Body::new("8");
-            b.fixed(44, v);
-            assert_eq!(
-                b.fields,
-                format!("44={}\x01", crate::fix::format_fixed(v)).into_bytes(),
-                "{v}"
-            );
-        }
-    }
-
-    #[test]
-    fn sending_time_is_fix_utc_timestamp() {
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
-        assert_eq!(utc_timestamp(t), "20231114-22:13:20.123");
     }
 }

@@ -51,6 +51,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod encode;
 pub mod messages;
 pub mod session;
 

@@ -44,6 +44,7 @@
 pub mod audit;
 mod conn;
 mod orders;
+mod reports;
 
 use std::collections::HashMap;
 use std::io;
