@@ -139,8 +139,9 @@ fn order(id: u64) -> NewOrder {
 fn print(name: &str, h: &Histogram<u64>) {
     let us = |q: f64| h.value_at_quantile(q) as f64 / 1e3;
     println!(
-        "{name:<28} n={:<7} p50 {:>8.1} µs  p90 {:>8.1}  p99 {:>8.1}  p99.9 {:>8.1}  max {:>9.1}",
+        "{name:<28} n={:<7} min {:>8.1} µs  p50 {:>8.1}  p90 {:>8.1}  p99 {:>8.1}  p99.9 {:>8.1}  max {:>9.1}",
         h.len(),
+        h.min() as f64 / 1e3,
         us(0.5),
         us(0.9),
         us(0.99),

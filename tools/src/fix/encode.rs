@@ -118,30 +118,36 @@ pub struct Header<'a> {
 
 /// Appends the complete frame of `body` with `header` to `out`.
 pub fn encode(header: &Header<'_>, body: &Body, out: &mut Vec<u8>) {
-    let start = out.len();
-    // Header after BodyLength, into `out` past a gap we fill afterwards
-    // would need the length first; build the counted part in place behind
-    // the prefix instead, then move it once.
-    let mut counted = Vec::with_capacity(64 + body.fields.len());
-    counted.extend_from_slice(b"35=");
-    counted.extend_from_slice(body.msg_type.as_bytes());
-    counted.push(SOH);
-    let mut b = Body {
-        msg_type: body.msg_type,
-        fields: counted,
-    };
-    b.str(49, header.sender)
-        .str(56, header.target)
-        .uint(34, header.seq)
-        .str(52, header.sending_time);
+    // BodyLength is known before anything is written (every header field's
+    // length is), so the frame goes straight into `out`: no second buffer.
+    let field = |tag: usize, value: usize| tag + 1 + value + 1;
+    let mut body_len = field(2, body.msg_type.len())
+        + field(2, header.sender.len())
+        + field(2, header.target.len())
+        + field(2, uint_digits(header.seq))
+        + field(2, header.sending_time.len())
+        + body.fields.len();
     if let Some(orig) = header.orig_sending_time {
-        b.str(43, "Y").str(122, orig);
+        body_len += field(2, 1) + field(3, orig.len());
     }
-    b.fields.extend_from_slice(&body.fields);
+    let start = out.len();
     out.extend_from_slice(super::codec::PREFIX);
-    push_uint(out, b.fields.len() as u64);
+    push_uint(out, body_len as u64);
     out.push(SOH);
-    out.extend_from_slice(&b.fields);
+    let body_start = out.len();
+    put(out, b"35=", body.msg_type.as_bytes());
+    put(out, b"49=", header.sender.as_bytes());
+    put(out, b"56=", header.target.as_bytes());
+    out.extend_from_slice(b"34=");
+    push_uint(out, header.seq);
+    out.push(SOH);
+    put(out, b"52=", header.sending_time.as_bytes());
+    if let Some(orig) = header.orig_sending_time {
+        put(out, b"43=", b"Y");
+        put(out, b"122=", orig.as_bytes());
+    }
+    out.extend_from_slice(&body.fields);
+    debug_assert_eq!(out.len() - body_start, body_len);
     let sum = checksum(&out[start..]);
     out.extend_from_slice(b"10=");
     out.extend_from_slice(&[
@@ -150,6 +156,23 @@ pub fn encode(header: &Header<'_>, body: &Body, out: &mut Vec<u8>) {
         b'0' + sum % 10,
         SOH,
     ]);
+}
+
+/// `tag` then `value` (SOH bytes replaced by spaces, as [`Body::bytes`]
+/// does: a CompID with SOH in it must not break the frame) then SOH.
+fn put(out: &mut Vec<u8>, tag: &[u8], value: &[u8]) {
+    out.extend_from_slice(tag);
+    out.extend(value.iter().map(|&b| if b == SOH { b' ' } else { b }));
+    out.push(SOH);
+}
+
+fn uint_digits(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 10 {
+        v /= 10;
+        n += 1;
+    }
+    n
 }
 
 /// The FIX timestamp of the current millisecond, formatted once per

@@ -18,7 +18,7 @@
 //!   2.5 × HeartBtInt ends the connection.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::codec::{encode, utc_timestamp, Body, Header, Msg};
 
@@ -74,7 +74,8 @@ pub struct SessionState {
     /// Heartbeat interval agreed at logon.
     pub heartbeat: Duration,
     keep_store: bool,
-    store: VecDeque<(u64, String, Body)>,
+    /// Sent application messages: sequence number, SendingTime (Unix ms), body.
+    store: VecDeque<(u64, u64, Body)>,
     pending_in: BTreeMap<u64, Vec<u8>>,
     resend_asked: bool,
     last_sent: Instant,
@@ -187,7 +188,8 @@ impl SessionState {
         }
     }
 
-    fn sending_time(&mut self) -> String {
+    /// Brings the cached `SendingTime` text to the current millisecond.
+    fn tick_clock(&mut self) {
         let now = SystemTime::now();
         let ms = now
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -195,7 +197,6 @@ impl SessionState {
         if self.clock_text.0 != ms {
             self.clock_text = (ms, utc_timestamp(now));
         }
-        self.clock_text.1.clone()
     }
 
     /// Stamps `body` with the next sequence number and appends the frame to
@@ -204,12 +205,12 @@ impl SessionState {
     pub fn send(&mut self, body: &Body, store: bool, out: &mut Vec<u8>) -> u64 {
         let seq = self.next_out;
         self.next_out += 1;
-        let sending_time = self.sending_time();
+        self.tick_clock();
         let header = Header {
             sender: &self.sender,
             target: &self.target,
             seq,
-            sending_time: &sending_time,
+            sending_time: &self.clock_text.1,
             orig_sending_time: None,
         };
         encode(&header, body, out);
@@ -217,7 +218,7 @@ impl SessionState {
             if self.store.len() >= STORE_LIMIT {
                 self.store.pop_front();
             }
-            self.store.push_back((seq, sending_time, body.clone()));
+            self.store.push_back((seq, self.clock_text.0, body.clone()));
         }
         self.last_sent = Instant::now();
         seq
@@ -233,7 +234,8 @@ impl SessionState {
         if begin > end {
             return;
         }
-        let now = self.sending_time();
+        self.tick_clock();
+        let now = self.clock_text.1.clone();
         let mut gap_start: Option<u64> = None;
         let mut seq = begin;
         let first = self.store.partition_point(|(s, _, _)| *s < begin);
@@ -245,7 +247,8 @@ impl SessionState {
                     if let Some(g) = gap_start.take() {
                         frames.push((g, None, gap_fill(seq)));
                     }
-                    frames.push((seq, Some(orig.clone()), body.clone()));
+                    let orig = UNIX_EPOCH + Duration::from_millis(*orig);
+                    frames.push((seq, Some(utc_timestamp(orig)), body.clone()));
                     stored.next();
                 }
                 _ => {

@@ -311,6 +311,16 @@ impl VenueServer {
             self.exchange.take_due(self.firms[f].sid, now, &mut answers);
             for a in answers.drain(..) {
                 self.answer(f, a);
+                // A burst (a mass cancel's reports) goes out as it is
+                // encoded, so the peer reads while the rest is written.
+                if let Some(slot) = self.firms[f].conn {
+                    if self.conns[slot]
+                        .as_ref()
+                        .is_some_and(|c| c.wbuf.len() >= 32 * 1024)
+                    {
+                        self.write_conn(slot);
+                    }
+                }
             }
             self.answers = answers;
         }
