@@ -338,3 +338,82 @@ fn graceful_logout_cancels_first_with_or_without_mass_cancel() {
         assert_eq!(events(&log, comp, "disconnect")[0].resting, Some(0));
     }
 }
+
+#[test]
+fn status_cancel_rejects_positions_and_market_data_come_back_as_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let venue = VenueProc::start(dir.path(), &["SIM-A"], &["--instruments", "I0,I1"]);
+    let addr = venue.addr("SIM-A");
+    let mut v = FixVenue::new(fix_config(addr, "ENGINE-S", "SIM-A"));
+    v.connect(Duration::from_secs(30)).expect("logon");
+    v.send(&resting_buy(1)).unwrap();
+    v.send(&resting_buy(2)).unwrap();
+    v.subscribe(0).unwrap();
+    poll_until(&mut v, "acks", |ev| {
+        count(ev, |e| matches!(e, VenueEvent::Acked { .. })) == 2
+    });
+    // Another participant sells 1 lot at 90: order 1 (first in time) fills.
+    let mut control = RawSession::logon(addr, "KS-CONTROL", "SIM-A");
+    control.control("inject", "I0,sell,90,1");
+    let filled = VenueEvent::Fill {
+        id: OrderId(1),
+        qty: Qty::from_lots(1),
+        price: Price::from_units(90),
+        leaves: Qty::ZERO,
+    };
+    let seen = poll_until(&mut v, "the fill and a top of book", |ev| {
+        ev.contains(&filled)
+            && ev
+                .iter()
+                .any(|e| matches!(e, VenueEvent::TopOfBook { instrument: 0, .. }))
+    });
+    assert!(
+        seen.iter().any(|e| matches!(
+            e,
+            VenueEvent::TopOfBook {
+                instrument: 0,
+                bid: Some(_),
+                ..
+            }
+        )),
+        "{seen:?}"
+    );
+
+    v.cancel(OrderId(1)).unwrap();
+    for id in [1, 2, 99] {
+        v.request_order_status(OrderId(id)).unwrap();
+    }
+    v.request_positions().unwrap();
+    let seen = poll_until(&mut v, "the answers", |ev| {
+        ev.contains(&VenueEvent::PositionsEnd)
+    });
+    let want = [
+        VenueEvent::CancelRejected {
+            id: OrderId(1),
+            reason: killswitch::venue::CancelRejectReason::TooLate,
+        },
+        VenueEvent::Acked { id: OrderId(2) },
+        VenueEvent::CancelRejected {
+            id: OrderId(99),
+            reason: killswitch::venue::CancelRejectReason::UnknownOrder,
+        },
+        VenueEvent::Position {
+            instrument: 0,
+            account: 0,
+            qty: Qty::from_lots(1),
+        },
+        VenueEvent::PositionsEnd,
+    ];
+    let got: Vec<VenueEvent> = seen
+        .into_iter()
+        .filter(|e| !matches!(e, VenueEvent::TopOfBook { .. }))
+        .collect();
+    // Order 1's status adds nothing: its fill was already delivered. (The
+    // unknown order is answered at once, the others behind the venue's
+    // queue, so only the set is fixed; PositionsEnd comes last.)
+    assert_eq!(got.len(), want.len(), "{got:?}");
+    for w in &want {
+        assert!(got.contains(w), "missing {w:?} in {got:?}");
+    }
+    assert_eq!(got.last(), Some(&VenueEvent::PositionsEnd));
+}

@@ -246,6 +246,7 @@ impl VenueServer {
                 self.send(f, &messages::logout("logout acknowledged"), false);
                 if let Some(c) = self.conns[slot].as_mut() {
                     c.closing = Some("logout".into());
+                    c.closing_since = Some(Instant::now());
                 }
             }
             b"A" => {
@@ -429,6 +430,7 @@ impl VenueServer {
         }
         if let Some(c) = self.conns[slot].as_mut() {
             c.closing = Some(reason.to_string());
+            c.closing_since = Some(Instant::now());
         }
     }
 
@@ -438,7 +440,8 @@ impl VenueServer {
         };
         if c.closing.is_some() {
             // A peer that does not read our Logout is not waited for long.
-            if now.duration_since(c.opened) > self.cfg.logon_timeout * 4 && !c.wbuf.is_empty() {
+            let since = c.closing_since.unwrap_or(c.opened);
+            if now.duration_since(since) > self.cfg.logon_timeout && !c.wbuf.is_empty() {
                 let reason = c.closing.clone().unwrap_or_default();
                 self.close(slot, &reason);
             }

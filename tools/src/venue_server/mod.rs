@@ -155,6 +155,8 @@ struct Conn {
     app_messages: u64,
     /// Close once `wbuf` is written (after our Logout).
     closing: Option<String>,
+    /// When `closing` was set.
+    closing_since: Option<Instant>,
 }
 
 /// A running venue; see the module docs.
@@ -359,6 +361,7 @@ impl VenueServer {
                         partial_since: None,
                         app_messages: 0,
                         closing: None,
+                        closing_since: None,
                     };
                     let slot = match self.conns.iter().position(Option::is_none) {
                         Some(s) => {
