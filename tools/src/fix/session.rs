@@ -79,7 +79,11 @@ pub struct SessionState {
     pending_in: BTreeMap<u64, Vec<u8>>,
     resend_asked: bool,
     last_sent: Instant,
+    /// Something was sent since the timers last looked.
+    sent: bool,
     last_received: Instant,
+    /// Something arrived since the timers last looked.
+    received: bool,
     test_request_out: bool,
     clock_text: (u64, String),
 }
@@ -99,7 +103,9 @@ impl SessionState {
             pending_in: BTreeMap::new(),
             resend_asked: false,
             last_sent: now,
+            sent: false,
             last_received: now,
+            received: false,
             test_request_out: false,
             clock_text: (u64::MAX, String::new()),
         }
@@ -120,6 +126,7 @@ impl SessionState {
         let now = Instant::now();
         self.last_sent = now;
         self.last_received = now;
+        self.received = false;
         self.test_request_out = false;
         self.pending_in.clear();
         self.resend_asked = false;
@@ -128,8 +135,8 @@ impl SessionState {
     /// Classifies an inbound message by its `MsgSeqNum` and notes that
     /// something arrived.
     pub fn check_seq(&mut self, msg: &Msg<'_>) -> SeqCheck {
-        self.last_received = Instant::now();
-        self.test_request_out = false;
+        // The clock is read by `timers`, once per turn, not per message.
+        self.received = true;
         let Some(seq) = msg.seq() else {
             return SeqCheck::Missing;
         };
@@ -220,7 +227,7 @@ impl SessionState {
             }
             self.store.push_back((seq, self.clock_text.0, body.clone()));
         }
-        self.last_sent = Instant::now();
+        self.sent = true;
         seq
     }
 
@@ -270,11 +277,18 @@ impl SessionState {
             };
             encode(&header, &body, out);
         }
-        self.last_sent = Instant::now();
+        self.sent = true;
     }
 
     /// What the heartbeat timers want now.
     pub fn timers(&mut self, now: Instant) -> TimerAction {
+        if std::mem::take(&mut self.received) {
+            self.last_received = now;
+            self.test_request_out = false;
+        }
+        if std::mem::take(&mut self.sent) {
+            self.last_sent = now;
+        }
         let hb = self.heartbeat;
         let silent = now.saturating_duration_since(self.last_received);
         if silent >= hb * 5 / 2 {

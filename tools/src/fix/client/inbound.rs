@@ -64,9 +64,6 @@ impl FixVenue {
             frame,
             fields: &fields,
         };
-        self.monitor
-            .last_received_ms
-            .store(crate::venue_server::wall_ms(), Ordering::Relaxed);
         self.sequenced(&msg);
         self.fields = fields;
     }

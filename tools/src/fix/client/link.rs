@@ -267,6 +267,9 @@ impl FixVenue {
                     return;
                 }
                 Ok(n) => {
+                    self.monitor
+                        .last_received_ms
+                        .store(crate::venue_server::wall_ms(), Ordering::Relaxed);
                     self.rbuf.extend_from_slice(&chunk[..n]);
                     self.handle_frames();
                     if n < chunk.len() {

@@ -99,7 +99,7 @@ impl FixVenueConfig {
 pub struct FixVenueMonitor {
     /// 0 disconnected, 1 connecting, 2 logging on, 3 active, 4 logged out.
     pub state: AtomicU64,
-    /// Unix ms of the last message received.
+    /// Unix ms of the last bytes received from the venue.
     pub last_received_ms: AtomicU64,
     /// Successful logons.
     pub logons: AtomicU64,
@@ -246,7 +246,14 @@ impl FixVenue {
         if self.logout_requested && !matches!(body.msg_type, "5" | "U1" | "F" | "q") {
             return Err(VenueError::LoggedOut);
         }
-        if !self.link.can_write() {
+        // Only the Logon goes out before the venue has answered ours: a
+        // request written then would be lost with a refused logon.
+        let writable = if body.msg_type == "A" {
+            self.link.can_write()
+        } else {
+            self.link.is_active()
+        };
+        if !writable {
             return Err(VenueError::Disconnected);
         }
         let before = self.wbuf.len();
