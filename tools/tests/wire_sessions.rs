@@ -417,3 +417,48 @@ fn status_cancel_rejects_positions_and_market_data_come_back_as_events() {
     }
     assert_eq!(got.last(), Some(&VenueEvent::PositionsEnd));
 }
+
+#[test]
+fn a_frozen_venue_is_detected_by_heartbeats_and_the_session_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let venue = VenueProc::start(dir.path(), &["SIM-A"], &["--instruments", "I0,I1"]);
+    let addr = venue.addr("SIM-A");
+    let mut cfg = fix_config(addr, "ENGINE-H", "SIM-A");
+    cfg.heartbeat = Duration::from_secs(1);
+    cfg.reconnect_min = Duration::from_millis(100);
+    cfg.reconnect_max = Duration::from_millis(400);
+    let mut v = FixVenue::new(cfg);
+    v.connect(Duration::from_secs(30)).expect("logon");
+    let monitor = v.monitor();
+
+    // SIGSTOP: the venue's process stops answering (its kernel still
+    // accepts bytes). Silence for 1.5 heartbeats brings a TestRequest, for
+    // 2.5 the session is declared lost.
+    venue.signal(nix::sys::signal::Signal::SIGSTOP);
+    let seen = poll_until(&mut v, "the loss", |ev| {
+        ev.contains(&VenueEvent::Disconnected)
+    });
+    assert_eq!(count(&seen, |e| *e == VenueEvent::Disconnected), 1);
+    assert!(v.last_error().contains("TestRequest"), "{}", v.last_error());
+    assert_eq!(
+        v.send(&resting_buy(1)),
+        Err(killswitch::venue::VenueError::Disconnected)
+    );
+
+    venue.signal(nix::sys::signal::Signal::SIGCONT);
+    poll_until(&mut v, "the reconnect", |ev| {
+        ev.contains(&VenueEvent::Reconnected)
+    });
+    v.send(&resting_buy(2)).expect("send after the reconnect");
+    poll_until(&mut v, "the ack", |ev| {
+        ev.contains(&VenueEvent::Acked { id: OrderId(2) })
+    });
+    assert!(monitor.logons.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+    let log = venue.audit("SIM-A");
+    assert!(
+        log.iter().any(|e| e.session == "ENGINE-H"
+            && e.dir == "in"
+            && e.msg_type.as_deref() == Some("1")),
+        "the TestRequest reached the venue once it ran again"
+    );
+}
