@@ -5,6 +5,7 @@
 //! Child processes are this test binary run again with `KS_JOURNAL_CHILD`
 //! set, which makes [`child_process_entry_point`] run a writer routine.
 
+mod journal_support;
 mod tmpfs;
 use tmpfs::Tmpfs;
 
@@ -14,70 +15,11 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use killswitch::journal::record::{LogRecord, OrderEventRecord, RecordType};
-use killswitch::journal::{
-    rebuild, recover, scan, JournalConfig, JournalError, JournalTail, JournalWriter,
-};
+use killswitch::journal::record::{LogRecord, OrderEventRecord};
+use killswitch::journal::{rebuild, recover, JournalError, JournalTail, JournalWriter};
 use killswitch::order::{OrderId, Price, Qty, ScopeTags, Side};
 
-const SEG: usize = 64 << 10;
-
-fn cfg() -> JournalConfig {
-    JournalConfig::small_for_tests()
-}
-
-/// Payload of record `i`: deterministic, varying length (so records straddle
-/// different alignments).
-fn text_of(i: u64) -> String {
-    format!("line {i} {}", "x".repeat((i % 37) as usize))
-}
-
-/// (seq, offset, end incl. padding, end of the payload) of each record.
-fn write_log_records(dir: &Path, n: u64) -> Vec<(u64, u64, u64, u64)> {
-    let (mut w, _) = JournalWriter::open(dir, cfg()).unwrap();
-    let mut spans = Vec::new();
-    for i in 0..n {
-        let t = text_of(i);
-        let a = w
-            .append(&LogRecord {
-                level: 3,
-                wall_ns: i,
-                text: &t,
-            })
-            .unwrap();
-        let end = a.offset + killswitch::journal::record::record_len(16 + t.len()) as u64;
-        spans.push((a.seq, a.offset, end, a.offset + 32 + 16 + t.len() as u64));
-    }
-    spans
-}
-
-/// (seq, text) of every record a scan returns; checks each payload decodes.
-fn read_back(dir: &Path) -> Vec<(u64, String)> {
-    let mut out = Vec::new();
-    scan(dir, true, |v| {
-        assert_eq!(v.rtype, Some(RecordType::Log));
-        let l = LogRecord::decode(v.payload).expect("a returned record always decodes");
-        out.push((v.seq, l.text.to_string()));
-    })
-    .unwrap();
-    out
-}
-
-fn seg_path(dir: &Path, i: u64) -> PathBuf {
-    dir.join(format!("journal-{i:010}.seg"))
-}
-
-fn check_prefix(got: &[(u64, String)], n_complete: usize, what: &str) {
-    assert_eq!(
-        got.len(),
-        n_complete,
-        "{what}: wrong number of records kept"
-    );
-    for (k, (seq, text)) in got.iter().enumerate() {
-        assert_eq!(*seq, k as u64 + 1, "{what}");
-        assert_eq!(*text, text_of(k as u64), "{what}: record {seq} differs");
-    }
-}
+use journal_support::*;
 
 #[test]
 fn truncation_and_zeroing_at_every_offset_lose_at_most_the_torn_record() {

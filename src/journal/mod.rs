@@ -54,8 +54,10 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
-pub use reader::{scan, Dropped, JournalTail, OwnedRecord, RecordView, ScanReport};
-pub use recover::{rebuild, recover, LogLine, Rebuilt};
+pub use reader::{
+    scan, DropKind, Dropped, JournalTail, OwnedRecord, RecordView, RecordsAfter, ScanReport,
+};
+pub use recover::{rebuild, recover, LogLine, Rebuilt, RecoveryMode};
 pub use state::{OrderEntry, Position, PositionKey, ReplayIssue, TradingState};
 pub use writer::{Appended, DurableAt, JournalConfig, JournalWriter, QuickCheckpoint};
 
@@ -122,6 +124,16 @@ pub enum JournalError {
     /// The configuration is unusable.
     #[error("journal configuration: {0}")]
     Config(String),
+    /// The journal has damage that cutting its tail would lose records to
+    /// (a damaged segment header, a missing segment, valid records after a
+    /// damaged one, segments after the valid end). Nothing was changed.
+    #[error("journal {} is damaged beyond a torn tail, so it was not opened and nothing was changed: {}. Look with `killswitch journal inspect {}`; `killswitch journal recover {}` keeps every valid record it can and sets the rest aside (it deletes nothing)", dir.display(), findings.join("; "), dir.display(), dir.display())]
+    NeedsRecovery {
+        /// Journal directory.
+        dir: PathBuf,
+        /// Each finding, one line.
+        findings: Vec<String>,
+    },
 }
 
 impl JournalError {

@@ -137,6 +137,18 @@ impl SegmentHeader {
                 u16_at(10)
             )));
         }
+        let header_len = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
+        if header_len != SEGMENT_HEADER_LEN as u32 {
+            return Err(bad(format!(
+                "header length {header_len} at offset 12, expected {SEGMENT_HEADER_LEN}: not a header this build wrote"
+            )));
+        }
+        if let Some(i) = (40..60).find(|&i| b[i] != 0) {
+            return Err(bad(format!(
+                "reserved header byte at offset {i} is {:#04x}, expected 0: not a header this build wrote",
+                b[i]
+            )));
+        }
         let h = SegmentHeader {
             index: u64_at(16),
             size: u64_at(24),
@@ -260,6 +272,20 @@ pub fn read_header(
         }
     }
     let h = SegmentHeader::decode(path, &b[..got])?;
+    let len = file
+        .metadata()
+        .map_err(|e| JournalError::io(path, "stat the segment", e))?
+        .len();
+    if len > h.size {
+        // Never trusted, never "restored": acting on it would cut records off.
+        return Err(JournalError::BadSegment {
+            path: path.to_path_buf(),
+            what: format!(
+                "header says the segment is {} bytes (offset 24), the file is {len}: the header's size field is wrong",
+                h.size
+            ),
+        });
+    }
     if h.index != expected_index {
         return Err(JournalError::BadSegment {
             path: path.to_path_buf(),

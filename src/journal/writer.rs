@@ -28,7 +28,7 @@ use crossbeam::channel::{bounded, Sender, TrySendError};
 use super::record::{
     off, record_len, DurableRecord, Encode, RecordType, SegmentEndRecord, Sink, COMMIT, HEADER_LEN,
 };
-use super::recover::{recover_locked, RecoveryReport};
+use super::recover::{recover_locked, RecoveryMode, RecoveryReport};
 use super::segment::{
     prefault_for_write, segment_name, Segment, MIN_SEGMENT_SIZE, SEGMENT_HEADER_LEN,
 };
@@ -289,7 +289,7 @@ impl JournalWriter {
         std::fs::create_dir_all(dir)
             .map_err(|e| JournalError::io(dir, "create the journal directory", e))?;
         let lock = JournalLock::acquire(dir)?;
-        let report = recover_locked(dir)?;
+        let report = recover_locked(dir, RecoveryMode::TailOnly)?;
         let scan = &report.scan;
         let next_seq = scan.last_seq + 1;
         let (seg, pos) = match scan.append_at {

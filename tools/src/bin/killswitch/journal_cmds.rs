@@ -10,7 +10,7 @@ use killswitch::checkpoint::{
 };
 use killswitch::clock::{format_duration_ns, format_wall};
 use killswitch::journal::{
-    rebuild, recover, scan, JournalConfig, JournalError, JournalWriter, Rebuilt,
+    rebuild, recover, scan, DropKind, JournalConfig, JournalError, JournalWriter, Rebuilt,
 };
 
 use crate::exit;
@@ -101,7 +101,9 @@ fn journal_error(e: &JournalError) -> ExitCode {
     eprintln!("error: {e}");
     code(match e {
         JournalError::Locked { .. } => exit::REFUSED,
-        JournalError::BadSegment { .. } | JournalError::Corrupt { .. } => exit::BAD_FILE,
+        JournalError::BadSegment { .. }
+        | JournalError::Corrupt { .. }
+        | JournalError::NeedsRecovery { .. } => exit::BAD_FILE,
         _ => exit::IO,
     })
 }
@@ -424,9 +426,16 @@ fn inspect(dir: &Path, records: bool, json: bool) -> ExitCode {
         Ok(r) => r,
         Err(e) => return journal_error(&e),
     };
+    // Damage a starting engine refuses (exit 3): the operator must look.
+    let damage = r.scan.needs_operator();
+    let verdict = if damage.is_empty() {
+        exit::OK
+    } else {
+        exit::BAD_FILE
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
-        return code(exit::OK);
+        return code(verdict);
     }
     let s = &r.scan;
     println!("journal {}", dir.display());
@@ -462,7 +471,15 @@ fn inspect(dir: &Path, records: bool, json: bool) -> ExitCode {
         println!("torn tail: none");
     }
     for d in &s.dropped {
-        println!("torn tail: {} offset {}: {} ({} bytes would be dropped by `killswitch journal recover`)", d.path.display(), d.offset, d.reason, d.bytes);
+        if d.kind == DropKind::Record && d.records_after.count == 0 {
+            println!("torn tail: {} offset {}: {} ({} bytes would be dropped by `killswitch journal recover` or an engine starting)", d.path.display(), d.offset, d.reason, d.bytes);
+        }
+    }
+    for line in &damage {
+        println!("DAMAGED: {line}");
+    }
+    if !damage.is_empty() {
+        println!("an engine will NOT start on this journal; `killswitch journal recover {}` keeps every valid record it can and sets the rest aside", dir.display());
     }
     for o in &s.orphan_segments {
         println!("orphan segment (after the valid end): {}", o.display());
@@ -519,5 +536,5 @@ fn inspect(dir: &Path, records: bool, json: bool) -> ExitCode {
             return journal_error(&e);
         }
     }
-    code(exit::OK)
+    code(verdict)
 }
