@@ -24,7 +24,8 @@ use super::segment::{
     fsync_dir, SegmentHeader, FORMAT_MAJOR, MIN_SEGMENT_SIZE, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
 };
 use super::state::{PositionsRecord, ReplayIssue, TradingState};
-use super::{JournalError, JournalLock};
+use super::{JournalError, JournalLock, ReadLock};
+use crate::access::Access;
 
 /// What recovery found and did.
 #[derive(Clone, Debug)]
@@ -60,9 +61,15 @@ pub enum RecoveryMode {
 }
 
 /// Takes the writer lock, recovers the journal in `dir` as an operator asked
-/// ([`RecoveryMode::Operator`]), and releases the lock.
+/// ([`RecoveryMode::Operator`]), and releases the lock. The directory must
+/// be owner-only; see [`recover_with`].
 pub fn recover(dir: &Path) -> Result<RecoveryReport, JournalError> {
-    let _lock = JournalLock::acquire(dir)?;
+    recover_with(dir, Access::OWNER_ONLY)
+}
+
+/// [`recover`] for a directory shared as `access` allows.
+pub fn recover_with(dir: &Path, access: Access) -> Result<RecoveryReport, JournalError> {
+    let _lock = JournalLock::acquire(dir, access)?;
     recover_locked(dir, RecoveryMode::Operator)
 }
 
@@ -366,10 +373,13 @@ pub fn rebuild(dir: &Path) -> Result<Rebuilt, JournalError> {
             std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
         ));
     }
-    let lock = JournalLock::try_acquire(dir)?;
+    // Read-only: needs no write access to the directory (an auditor's
+    // account can inspect the journal of the engine's).
+    let lock = JournalLock::try_read(dir);
     let (exclusive, writer_active) = match &lock {
-        Ok(_) => (true, None),
-        Err(holder) => (false, Some(holder.clone())),
+        ReadLock::Exclusive { .. } => (true, None),
+        ReadLock::WriterActive(holder) => (false, Some(holder.clone())),
+        ReadLock::Unknown(why) => (false, Some(format!("unknown ({why})"))),
     };
     let mut out = Rebuilt {
         writer_active,

@@ -34,6 +34,7 @@ use super::segment::{
 };
 use super::state::{SnapshotPayload, TradingState};
 use super::{JournalError, JournalLock};
+use crate::access::Access;
 use crate::clock::{mono_ns, wall_ns};
 
 /// Bytes kept free at the end of every segment for its segment-end record.
@@ -51,6 +52,8 @@ pub struct JournalConfig {
     /// Start a background thread that msyncs on [`JournalWriter::request_sync`]
     /// (quick checkpoints request one automatically).
     pub background_sync: bool,
+    /// Who besides the owner may write the directory and its files.
+    pub access: Access,
 }
 
 impl Default for JournalConfig {
@@ -59,6 +62,7 @@ impl Default for JournalConfig {
             segment_size: 64 << 20,
             prefault_write: true,
             background_sync: true,
+            access: Access::OWNER_ONLY,
         }
     }
 }
@@ -70,6 +74,7 @@ impl JournalConfig {
             segment_size: 64 << 10,
             prefault_write: true,
             background_sync: false,
+            access: Access::OWNER_ONLY,
         }
     }
 }
@@ -250,6 +255,29 @@ fn sync_job(job: &SyncJob) -> std::io::Result<()> {
     job.map.flush_range(0, job.upto)
 }
 
+/// Creates the journal directory (and missing parents) if needed, owner-only
+/// (or shared with the configured group).
+fn create_dir(dir: &Path, access: Access) -> Result<(), JournalError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mode = if access.shared_gid.is_some() {
+        0o770
+    } else {
+        0o700
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .map_err(|e| JournalError::io(dir, "create the journal directory", e))?;
+    let d = File::open(dir).map_err(|e| JournalError::io(dir, "open the journal directory", e))?;
+    access
+        .apply_group(&d)
+        .map_err(|e| JournalError::io(dir, "give the journal directory its group", e))
+}
+
 /// The single writer of a journal directory.
 pub struct JournalWriter {
     dir: PathBuf,
@@ -286,9 +314,8 @@ impl JournalWriter {
                 cfg.segment_size
             )));
         }
-        std::fs::create_dir_all(dir)
-            .map_err(|e| JournalError::io(dir, "create the journal directory", e))?;
-        let lock = JournalLock::acquire(dir)?;
+        create_dir(dir, cfg.access)?;
+        let lock = JournalLock::acquire(dir, cfg.access)?;
         let report = recover_locked(dir, RecoveryMode::TailOnly)?;
         let scan = &report.scan;
         let next_seq = scan.last_seq + 1;

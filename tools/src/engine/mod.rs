@@ -93,6 +93,7 @@ impl From<JournalError> for StartError {
     fn from(e: JournalError) -> StartError {
         let exit_code = match e {
             JournalError::NeedsRecovery { .. }
+            | JournalError::NotOurs { .. }
             | JournalError::BadSegment { .. }
             | JournalError::Corrupt { .. } => EXIT_BAD_FILE,
             _ => EXIT_START_FAILED,
@@ -146,13 +147,20 @@ impl Engine {
     pub fn start(cfg: EngineConfig) -> Result<Engine, StartError> {
         cfg.validate()?;
         let dir = cfg.control_dir.clone().unwrap_or_else(default_dir);
-        let block = Arc::new(ControlBlock::open_or_create(&dir, &cfg.name)?);
+        let access = killswitch::access::access_for_group(cfg.control_group.as_deref())?;
+        let block = Arc::new(ControlBlock::open_or_create_with(&dir, &cfg.name, access)?);
         block.attach_owner()?;
         let signals = signals::install(block.clone(), &SignalConfig::default())
             .map_err(|e| format!("signal handlers: {e}"))?;
         signals::install_panic_hook(block.clone());
 
-        let (writer, recovery) = JournalWriter::open(&cfg.journal_dir, JournalConfig::default())?;
+        let (writer, recovery) = JournalWriter::open(
+            &cfg.journal_dir,
+            JournalConfig {
+                access,
+                ..JournalConfig::default()
+            },
+        )?;
         let rebuilt = journal::rebuild(&cfg.journal_dir)?;
         let recovery_note = format!(
             "journal {}: {} records recovered, {} dropped, {} open orders and {} positions rebuilt",

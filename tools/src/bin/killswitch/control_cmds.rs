@@ -119,7 +119,7 @@ pub fn fail(e: &ControlError) -> ExitCode {
         ControlError::ResetRefused { .. } | ControlError::OwnedByLiveProcess { .. } => {
             exit::REFUSED
         }
-        ControlError::InvalidName { .. } => exit::USAGE,
+        ControlError::InvalidName { .. } | ControlError::UnknownGroup { .. } => exit::USAGE,
         _ => exit::BAD_FILE,
     })
 }
@@ -136,9 +136,9 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
     match cmd {
         ControlCmd::Init { exist_ok } => {
             let block = if exist_ok {
-                ControlBlock::open_or_create(&t.dir, &t.name)?
+                ControlBlock::open_or_create_with(&t.dir, &t.name, t.access()?)?
             } else {
-                ControlBlock::create(&t.dir, &t.name)?
+                ControlBlock::create_with(&t.dir, &t.name, t.access()?)?
             };
             println!(
                 "control block {} ready: mode {}",
@@ -147,7 +147,7 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
             );
         }
         ControlCmd::Status { json } => {
-            let block = ControlBlock::open(&t.dir, &t.name)?;
+            let block = t.open()?;
             let status = Status::read(&block);
             if json {
                 println!(
@@ -166,7 +166,7 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
             account,
             reason,
         } => {
-            let block = ControlBlock::open(&t.dir, &t.name)?;
+            let block = t.open()?;
             let mut scopes = Vec::new();
             for (kind, names) in [
                 (ScopeKind::Venue, venue),
@@ -218,7 +218,7 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
             reason,
             force,
         } => {
-            let block = ControlBlock::open(&t.dir, &t.name)?;
+            let block = t.open()?;
             if !confirm {
                 eprintln!(
                     "killswitch: refused: reset lets engine '{}' trade again (mode now {}); rerun with --confirm --reason \"...\"",
@@ -252,7 +252,7 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
             }
         }
         ControlCmd::Audit { json } => {
-            let block = ControlBlock::open(&t.dir, &t.name)?;
+            let block = t.open()?;
             let entries = block.audit();
             if json {
                 println!(
@@ -288,7 +288,7 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
             poll,
             timeout,
         } => {
-            let block = std::sync::Arc::new(ControlBlock::open(&t.dir, &t.name)?);
+            let block = std::sync::Arc::new(t.open()?);
             println!(
                 "watchdog on {}: trips KILL after {} without a heartbeat or when the engine dies",
                 block.path().display(),

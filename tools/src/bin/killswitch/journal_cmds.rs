@@ -10,10 +10,11 @@ use killswitch::checkpoint::{
 };
 use killswitch::clock::{format_duration_ns, format_wall};
 use killswitch::journal::{
-    rebuild, recover, scan, DropKind, JournalConfig, JournalError, JournalWriter, Rebuilt,
+    rebuild, recover_with, scan, DropKind, JournalConfig, JournalError, JournalWriter, Rebuilt,
 };
 
 use crate::exit;
+use killswitch::access::Access;
 
 /// Checkpoint subcommands.
 #[derive(Subcommand, Debug)]
@@ -103,16 +104,17 @@ fn journal_error(e: &JournalError) -> ExitCode {
         JournalError::Locked { .. } => exit::REFUSED,
         JournalError::BadSegment { .. }
         | JournalError::Corrupt { .. }
-        | JournalError::NeedsRecovery { .. } => exit::BAD_FILE,
+        | JournalError::NeedsRecovery { .. }
+        | JournalError::NotOurs { .. } => exit::BAD_FILE,
         _ => exit::IO,
     })
 }
 
 /// Runs one checkpoint subcommand.
-pub fn run_checkpoint(cmd: CheckpointCmd) -> ExitCode {
+pub fn run_checkpoint(cmd: CheckpointCmd, access: Access) -> ExitCode {
     match cmd {
         CheckpointCmd::Create(a) => match a.level {
-            Level::Quick => quick(&a),
+            Level::Quick => quick(&a, access),
             Level::Complete => complete(&a),
         },
         CheckpointCmd::Validate { file, json } => validate(&file, json),
@@ -120,10 +122,10 @@ pub fn run_checkpoint(cmd: CheckpointCmd) -> ExitCode {
 }
 
 /// Runs one journal subcommand.
-pub fn run_journal(cmd: JournalCmd) -> ExitCode {
+pub fn run_journal(cmd: JournalCmd, access: Access) -> ExitCode {
     match cmd {
         JournalCmd::Inspect { dir, records, json } => inspect(&dir, records, json),
-        JournalCmd::Recover { dir, json } => match recover(&dir) {
+        JournalCmd::Recover { dir, json } => match recover_with(&dir, access) {
             Ok(rep) => {
                 if json {
                     println!("{}", serde_json::to_string_pretty(&rep).unwrap_or_default());
@@ -151,9 +153,10 @@ pub fn run_journal(cmd: JournalCmd) -> ExitCode {
     }
 }
 
-fn quick(a: &CreateArgs) -> ExitCode {
+fn quick(a: &CreateArgs, access: Access) -> ExitCode {
     let cfg = JournalConfig {
         background_sync: false,
+        access,
         ..JournalConfig::default()
     };
     let (mut w, rec) = match JournalWriter::open(&a.journal, cfg) {
