@@ -142,12 +142,12 @@ pub fn run(args: EmergencyArgs, t: &Target) -> ExitCode {
     match emergency(&args, t) {
         Ok(report) => {
             if args.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&report).expect("report serialises")
                 );
             } else {
-                println!("{}", report.verdict);
+                outln!("{}", report.verdict);
             }
             ExitCode::from(report.exit_code)
         }

@@ -4,6 +4,37 @@
 //! `<dir>/killswitch.<name>`: `--dir` (or `KILLSWITCH_DIR`, default
 //! `/dev/shm`) and `--name` (or `KILLSWITCH_NAME`, default `engine`).
 
+/// `println!` for command output. A closed pipe (`killswitch status | head
+/// -1`) is a normal end of output, not a panic: printing stops and the
+/// command goes on to its own exit code (an `emergency` whose reader went
+/// away still says by its exit code what happened).
+macro_rules! outln {
+    ($($t:tt)*) => {
+        $crate::output::line(format_args!($($t)*))
+    };
+}
+
+mod output {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static CLOSED: AtomicBool = AtomicBool::new(false);
+
+    /// Writes one line to stdout unless it is closed; see `outln!`.
+    pub fn line(args: std::fmt::Arguments<'_>) {
+        if CLOSED.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+            CLOSED.store(true, Ordering::Relaxed);
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                eprintln!("killswitch: cannot write to standard output: {e}");
+            }
+        }
+    }
+}
+
 mod control_cmds;
 mod demo;
 mod drill;
