@@ -57,9 +57,13 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{Flock, FlockArg};
 
 pub use reader::{
-    scan, DropKind, Dropped, JournalTail, OwnedRecord, RecordView, RecordsAfter, ScanReport,
+    scan, scan_from, scan_tail, DropKind, Dropped, JournalTail, OwnedRecord, RecordView,
+    RecordsAfter, ScanReport, SnapshotAt,
 };
-pub use recover::{rebuild, recover, recover_with, LogLine, Rebuilt, RecoveryMode};
+pub use recover::{
+    rebuild, rebuild_from, rebuild_from_snapshot, recover, recover_with, LogLine, Rebuilt,
+    RecoveryMode,
+};
 pub use state::{OrderEntry, Position, PositionKey, ReplayIssue, TradingState};
 pub use writer::{Appended, DurableAt, JournalConfig, JournalWriter, QuickCheckpoint};
 

@@ -22,7 +22,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use memmap2::{MmapOptions, MmapRaw};
 
 use super::record::{
-    off, record_crc, record_len, RecordType, SegmentEndRecord, COMMIT, HEADER_LEN,
+    off, record_crc, record_len, RecordType, SegmentEndRecord, SnapshotIndexRecord, COMMIT,
+    HEADER_LEN,
 };
 use super::segment::{list_segments, read_header, segment_name, SegmentHeader, SEGMENT_HEADER_LEN};
 use super::JournalError;
@@ -352,6 +353,84 @@ pub struct ScanReport {
     pub append_at: Option<(u64, u64)>,
     /// Notes that lose nothing (e.g. a file cut short at a record boundary).
     pub notes: Vec<String>,
+    /// The newest snapshot record met, or named by a snapshot-index record.
+    pub last_snapshot: Option<SnapshotAt>,
+}
+
+/// Keeps `last` on the newest snapshot: a snapshot record itself, or the
+/// one a segment's snapshot-index record names (always older than anything
+/// in that segment).
+fn note_snapshot(v: &RecordView<'_>, last: &mut Option<SnapshotAt>) {
+    match v.rtype {
+        Some(RecordType::Snapshot) => {
+            *last = Some(SnapshotAt {
+                segment: v.segment,
+                offset: v.offset,
+                seq: v.seq,
+            })
+        }
+        Some(RecordType::SnapshotIndex) => {
+            if let Ok(i) = SnapshotIndexRecord::decode(v.payload) {
+                if i.seq > 0 && last.is_none_or(|l| l.seq < i.seq) {
+                    *last = Some(SnapshotAt {
+                        segment: i.segment,
+                        offset: i.offset,
+                        seq: i.seq,
+                    });
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The cheap part of opening a journal: checks the header of every segment
+/// (64 bytes each) and that no index is missing, then scans only from the
+/// last segment that holds records to the end — instead of every record of
+/// every segment. `None` when a header or the numbering is wrong: the caller
+/// then needs a full [`scan`] to see (and report) the damage.
+pub fn scan_tail(dir: &Path, exclusive: bool) -> Result<Option<ScanReport>, JournalError> {
+    let segs = list_segments(dir)?;
+    for (i, (index, path)) in segs.iter().enumerate() {
+        if i > 0 && *index != segs[i - 1].0 + 1 {
+            return Ok(None);
+        }
+        let file = File::open(path).map_err(|e| JournalError::io(path, "open the segment", e))?;
+        match read_header(&file, path, *index) {
+            Ok(_) => {}
+            Err(JournalError::BadSegment { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+    // The last segment with a record: empty ones after it are the current
+    // segment (just rolled into) or spares, which the scan classifies.
+    let mut from = segs.first().map(|s| s.0);
+    for (index, path) in segs.iter().rev() {
+        let seg = MappedSegment::open(path, *index)?;
+        if !matches!(
+            seg.region().step(SEGMENT_HEADER_LEN, None, false),
+            Step::Clean
+        ) {
+            from = Some(*index);
+            break;
+        }
+    }
+    let Some(segment) = from else {
+        return scan(dir, exclusive, |_| {}).map(Some);
+    };
+    // The first record of that segment carries whatever sequence it has:
+    // the records before it are not read.
+    let mut rep = scan_at(
+        dir,
+        Some((segment, SEGMENT_HEADER_LEN as u64)),
+        None,
+        exclusive,
+        |_| {},
+    )?;
+    rep.notes.push(format!(
+        "tail scan from segment {segment}: the records before it were not read"
+    ));
+    Ok(Some(rep))
 }
 
 impl ScanReport {
@@ -433,20 +512,64 @@ pub(crate) fn probe_records(r: &Region, from: usize) -> RecordsAfter {
     out
 }
 
+/// Where a snapshot record (a quick checkpoint) is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct SnapshotAt {
+    /// Segment index.
+    pub segment: u64,
+    /// Offset of the record in the segment.
+    pub offset: u64,
+    /// Its sequence number.
+    pub seq: u64,
+}
+
 /// Scans every segment of the journal in `dir` and calls `visit` for each
 /// valid record in order. `exclusive` says no writer is active (the caller
 /// holds the journal lock), which allows the torn-tail diagnosis.
 pub fn scan(
     dir: &Path,
     exclusive: bool,
+    visit: impl FnMut(&RecordView<'_>),
+) -> Result<ScanReport, JournalError> {
+    scan_at(dir, None, None, exclusive, visit)
+}
+
+/// [`scan`] from the record at `start` (which must carry `start.seq`: a
+/// snapshot found earlier) to the end, skipping everything before it.
+pub fn scan_from(
+    dir: &Path,
+    start: SnapshotAt,
+    exclusive: bool,
+    visit: impl FnMut(&RecordView<'_>),
+) -> Result<ScanReport, JournalError> {
+    scan_at(
+        dir,
+        Some((start.segment, start.offset)),
+        Some(start.seq),
+        exclusive,
+        visit,
+    )
+}
+
+/// The scan proper: from `(segment, offset)` (or the beginning), the first
+/// record carrying `first_seq` (any when `None`).
+fn scan_at(
+    dir: &Path,
+    start: Option<(u64, u64)>,
+    first_seq: Option<u64>,
+    exclusive: bool,
     mut visit: impl FnMut(&RecordView<'_>),
 ) -> Result<ScanReport, JournalError> {
     let segs = list_segments(dir)?;
     let mut rep = ScanReport::default();
-    let mut expected_seq: Option<u64> = None;
+    let mut expected_seq: Option<u64> = first_seq;
     let mut stopped = false;
     let mut prev_index: Option<u64> = None;
     for (index, path) in segs {
+        if start.is_some_and(|(segment, _)| index < segment) {
+            continue;
+        }
         if stopped {
             classify_after_end(&path, index, &mut rep);
             continue;
@@ -521,10 +644,14 @@ pub fn scan(
             valid_end: SEGMENT_HEADER_LEN as u64,
             ended: false,
         };
-        let mut p = SEGMENT_HEADER_LEN;
+        let mut p = match start {
+            Some((segment, offset)) if segment == index => offset as usize,
+            _ => SEGMENT_HEADER_LEN,
+        };
         loop {
             match r.step(p, expected_seq, exclusive) {
                 Step::Record(v, next) => {
+                    note_snapshot(&v, &mut rep.last_snapshot);
                     visit(&v);
                     rep.records += 1;
                     sum.records += 1;

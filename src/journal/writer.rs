@@ -25,8 +25,10 @@ use std::thread::JoinHandle;
 
 use crossbeam::channel::{bounded, Sender, TrySendError};
 
+use super::reader::SnapshotAt;
 use super::record::{
-    off, record_len, DurableRecord, Encode, RecordType, SegmentEndRecord, Sink, COMMIT, HEADER_LEN,
+    off, record_len, DurableRecord, Encode, RecordType, SegmentEndRecord, Sink,
+    SnapshotIndexRecord, COMMIT, HEADER_LEN,
 };
 use super::recover::{recover_locked, RecoveryMode, RecoveryReport};
 use super::segment::{
@@ -39,6 +41,9 @@ use crate::clock::{mono_ns, wall_ns};
 
 /// Bytes kept free at the end of every segment for its segment-end record.
 pub const END_RESERVE: usize = record_len(8);
+/// Bytes the snapshot-index record takes at the start of every segment
+/// after the first.
+pub const INDEX_RESERVE: usize = record_len(24);
 
 /// How a journal is written.
 #[derive(Clone, Debug)]
@@ -292,6 +297,11 @@ pub struct JournalWriter {
     /// Earlier segments not yet fsynced.
     unsynced: Vec<Arc<File>>,
     recorded_durable: u64,
+    /// The newest snapshot record, named at the start of every new segment
+    /// so recovery can start there.
+    last_snapshot: Option<SnapshotAt>,
+    /// Records and bytes appended since that snapshot (for a snapshot policy).
+    since_snapshot: (u64, u64),
     flusher: Option<Flusher>,
     // Dropped last: the lock outlives every mapping.
     _lock: JournalLock,
@@ -354,6 +364,8 @@ impl JournalWriter {
                 next_seq,
                 unsynced: Vec::new(),
                 recorded_durable: 0,
+                last_snapshot: scan.last_snapshot,
+                since_snapshot: (0, 0),
                 flusher,
                 _lock: lock,
             },
@@ -454,6 +466,17 @@ impl JournalWriter {
         }
         self.pos = p + total;
         self.next_seq = seq + 1;
+        if rtype == RecordType::Snapshot as u16 {
+            self.last_snapshot = Some(SnapshotAt {
+                segment: self.seg.header.index,
+                offset: p as u64,
+                seq,
+            });
+            self.since_snapshot = (0, 0);
+        } else {
+            self.since_snapshot.0 += 1;
+            self.since_snapshot.1 += total as u64;
+        }
         Appended {
             seq,
             segment: self.seg.header.index,
@@ -464,7 +487,8 @@ impl JournalWriter {
     /// Moves to the next segment; on error nothing changed.
     #[cold]
     fn roll(&mut self, payload_len: usize) -> Result<(), JournalError> {
-        let max = self.cfg.segment_size - SEGMENT_HEADER_LEN - END_RESERVE - HEADER_LEN;
+        let max =
+            self.cfg.segment_size - SEGMENT_HEADER_LEN - END_RESERVE - INDEX_RESERVE - HEADER_LEN;
         if payload_len > max {
             return Err(JournalError::RecordTooLarge {
                 len: payload_len,
@@ -500,7 +524,31 @@ impl JournalWriter {
             // Nobody prepares segments ahead: bound the mappings kept.
             self.retired.remove(0);
         }
+        // The new segment starts by naming the newest snapshot, so recovery
+        // finds it without reading the segments before.
+        let index = self
+            .last_snapshot
+            .map_or(SnapshotIndexRecord::default(), |s| SnapshotIndexRecord {
+                segment: s.segment,
+                offset: s.offset,
+                seq: s.seq,
+            });
+        self.write_record(RecordType::SnapshotIndex as u16, index.encoded_len(), |s| {
+            index.encode(s)
+        });
         Ok(())
+    }
+
+    /// Records and payload-plus-header bytes appended since the newest
+    /// snapshot record (or since the writer opened, if none since): what a
+    /// snapshot policy ("every N records or bytes") looks at.
+    pub fn since_snapshot(&self) -> (u64, u64) {
+        self.since_snapshot
+    }
+
+    /// The newest snapshot record this writer knows of.
+    pub fn last_snapshot(&self) -> Option<SnapshotAt> {
+        self.last_snapshot
     }
 
     fn new_segment(&self, index: u64) -> Result<Segment, JournalError> {

@@ -161,11 +161,17 @@ impl Engine {
                 ..JournalConfig::default()
             },
         )?;
-        let rebuilt = journal::rebuild(&cfg.journal_dir)?;
+        // From the newest quick checkpoint on, not every record since the
+        // journal began (`journal inspect` does that, and checks every CRC).
+        let rebuilt = journal::rebuild_from(&cfg.journal_dir, writer.last_snapshot())?;
         let recovery_note = format!(
-            "journal {}: {} records recovered, {} dropped, {} open orders and {} positions rebuilt",
+            "journal {}: {} records replayed {}, {} torn-tail cut(s), {} open orders and {} positions rebuilt",
             cfg.journal_dir.display(),
             rebuilt.scan.records,
+            match rebuilt.from_snapshot {
+                Some(s) => format!("from the quick checkpoint at seq {}", s.seq),
+                None => "from the first record".to_string(),
+            },
             recovery.scan.dropped.len(),
             rebuilt.state.open_orders.len(),
             rebuilt.state.positions.len()
