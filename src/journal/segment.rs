@@ -9,7 +9,7 @@
 //! |----:|-----:|-------|
 //! | 0  | 8 | magic `"KSJOURNL"` |
 //! | 8  | 2 | format major version (1) |
-//! | 10 | 2 | format minor version (0) |
+//! | 10 | 2 | format minor version (1; readers accept any minor) |
 //! | 12 | 4 | header length (64) |
 //! | 16 | 8 | segment index (1, 2, …; equals the number in the file name) |
 //! | 24 | 8 | segment size in bytes, header included (the pre-allocated file length) |
@@ -36,7 +36,8 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"KSJOURNL";
 /// Format major version this build writes and reads.
 pub const FORMAT_MAJOR: u16 = 1;
 /// Format minor version this build writes.
-pub const FORMAT_MINOR: u16 = 0;
+/// 1: segments after the first start with a snapshot-index record (type 11).
+pub const FORMAT_MINOR: u16 = 1;
 /// Bytes in a segment header; the first record starts here.
 pub const SEGMENT_HEADER_LEN: usize = 64;
 /// Smallest segment size accepted.
