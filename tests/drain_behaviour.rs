@@ -164,6 +164,7 @@ fn venue_ignoring_cancels_ends_in_cancel_unknown_by_the_deadline() {
         source: Source::Cli,
         reason: "try".into(),
         force: false,
+        expected_generation: None,
     });
     assert!(refused.is_err(), "reset refused while orders are unknown");
 }

@@ -533,7 +533,7 @@ impl SwitchRecord {
             AuditKind::Trip => false,
             AuditKind::Reset => true,
             // Neither changed the switch: the journal records changes.
-            AuditKind::TripNoop | AuditKind::ResetRefused => return None,
+            AuditKind::TripNoop | AuditKind::ResetRefused | AuditKind::ResetNoop => return None,
         };
         Some(SwitchRecord {
             reset,

@@ -186,6 +186,7 @@ fn run(a: &Args) -> Result<(), String> {
                 source: Source::Api,
                 reason: "ks-drain-latency".into(),
                 force: false,
+                expected_generation: None,
             })
             .map_err(|e| e.to_string())?;
     }
