@@ -161,6 +161,8 @@ impl fmt::Debug for StateWord {
 pub trait AtomicWord {
     /// `load`.
     fn load_word(&self, order: Ordering) -> u64;
+    /// `store`.
+    fn store_word(&self, value: u64, order: Ordering);
     /// `compare_exchange_weak`.
     fn cas_word(&self, current: u64, new: u64, ok: Ordering, err: Ordering) -> Result<u64, u64>;
 }
@@ -169,6 +171,10 @@ impl AtomicWord for std::sync::atomic::AtomicU64 {
     #[inline]
     fn load_word(&self, order: Ordering) -> u64 {
         self.load(order)
+    }
+    #[inline]
+    fn store_word(&self, value: u64, order: Ordering) {
+        self.store(value, order)
     }
     #[inline]
     fn cas_word(&self, current: u64, new: u64, ok: Ordering, err: Ordering) -> Result<u64, u64> {
@@ -180,6 +186,9 @@ impl AtomicWord for std::sync::atomic::AtomicU64 {
 impl AtomicWord for loom::sync::atomic::AtomicU64 {
     fn load_word(&self, order: Ordering) -> u64 {
         self.load(order)
+    }
+    fn store_word(&self, value: u64, order: Ordering) {
+        self.store(value, order)
     }
     fn cas_word(&self, current: u64, new: u64, ok: Ordering, err: Ordering) -> Result<u64, u64> {
         self.compare_exchange_weak(current, new, ok, err)

@@ -88,6 +88,51 @@ fn normal_emergency_drains_everything_and_the_journal_agrees() {
     assert_eq!(v["emergency_exit"], 0);
     assert_eq!(v["engine"]["exit_code"], 0);
     assert!(v["checkpoint"].as_str().unwrap().ends_with(".ckpt"));
+    // The "nothing after the ack" window held real attempts: every strategy
+    // was refused by the gate after the drain before the engine stopped it.
+    let strategies = v["engine"]["strategies"].as_array().unwrap();
+    assert_eq!(strategies.len(), 4);
+    for s in strategies {
+        assert!(s["refused_after_drain"].as_u64().unwrap() > 0, "{s}");
+    }
+    let check = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| {
+            c["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("no new order reached")
+        })
+        .unwrap();
+    assert!(
+        check["detail"]
+            .as_str()
+            .unwrap()
+            .contains("refused by the gate after the drain"),
+        "{check}"
+    );
+}
+
+/// The drill makes its own control block: a `--dir` / `--name` given to it
+/// is refused (it was silently ignored before).
+#[test]
+fn the_drill_refuses_dir_and_name_it_would_not_use() {
+    let mut c = Command::new(KILLSWITCH);
+    c.args(["--dir", "/tmp", "drill"]);
+    let out = run(c);
+    out.expect_code(2);
+    assert!(out.stderr().contains("--work-dir"), "{}", out.stderr());
+    let mut c = Command::new(KILLSWITCH);
+    c.args(["drill", "--name", "prod"]);
+    let out = run(c);
+    out.expect_code(2);
+    assert!(
+        out.stderr().contains("--name does not apply"),
+        "{}",
+        out.stderr()
+    );
 }
 
 #[test]

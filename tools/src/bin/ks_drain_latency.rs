@@ -160,7 +160,7 @@ fn run(a: &Args) -> Result<(), String> {
         block.trip_global(Mode::Kill, Source::Api, "ks-drain-latency");
         let out = drain
             .wait_outcome(Duration::from_secs(30))
-            .ok_or_else(|| format!("round {round}: no drain report within 30 s"))?;
+            .map_err(|e| format!("round {round}: no drain report: {e}"))?;
         if !out.is_clean() {
             return Err(format!("round {round}: drain not clean:\n{out}"));
         }
