@@ -46,7 +46,9 @@ struct KillSet {
 impl KillSet {
     fn read(block: &ControlBlock, w: StateWord) -> KillSet {
         let mut scopes = Vec::new();
-        if w.scoped() {
+        // A global KILL covers every scope: no need to read the tables
+        // (5,440 levels) on the way to the first cancel.
+        if w.scoped() && w.mode() != Mode::Kill {
             for kind in ScopeKind::ALL {
                 for (i, l) in kind.levels(&block.layout().levels).iter().enumerate() {
                     if Mode::from_level(l.load(Ordering::Acquire)) == Mode::Kill {

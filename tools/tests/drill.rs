@@ -88,6 +88,24 @@ fn normal_emergency_drains_everything_and_the_journal_agrees() {
     assert_eq!(v["emergency_exit"], 0);
     assert_eq!(v["engine"]["exit_code"], 0);
     assert!(v["checkpoint"].as_str().unwrap().ends_with(".ckpt"));
+    // `emergency` put the gateway's own acknowledgement time on its
+    // timeline (published before the acknowledged generation), not the
+    // moment it happened to look.
+    let t_trip = drain["timings_ns"][0].as_u64().unwrap();
+    let ack = ver["ack_mono_ns"].as_u64().unwrap();
+    let step = v["emergency"]["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| {
+            s["what"]
+                .as_str()
+                .unwrap()
+                .starts_with("gateway acknowledged")
+        })
+        .unwrap()
+        .clone();
+    assert_eq!(step["at_ns"].as_u64().unwrap(), ack - t_trip, "{step}");
     // The "nothing after the ack" window held real attempts: every strategy
     // was refused by the gate after the drain before the engine stopped it.
     let strategies = v["engine"]["strategies"].as_array().unwrap();
