@@ -177,10 +177,34 @@ fn stuck_cancels_end_in_cancel_unknown_reported_by_id() {
         .last()
         .unwrap()
         .clone();
-    assert_eq!(
-        drain["unknown"].as_array().unwrap().len() as u64,
-        unknown,
-        "each one listed"
+    // Each order still CancelUnknown at the end is listed by id. (The list
+    // may hold a few more: the venue ignores cancels but not trades, so an
+    // order reported unknown at the deadline can fill afterwards, and the
+    // registry applies that late answer.)
+    let listed: std::collections::HashSet<u64> = drain["unknown"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            u.as_str().unwrap().split_whitespace().next().unwrap()[1..]
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let still: Vec<u64> = v["engine"]["orders_not_terminal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o[1] == "CancelUnknown")
+        .map(|o| o[0].as_u64().unwrap())
+        .collect();
+    assert_eq!(still.len() as u64, unknown);
+    let missing: Vec<&u64> = still.iter().filter(|id| !listed.contains(id)).collect();
+    assert!(
+        missing.is_empty(),
+        "each one listed: {} missing, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
     );
     assert_eq!(v["emergency_exit"], 11, "emergency says orders are unknown");
     assert_eq!(v["engine"]["exit_code"], 11);
