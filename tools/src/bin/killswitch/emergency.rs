@@ -210,12 +210,12 @@ pub fn run(args: EmergencyArgs, t: &Target) -> ExitCode {
     match emergency(&args, t) {
         Ok(report) => {
             if args.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&report).expect("report serialises")
                 );
             } else {
-                println!("{}", report.verdict);
+                outln!("{}", report.verdict);
             }
             ExitCode::from(report.exit_code)
         }
@@ -224,7 +224,7 @@ pub fn run(args: EmergencyArgs, t: &Target) -> ExitCode {
 }
 
 fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, ControlError> {
-    let block = ControlBlock::open(&t.dir, &t.name)?;
+    let block = t.open()?;
     let h = &block.layout().header;
     let pid = h.owner_pid.load(Ordering::Acquire) as u32;
     let ticks = h.owner_start_ticks.load(Ordering::Acquire);
