@@ -60,6 +60,7 @@
 
 mod report;
 mod run;
+mod track;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};

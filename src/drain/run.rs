@@ -1,20 +1,19 @@
-//! One drain, from the trip it saw to its report: the gateway's
-//! acknowledgement, snapshots, cancels, tracking with deadlines, newer
-//! generations taken in on the way, the checkpoint, and the "drain
-//! incomplete" record; also the start-up recovery of an earlier run's
-//! orders. See the module docs of [`crate::drain`] for the steps.
+//! One drain, from the trip it saw to its report: snapshots and cancels of
+//! each generation taken in, the checkpoint, the "drain incomplete" record;
+//! also the start-up recovery of an earlier run's orders. The tracking loop
+//! is in `track.rs`. See the module docs of [`crate::drain`] for the steps.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rustc_hash::FxHashSet;
 
-use super::report::{DrainError, DrainFill, DrainOutcome, Escalation, UnknownOrder, UnknownReason};
-use super::{kill_in_force, CheckpointHook, DrainConfig};
+use super::report::{DrainError, DrainFill, DrainOutcome, Escalation};
+use super::{CheckpointHook, DrainConfig};
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::clock::{mono_ns, wall_ns};
-use crate::control::layout::{DRAIN_FLAG_ACK_LATE, DRAIN_FLAG_ESCALATED, DRAIN_FLAG_RECOVERY};
+use crate::control::layout::DRAIN_FLAG_RECOVERY;
 use crate::control::{
     ControlBlock, DrainIncomplete, DrainPhase, DrainStatus, IncompleteWriter, Mode, ScopeKind,
     StateWord,
@@ -37,7 +36,7 @@ pub(super) struct Drainer {
 
 /// What KILL is on at one generation.
 #[derive(Clone, Debug, Default)]
-struct KillSet {
+pub(super) struct KillSet {
     global: bool,
     /// Killed (kind byte, index), sorted (the order they are read in).
     scopes: Vec<(u8, u16)>,
@@ -82,38 +81,38 @@ impl KillSet {
 }
 
 /// Orders whose cancels went out together and share a deadline.
-struct Batch {
-    snapshot: Vec<OrderRecord>,
-    pending: Vec<OrderId>,
-    not_sent: FxHashSet<OrderId>,
-    half: Instant,
-    deadline: Instant,
-    resent: bool,
+pub(super) struct Batch {
+    pub(super) snapshot: Vec<OrderRecord>,
+    pub(super) pending: Vec<OrderId>,
+    pub(super) not_sent: FxHashSet<OrderId>,
+    pub(super) half: Instant,
+    pub(super) deadline: Instant,
+    pub(super) resent: bool,
 }
 
 /// A generation waiting for the gateway's acknowledgement.
-struct Awaiting {
-    w: StateWord,
-    t_seen: u64,
-    since: Instant,
-    late: bool,
+pub(super) struct Awaiting {
+    pub(super) w: StateWord,
+    pub(super) t_seen: u64,
+    pub(super) since: Instant,
+    pub(super) late: bool,
 }
 
 /// One drain in progress.
-struct Run {
-    batches: Vec<Batch>,
-    tracked: FxHashSet<OrderId>,
+pub(super) struct Run {
+    pub(super) batches: Vec<Batch>,
+    pub(super) tracked: FxHashSet<OrderId>,
     /// What KILL was on at the last snapshot (`None`: none taken yet).
-    kill: Option<KillSet>,
-    awaiting: Option<Awaiting>,
+    pub(super) kill: Option<KillSet>,
+    pub(super) awaiting: Option<Awaiting>,
     /// Re-read the state word for newer generations (not in recovery).
-    watch_word: bool,
+    pub(super) watch_word: bool,
     /// The record this drain owns (`None`: another process's unfinished
     /// drain is on record and stays there).
-    record: Option<DrainIncomplete>,
+    pub(super) record: Option<DrainIncomplete>,
 }
 
-fn set(a: &AtomicU64, v: u64) {
+pub(super) fn set(a: &AtomicU64, v: u64) {
     a.store(v, Ordering::Release);
 }
 
@@ -286,7 +285,7 @@ impl Drainer {
     /// The gateway acknowledged `a.w`: mass cancels of the venues it newly
     /// kills whole, a snapshot of the open orders newly in scope, cancels
     /// for them.
-    fn take(&mut self, run: &mut Run, a: &Awaiting, out: &mut DrainOutcome) {
+    pub(super) fn take(&mut self, run: &mut Run, a: &Awaiting, out: &mut DrainOutcome) {
         let block = self.block.clone();
         let ds = block.drain_status();
         let t_ack = mono_ns();
@@ -439,206 +438,6 @@ impl Drainer {
             half: deadline - self.cfg.cancel_deadline / 2,
             deadline,
             resent: false,
-        }
-    }
-
-    /// Follows the answers until every batch is resolved (terminal, or
-    /// `CancelUnknown` at its deadline) and no generation waits for the
-    /// gateway; takes in newer kill generations on the way.
-    fn track(&mut self, run: &mut Run, out: &mut DrainOutcome) {
-        let block = self.block.clone();
-        let ds = block.drain_status();
-        let state = block.state_atomic();
-        let acked = &block.gateway_status().acked_generation;
-        let mut b = Backoff::new(BackoffConfig {
-            spins: 64,
-            yields: 16,
-            max_sleep: Duration::from_micros(50),
-        });
-        let mut ack_b = Backoff::new(BackoffConfig::busy());
-        let mut push_b = Backoff::new(BackoffConfig::busy());
-        let mut seen_closed = None;
-        let mut seen_generation = out.last_generation;
-        loop {
-            // Answers: rescan (under the lock) only when some order closed.
-            let closed = self.link.registry.closed_count();
-            if seen_closed != Some(closed) && !run.batches.is_empty() {
-                seen_closed = Some(closed);
-                let before: usize = run.batches.iter().map(|b| b.pending.len()).sum();
-                self.link.registry.read(|view| {
-                    for batch in &mut run.batches {
-                        batch
-                            .pending
-                            .retain(|id| match view.get(*id).map(|r| r.state) {
-                                Some(s) if s.is_open() => true,
-                                s => {
-                                    out.record_final(*id, s);
-                                    false
-                                }
-                            });
-                    }
-                });
-                let after: usize = run.batches.iter().map(|b| b.pending.len()).sum();
-                if after != before {
-                    out.timings.t_last_ack = mono_ns();
-                    set(&ds.orders_confirmed, out.confirmed() as u64);
-                    set(&ds.t_last_ack, out.timings.t_last_ack);
-                    if run.record.is_some() {
-                        set(&ds.incomplete_confirmed, out.confirmed() as u64);
-                    }
-                    b.reset();
-                }
-            }
-
-            // A newer generation that puts KILL on something: take it in.
-            if run.watch_word {
-                let w = StateWord(state.load(Ordering::Acquire));
-                if w.generation() > seen_generation {
-                    seen_generation = w.generation();
-                    out.last_generation = seen_generation;
-                    if kill_in_force(&block, w) {
-                        let t_seen = mono_ns();
-                        // The status follows the newest generation (what
-                        // `emergency` waits for); the counts add up.
-                        set(&ds.generation, w.generation());
-                        set(&ds.t_trip_seen, t_seen);
-                        if run.kill.is_some() {
-                            set(
-                                &ds.flags,
-                                ds.flags.load(Ordering::Acquire) | DRAIN_FLAG_ESCALATED,
-                            );
-                            set(&ds.t_gateway_ack, 0);
-                            set(&ds.t_first_cancel, 0);
-                            set(&ds.phase, DrainPhase::AwaitingGatewayAck as u64);
-                        }
-                        // A newer acknowledgement covers an older one.
-                        run.awaiting = Some(Awaiting {
-                            w,
-                            t_seen,
-                            since: Instant::now(),
-                            late: run.awaiting.as_ref().is_some_and(|a| a.late),
-                        });
-                    }
-                }
-            }
-            if let Some(a) = run.awaiting.take() {
-                if acked.load(Ordering::Acquire) >= a.w.generation() {
-                    self.take(run, &a, out);
-                    b.reset();
-                    continue;
-                }
-                if self.stop.load(Ordering::Acquire) {
-                    // The engine is shutting down: give up this generation
-                    // (reported; the record stays set).
-                    out.error.get_or_insert(DrainError::StoppedBeforeAck {
-                        generation: a.w.generation(),
-                    });
-                } else {
-                    let mut a = a;
-                    if !a.late && a.since.elapsed() >= self.cfg.gateway_ack_deadline {
-                        // Publish the failure so an operator or `emergency`
-                        // escalates, and keep waiting.
-                        a.late = true;
-                        set(
-                            &ds.flags,
-                            ds.flags.load(Ordering::Acquire) | DRAIN_FLAG_ACK_LATE,
-                        );
-                        set(&ds.phase, DrainPhase::GatewayAckLate as u64);
-                        out.error.get_or_insert(DrainError::GatewayAckLate {
-                            generation: a.w.generation(),
-                            deadline: self.cfg.gateway_ack_deadline,
-                            acked_after: None,
-                        });
-                    }
-                    run.awaiting = Some(a);
-                }
-            }
-
-            let pending = run.batches.iter().any(|b| !b.pending.is_empty());
-            if !pending && run.awaiting.is_none() {
-                return;
-            }
-
-            let now = if run.batches.is_empty() {
-                None
-            } else {
-                Some(Instant::now())
-            };
-            for i in 0..run.batches.len() {
-                let Some(now) = now else { break };
-                let batch = &mut run.batches[i];
-                if batch.pending.is_empty() {
-                    continue;
-                }
-                if !batch.resent && now >= batch.half && now < batch.deadline {
-                    batch.resent = true;
-                    let deadline = batch.deadline;
-                    for id in &batch.pending {
-                        if self
-                            .link
-                            .cancels
-                            .push_until(CancelRequest::Cancel(*id), deadline, &mut push_b)
-                            .is_ok()
-                        {
-                            out.resent += 1;
-                            out.cancel_requests += 1;
-                        }
-                    }
-                    set(&ds.cancels_sent, out.cancel_requests);
-                }
-                if now >= batch.deadline {
-                    self.expire(i, run, out);
-                }
-            }
-            if run.awaiting.is_some() {
-                ack_b.snooze();
-            } else {
-                b.snooze();
-            }
-        }
-    }
-
-    /// The deadline of batch `i` passed: "force cancel local" of what is
-    /// still open.
-    fn expire(&mut self, i: usize, run: &mut Run, out: &mut DrainOutcome) {
-        let ds = self.block.drain_status();
-        let batch = &mut run.batches[i];
-        let mut unknown = 0u64;
-        for id in std::mem::take(&mut batch.pending) {
-            match self.link.registry.force_cancel_unknown(id) {
-                Some(before) => {
-                    let venue = batch
-                        .snapshot
-                        .iter()
-                        .find(|o| o.id == id)
-                        .map_or(0, |o| o.tags.venue);
-                    let reason = if batch.not_sent.contains(&id) {
-                        UnknownReason::CancelNotEnqueued
-                    } else if before == OrderState::PendingCancel {
-                        UnknownReason::NoAnswer
-                    } else {
-                        UnknownReason::CancelRefused
-                    };
-                    out.unknown.push(UnknownOrder {
-                        id,
-                        venue,
-                        state_before: before,
-                        reason,
-                    });
-                    unknown += 1;
-                }
-                // It resolved between the last poll and now.
-                None => out.record_final(id, self.link.registry.get(id).map(|r| r.state)),
-            }
-        }
-        out.timings.t_last_ack = mono_ns();
-        set(&ds.t_last_ack, out.timings.t_last_ack);
-        set(&ds.orders_confirmed, out.confirmed() as u64);
-        ds.orders_unknown.fetch_add(unknown, Ordering::AcqRel);
-        if let Some(rec) = run.record.as_mut() {
-            rec.confirmed = out.confirmed() as u64;
-            rec.unknown = out.unknown.len() as u64;
-            self.block.record_drain_incomplete(rec);
         }
     }
 
