@@ -28,6 +28,13 @@
 //! also chained: it runs after ours while the guard lives. One guard per
 //! process at a time (signal dispositions are process-wide).
 //!
+//! Why not the `signal-hook` crate, which the first version used: its
+//! `unregister` removes our action but leaves its own handler installed for
+//! the life of the process, so a dropped guard left SIGTERM and SIGINT
+//! caught and ignored instead of terminating the process as before. Putting
+//! the previous disposition back needs the `sigaction` it replaced, which is
+//! what this module keeps.
+//!
 //! # Invariants
 //! * A handler never allocates, locks, or blocks.
 //! * The shutdown level only rises: `None` < `Planned` < `Emergency`.
