@@ -125,6 +125,7 @@ fn one_drain(e: &Engine, n: usize) -> (Duration, Duration) {
             source: Source::Api,
             reason: "bench".into(),
             force: false,
+            expected_generation: None,
         })
         .unwrap();
     (

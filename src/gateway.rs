@@ -29,12 +29,18 @@
 //! # Invariants
 //! * Only the gateway thread calls [`Venue`] methods (it owns the sessions).
 //! * `acked_generation` only grows, and is stored only after a load of the
-//!   state word that returned that generation.
-//! * A new order is registered before its venue write; a failed write
-//!   rejects it locally ([`Registry::send_failed`]), so the registry never
-//!   holds an order that is "open" without having been written, except a
-//!   write that failed part-way ([`VenueError::Ambiguous`]): that order may
-//!   be working, so it stays open for the drain.
+//!   state word that returned that generation. Its time, `acked_mono_ns`,
+//!   is stored *before* it ([`publish_ack`]), so whoever reads the
+//!   generation (Acquire) and then the time gets that acknowledgement's
+//!   time or a later one, never an older one.
+//! * A new order is registered before its venue write. A write that failed
+//!   with nothing sent rejects it locally ([`Registry::send_failed`]); a
+//!   write that failed part-way ([`VenueError::Ambiguous`]) leaves it
+//!   `SendUnknown` ([`Registry::send_ambiguous`]), which the drain cancels
+//!   or reports: an ambiguous send is never a reject.
+//! * While the registry holds orders recovered from an earlier run that the
+//!   drain has not dealt with yet ([`Registry::recovery_pending`]), no new
+//!   order is taken from the ring: they wait (the ring pushes back).
 //! * A cancel request is never dropped silently: the drain's push retries
 //!   while the ring is full, up to the cancel deadline, and an order whose
 //!   cancel could not be enqueued by then is reported `CancelNotEnqueued`;
@@ -51,6 +57,7 @@ use crossbeam::queue::ArrayQueue;
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::clock::mono_ns;
 use crate::control::layout::VENUES;
+use crate::control::state::AtomicWord;
 use crate::control::{ControlBlock, StateWord};
 use crate::gate::Gate;
 use crate::order::{OrderId, OrderIntent, Qty, ScopeIndex};
@@ -58,10 +65,30 @@ use crate::registry::Registry;
 use crate::venue::{MassCancelScope, NewOrder, Venue, VenueError, VenueEvent};
 
 mod rings;
+mod stats;
 pub use rings::{CancelSender, DrainLink, OrderSender, SubmitError, VenueInfo};
+pub use stats::GatewayStats;
+use stats::{read_stats, Counters};
 
 /// Single cancels marked in the registry under one lock.
 const CANCEL_BATCH: usize = 256;
+
+/// Publishes the gateway's acknowledgement of `generation`, made at
+/// `mono_ns`: the time first, then the generation with Release. A reader
+/// that loads the generation with Acquire and then the time sees this time
+/// (or a later acknowledgement's), never the one before it; stored the
+/// other way round, `killswitch emergency` could read the old time and fall
+/// back to its own clock (a loom model checks the order).
+#[inline]
+pub fn publish_ack<W: AtomicWord + ?Sized>(
+    acked_generation: &W,
+    acked_mono_ns: &W,
+    generation: u64,
+    mono_ns: u64,
+) {
+    acked_mono_ns.store_word(mono_ns, Ordering::Relaxed);
+    acked_generation.store_word(generation, Ordering::Release);
+}
 
 /// Gateway settings.
 #[derive(Clone, Debug)]
@@ -109,49 +136,6 @@ pub enum CancelRequest {
         /// What to cancel.
         scope: MassCancelScope,
     },
-}
-
-/// Counters the gateway keeps besides the control block's.
-#[derive(Debug, Default)]
-struct Counters {
-    refused_on_recheck: AtomicU64,
-    unknown_venue: AtomicU64,
-    send_errors: AtomicU64,
-    ambiguous_sends: AtomicU64,
-    cancel_errors: AtomicU64,
-    cancels_skipped: AtomicU64,
-    events_applied: AtomicU64,
-    disconnects: AtomicU64,
-    turns: AtomicU64,
-}
-
-/// A copy of the gateway's counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GatewayStats {
-    /// New orders written to venues.
-    pub orders_sent: u64,
-    /// Cancels and mass cancels written.
-    pub cancels_sent: u64,
-    /// Orders that passed the strategy's gate check but were refused by the
-    /// gateway's re-check (the switch tripped in between).
-    pub refused_on_recheck: u64,
-    /// Orders for a venue the gateway has no session for.
-    pub unknown_venue: u64,
-    /// Venue writes of new orders that failed (rejected locally).
-    pub send_errors: u64,
-    /// Venue writes of new orders that failed part-way
-    /// ([`VenueError::Ambiguous`]): kept open, the drain cancels or reports them.
-    pub ambiguous_sends: u64,
-    /// Venue writes of cancels that failed.
-    pub cancel_errors: u64,
-    /// Cancel requests for orders already terminal (not sent).
-    pub cancels_skipped: u64,
-    /// Venue events applied to the registry.
-    pub events_applied: u64,
-    /// Disconnect events seen.
-    pub disconnects: u64,
-    /// Loop turns.
-    pub turns: u64,
 }
 
 struct Session {
@@ -262,8 +246,7 @@ impl GatewayCore {
         if g > self.acked {
             self.acked = g;
             let gs = self.block.gateway_status();
-            gs.acked_generation.store(g, Ordering::Release);
-            gs.acked_mono_ns.store(mono_ns(), Ordering::Release);
+            publish_ack(&gs.acked_generation, &gs.acked_mono_ns, g, mono_ns());
         }
         w
     }
@@ -298,7 +281,14 @@ impl GatewayCore {
                 .fetch_add(disconnects, Ordering::Relaxed);
             self.events.clear();
         }
-        for _ in 0..self.orders_per_turn {
+        // Orders an earlier run left open come first: no new order is taken
+        // until the drain has cancelled (or reported) them all.
+        let orders_now = if self.registry.recovery_pending() {
+            0
+        } else {
+            self.orders_per_turn
+        };
+        for _ in 0..orders_now {
             // Strict priority: a cancel that arrives mid-batch goes first.
             if !self.cancels.is_empty() {
                 self.run_cancels();
@@ -355,14 +345,12 @@ impl GatewayCore {
         }
         match self.sessions[slot].venue.send(&order) {
             Ok(()) => self.orders_sent += 1,
-            // Some bytes may have reached the venue: the order may be
-            // working. It stays PendingNew (open), so a drain cancels it by
-            // id or reports it; never a local reject.
+            // Bytes may have left: the venue may be working it. Never a
+            // local reject; the drain cancels it by id or reports it.
             Err(VenueError::Ambiguous) => {
                 self.orders_sent += 1;
-                self.counters
-                    .ambiguous_sends
-                    .fetch_add(1, Ordering::Relaxed);
+                self.counters.send_ambiguous.fetch_add(1, Ordering::Relaxed);
+                self.registry.send_ambiguous(order.id);
             }
             Err(_) => {
                 self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
@@ -490,24 +478,6 @@ impl GatewayCore {
         for s in &mut self.sessions {
             let _ = s.venue.logout();
         }
-    }
-}
-
-fn read_stats(block: &ControlBlock, c: &Counters) -> GatewayStats {
-    let gs = block.gateway_status();
-    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    GatewayStats {
-        orders_sent: l(&gs.orders_sent),
-        cancels_sent: l(&gs.cancels_sent),
-        refused_on_recheck: l(&c.refused_on_recheck),
-        unknown_venue: l(&c.unknown_venue),
-        send_errors: l(&c.send_errors),
-        ambiguous_sends: l(&c.ambiguous_sends),
-        cancel_errors: l(&c.cancel_errors),
-        cancels_skipped: l(&c.cancels_skipped),
-        events_applied: l(&c.events_applied),
-        disconnects: l(&c.disconnects),
-        turns: l(&c.turns),
     }
 }
 

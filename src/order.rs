@@ -192,6 +192,15 @@ pub enum OrderState {
     /// the venue. Visible, never silently treated as cancelled; late answers
     /// still move it to a terminal state.
     CancelUnknown = 7,
+    /// Open in the journal of an earlier run of the engine (a restart after
+    /// a crash): it may still be working at the venue. The drain cancels it
+    /// (or reports it `CancelUnknown`) before any new order is sent.
+    Recovered = 8,
+    /// The write of the new order failed part-way
+    /// ([`crate::venue::VenueError::Ambiguous`]): the venue may have it. An
+    /// ambiguous send is never a reject; the drain cancels it by id or
+    /// reports it.
+    SendUnknown = 9,
 }
 
 impl OrderState {
@@ -204,7 +213,8 @@ impl OrderState {
         )
     }
 
-    /// May be working at the venue (not terminal, not unknown).
+    /// May be working at the venue and is the drain's business (not
+    /// terminal, not already reported unknown).
     #[inline]
     pub const fn is_open(self) -> bool {
         matches!(
@@ -213,6 +223,8 @@ impl OrderState {
                 | OrderState::Live
                 | OrderState::PartiallyFilled
                 | OrderState::PendingCancel
+                | OrderState::Recovered
+                | OrderState::SendUnknown
         )
     }
 
@@ -228,6 +240,8 @@ impl OrderState {
             5 => Filled,
             6 => Rejected,
             7 => CancelUnknown,
+            8 => Recovered,
+            9 => SendUnknown,
             _ => return None,
         })
     }
@@ -256,6 +270,9 @@ pub enum OrderEvent {
     Rejected,
     /// The cancel deadline passed without an answer ("force cancel local").
     CancelTimeout,
+    /// The write of the new order failed after bytes may have left: the
+    /// venue may or may not have it.
+    SendAmbiguous,
 }
 
 /// An event that cannot happen in the given state. It is reported, never
@@ -288,6 +305,16 @@ pub fn transition(state: OrderState, event: OrderEvent) -> Result<OrderState, Il
             E::Canceled,
         ) => S::Canceled,
         (S::PendingNew | S::PendingCancel | S::CancelUnknown, E::Rejected) => S::Rejected,
+        (S::PendingNew, E::SendAmbiguous) => S::SendUnknown,
+        // An order the venue may or may not have (recovered from an earlier
+        // run, or an ambiguous send): any answer from the venue settles it,
+        // and the drain may cancel it.
+        (S::Recovered | S::SendUnknown, E::Acked) => S::Live,
+        (S::Recovered | S::SendUnknown, E::Fill { complete: false }) => S::PartiallyFilled,
+        (S::Recovered | S::SendUnknown, E::Fill { complete: true }) => S::Filled,
+        (S::Recovered | S::SendUnknown, E::CancelSent) => S::PendingCancel,
+        (S::Recovered | S::SendUnknown, E::Canceled) => S::Canceled,
+        (S::Recovered | S::SendUnknown, E::Rejected) => S::Rejected,
         // An ack overtaken by our cancel: still waiting for the cancel's answer.
         (S::PendingCancel, E::Acked) => S::PendingCancel,
         (S::CancelUnknown, E::Acked) => S::CancelUnknown,
@@ -305,6 +332,9 @@ pub fn transition(state: OrderState, event: OrderEvent) -> Result<OrderState, Il
         (S::PendingCancel, E::CancelSent) => S::PendingCancel,
         (S::CancelUnknown, E::CancelSent) => S::CancelUnknown,
         (S::PendingCancel, E::CancelTimeout) => S::CancelUnknown,
+        // Another deadline without an answer (a restarted engine's drain of
+        // an order an earlier run already reported unknown): still unknown.
+        (S::CancelUnknown, E::CancelTimeout) => S::CancelUnknown,
         _ => return Err(IllegalTransition { state, event }),
     };
     Ok(next)
@@ -344,7 +374,7 @@ mod tests {
         );
     }
 
-    const ALL_STATES: [OrderState; 8] = [
+    const ALL_STATES: [OrderState; 10] = [
         OrderState::PendingNew,
         OrderState::Live,
         OrderState::PartiallyFilled,
@@ -353,8 +383,10 @@ mod tests {
         OrderState::Filled,
         OrderState::Rejected,
         OrderState::CancelUnknown,
+        OrderState::Recovered,
+        OrderState::SendUnknown,
     ];
-    const ALL_EVENTS: [OrderEvent; 9] = [
+    const ALL_EVENTS: [OrderEvent; 10] = [
         OrderEvent::Acked,
         OrderEvent::Fill { complete: false },
         OrderEvent::Fill { complete: true },
@@ -368,6 +400,7 @@ mod tests {
         },
         OrderEvent::Rejected,
         OrderEvent::CancelTimeout,
+        OrderEvent::SendAmbiguous,
     ];
 
     /// The legal edges, written out independently of `transition`'s match.
@@ -446,6 +479,28 @@ mod tests {
                 S::PartiallyFilled,
             ),
             (S::CancelUnknown, E::Rejected, S::Rejected),
+            (S::CancelUnknown, E::CancelTimeout, S::CancelUnknown),
+            (S::PendingNew, E::SendAmbiguous, S::SendUnknown),
+            (S::Recovered, E::Acked, S::Live),
+            (
+                S::Recovered,
+                E::Fill { complete: false },
+                S::PartiallyFilled,
+            ),
+            (S::Recovered, E::Fill { complete: true }, S::Filled),
+            (S::Recovered, E::CancelSent, S::PendingCancel),
+            (S::Recovered, E::Canceled, S::Canceled),
+            (S::Recovered, E::Rejected, S::Rejected),
+            (S::SendUnknown, E::Acked, S::Live),
+            (
+                S::SendUnknown,
+                E::Fill { complete: false },
+                S::PartiallyFilled,
+            ),
+            (S::SendUnknown, E::Fill { complete: true }, S::Filled),
+            (S::SendUnknown, E::CancelSent, S::PendingCancel),
+            (S::SendUnknown, E::Canceled, S::Canceled),
+            (S::SendUnknown, E::Rejected, S::Rejected),
         ];
         table
             .iter()
@@ -470,8 +525,8 @@ mod tests {
                 }
             }
         }
-        // 8 states x 9 events = 72 edges, 31 legal: each illegal edge refused.
-        assert_eq!(illegal, 72 - 31);
+        // 10 states x 10 events = 100 edges, 45 legal: each illegal edge refused.
+        assert_eq!(illegal, 100 - 45);
     }
 
     #[test]
@@ -489,7 +544,11 @@ mod tests {
         for (i, s) in ALL_STATES.iter().enumerate() {
             assert_eq!(OrderState::from_u8(i as u8), Some(*s));
         }
-        assert_eq!(OrderState::from_u8(8), None);
+        assert_eq!(OrderState::from_u8(10), None);
+        // The drain's business: every state that may be working at a venue.
+        for s in [OrderState::Recovered, OrderState::SendUnknown] {
+            assert!(s.is_open() && !s.is_terminal(), "{s:?}");
+        }
     }
 
     #[test]

@@ -35,7 +35,7 @@
 //!   checked.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustc_hash::FxHashMap;
@@ -132,6 +132,9 @@ pub struct Registry {
     /// Orders that left the open states, ever: lets the drain poll without
     /// taking the lock until something changed.
     closed: Arc<AtomicU64>,
+    /// Set by [`Registry::adopt_recovered`] until the drain has dealt with
+    /// the recovered orders; the gateway writes no new order meanwhile.
+    recovery_pending: AtomicBool,
 }
 
 impl std::fmt::Debug for Registry {
@@ -192,6 +195,7 @@ impl Registry {
     pub fn with_sink(sink: Box<dyn EventSink>) -> Registry {
         let closed = Arc::new(AtomicU64::new(0));
         Registry {
+            recovery_pending: AtomicBool::new(false),
             closed: closed.clone(),
             inner: Mutex::new(Inner {
                 orders: Vec::new(),
@@ -243,11 +247,20 @@ impl Registry {
         Ok(())
     }
 
-    /// The write of a registered order failed: it is rejected locally.
+    /// The write of a registered order failed and nothing left (the venue
+    /// cannot have it): it is rejected locally.
     pub fn send_failed(&self, id: OrderId) {
         let mut g = self.lock();
         g.sink.record(&RecordedEvent::SendFailed { id });
         g.apply_event(id, OrderEvent::Rejected);
+    }
+
+    /// The write of a registered order failed part-way: the venue may have
+    /// it. It becomes `SendUnknown`, which the drain includes, never a
+    /// local reject.
+    pub fn send_ambiguous(&self, id: OrderId) {
+        let mut g = self.lock();
+        g.apply_event(id, OrderEvent::SendAmbiguous);
     }
 
     /// Applies venue answers from session `venue` (one lock for the batch).
@@ -584,8 +597,10 @@ impl Inner {
 }
 
 mod anomaly;
+mod recovery;
 mod sink;
 pub use anomaly::{Anomaly, RegistryCounters, RegistryError};
+pub use recovery::RecoveredOrder;
 pub use sink::{EventSink, NoopSink, RecordedEvent};
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -169,6 +168,7 @@ fn venue_ignoring_cancels_ends_in_cancel_unknown_by_the_deadline() {
         source: Source::Cli,
         reason: "try".into(),
         force: false,
+        expected_generation: None,
     });
     assert!(refused.is_err(), "reset refused while orders are unknown");
 }
@@ -237,42 +237,83 @@ fn fills_racing_cancels_are_applied_not_lost() {
     assert_eq!(c.illegal_transitions, 0);
 }
 
+/// A gateway that stalls past the acknowledgement deadline: the drain
+/// publishes the failure (phase `GatewayAckLate`, so `emergency`
+/// escalates) and keeps waiting; when the gateway comes back and
+/// acknowledges, the drain snapshots and cancels every order as usual.
+/// Before issue 9 it gave up at the deadline with 0 cancels and never came
+/// back to the generation, leaving every order live.
 #[test]
-fn a_gateway_that_never_acknowledges_fails_the_drain_by_its_deadline() {
+fn a_late_gateway_ack_is_published_and_the_drain_still_cancels_everything() {
     let dir = tempfile::tempdir().unwrap();
-    let block = Arc::new(ControlBlock::create(dir.path(), "stuck").unwrap());
+    let block = Arc::new(ControlBlock::create(dir.path(), "stall").unwrap());
     let registry = Arc::new(Registry::new());
-    let (venue, _sim) = SimVenue::new(quiet_venue(7, true));
-    // A gateway core that is never turned: it never acknowledges.
+    let (venue, sim) = SimVenue::new(quiet_venue(7, true));
+    // A gateway core driven by this thread: it acknowledges only when turned.
     let mut core = GatewayCore::new(
         block.clone(),
-        registry,
+        registry.clone(),
         vec![(0, Box::new(venue) as Box<dyn Venue>)],
         &GatewayConfig::default(),
     );
+    let sender = core.order_sender(Arc::new(std::sync::atomic::AtomicU64::new(1)));
+    let ids: Vec<OrderId> = (0..6)
+        .map(|i| submit(&sender, &intent(0, 0, Side::Buy, 50 + i, 1)))
+        .collect();
+    wait_for("orders resting", WAIT, || {
+        core.turn();
+        ids.iter()
+            .all(|id| registry.get(*id).map(|r| r.state) == Some(OrderState::Live))
+    });
     let cfg = DrainConfig {
         gateway_ack_deadline: Duration::from_millis(100),
         ..DrainConfig::emergency()
     };
     let drain = Drain::spawn(block.clone(), core.take_drain_link().unwrap(), cfg, None).unwrap();
     block.trip_global(Mode::Kill, Source::Api, "test");
-    let out = drain.wait_outcome(WAIT).expect("drain gave up in time");
-    assert!(matches!(
-        out.error,
-        Some(DrainError::GatewayAckTimeout { .. })
-    ));
-    assert_eq!(DrainSnapshot::read(&block).phase, DrainPhase::Failed);
-    assert_eq!(
-        out.cancel_requests, 0,
-        "nothing cancelled on an unsafe snapshot"
+    // The gateway is stalled (not turned): the failure is published...
+    wait_for("GatewayAckLate published", WAIT, || {
+        DrainSnapshot::read(&block).phase == DrainPhase::GatewayAckLate
+    });
+    let s = DrainSnapshot::read(&block);
+    assert!(s.gateway_ack_late && s.cancels_sent == 0, "{s:?}");
+    // ...and the drain is still on it: no report, nothing given up.
+    assert_eq!(drain.try_outcome(), Ok(None));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(drain.try_outcome(), Ok(None), "the drain keeps waiting");
+    assert!(block.drain_incomplete().is_some(), "on record meanwhile");
+    // The gateway comes back: the drain snapshots and cancels as usual.
+    let mut out = None;
+    wait_for("the drain's report", WAIT, || {
+        core.turn();
+        out = drain.try_outcome().unwrap();
+        out.is_some()
+    });
+    let out = out.unwrap();
+    let mut canceled = out.canceled.clone();
+    canceled.sort();
+    assert_eq!(canceled, ids, "{out}");
+    assert_eq!(out.open_at_snapshot, 6);
+    assert!(
+        matches!(
+            out.error,
+            Some(DrainError::GatewayAckLate {
+                generation: 1,
+                acked_after: Some(_),
+                ..
+            })
+        ),
+        "{out}"
     );
+    assert_eq!(sim.stats().our_resting, 0, "nothing left at the venue");
+    let s = DrainSnapshot::read(&block);
     assert_eq!(
-        block
-            .gateway_status()
-            .acked_generation
-            .load(Ordering::Acquire),
-        0
+        s.phase,
+        DrainPhase::Failed,
+        "a missed deadline is a failure"
     );
+    assert!(s.gateway_ack_late && s.orders_confirmed == 6);
+    assert!(s.t_gateway_ack >= s.t_trip_seen + 100_000_000);
 }
 
 #[test]

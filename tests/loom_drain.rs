@@ -26,6 +26,7 @@ use loom::thread;
 
 use killswitch::control::state::trip_word;
 use killswitch::control::{Mode, StateWord};
+use killswitch::gateway::publish_ack;
 
 fn model(broken: bool) {
     // Exhaustive search takes about 5 minutes on 2 cores; by default bound
@@ -130,4 +131,54 @@ fn no_order_escapes_the_drain_snapshot() {
 #[should_panic(expected = "written after the gateway acknowledged")]
 fn a_gateway_deciding_on_a_stale_load_is_caught() {
     model(true);
+}
+
+/// The gateway's acknowledgement and its time, as `killswitch emergency`
+/// reads them: generation (Acquire), then time. With the crate's
+/// [`publish_ack`] the time read is never older than the acknowledgement
+/// (here: never the previous acknowledgement's time, 0).
+fn ack_time_model(publish: fn(&AtomicU64, &AtomicU64, u64, u64)) {
+    loom::model(move || {
+        let generation = Arc::new(AtomicU64::new(0));
+        let time = Arc::new(AtomicU64::new(0));
+        let gateway = {
+            let (g, t) = (generation.clone(), time.clone());
+            thread::spawn(move || publish(&g, &t, 1, 100))
+        };
+        let reader = {
+            let (g, t) = (generation.clone(), time.clone());
+            thread::spawn(move || {
+                if g.load(Ordering::Acquire) >= 1 {
+                    let seen = t.load(Ordering::Acquire);
+                    assert_eq!(
+                        seen, 100,
+                        "read generation 1 with the time of an older acknowledgement"
+                    );
+                }
+            })
+        };
+        gateway.join().unwrap();
+        reader.join().unwrap();
+    });
+}
+
+fn crate_publish(g: &AtomicU64, t: &AtomicU64, generation: u64, mono_ns: u64) {
+    publish_ack(g, t, generation, mono_ns);
+}
+
+/// The order the gateway stored them in before issue 9.
+fn generation_first(g: &AtomicU64, t: &AtomicU64, generation: u64, mono_ns: u64) {
+    g.store(generation, Ordering::Release);
+    t.store(mono_ns, Ordering::Release);
+}
+
+#[test]
+fn the_ack_time_is_published_before_the_ack() {
+    ack_time_model(crate_publish);
+}
+
+#[test]
+#[should_panic(expected = "time of an older acknowledgement")]
+fn publishing_the_generation_first_is_caught() {
+    ack_time_model(generation_first);
 }

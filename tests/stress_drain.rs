@@ -5,7 +5,11 @@
 //! (a) new orders in scope the venues accepted at or after the gateway's
 //!     acknowledgement of the kill generation (from the venues' own logs), and
 //! (b) orders in scope left neither terminal nor `CancelUnknown`.
-//! Both must be 0. `KILLSWITCH_SOAK=N` runs N trips (default 1,000);
+//! Both must be 0. Per trip it also makes sure the trip is not vacuous
+//! (it lands only once at least 16 orders in scope are open; trips whose
+//! snapshot then held none, because they all filled first, are counted),
+//! and checks, after a final global kill, that the venues' own books hold
+//! none of our orders. `KILLSWITCH_SOAK=N` runs N trips (default 1,000);
 //! `KILLSWITCH_SEED` replays a run.
 
 mod common;
@@ -38,6 +42,9 @@ struct Totals {
     unknown: u64,
     escaped: u64,
     unaccounted: u64,
+    in_flight_at_trip: u64,
+    empty_snapshots: u64,
+    left_in_books: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -132,6 +139,18 @@ fn one_trip(seed: u64, totals: &mut Totals) {
         1 => Scope::Venue(1),
         _ => Scope::Global,
     };
+    // Not vacuous: orders in scope are in flight when the trip lands (the
+    // strategies never stop sending, so this holds within microseconds).
+    let open_in_scope = || {
+        r.registry
+            .open_orders(|o| in_scope(scope, o.tags.venue, o.tags.strategy))
+            .len() as u64
+    };
+    let mut in_flight = 0;
+    wait_for("orders in scope in flight", Duration::from_secs(20), || {
+        in_flight = open_in_scope();
+        in_flight >= 16
+    });
     match scope {
         Scope::Global => {
             r.block.trip_global(Mode::Kill, Source::Api, "stress");
@@ -160,7 +179,10 @@ fn one_trip(seed: u64, totals: &mut Totals) {
     let out = r
         .drain
         .wait_outcome(Duration::from_secs(30))
-        .unwrap_or_else(|| panic!("seed {seed}: drain did not finish"));
+        .unwrap_or_else(|e| panic!("seed {seed}: drain did not finish: {e}"));
+    // (Not asserted: on a loaded machine the drain can see the trip late
+    // enough for every in-flight order to fill first; counted instead.)
+    totals.empty_snapshots += u64::from(out.open_at_snapshot == 0);
     // Strategies keep pushing while we count, then stop.
     let gs = r.block.gateway_status();
     let ack_ns = gs.acked_mono_ns.load(Ordering::Acquire);
@@ -215,7 +237,25 @@ fn one_trip(seed: u64, totals: &mut Totals) {
     totals.unknown += out.unknown.len() as u64;
     totals.escaped += escaped;
     totals.unaccounted += unaccounted;
+    totals.in_flight_at_trip += in_flight;
     assert!(out.error.is_none(), "seed {seed}: {out}");
+
+    // The venues' own books: after a global kill (if the trip was scoped),
+    // none of our orders may rest at any venue.
+    if !matches!(scope, Scope::Global) {
+        r.block
+            .trip_global(Mode::Kill, Source::Api, "stress: final");
+        let last = r
+            .drain
+            .wait_outcome(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("seed {seed}: final drain did not finish: {e}"));
+        assert!(last.is_clean(), "seed {seed}: final drain: {last}");
+    }
+    let left: u64 = r.sims.iter().map(|s| s.stats().our_resting).sum();
+    if left > 0 {
+        eprintln!("seed {seed}: {left} of our orders still rest in the venues' books");
+    }
+    totals.left_in_books += left;
     r.drain.shutdown().unwrap();
     r.gateway.shutdown().unwrap();
 }
@@ -236,22 +276,29 @@ fn no_order_escapes_and_none_is_unaccounted_over_random_trips() {
         one_trip(seed.wrapping_add(i.wrapping_mul(0x9E37_79B9)), &mut totals);
     }
     println!(
-        "stress_drain: seed {seed}, {} trips ({} scoped) in {:.2?}\n  orders sent {}, refused by the gateway's re-check {}, open at snapshot {}, cancelled {}, filled {}, orders with fills during drain {}, unknown {}\n  ESCAPED (accepted by a venue after the gateway's ack): {}\n  UNACCOUNTED (neither terminal nor CancelUnknown after the drain): {}",
+        "stress_drain: seed {seed}, {} trips ({} scoped) in {:.2?}\n  orders sent {}, refused by the gateway's re-check {}, in flight in scope at the trips {}, open at snapshot {} ({} trips with an empty snapshot), cancelled {}, filled {}, orders with fills during drain {}, unknown {}\n  ESCAPED (accepted by a venue after the gateway's ack): {}\n  UNACCOUNTED (neither terminal nor CancelUnknown after the drain): {}\n  LEFT IN THE VENUES' BOOKS after a global kill: {}",
         totals.trips,
         totals.scoped,
         start.elapsed(),
         totals.orders_sent,
         totals.refused_on_recheck,
+        totals.in_flight_at_trip,
         totals.open_at_snapshot,
+        totals.empty_snapshots,
         totals.canceled,
         totals.filled,
         totals.fills_during_drain,
         totals.unknown,
         totals.escaped,
-        totals.unaccounted
+        totals.unaccounted,
+        totals.left_in_books
     );
     assert_eq!(totals.escaped, 0, "orders escaped (seed {seed})");
     assert_eq!(totals.unaccounted, 0, "orders unaccounted (seed {seed})");
+    assert_eq!(
+        totals.left_in_books, 0,
+        "orders left in the books (seed {seed})"
+    );
     assert!(
         totals.orders_sent > 0,
         "the strategies sent nothing: the test proves nothing"

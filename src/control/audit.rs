@@ -1,4 +1,5 @@
-//! The audit ring: the last [`AUDIT_SLOTS`] trips, no-op trips and resets.
+//! The audit ring: the last [`AUDIT_SLOTS`] trips, no-op trips, resets,
+//! refused resets and no-op resets.
 //!
 //! Writers take a ticket with one `fetch_add`, then fill slot `ticket % N`
 //! under a per-slot seqlock. Everything is an atomic store, so a writer is
@@ -40,8 +41,11 @@ pub enum AuditKind {
     TripNoop = 2,
     /// A reset that cleared the switch.
     Reset = 3,
-    /// A reset that was refused (unknown orders, not forced).
+    /// A reset that was refused (unknown orders, an unfinished drain, a
+    /// generation that moved on; not forced).
     ResetRefused = 4,
+    /// A reset asked for while nothing was tripped: nothing changed.
+    ResetNoop = 5,
 }
 
 impl AuditKind {
@@ -51,6 +55,7 @@ impl AuditKind {
             2 => AuditKind::TripNoop,
             3 => AuditKind::Reset,
             4 => AuditKind::ResetRefused,
+            5 => AuditKind::ResetNoop,
             _ => return None,
         })
     }

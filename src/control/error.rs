@@ -70,7 +70,8 @@ pub enum ControlError {
     },
     /// A name outside the allowed alphabet or length.
     #[error(
-        "invalid {what} name {name:?}: use 1 to {NAME_BYTES} characters from A-Z a-z 0-9 _ - . : /"
+        "invalid {what} name {name:?}: use 1 to {NAME_BYTES} characters from {}",
+        allowed_characters(what)
     )]
     InvalidName {
         /// What the name is for.
@@ -112,12 +113,42 @@ pub enum ControlError {
         /// The owner.
         pid: u32,
     },
+    /// The directory given for control files is not a directory.
+    #[error("{dir} is not a directory (it is a {found}): --dir / KILLSWITCH_DIR must name the directory that holds killswitch.<name> files")]
+    NotADirectory {
+        /// The path given.
+        dir: PathBuf,
+        /// What it is instead ("regular file", …).
+        found: &'static str,
+    },
+    /// A reset named a generation the switch has moved on from.
+    #[error("reset refused: you asked to clear generation {expected}, but the switch is at generation {found} (mode {mode}) since: {changes}; check `killswitch status`, then reset that generation with --generation {found} if it is right")]
+    ResetStale {
+        /// The generation the reset named.
+        expected: u64,
+        /// The generation found.
+        found: u64,
+        /// The mode in force now.
+        mode: super::Mode,
+        /// What changed, from the audit ring.
+        changes: String,
+    },
     /// A reset's preconditions failed and it was not forced.
     #[error("reset refused: {why}; reconcile with the venues first, then rerun with --force (the force is recorded)")]
     ResetRefused {
         /// Why.
         why: String,
     },
+}
+
+/// The characters a name of kind `what` may hold, as the error message
+/// lists them: engine names become file names, so no '/' and no leading '.'.
+fn allowed_characters(what: &str) -> &'static str {
+    if what == "engine" {
+        "A-Z a-z 0-9 _ - . : (no '/', not starting with '.')"
+    } else {
+        "A-Z a-z 0-9 _ - . : /"
+    }
 }
 
 /// Shorthand.

@@ -21,7 +21,7 @@
 //! | 104    | 24     | reserved | - |
 //! | 128    | 128    | **state word** (`AtomicU64`, alone on its line), see [`super::state`] | trip / reset |
 //! | 256    | 128    | gateway status: `acked_generation`, `acked_mono_ns`, `orders_sent`, `cancels_sent`, `open_orders` | gateway thread |
-//! | 384    | 256    | drain status ([`DrainStatus`]) | drain thread |
+//! | 384    | 256    | drain status ([`DrainStatus`]): live counters (offsets 384..504), drain flags (504), the "drain incomplete" record (512..568), reserved (568..640) | drain thread; the record also `emergency` and reset |
 //! | 640    | 128    | `audit_head`: tickets handed out to audit writers | trip / reset |
 //! | 768    | 64×256 | audit ring ([`AuditSlot`]), slot = ticket % 64 | trip / reset |
 //! | 17152  | 5504   | scope levels, one byte per name: venues 64, strategies 256, instruments 4096, accounts 1024 (5440 bytes, padded) | scoped trip |
@@ -38,8 +38,11 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
 pub const MAGIC: u64 = u64::from_le_bytes(*b"KILLSWCH");
 /// Layout major version; a different major is refused.
 pub const VERSION_MAJOR: u16 = 1;
-/// Layout minor version; informational.
-pub const VERSION_MINOR: u16 = 0;
+/// Layout minor version; informational. 1: drain flags and the "drain
+/// incomplete" record in the drain status's reserved space, phase
+/// `GatewayAckLate`, audit kind `ResetNoop` (readers of minor 0 see the
+/// phase as `Failed` and skip the audit entries: both fail safe).
+pub const VERSION_MINOR: u16 = 1;
 /// Slots in the audit ring.
 pub const AUDIT_SLOTS: usize = 64;
 /// Bytes of reason text kept per audit entry.
@@ -121,6 +124,11 @@ pub enum DrainPhase {
     Done = 4,
     /// Finished with a failure (see the counters and the engine's log).
     Failed = 5,
+    /// The gateway did not acknowledge the kill generation by the deadline:
+    /// the failure is published (an operator or `killswitch emergency`
+    /// escalates) and the drain keeps waiting; when the acknowledgement
+    /// comes it snapshots and cancels as usual. Nothing snapshotted yet.
+    GatewayAckLate = 6,
 }
 
 impl DrainPhase {
@@ -133,10 +141,63 @@ impl DrainPhase {
             2 => DrainPhase::Cancelling,
             3 => DrainPhase::Checkpointing,
             4 => DrainPhase::Done,
+            6 => DrainPhase::GatewayAckLate,
             _ => DrainPhase::Failed,
         }
     }
+
+    /// True while a drain is working (not idle, not finished).
+    pub fn is_running(self) -> bool {
+        matches!(
+            self,
+            DrainPhase::AwaitingGatewayAck
+                | DrainPhase::GatewayAckLate
+                | DrainPhase::Cancelling
+                | DrainPhase::Checkpointing
+        )
+    }
 }
+
+/// [`DrainStatus::flags`] bit: the gateway's acknowledgement of a generation
+/// of this drain came after the deadline (or has not come yet).
+pub const DRAIN_FLAG_ACK_LATE: u64 = 1;
+/// [`DrainStatus::flags`] bit: this is the start-up drain of the orders a
+/// previous run left open (the journal's), not the drain of a trip.
+pub const DRAIN_FLAG_RECOVERY: u64 = 1 << 1;
+/// [`DrainStatus::flags`] bit: a newer generation that put KILL on more
+/// orders was taken into this drain while it ran.
+pub const DRAIN_FLAG_ESCALATED: u64 = 1 << 2;
+
+/// Who wrote the "drain incomplete" record (low byte of
+/// [`DrainStatus::incomplete_meta`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
+#[repr(u8)]
+pub enum IncompleteWriter {
+    /// The engine's drain thread, when it started (and as it progressed).
+    Drain = 1,
+    /// `killswitch emergency`, after it had to terminate or kill the engine.
+    Emergency = 2,
+    /// The engine itself, when its drain thread died.
+    Engine = 3,
+}
+
+impl IncompleteWriter {
+    /// Decodes the stored byte; an unknown value reads as `Drain` (the
+    /// record stays set either way).
+    pub fn from_u8(v: u8) -> IncompleteWriter {
+        match v {
+            2 => IncompleteWriter::Emergency,
+            3 => IncompleteWriter::Engine,
+            _ => IncompleteWriter::Drain,
+        }
+    }
+}
+
+/// [`DrainStatus::incomplete_meta`] bit: no snapshot was taken; the open
+/// count is the engine's last published count of open orders.
+pub const INCOMPLETE_NO_SNAPSHOT: u64 = 1 << 8;
 
 /// What the drain thread publishes (two lines), so an external tool can
 /// follow an emergency without talking to the engine.
@@ -172,7 +233,30 @@ pub struct DrainStatus {
     pub t_done: AtomicU64,
     /// When the trip that started this drain was made (copied from the audit record).
     pub t_trip: AtomicU64,
-    _reserved: [AtomicU64; 17],
+    /// `DRAIN_FLAG_*` bits of the drain in progress (or the last one).
+    pub flags: AtomicU64,
+    /// "Drain incomplete" record: generation of the drain it is about.
+    /// The record is set while `incomplete_meta != 0`; only a drain that
+    /// ends `Done` with no unknown order, or a forced reset, clears it, and
+    /// reset is refused while it is set, whether or not the engine lives.
+    pub incomplete_generation: AtomicU64,
+    /// Record: open orders in scope at the snapshot (or, with
+    /// `INCOMPLETE_NO_SNAPSHOT`, the engine's last published open orders).
+    pub incomplete_open: AtomicU64,
+    /// Record: orders confirmed terminal.
+    pub incomplete_confirmed: AtomicU64,
+    /// Record: orders not confirmed (unknown, or unconfirmed when the
+    /// engine died).
+    pub incomplete_unknown: AtomicU64,
+    /// Record: writer ([`IncompleteWriter`], low byte) | `INCOMPLETE_*`
+    /// flags (bits 8..32) | writer pid (bits 32..64); 0 = no record.
+    pub incomplete_meta: AtomicU64,
+    /// Record: start time of the writer process (clock ticks since boot), so
+    /// a reused pid is not taken for the writer.
+    pub incomplete_writer_start: AtomicU64,
+    /// Record: when it was last written, Unix ns.
+    pub incomplete_wall_ns: AtomicU64,
+    _reserved: [AtomicU64; 9],
 }
 
 /// One audit entry: a trip, a no-op trip or a reset. A seqlock guards it:
@@ -263,6 +347,11 @@ const _: () = {
     assert!(offset_of!(Layout, gateway) == 256);
     assert!(offset_of!(Layout, drain) == 384);
     assert!(size_of::<DrainStatus>() == 256);
+    assert!(offset_of!(DrainStatus, t_trip) == 112);
+    assert!(offset_of!(DrainStatus, flags) == 120);
+    assert!(offset_of!(DrainStatus, incomplete_generation) == 128);
+    assert!(offset_of!(DrainStatus, incomplete_meta) == 160);
+    assert!(offset_of!(DrainStatus, incomplete_wall_ns) == 176);
     assert!(offset_of!(Layout, audit_head) == 640);
     assert!(offset_of!(Layout, audit) == 768);
     assert!(size_of::<AuditSlot>() == 256);

@@ -42,7 +42,7 @@ pub use crate::access::Access;
 use crate::clock::{mono_ns, wall_ns};
 pub use audit::{AuditEntry, AuditKind, Source};
 pub use error::{ControlError, Result};
-pub use layout::{DrainPhase, DrainStatus, GatewayStatus, Layout, FILE_LEN};
+pub use layout::{DrainPhase, DrainStatus, GatewayStatus, IncompleteWriter, Layout, FILE_LEN};
 use layout::{MAGIC, VERSION_MAJOR, VERSION_MINOR};
 pub use names::{valid_name, ScopeKind};
 pub use owner::{proc_start_ticks, proc_state};
@@ -63,6 +63,23 @@ pub fn default_dir() -> PathBuf {
 /// `dir/killswitch.<name>`.
 pub fn path_for(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("killswitch.{name}"))
+}
+
+/// A `--dir` that exists but is not a directory gets its own error: the
+/// OS's "Not a directory" on `<dir>/killswitch.<name>` does not say which
+/// part is wrong.
+fn check_dir(dir: &Path) -> Result<()> {
+    match fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => Err(ControlError::NotADirectory {
+            dir: dir.to_path_buf(),
+            found: if m.is_file() {
+                "regular file"
+            } else {
+                "special file"
+            },
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn check_name(what: &'static str, name: &str) -> Result<()> {
@@ -98,17 +115,6 @@ pub struct TripOutcome {
     pub transition: Transition,
     /// Audit ticket of the record.
     pub ticket: u64,
-}
-
-/// A reset request.
-#[derive(Clone, Debug)]
-pub struct ResetRequest {
-    /// Who asks.
-    pub source: Source,
-    /// Why.
-    pub reason: String,
-    /// Reset even though preconditions fail (recorded).
-    pub force: bool,
 }
 
 /// The engine attached to a block.
@@ -155,6 +161,7 @@ impl ControlBlock {
     /// 0660 and the shared group, when one is given).
     pub fn create_with(dir: &Path, name: &str, access: Access) -> Result<ControlBlock> {
         check_name("engine", name)?;
+        check_dir(dir)?;
         let path = path_for(dir, name);
         let io_err = |source| ControlError::Io {
             path: path.clone(),
@@ -230,6 +237,7 @@ impl ControlBlock {
     /// [`ControlBlock::open`] accepting the sharing `access` allows.
     pub fn open_with(dir: &Path, name: &str, access: Access) -> Result<ControlBlock> {
         check_name("engine", name)?;
+        check_dir(dir)?;
         Self::open_path_named(&path_for(dir, name), name, access)
     }
 
@@ -366,6 +374,7 @@ impl ControlBlock {
                     name: name.to_string(),
                 })
             }
+            Err(e @ ControlError::NotADirectory { .. }) => return Err(e),
             Err(e) if !force => return Err(e),
             Err(_) => {}
         }
@@ -463,13 +472,44 @@ impl ControlBlock {
             check_name(kind.as_str(), name)?;
         }
         let _lock = self.lock()?;
+        // All or nothing: every name must be known or have a free slot
+        // before anything is written. A trip that failed part-way would
+        // leave levels raised with no generation bump and no audit entry,
+        // for a later unrelated trip (which sets SCOPED) to switch on.
+        for kind in ScopeKind::ALL {
+            let slots = kind.slots(self.layout());
+            let mut new: Vec<&str> = req
+                .scopes
+                .iter()
+                .filter(|(k, n)| *k == kind && names::lookup(slots, n).is_none())
+                .map(|(_, n)| n.as_str())
+                .collect();
+            new.sort_unstable();
+            new.dedup();
+            let free = slots
+                .iter()
+                .filter(|s| s[0].load(Ordering::Acquire) & 0xff == 0)
+                .count();
+            if new.len() > free {
+                return Err(ControlError::NamesFull {
+                    path: self.path.clone(),
+                    kind,
+                    capacity: kind.capacity(),
+                });
+            }
+        }
+        // Cannot fail now: the slots are counted and we hold the lock that
+        // every registration takes.
+        let mut indices = Vec::with_capacity(req.scopes.len());
+        for (kind, name) in &req.scopes {
+            indices.push((*kind, self.register_locked(*kind, name)?));
+        }
         let (t_mono, t_wall) = (mono_ns(), wall_ns());
         let mut raised = Vec::with_capacity(req.scopes.len());
-        for (kind, name) in &req.scopes {
-            let idx = self.register_locked(*kind, name)?;
+        for (kind, idx) in indices {
             let prev = kind.levels(&self.layout().levels)[idx as usize]
                 .fetch_max(req.mode as u8, Ordering::AcqRel);
-            raised.push((*kind, idx, prev < req.mode as u8));
+            raised.push((kind, idx, prev < req.mode as u8));
         }
         let any_raised = raised.iter().any(|r| r.2);
         let transition = if any_raised || !self.state().scoped() {
@@ -501,86 +541,7 @@ impl ControlBlock {
         Ok(TripOutcome { transition, ticket })
     }
 
-    /// Clears every mode and scope. Refused while the drain reports orders in
-    /// an unknown state, unless forced (and a forced reset is recorded).
-    ///
-    /// This is the seam for later preconditions (unreconciled positions).
-    pub fn reset(&self, req: &ResetRequest) -> Result<TripOutcome> {
-        let _lock = self.lock()?;
-        let blockers = self.reset_blockers();
-        // The mode the reset clears (read before the word changes).
-        let cleared = self.state().mode();
-        let record = |kind, generation, flags| {
-            audit::write(
-                self.layout(),
-                &audit::AuditWrite {
-                    kind,
-                    mode: cleared,
-                    source: req.source,
-                    scope: None,
-                    generation,
-                    reason: &req.reason,
-                    flags,
-                    mono_ns: mono_ns(),
-                    wall_ns: wall_ns(),
-                },
-            )
-        };
-        if !blockers.is_empty() && !req.force {
-            record(AuditKind::ResetRefused, self.state().generation(), 0);
-            return Err(ControlError::ResetRefused {
-                why: blockers.join("; "),
-            });
-        }
-        // Scope levels first, then the word: a gate that still sees SCOPED
-        // meanwhile reads lower levels, which the reset allows anyway.
-        let levels = &self.layout().levels;
-        for kind in ScopeKind::ALL {
-            for l in kind.levels(levels) {
-                l.store(0, Ordering::Release);
-            }
-        }
-        let transition = state::reset_word(self.state_atomic());
-        let forced = !blockers.is_empty();
-        if forced {
-            // The operator has taken responsibility for the unknown orders.
-            self.drain_status()
-                .orders_unknown
-                .store(0, Ordering::Release);
-        }
-        let ticket = record(
-            AuditKind::Reset,
-            transition.current().generation(),
-            if forced { audit::FLAG_FORCED } else { 0 },
-        );
-        Ok(TripOutcome { transition, ticket })
-    }
-
-    /// Reasons a reset would be refused now (empty when none).
-    pub fn reset_blockers(&self) -> Vec<String> {
-        let mut v = Vec::new();
-        let d = self.drain_status();
-        let phase = DrainPhase::from_u64(d.phase.load(Ordering::Acquire));
-        if matches!(
-            phase,
-            DrainPhase::AwaitingGatewayAck | DrainPhase::Cancelling | DrainPhase::Checkpointing
-        ) && self.owner().alive
-        {
-            v.push(format!(
-                "the engine's drain of generation {} is still running ({phase:?}): wait for it to finish",
-                d.generation.load(Ordering::Acquire)
-            ));
-        }
-        let unknown = d.orders_unknown.load(Ordering::Acquire);
-        if unknown > 0 {
-            v.push(format!(
-                "{unknown} order(s) are in CancelUnknown state after the last drain"
-            ));
-        }
-        v
-    }
-
-    fn lock(&self) -> Result<Flock<File>> {
+    pub(crate) fn lock(&self) -> Result<Flock<File>> {
         let io_err = |source| ControlError::Io {
             path: self.path.clone(),
             source,
@@ -677,7 +638,9 @@ impl ControlBlock {
     }
 }
 
+mod reset;
 mod status;
+pub use reset::{DrainIncomplete, ResetRequest};
 pub use status::{DrainSnapshot, Status};
 
 #[cfg(test)]

@@ -24,9 +24,10 @@
 //! * Trips only escalate: the mode level never decreases except by a reset.
 //! * Every change increments the generation, so `(generation)` alone orders
 //!   all changes ever made to the word.
-//! * All writes are compare-and-swap loops ([`trip_word`], [`scope_word`],
-//!   [`reset_word`]); they are generic over [`AtomicWord`] so the same code
-//!   runs on shared memory and under `loom`.
+//! * All writes are compare-and-swap loops ([`trip_word`], [`scope_word`]),
+//!   or a single compare-and-swap from a named generation ([`reset_word`]):
+//!   a reset never clears a trip it did not name. They are generic over
+//!   [`AtomicWord`] so the same code runs on shared memory and under `loom`.
 
 use std::fmt;
 use std::sync::atomic::Ordering;
@@ -160,6 +161,8 @@ impl fmt::Debug for StateWord {
 pub trait AtomicWord {
     /// `load`.
     fn load_word(&self, order: Ordering) -> u64;
+    /// `store`.
+    fn store_word(&self, value: u64, order: Ordering);
     /// `compare_exchange_weak`.
     fn cas_word(&self, current: u64, new: u64, ok: Ordering, err: Ordering) -> Result<u64, u64>;
 }
@@ -168,6 +171,10 @@ impl AtomicWord for std::sync::atomic::AtomicU64 {
     #[inline]
     fn load_word(&self, order: Ordering) -> u64 {
         self.load(order)
+    }
+    #[inline]
+    fn store_word(&self, value: u64, order: Ordering) {
+        self.store(value, order)
     }
     #[inline]
     fn cas_word(&self, current: u64, new: u64, ok: Ordering, err: Ordering) -> Result<u64, u64> {
@@ -179,6 +186,9 @@ impl AtomicWord for std::sync::atomic::AtomicU64 {
 impl AtomicWord for loom::sync::atomic::AtomicU64 {
     fn load_word(&self, order: Ordering) -> u64 {
         self.load(order)
+    }
+    fn store_word(&self, value: u64, order: Ordering) {
+        self.store(value, order)
     }
     fn cas_word(&self, current: u64, new: u64, ok: Ordering, err: Ordering) -> Result<u64, u64> {
         self.compare_exchange_weak(current, new, ok, err)
@@ -245,18 +255,32 @@ pub fn scope_word<W: AtomicWord + ?Sized>(word: &W) -> Transition {
     }
 }
 
-/// Clears every mode and the scoped bit, bumping the generation.
-pub fn reset_word<W: AtomicWord + ?Sized>(word: &W) -> Transition {
-    let mut cur = word.load_word(Ordering::Acquire);
+/// Clears every mode and the scoped bit, bumping the generation, only if
+/// the word is still at generation `expected`: a compare-and-swap from the
+/// generation the operator saw. `Err` returns the word found when it has
+/// moved on (a trip landed since, lock-free: a signal handler, the
+/// watchdog, a risk system); that trip stays in force. Resetting a word
+/// that is not tripped changes nothing (`Ok(Unchanged)`).
+pub fn reset_word<W: AtomicWord + ?Sized>(
+    word: &W,
+    expected: u64,
+) -> Result<Transition, StateWord> {
+    let cur = word.load_word(Ordering::Acquire);
+    let w = StateWord(cur);
+    if w.generation() != expected {
+        return Err(w);
+    }
+    if !w.is_active() {
+        return Ok(Transition::Unchanged(w));
+    }
+    let next = w.next(0);
     loop {
-        let w = StateWord(cur);
-        if !w.is_active() {
-            return Transition::Unchanged(w);
-        }
-        let next = w.next(0);
         match word.cas_word(cur, next.0, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => return Transition::Changed { from: w, to: next },
-            Err(actual) => cur = actual,
+            Ok(_) => return Ok(Transition::Changed { from: w, to: next }),
+            // A weak CAS may fail spuriously with the word unchanged: retry
+            // that; any real change is refused.
+            Err(actual) if actual == cur => {}
+            Err(actual) => return Err(StateWord(actual)),
         }
     }
 }
@@ -292,11 +316,15 @@ mod tests {
         assert_eq!(t.current().mode(), Mode::Normal);
         assert!(t.current().is_active());
         trip_word(&w, Mode::HaltNew);
-        let t = reset_word(&w);
+        // Naming an old generation is refused and changes nothing.
+        let stale = reset_word(&w, 1).unwrap_err();
+        assert_eq!(stale.generation(), 2);
+        assert_eq!(StateWord(w.load(Ordering::Relaxed)).mode(), Mode::HaltNew);
+        let t = reset_word(&w, 2).unwrap();
         let now = t.current();
         assert!(!now.is_active());
         assert_eq!(now.generation(), 3);
-        assert!(matches!(reset_word(&w), Transition::Unchanged(_)));
+        assert!(matches!(reset_word(&w, 3), Ok(Transition::Unchanged(_))));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{AuditEntry, ControlBlock, DrainPhase, Mode, OwnerInfo, ScopeKind};
+use super::layout::{DRAIN_FLAG_ACK_LATE, DRAIN_FLAG_ESCALATED, DRAIN_FLAG_RECOVERY};
+use super::{AuditEntry, ControlBlock, DrainIncomplete, DrainPhase, Mode, OwnerInfo, ScopeKind};
 
 /// Copy of the drain's published counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +40,13 @@ pub struct DrainSnapshot {
     pub t_checkpoint: u64,
     /// Drain finished.
     pub t_done: u64,
+    /// The gateway acknowledged a generation of this drain after the
+    /// deadline, or has not yet ([`DRAIN_FLAG_ACK_LATE`]).
+    pub gateway_ack_late: bool,
+    /// The start-up drain of orders a previous run left open.
+    pub recovery: bool,
+    /// A newer generation with more KILL scope was taken into this drain.
+    pub escalated: bool,
 }
 
 impl DrainSnapshot {
@@ -62,6 +70,9 @@ impl DrainSnapshot {
             t_last_ack: l(&d.t_last_ack),
             t_checkpoint: l(&d.t_checkpoint),
             t_done: l(&d.t_done),
+            gateway_ack_late: l(&d.flags) & DRAIN_FLAG_ACK_LATE != 0,
+            recovery: l(&d.flags) & DRAIN_FLAG_RECOVERY != 0,
+            escalated: l(&d.flags) & DRAIN_FLAG_ESCALATED != 0,
         }
     }
 }
@@ -110,6 +121,8 @@ pub struct Status {
     pub gateway_orders_sent: u64,
     /// Drain counters.
     pub drain: DrainSnapshot,
+    /// The "drain incomplete" record, when set.
+    pub drain_incomplete: Option<DrainIncomplete>,
     /// Reasons a reset would be refused.
     pub reset_blockers: Vec<String>,
 }
@@ -146,6 +159,7 @@ impl Status {
             gateway_acked_generation: g.acked_generation.load(Ordering::Acquire),
             gateway_orders_sent: g.orders_sent.load(Ordering::Relaxed),
             drain: DrainSnapshot::read(block),
+            drain_incomplete: block.drain_incomplete(),
             reset_blockers: block.reset_blockers(),
         }
     }

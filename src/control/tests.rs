@@ -129,6 +129,7 @@ fn reset_is_refused_while_orders_are_unknown_unless_forced() {
         source: Source::Cli,
         reason: "fixed".into(),
         force: false,
+        expected_generation: None,
     };
     let e = b.reset(&r).unwrap_err();
     assert!(e.to_string().contains("3 order(s)"), "{e}");
@@ -171,6 +172,7 @@ fn scoped_trip_then_reset_clears_scopes() {
         source: Source::Cli,
         reason: "ok".into(),
         force: false,
+        expected_generation: None,
     })
     .unwrap();
     assert!(b.tripped_scopes().is_empty());
@@ -271,6 +273,7 @@ fn reset_is_refused_while_a_live_engine_is_draining() {
         source: Source::Cli,
         reason: "too early".into(),
         force: false,
+        expected_generation: None,
     };
     let e = b.reset(&r).unwrap_err();
     assert!(e.to_string().contains("still running"), "{e}");

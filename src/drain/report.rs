@@ -46,12 +46,26 @@ pub struct DrainFill {
 /// Why a drain failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DrainError {
-    /// The gateway did not acknowledge the kill generation in time: it may be
-    /// stuck in a venue write; nothing was snapshotted or cancelled. Escalate
-    /// (stop the process; rely on the venues' cancel-on-disconnect).
-    GatewayAckTimeout {
-        /// How long the drain waited.
-        waited: Duration,
+    /// The gateway did not acknowledge a kill generation by the deadline: it
+    /// may be stuck in a venue write. The drain published the failure (so an
+    /// operator or `killswitch emergency` escalates) and kept waiting; with
+    /// `acked_after` set, the acknowledgement came that late and the drain
+    /// then snapshotted and cancelled as usual.
+    GatewayAckLate {
+        /// The generation.
+        generation: u64,
+        /// The deadline it missed.
+        deadline: Duration,
+        /// How long after the drain saw the generation the acknowledgement
+        /// came; `None` when it never came (the drain was stopped first).
+        acked_after: Option<Duration>,
+    },
+    /// The drain was told to stop (the engine is shutting down) while it
+    /// still waited for the gateway's acknowledgement of `generation`:
+    /// nothing in that generation's scope was snapshotted or cancelled.
+    StoppedBeforeAck {
+        /// The generation.
+        generation: u64,
     },
     /// The checkpoint hook failed; the cancels themselves completed.
     CheckpointFailed(String),
@@ -60,12 +74,100 @@ pub enum DrainError {
 impl fmt::Display for DrainError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DrainError::GatewayAckTimeout { waited } => write!(
+            DrainError::GatewayAckLate {
+                generation,
+                deadline,
+                acked_after: Some(after),
+            } => write!(
                 f,
-                "gateway did not acknowledge the kill within {waited:?}: no snapshot was taken; stop the engine process and rely on cancel-on-disconnect"
+                "gateway acknowledged kill generation {generation} only after {after:?} (deadline {deadline:?}): the drain waited, then snapshotted and cancelled; find out why the gateway stalled"
+            ),
+            DrainError::GatewayAckLate {
+                generation,
+                deadline,
+                acked_after: None,
+            } => write!(
+                f,
+                "gateway never acknowledged kill generation {generation} (deadline {deadline:?}): no snapshot of its scope was taken; stop the engine process and rely on cancel-on-disconnect, then reconcile"
+            ),
+            DrainError::StoppedBeforeAck { generation } => write!(
+                f,
+                "the drain was stopped while waiting for the gateway to acknowledge kill generation {generation}: its scope was not cancelled; reconcile with the venues"
             ),
             DrainError::CheckpointFailed(e) => write!(f, "quick checkpoint failed: {e}"),
         }
+    }
+}
+
+/// The drain thread is gone (it panicked, or ended without a report): no
+/// trip will be drained any more. Fatal for an engine: trip KILL, report,
+/// exit non-zero.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DrainDied {
+    /// What is known of why.
+    pub why: String,
+}
+
+impl fmt::Display for DrainDied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: no trip will be drained any more; open orders must be cancelled from outside (stop the engine, rely on cancel-on-disconnect, reconcile)",
+            self.why
+        )
+    }
+}
+
+/// Why [`DrainHandle::wait_outcome`](super::DrainHandle::wait_outcome)
+/// returned without a report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WaitError {
+    /// No drain finished within the time given.
+    Timeout(Duration),
+    /// The drain thread is gone.
+    Died(DrainDied),
+}
+
+impl fmt::Display for WaitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WaitError::Timeout(d) => write!(f, "no drain finished within {d:?}"),
+            WaitError::Died(d) => d.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for WaitError {}
+
+/// A newer generation taken into a running drain because it put KILL on
+/// more orders (e.g. a global kill while a scoped drain waited on a venue
+/// that ignores cancels). `CLOCK_MONOTONIC` ns; 0 when it did not happen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Escalation {
+    /// The generation.
+    pub generation: u64,
+    /// Its trip (from the audit record; 0 when overwritten).
+    pub t_trip: u64,
+    /// The drain saw it.
+    pub t_seen: u64,
+    /// The gateway's acknowledgement of it was seen.
+    pub t_gateway_ack: u64,
+    /// First cancel request enqueued for what it newly put in scope.
+    pub t_first_cancel: u64,
+    /// Open orders newly in scope at its snapshot.
+    pub open_at_snapshot: usize,
+}
+
+impl Escalation {
+    /// Its trip (or, without an audit record, when the drain saw it) to its
+    /// first cancel enqueued, ns.
+    pub fn trip_to_first_cancel_ns(&self) -> Option<u64> {
+        let t0 = if self.t_trip != 0 {
+            self.t_trip
+        } else {
+            self.t_seen
+        };
+        (self.t_first_cancel != 0).then(|| self.t_first_cancel.saturating_sub(t0))
     }
 }
 
@@ -93,11 +195,16 @@ pub struct DrainTimings {
 /// The report of one drain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DrainOutcome {
-    /// State-word generation drained.
+    /// State-word generation drained (the first one, that started it).
     pub generation: u64,
-    /// Global kill (true) or scoped (false).
+    /// Newest generation the drain looked at: every generation up to it
+    /// that put KILL on more orders was taken in ([`Self::escalations`]).
+    pub last_generation: u64,
+    /// A global kill was in force by the end (false: scoped kills only).
     pub global: bool,
-    /// Open orders in scope at the snapshot.
+    /// The start-up drain of the orders an earlier run left open (no trip).
+    pub recovery: bool,
+    /// Open orders in scope at the snapshots (the first and the escalations').
     pub open_at_snapshot: usize,
     /// Confirmed cancelled.
     pub canceled: Vec<OrderId>,
@@ -117,17 +224,21 @@ pub struct DrainOutcome {
     pub resent: u64,
     /// Journal sequence of the quick checkpoint.
     pub checkpoint_seq: Option<u64>,
-    /// Failure, if any.
+    /// The first failure, if any.
     pub error: Option<DrainError>,
-    /// Timestamps.
+    /// Timestamps (of the first generation).
     pub timings: DrainTimings,
+    /// Newer generations taken in while it ran, in order.
+    pub escalations: Vec<Escalation>,
 }
 
 impl DrainOutcome {
     pub(crate) fn new(generation: u64, global: bool) -> DrainOutcome {
         DrainOutcome {
             generation,
+            last_generation: generation,
             global,
+            recovery: false,
             open_at_snapshot: 0,
             canceled: Vec::new(),
             filled: Vec::new(),
@@ -140,6 +251,7 @@ impl DrainOutcome {
             checkpoint_seq: None,
             error: None,
             timings: DrainTimings::default(),
+            escalations: Vec::new(),
         }
     }
 
@@ -196,7 +308,13 @@ impl fmt::Display for DrainOutcome {
             f,
             "drain of generation {} ({}): {} open at snapshot, {} cancelled, {} filled, {} rejected, {} unknown",
             self.generation,
-            if self.global { "global kill" } else { "scoped kill" },
+            if self.recovery {
+                "start-up recovery of an earlier run's open orders"
+            } else if self.global {
+                "global kill"
+            } else {
+                "scoped kill"
+            },
             self.open_at_snapshot,
             self.canceled.len(),
             self.filled.len(),
@@ -219,6 +337,17 @@ impl fmt::Display for DrainOutcome {
             since(t.t_last_ack),
             since(t.t_done)
         )?;
+        for e in &self.escalations {
+            writeln!(
+                f,
+                "  then generation {}: {} more open at its snapshot, first cancel {} after its trip",
+                e.generation,
+                e.open_at_snapshot,
+                e.trip_to_first_cancel_ns()
+                    .map(crate::clock::format_duration_ns)
+                    .unwrap_or_else(|| "-".into())
+            )?;
+        }
         for u in &self.unknown {
             writeln!(
                 f,

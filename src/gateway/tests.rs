@@ -228,9 +228,9 @@ impl Venue for FailingVenue {
 }
 
 #[test]
-fn an_ambiguous_send_stays_open_and_a_failed_one_is_rejected_locally() {
+fn an_ambiguous_send_is_send_unknown_and_a_failed_one_is_rejected_locally() {
     for (err, want) in [
-        (VenueError::Ambiguous, OrderState::PendingNew),
+        (VenueError::Ambiguous, OrderState::SendUnknown),
         (VenueError::Disconnected, OrderState::Rejected),
     ] {
         let dir = tempfile::tempdir().unwrap();

@@ -337,7 +337,7 @@ pub enum OrderAction {
 /// |----:|-----:|-------|
 /// | 0  | 8 | order id |
 /// | 8  | 8 | scope tags: venue, strategy, instrument, account (u16 each) |
-/// | 16 | 1 | action: 1 new, 2 acked, 3 fill, 4 cancel-sent, 5 canceled, 6 rejected, 7 cancel-rejected, 8 cancel-timeout (cancel unknown) |
+/// | 16 | 1 | action: 1 new, 2 acked, 3 fill, 4 cancel-sent, 5 canceled, 6 rejected, 7 cancel-rejected, 8 cancel-timeout (cancel unknown), 9 send-ambiguous (send unknown) |
 /// | 17 | 1 | side: 0 buy, 1 sell |
 /// | 18 | 1 | flags: bit 0 fill completes the order, bit 1 cancel-rejected with a partial fill |
 /// | 19 | 5 | reserved, 0 |
@@ -432,12 +432,13 @@ impl OrderEventRecord {
                 partially_filled: flags & 2 != 0,
             }),
             8 => OrderAction::Event(OrderEvent::CancelTimeout),
+            9 => OrderAction::Event(OrderEvent::SendAmbiguous),
             v => {
                 return Err(DecodeError {
                     rtype: "order-event",
                     field: "action",
                     offset: action_at,
-                    what: format!("unknown action {v} (1..=8)"),
+                    what: format!("unknown action {v} (1..=9)"),
                 })
             }
         };
@@ -477,6 +478,7 @@ impl Encode for OrderEventRecord {
                     (7, (partially_filled as u8) << 1)
                 }
                 OrderEvent::CancelTimeout => (8, 0),
+                OrderEvent::SendAmbiguous => (9, 0),
             },
         };
         out.put_u64(self.order_id.0);
@@ -539,7 +541,7 @@ impl SwitchRecord {
             AuditKind::Trip => false,
             AuditKind::Reset => true,
             // Neither changed the switch: the journal records changes.
-            AuditKind::TripNoop | AuditKind::ResetRefused => return None,
+            AuditKind::TripNoop | AuditKind::ResetRefused | AuditKind::ResetNoop => return None,
         };
         Some(SwitchRecord {
             reset,
@@ -900,13 +902,14 @@ mod tests {
                 partially_filled: false,
             }),
             base.with_event(OrderEvent::CancelTimeout),
+            base.with_event(OrderEvent::SendAmbiguous),
         ];
         for e in events {
             let buf = roundtrip(&e);
             assert_eq!(OrderEventRecord::decode(&buf).unwrap(), e);
         }
         let mut bad = roundtrip(&base);
-        bad[16] = 9;
+        bad[16] = 10;
         let err = OrderEventRecord::decode(&bad).unwrap_err();
         assert_eq!((err.field, err.offset), ("action", 16));
         assert!(OrderEventRecord::decode(&bad[..40]).is_err());

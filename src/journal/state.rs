@@ -279,7 +279,7 @@ impl TradingState {
             let side = get_side(&mut c)?;
             let sv = c.u8("order.state")?;
             let state = OrderState::from_u8(sv)
-                .ok_or_else(|| c.err("order.state", format!("unknown order state {sv} (0..=7)")))?;
+                .ok_or_else(|| c.err("order.state", format!("unknown order state {sv} (0..=9)")))?;
             c.bytes(6, "order.reserved")?;
             let e = OrderEntry {
                 id,

@@ -10,6 +10,9 @@ use crate::venue::MassCancelScope;
 pub enum RecordedEvent {
     /// Registered, about to be written to its venue.
     NewOrder(OrderRecord),
+    /// Adopted from an earlier run's journal in state `Recovered` (already
+    /// in the journal: a sink records its later events, not a new order).
+    Recovered(OrderRecord),
     /// The write failed; the order is rejected locally.
     SendFailed {
         /// Order.

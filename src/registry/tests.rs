@@ -184,6 +184,7 @@ fn sink_sees_every_event_in_order() {
         .iter()
         .map(|e| match e {
             RecordedEvent::NewOrder(o) => format!("new {}", o.id.0),
+            RecordedEvent::Recovered(o) => format!("recovered {}", o.id.0),
             RecordedEvent::SendFailed { id } => format!("send-failed {}", id.0),
             RecordedEvent::Order { id, state, .. } => format!("{} {state:?}", id.0),
             RecordedEvent::Fill { id, position, .. } => format!("fill {} {position}", id.0),
@@ -270,4 +271,60 @@ fn batch_cancel_sent_answers_per_order() {
     r.cancels_sent(&[OrderId(1), OrderId(2), OrderId(77)], &mut venues);
     assert_eq!(venues, vec![Some(2), None, None]);
     assert_eq!(r.get(OrderId(1)).unwrap().state, OrderState::PendingCancel);
+}
+
+/// An ambiguous send is never a reject: `SendUnknown`, open for the drain.
+/// Recovered orders are open too, hold new orders until the recovery is
+/// finished, and are adopted all or nothing.
+#[test]
+fn ambiguous_sends_and_recovered_orders_stay_open_for_the_drain() {
+    let sink = Collect::default();
+    let r = Registry::with_sink(Box::new(sink.clone()));
+    r.register(&order(1, 0, 0, Side::Buy, 1)).unwrap();
+    r.send_ambiguous(OrderId(1));
+    assert_eq!(r.get(OrderId(1)).unwrap().state, OrderState::SendUnknown);
+    assert_eq!(r.open_count(), 1);
+    assert!(!r.recovery_pending());
+    let rec = |id| RecoveredOrder {
+        id: OrderId(id),
+        tags: ScopeTags::default(),
+        side: Side::Sell,
+        price: Price::from_units(101),
+        qty: Qty::from_lots(3),
+        filled: Qty::from_lots(1),
+    };
+    assert_eq!(r.adopt_recovered([rec(7), rec(8)]).unwrap(), 2);
+    assert!(r.recovery_pending());
+    assert_eq!(r.open_count(), 3);
+    assert_eq!(r.recovered_open().len(), 2);
+    let o = r.get(OrderId(7)).unwrap();
+    assert_eq!(
+        (o.state, o.filled),
+        (OrderState::Recovered, Qty::from_lots(1))
+    );
+    assert!(matches!(
+        r.adopt_recovered([rec(9), rec(1)]),
+        Err(RegistryError::DuplicateId(OrderId(1)))
+    ));
+    assert!(r.get(OrderId(9)).is_none(), "all or nothing");
+    // The drain's cancel and the venue's answer settle them.
+    assert_eq!(r.cancel_sent(OrderId(7)), Some(0));
+    r.apply_venue_events(&[VenueEvent::Canceled { id: OrderId(7) }]);
+    assert_eq!(
+        r.force_cancel_unknown(OrderId(8)),
+        Some(OrderState::Recovered)
+    );
+    assert_eq!(r.get(OrderId(8)).unwrap().state, OrderState::CancelUnknown);
+    r.finish_recovery();
+    assert!(!r.recovery_pending());
+    let ev = sink.0.lock().unwrap().clone();
+    assert!(ev.contains(&RecordedEvent::Order {
+        id: OrderId(1),
+        event: OrderEvent::SendAmbiguous,
+        state: OrderState::SendUnknown
+    }));
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, RecordedEvent::Recovered(o) if o.id == OrderId(8))));
+    assert_eq!(r.counters().illegal_transitions, 0);
 }

@@ -3,17 +3,21 @@
 
 #![allow(dead_code)] // each test file uses a different part of the rig
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use killswitch::backoff::{Backoff, BackoffConfig};
 use killswitch::control::ControlBlock;
 use killswitch::drain::{CheckpointHook, Drain, DrainConfig, DrainHandle};
 use killswitch::gateway::{Gateway, GatewayConfig, GatewayHandle, OrderSender};
-use killswitch::order::{OrderId, OrderIntent, OrderState, Price, Qty, ScopeTags, Side};
-use killswitch::registry::Registry;
+use killswitch::journal::record::OrderEventRecord;
+use killswitch::journal::JournalWriter;
+use killswitch::order::{
+    OrderEvent, OrderId, OrderIntent, OrderState, Price, Qty, ScopeTags, Side,
+};
+use killswitch::registry::{EventSink, RecordedEvent, Registry};
 use killswitch::venue::sim::{SimConfig, SimHandle, SimVenue, WireMessage};
-use killswitch::venue::Venue;
+use killswitch::venue::{MassCancelScope, NewOrder, Venue, VenueError, VenueEvent};
 
 pub struct Rig {
     pub dir: tempfile::TempDir,
@@ -136,4 +140,174 @@ pub fn cancels_in_log(sim: &SimHandle) -> (usize, usize) {
         .filter(|e| matches!(e.msg, WireMessage::MassCancel(_)))
         .count();
     (single, mass)
+}
+
+/// A simulated venue shared by two engine lifetimes: the venue object
+/// outlives the first engine's gateway, as an exchange outlives a crashed
+/// engine. Each gateway gets a clone (a new "session" on the same venue).
+#[derive(Clone)]
+pub struct SharedVenue {
+    name: String,
+    venue: Arc<Mutex<SimVenue>>,
+}
+
+impl SharedVenue {
+    pub fn new(cfg: SimConfig) -> (SharedVenue, SimHandle) {
+        let name = cfg.name.clone();
+        let (v, h) = SimVenue::new(cfg);
+        (
+            SharedVenue {
+                name,
+                venue: Arc::new(Mutex::new(v)),
+            },
+            h,
+        )
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SimVenue> {
+        self.venue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Venue for SharedVenue {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn send(&mut self, order: &NewOrder) -> Result<(), VenueError> {
+        self.lock().send(order)
+    }
+    fn cancel(&mut self, id: OrderId) -> Result<(), VenueError> {
+        self.lock().cancel(id)
+    }
+    fn poll(&mut self, out: &mut Vec<VenueEvent>) {
+        self.lock().poll(out)
+    }
+    fn supports_mass_cancel(&self) -> bool {
+        self.lock().supports_mass_cancel()
+    }
+    fn mass_cancel(&mut self, scope: MassCancelScope) -> Result<(), VenueError> {
+        self.lock().mass_cancel(scope)
+    }
+}
+
+/// A session whose writes of the chosen orders fail part-way: the venue
+/// gets the order (it rests there), but the write reports
+/// [`VenueError::Ambiguous`] and the venue's acknowledgement is lost with
+/// the broken write, as when a socket errors in the middle of a message.
+pub struct AmbiguousVenue {
+    pub inner: SimVenue,
+    pub ambiguous: Arc<Mutex<Vec<OrderId>>>,
+    lost_acks: Vec<OrderId>,
+}
+
+impl AmbiguousVenue {
+    pub fn new(inner: SimVenue, ambiguous: Arc<Mutex<Vec<OrderId>>>) -> AmbiguousVenue {
+        AmbiguousVenue {
+            inner,
+            ambiguous,
+            lost_acks: Vec::new(),
+        }
+    }
+}
+
+impl Venue for AmbiguousVenue {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn send(&mut self, order: &NewOrder) -> Result<(), VenueError> {
+        self.inner.send(order)?;
+        if self.ambiguous.lock().unwrap().contains(&order.id) {
+            self.lost_acks.push(order.id);
+            return Err(VenueError::Ambiguous);
+        }
+        Ok(())
+    }
+    fn cancel(&mut self, id: OrderId) -> Result<(), VenueError> {
+        self.inner.cancel(id)
+    }
+    fn poll(&mut self, out: &mut Vec<VenueEvent>) {
+        let start = out.len();
+        self.inner.poll(out);
+        let lost = &self.lost_acks;
+        let mut i = start;
+        while i < out.len() {
+            if matches!(out[i], VenueEvent::Acked { id } if lost.contains(&id)) {
+                out.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+    fn supports_mass_cancel(&self) -> bool {
+        self.inner.supports_mass_cancel()
+    }
+    fn mass_cancel(&mut self, scope: MassCancelScope) -> Result<(), VenueError> {
+        self.inner.mass_cancel(scope)
+    }
+}
+
+/// Journals the registry's order events, as an engine's journal sink does
+/// (the reference engine's is in `tools/`): what a restarted engine
+/// rebuilds its open orders from.
+pub struct JournalRecorder {
+    pub journal: Arc<Mutex<JournalWriter>>,
+    orders: std::collections::HashMap<OrderId, (OrderEventRecord, Qty)>,
+}
+
+impl JournalRecorder {
+    pub fn new(journal: Arc<Mutex<JournalWriter>>) -> JournalRecorder {
+        JournalRecorder {
+            journal,
+            orders: Default::default(),
+        }
+    }
+
+    fn append(&self, rec: &OrderEventRecord) {
+        self.journal
+            .lock()
+            .unwrap()
+            .append(rec)
+            .expect("journal append");
+    }
+}
+
+impl EventSink for JournalRecorder {
+    fn record(&mut self, event: &RecordedEvent) {
+        match *event {
+            RecordedEvent::NewOrder(o) => {
+                let rec = OrderEventRecord::new_order(o.id, o.tags, o.side, o.price, o.qty);
+                self.orders.insert(o.id, (rec, Qty::ZERO));
+                self.append(&rec);
+            }
+            RecordedEvent::Recovered(o) => {
+                let rec = OrderEventRecord::new_order(o.id, o.tags, o.side, o.price, o.qty);
+                self.orders.insert(o.id, (rec, o.filled));
+            }
+            RecordedEvent::SendFailed { id } => {
+                if let Some((rec, _)) = self.orders.remove(&id) {
+                    self.append(&rec.with_event(OrderEvent::Rejected));
+                }
+            }
+            RecordedEvent::Fill { id, qty, price, .. } => {
+                if let Some((rec, filled)) = self.orders.get_mut(&id) {
+                    filled.0 += qty.0;
+                    let r = rec.with_fill(qty, price, filled.0 >= rec.qty.0);
+                    self.append(&r);
+                }
+            }
+            RecordedEvent::Order {
+                event: OrderEvent::Fill { .. },
+                ..
+            }
+            | RecordedEvent::MassCancelSent { .. } => {}
+            RecordedEvent::Order { id, event, state } => {
+                if let Some((rec, _)) = self.orders.get(&id).copied() {
+                    self.append(&rec.with_event(event));
+                    if state.is_terminal() {
+                        self.orders.remove(&id);
+                    }
+                }
+            }
+        }
+    }
 }

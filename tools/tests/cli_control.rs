@@ -338,6 +338,104 @@ fn concurrent_trips_from_processes_leave_a_consistent_record() {
     assert_eq!(block.scope_level(ScopeKind::Venue, v1), Mode::HaltNew);
 }
 
+/// `reset --generation G` clears only generation G: after another trip it
+/// is refused (exit 1) and says what changed; `audit` shows a no-op reset
+/// as one; `status` of a block whose engine died says "latched" only when
+/// something is tripped.
+#[test]
+fn reset_names_its_generation_and_no_op_resets_are_audited_as_such() {
+    let d = tempfile::tempdir().unwrap();
+    let block = ControlBlock::create(d.path(), "eng").unwrap();
+    let mut reset = ks(d.path(), "eng");
+    reset.args(["reset", "--confirm", "--reason", "nothing to do"]);
+    let out = run(reset);
+    out.expect_code(0);
+    assert!(out.stdout().contains("no-op"), "{}", out.stdout());
+    let mut a = ks(d.path(), "eng");
+    a.arg("audit");
+    let out = run(a);
+    out.expect_code(0);
+    assert!(out.stdout().contains("reset (no-op)"), "{}", out.stdout());
+    assert_eq!(block.audit().last().unwrap().kind, AuditKind::ResetNoop);
+
+    let mut trip = ks(d.path(), "eng");
+    trip.args(["trip", "--mode", "halt", "--reason", "look first"]);
+    run(trip).expect_code(0);
+    let mut trip = ks(d.path(), "eng");
+    trip.args(["trip", "--reason", "risk: loss limit"]);
+    run(trip).expect_code(0);
+    let mut reset = ks(d.path(), "eng");
+    reset.args([
+        "reset",
+        "--confirm",
+        "--reason",
+        "halt reviewed",
+        "--generation",
+        "1",
+    ]);
+    let out = run(reset);
+    out.expect_code(1);
+    assert!(
+        out.stderr().contains("generation 2") && out.stderr().contains("risk: loss limit"),
+        "{}",
+        out.stderr()
+    );
+    assert_eq!(block.state().mode(), Mode::Kill, "the later trip stands");
+    let mut reset = ks(d.path(), "eng");
+    reset.args([
+        "reset",
+        "--confirm",
+        "--reason",
+        "both reviewed",
+        "--generation",
+        "2",
+    ]);
+    run(reset).expect_code(0);
+    assert_eq!(block.state().mode(), Mode::Normal);
+
+    // A dead owner: "latched" only while something is tripped.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let h = &block.layout().header;
+    h.owner_pid
+        .store(dead as u64, std::sync::atomic::Ordering::Release);
+    h.owner_start_ticks
+        .store(1, std::sync::atomic::Ordering::Release);
+    let mut st = ks(d.path(), "eng");
+    st.arg("status");
+    let out = run(st);
+    out.expect_code(0);
+    assert!(out.stdout().contains("DEAD"), "{}", out.stdout());
+    assert!(!out.stdout().contains("latched"), "{}", out.stdout());
+    let mut trip = ks(d.path(), "eng");
+    trip.args(["trip", "--reason", "again"]);
+    run(trip).expect_code(0);
+    let mut st = ks(d.path(), "eng");
+    st.arg("status");
+    let out = run(st);
+    assert!(out.stdout().contains("stays latched"), "{}", out.stdout());
+}
+
+/// `--dir` naming a regular file says so (exit 2: a wrong argument); the
+/// invalid engine-name message lists what an engine name may hold.
+#[test]
+fn a_dir_that_is_a_file_and_a_bad_engine_name_get_precise_messages() {
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("not-a-dir");
+    std::fs::write(&file, b"").unwrap();
+    let mut st = ks(&file, "eng");
+    st.arg("status");
+    let out = run(st);
+    out.expect_code(2);
+    assert!(out.stderr().contains("regular file"), "{}", out.stderr());
+    let mut init = ks(d.path(), "a/b");
+    init.arg("init");
+    let out = run(init);
+    out.expect_code(2);
+    assert!(out.stderr().contains("no '/'"), "{}", out.stderr());
+}
+
 /// Runs a `killswitch` command whose standard output is a pipe nobody reads
 /// (its read end closed before the command starts), like `| head -1`
 /// after head has exited.

@@ -13,7 +13,14 @@
 //! drain saw it, drain saw it -> gateway ack seen, ack -> first cancel
 //! enqueued.
 //!
-//! `ks-drain-latency [--rounds N] [--orders N] [--single] [--drain-core C] [--gateway-core C] [--trip-core C]`
+//! `--second-trip`: a trip that lands while a drain runs. Two venues (SIM-A,
+//! SIM-B, `--orders` resting on each); a scoped KILL of SIM-B, whose cancel
+//! answers take 20 ms, starts a drain; once it is cancelling, a global KILL
+//! lands. Prints, from the same rounds, the first (scoped) trip -> its first
+//! cancel beside the second (global) trip -> its first cancel (enqueued, and
+//! on SIM-A's wire), and the second trip's phases.
+//!
+//! `ks-drain-latency [--rounds N] [--orders N] [--single] [--second-trip] [--drain-core C] [--gateway-core C] [--trip-core C]`
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -22,7 +29,9 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use killswitch::backoff::BackoffConfig;
 use killswitch::clock::mono_ns;
-use killswitch::control::{ControlBlock, Mode, ResetRequest, Source};
+use killswitch::control::{
+    ControlBlock, DrainPhase, DrainSnapshot, Mode, ResetRequest, ScopeKind, Source, TripRequest,
+};
 use killswitch::drain::{Drain, DrainConfig};
 use killswitch::gateway::{Gateway, GatewayConfig};
 use killswitch::order::{OrderIntent, Price, Qty, ScopeTags, Side};
@@ -37,6 +46,7 @@ struct Args {
     drain_core: Option<usize>,
     gateway_core: Option<usize>,
     trip_core: Option<usize>,
+    second_trip: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -47,6 +57,7 @@ fn parse() -> Result<Args, String> {
         drain_core: None,
         gateway_core: None,
         trip_core: None,
+        second_trip: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -59,12 +70,13 @@ fn parse() -> Result<Args, String> {
             "--rounds" => a.rounds = value("--rounds")?.max(1),
             "--orders" => a.orders = value("--orders")?.max(1) as usize,
             "--single" => a.mass_cancel = false,
+            "--second-trip" => a.second_trip = true,
             "--drain-core" => a.drain_core = Some(value("--drain-core")? as usize),
             "--gateway-core" => a.gateway_core = Some(value("--gateway-core")? as usize),
             "--trip-core" => a.trip_core = Some(value("--trip-core")? as usize),
             "-h" | "--help" => {
                 return Err(
-                    "usage: ks-drain-latency [--rounds N] [--orders N] [--single] [--drain-core C] [--gateway-core C] [--trip-core C]"
+                    "usage: ks-drain-latency [--rounds N] [--orders N] [--single] [--second-trip] [--drain-core C] [--gateway-core C] [--trip-core C]"
                         .into(),
                 )
             }
@@ -91,6 +103,9 @@ fn print(name: &str, h: &Histogram<u64>) {
 }
 
 fn run(a: &Args) -> Result<(), String> {
+    if a.second_trip {
+        return second_trip(a);
+    }
     if let Some(id) = a.trip_core {
         // The measuring (tripping) thread; on a 2-core box it shares a core
         // with the gateway or the drain whatever we do: this picks which.
@@ -160,7 +175,7 @@ fn run(a: &Args) -> Result<(), String> {
         block.trip_global(Mode::Kill, Source::Api, "ks-drain-latency");
         let out = drain
             .wait_outcome(Duration::from_secs(30))
-            .ok_or_else(|| format!("round {round}: no drain report within 30 s"))?;
+            .map_err(|e| format!("round {round}: no drain report: {e}"))?;
         if !out.is_clean() {
             return Err(format!("round {round}: drain not clean:\n{out}"));
         }
@@ -186,6 +201,7 @@ fn run(a: &Args) -> Result<(), String> {
                 source: Source::Api,
                 reason: "ks-drain-latency".into(),
                 force: false,
+                expected_generation: None,
             })
             .map_err(|e| e.to_string())?;
     }
@@ -203,6 +219,183 @@ fn run(a: &Args) -> Result<(), String> {
     print("trip -> first cancel on the wire", &wire);
     print("trip -> all orders confirmed", &done);
     print("  phase: trip -> drain saw it", &seen);
+    print("  phase: saw it -> gateway ack seen", &acked);
+    print("  phase: ack -> first cancel enqueued", &after_ack);
+    drop(drain);
+    drop(gateway);
+    let _ = std::fs::remove_file(block.path());
+    Ok(())
+}
+
+/// `--second-trip`: see the module docs.
+fn second_trip(a: &Args) -> Result<(), String> {
+    if let Some(id) = a.trip_core {
+        core_affinity::set_for_current(core_affinity::CoreId { id });
+    }
+    let dir = tempfile_dir()?;
+    let block = Arc::new(
+        ControlBlock::create(&dir, &format!("drainlat2-{}", std::process::id()))
+            .map_err(|e| e.to_string())?,
+    );
+    let registry = Arc::new(Registry::new());
+    let mut sessions: Vec<(u16, Box<dyn Venue>)> = Vec::new();
+    let mut sims = Vec::new();
+    for (i, name) in ["SIM-A", "SIM-B"].iter().enumerate() {
+        let index = block
+            .register_name(ScopeKind::Venue, name)
+            .map_err(|e| e.to_string())?;
+        let mut cfg = SimConfig::new(name, 1, 1 + i as u64);
+        cfg.flow = FlowConfig::off();
+        cfg.mass_cancel = a.mass_cancel;
+        let (venue, sim) = SimVenue::new(cfg);
+        sessions.push((index, Box::new(venue)));
+        sims.push((index, sim));
+    }
+    let mut gateway = Gateway::spawn(
+        block.clone(),
+        registry.clone(),
+        sessions,
+        GatewayConfig {
+            core: a.gateway_core,
+            backoff: BackoffConfig::busy(),
+            order_ring: 16_384,
+            ..GatewayConfig::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let link = gateway
+        .take_drain_link()
+        .ok_or("gateway gave no drain link")?;
+    let drain = Drain::spawn(
+        block.clone(),
+        link,
+        DrainConfig {
+            core: a.drain_core,
+            backoff: BackoffConfig::busy(),
+            ..DrainConfig::emergency()
+        },
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    let sender = gateway.order_sender();
+    let (sim_a, sim_b) = (&sims[0].1, &sims[1].1);
+    let (mut first, mut second, mut second_wire) = (hist(), hist(), hist());
+    let (mut seen, mut acked, mut after_ack) = (hist(), hist(), hist());
+    let (mut f_lock, mut f_seen, mut f_ack, mut f_after) = (hist(), hist(), hist(), hist());
+    for round in 0..a.rounds {
+        for &(venue, _) in &sims {
+            let intent = OrderIntent {
+                tags: ScopeTags {
+                    venue,
+                    ..ScopeTags::default()
+                },
+                side: Side::Buy,
+                qty: Qty::from_lots(1),
+                price: Price::from_units(50),
+                position: Qty::ZERO,
+            };
+            for _ in 0..a.orders {
+                while sender.submit(&intent).is_err() {
+                    std::thread::yield_now();
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while sim_a.stats().our_resting < a.orders as u64
+            || sim_b.stats().our_resting < a.orders as u64
+            || registry.open_count() < 2 * a.orders
+        {
+            if Instant::now() > deadline {
+                return Err(format!("round {round}: orders did not rest within 30 s"));
+            }
+            std::thread::yield_now();
+        }
+        // SIM-B answers cancels 20 ms late: the scoped drain is still
+        // tracking them when the global kill lands.
+        sim_b.set_event_latency(Duration::from_millis(20));
+        let t1 = mono_ns();
+        block
+            .trip(&TripRequest {
+                mode: Mode::Kill,
+                scopes: vec![(ScopeKind::Venue, "SIM-B".into())],
+                source: Source::Api,
+                reason: "ks-drain-latency: first trip".into(),
+            })
+            .map_err(|e| e.to_string())?;
+        let g1 = block.state().generation();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let d = DrainSnapshot::read(&block);
+            if d.generation == g1 && d.phase == DrainPhase::Cancelling {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("round {round}: the scoped drain did not start"));
+            }
+            // Sleep, not spin: on 2 cores a spinning trip thread would take
+            // the drain's or the gateway's core and time the scheduler.
+            std::thread::sleep(Duration::from_micros(20));
+        }
+        let log_a = sim_a.log_len();
+        let t2 = mono_ns();
+        block.trip_global(Mode::Kill, Source::Api, "ks-drain-latency: second trip");
+        let out = drain
+            .wait_outcome(Duration::from_secs(30))
+            .map_err(|e| format!("round {round}: no drain report: {e}"))?;
+        sim_b.set_event_latency(Duration::ZERO);
+        if !out.is_clean() || out.escalations.len() != 1 {
+            return Err(format!(
+                "round {round}: expected one clean drain with one escalation:\n{out}"
+            ));
+        }
+        let e = out.escalations[0];
+        let wire = sim_a
+            .log_from(log_a)
+            .iter()
+            .find(|l| matches!(l.msg, WireMessage::Cancel(_) | WireMessage::MassCancel(_)))
+            .map(|l| l.mono_ns)
+            .ok_or_else(|| format!("round {round}: no cancel reached SIM-A"))?;
+        let span = |h: &mut Histogram<u64>, a: u64, b: u64| {
+            h.saturating_record(b.saturating_sub(a).max(1))
+        };
+        span(&mut first, t1, out.timings.t_first_cancel);
+        let t = &out.timings;
+        span(&mut f_lock, t1, t.t_trip);
+        span(&mut f_seen, t.t_trip, t.t_trip_seen);
+        span(&mut f_ack, t.t_trip_seen, t.t_gateway_ack);
+        span(&mut f_after, t.t_gateway_ack, t.t_first_cancel);
+        span(&mut second, t2, e.t_first_cancel);
+        span(&mut second_wire, t2, wire);
+        span(&mut seen, t2, e.t_seen);
+        span(&mut acked, e.t_seen, e.t_gateway_ack);
+        span(&mut after_ack, e.t_gateway_ack, e.t_first_cancel);
+        block
+            .reset(&ResetRequest {
+                source: Source::Api,
+                reason: "ks-drain-latency".into(),
+                force: false,
+                expected_generation: None,
+            })
+            .map_err(|e| e.to_string())?;
+    }
+    println!(
+        "ks-drain-latency --second-trip: {} rounds, {} open orders on each of 2 venues, {} cancel, drain core {:?}, gateway core {:?}, trip core {:?}, {} cpus",
+        a.rounds,
+        a.orders,
+        if a.mass_cancel { "mass" } else { "single" },
+        a.drain_core,
+        a.gateway_core,
+        a.trip_core,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    print("first trip (scoped) -> its first cancel", &first);
+    print("  phase: call -> trip recorded (file lock)", &f_lock);
+    print("  phase: recorded -> drain saw it", &f_seen);
+    print("  phase: saw it -> gateway ack seen", &f_ack);
+    print("  phase: ack -> first cancel enqueued", &f_after);
+    print("second trip (global) -> its first cancel", &second);
+    print("second trip -> first cancel on the wire", &second_wire);
+    print("  phase: second trip -> drain saw it", &seen);
     print("  phase: saw it -> gateway ack seen", &acked);
     print("  phase: ack -> first cancel enqueued", &after_ack);
     drop(drain);

@@ -162,6 +162,7 @@ fn cross_process(iterations: u64, core: usize) -> Result<(), Box<dyn std::error:
         source: Source::Api,
         reason: "ks-latency".into(),
         force: true,
+        expected_generation: None,
     };
     let warmup = iterations / 10;
     for i in 0..iterations + warmup {
@@ -268,6 +269,7 @@ fn signal(iterations: u64, core: usize) -> Result<(), Box<dyn std::error::Error>
         source: Source::Api,
         reason: "ks-latency".into(),
         force: true,
+        expected_generation: None,
     };
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
     let warmup = iterations / 10;
@@ -317,6 +319,7 @@ fn cli(iterations: u64) -> Result<(), Box<dyn std::error::Error>> {
         source: Source::Api,
         reason: "ks-latency".into(),
         force: true,
+        expected_generation: None,
     };
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
     for _ in 0..iterations {

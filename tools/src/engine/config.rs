@@ -67,6 +67,10 @@ pub struct DrainSection {
     pub gateway_ack_deadline_ms: u64,
     /// Use venue mass cancel where offered.
     pub mass_cancel: bool,
+    /// Fault injection for tests: the quick-checkpoint hook panics, which
+    /// kills the drain thread (the engine must notice, trip, report and
+    /// exit non-zero).
+    pub inject_checkpoint_panic: bool,
 }
 
 impl Default for DrainSection {
@@ -75,6 +79,7 @@ impl Default for DrainSection {
             cancel_deadline_ms: 5000,
             gateway_ack_deadline_ms: 1000,
             mass_cancel: true,
+            inject_checkpoint_panic: false,
         }
     }
 }

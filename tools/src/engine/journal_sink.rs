@@ -114,6 +114,12 @@ impl EventSink for JournalSink {
                 self.orders.insert(o.id, (rec, Qty::ZERO));
                 self.append(&rec);
             }
+            // Already in the journal (an earlier run's open order): only its
+            // later events are appended, to the same order.
+            RecordedEvent::Recovered(o) => {
+                let rec = OrderEventRecord::new_order(o.id, o.tags, o.side, o.price, o.qty);
+                self.orders.insert(o.id, (rec, o.filled));
+            }
             RecordedEvent::SendFailed { id } => {
                 if let Some((rec, _)) = self.orders.remove(&id) {
                     self.append(&rec.with_event(OrderEvent::Rejected));
@@ -152,8 +158,17 @@ impl EventSink for JournalSink {
 }
 
 /// The drain's checkpoint hook: a quick checkpoint of the journal's mirror.
-pub fn checkpoint_hook(journal: SharedJournal, block: Arc<ControlBlock>) -> CheckpointHook {
+/// `inject_panic` (fault injection for tests) makes it panic instead, which
+/// kills the drain thread.
+pub fn checkpoint_hook(
+    journal: SharedJournal,
+    block: Arc<ControlBlock>,
+    inject_panic: bool,
+) -> CheckpointHook {
     Box::new(move |_outcome: &DrainOutcome| {
+        if inject_panic {
+            panic!("injected fault: the checkpoint hook panics (drain.inject_checkpoint_panic)");
+        }
         journal
             .lock()
             .map_err(|_| "journal mutex poisoned".to_string())?

@@ -6,17 +6,26 @@
 //!    KILL from an earlier run stays in force until `killswitch reset`;
 //! 2. install the signal handlers and the panic hook (they trip the state
 //!    word themselves, see [`killswitch::signals`]);
-//! 3. open the journal (recovering a torn tail) and rebuild its state;
+//! 3. open the journal (recovering a torn tail) and rebuild its state; the
+//!    orders it shows open (an earlier run crashed with them working) are
+//!    adopted into the registry as `Recovered`
+//!    ([`Registry::adopt_recovered`]);
 //! 4. register venue / strategy / instrument / account names, start the
 //!    simulated venues, the gateway, the drain (whose quick checkpoint goes
-//!    into the journal) and the strategy threads.
+//!    into the journal); the drain first cancels the recovered orders (or
+//!    reports them `CancelUnknown` by id) while the gateway takes no new
+//!    order; only then are the strategy threads started.
 //!
 //! Then [`Engine::run`] heartbeats, journals trips, and waits. A global KILL
 //! (from `killswitch trip` / `emergency`, a signal, a panic, the watchdog,
 //! or `trade_for_ms`) is drained by the drain thread; once the drain reports,
-//! the engine stops its threads, syncs the journal, writes its report and
-//! returns an exit code. HALT_NEW, REDUCE_ONLY and scoped kills do not stop
-//! the engine: the gate refuses what they forbid and trading goes on.
+//! the engine waits (briefly) until the gate has refused an order from every
+//! strategy still running, stops its threads, syncs the journal, writes its
+//! report and returns an exit code. HALT_NEW, REDUCE_ONLY and scoped kills
+//! do not stop the engine: the gate refuses what they forbid and trading
+//! goes on. If the drain thread dies, nothing would cancel on a trip: the
+//! engine trips KILL (if not tripped), records it in the control block,
+//! reports it and exits [`EXIT_DRAIN_DIED`].
 
 pub mod cli;
 pub mod config;
@@ -29,12 +38,16 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use killswitch::control::{default_dir, ControlBlock, ControlError, Mode, ScopeKind, Source};
-use killswitch::drain::{Drain, DrainConfig, DrainHandle, DrainOutcome};
+use killswitch::clock::wall_ns;
+use killswitch::control::{
+    default_dir, proc_start_ticks, ControlBlock, ControlError, DrainIncomplete, DrainPhase,
+    IncompleteWriter, Mode, ScopeKind, Source,
+};
+use killswitch::drain::{Drain, DrainConfig, DrainDied, DrainHandle, DrainOutcome};
 use killswitch::gateway::{Gateway, GatewayConfig, GatewayHandle};
 use killswitch::journal::{self, JournalConfig, JournalError, JournalWriter};
 use killswitch::order::{ScopeTags, PRICE_SCALE};
-use killswitch::registry::Registry;
+use killswitch::registry::{RecoveredOrder, Registry};
 use killswitch::signals::{self, ShutdownLevel, SignalConfig, SignalGuard};
 use killswitch::venue::sim::{FlowConfig, SimConfig, SimHandle, SimInstrument, SimVenue};
 use killswitch::venue::Venue;
@@ -42,7 +55,7 @@ use killswitch::venue::Venue;
 pub use config::EngineConfig;
 pub use journal_sink::{JournalSink, JournalState, SharedJournal};
 pub use report::{EngineReport, Verification};
-pub use strategy::StrategyStats;
+pub use strategy::{StrategyProgress, StrategyStats};
 
 /// Exit code: clean (drained, checkpointed, nothing unknown).
 pub const EXIT_OK: i32 = 0;
@@ -116,6 +129,9 @@ pub const EXIT_DRAIN_FAILED: i32 = 10;
 pub const EXIT_ORDERS_UNKNOWN: i32 = 11;
 /// Exit code: the quick checkpoint failed.
 pub const EXIT_CHECKPOINT_FAILED: i32 = 12;
+/// Exit code: the drain thread died (panicked or ended): nothing cancels
+/// orders on a trip any more.
+pub const EXIT_DRAIN_DIED: i32 = 14;
 
 struct Sim {
     name: String,
@@ -134,7 +150,10 @@ pub struct Engine {
     drain: Option<DrainHandle>,
     sims: Vec<Sim>,
     strategies: Vec<JoinHandle<StrategyStats>>,
+    progress: Vec<Arc<StrategyProgress>>,
     stop_strategies: Arc<AtomicBool>,
+    /// The start-up drain of the orders an earlier run left open.
+    recovery: Option<DrainOutcome>,
     signals: SignalGuard,
     started: Instant,
     /// Generation of the state word when the engine started.
@@ -199,6 +218,21 @@ impl Engine {
             journal.clone(),
             block.clone(),
         ))));
+        // What the journal shows open may still work at a venue: the drain
+        // cancels it (or reports it) before any new order goes out.
+        let recovered = {
+            let j = journal.lock().map_err(|_| "journal mutex poisoned")?;
+            let open: Vec<RecoveredOrder> = j
+                .mirror
+                .open_orders
+                .values()
+                .map(RecoveredOrder::from)
+                .collect();
+            drop(j);
+            registry
+                .adopt_recovered(open)
+                .map_err(|e| format!("adopting the journal's open orders: {e}"))?
+        };
 
         // Venues.
         let reg = |kind, name: &str| block.register_name(kind, name).map_err(|e| e.to_string());
@@ -270,12 +304,40 @@ impl Engine {
             Some(journal_sink::checkpoint_hook(
                 journal.clone(),
                 block.clone(),
+                cfg.drain.inject_checkpoint_panic,
             )),
         )
         .map_err(|e| format!("drain thread: {e}"))?;
+        let recovery = if recovered > 0 {
+            eprintln!(
+                "ks-engine: {recovered} order(s) the journal shows open (an earlier run left them): cancelling them before any new order"
+            );
+            let deadline = Duration::from_millis(
+                cfg.drain.cancel_deadline_ms + cfg.drain.gateway_ack_deadline_ms,
+            ) + Duration::from_secs(30);
+            let out = drain
+                .wait_outcome(deadline)
+                .map_err(|e| format!("start-up recovery of the journal's open orders: {e}"))?;
+            eprintln!(
+                "ks-engine: start-up recovery: {} cancelled, {} filled, {} rejected, {} CancelUnknown{}",
+                out.canceled.len(),
+                out.filled.len(),
+                out.rejected.len(),
+                out.unknown.len(),
+                out.unknown
+                    .iter()
+                    .take(20)
+                    .map(|u| format!(" {}", u.id))
+                    .collect::<String>()
+            );
+            Some(out)
+        } else {
+            None
+        };
 
         let stop_strategies = Arc::new(AtomicBool::new(false));
         let mut strategies = Vec::new();
+        let mut progress = Vec::new();
         for (n, s) in cfg.strategies.iter().enumerate() {
             let tags = ScopeTags {
                 venue: reg(ScopeKind::Venue, &s.venue)?,
@@ -291,10 +353,12 @@ impl Engine {
             );
             let name = format!("ks-strategy-{}", s.name);
             let seed = 1000 + n as u64;
+            let p = Arc::new(StrategyProgress::default());
+            progress.push(p.clone());
             strategies.push(
                 std::thread::Builder::new()
                     .name(name)
-                    .spawn(move || strategy::run(s, tags, sender, registry, stop, seed))
+                    .spawn(move || strategy::run(s, tags, sender, registry, stop, p, seed))
                     .map_err(|e| format!("strategy thread: {e}"))?,
             );
         }
@@ -308,7 +372,9 @@ impl Engine {
             drain: Some(drain),
             sims,
             strategies,
+            progress,
             stop_strategies,
+            recovery,
             signals,
             started: Instant::now(),
             start_generation,
@@ -399,12 +465,19 @@ impl Engine {
                     .trip_global(Mode::Kill, Source::Api, "ks-engine: trade_for_ms elapsed");
             }
             if let Some(d) = &self.drain {
-                while let Some(o) = d.try_outcome() {
-                    outcomes.push(o);
+                loop {
+                    match d.try_outcome() {
+                        Ok(Some(o)) => outcomes.push(o),
+                        Ok(None) => break,
+                        Err(died) => {
+                            self.drain_died(&died);
+                            return self.finish(kill_generation, outcomes, Some(died));
+                        }
+                    }
                 }
             }
             if let Some(g) = kill_generation {
-                if outcomes.iter().any(|o| o.global && o.generation >= g) {
+                if outcomes.iter().any(|o| o.global && o.last_generation >= g) {
                     break;
                 }
             }
@@ -414,15 +487,89 @@ impl Engine {
             }
             std::thread::sleep(beat);
         }
-        self.finish(kill_generation, outcomes)
+        self.finish(kill_generation, outcomes, None)
     }
 
-    fn finish(mut self, kill_generation: Option<u64>, outcomes: Vec<DrainOutcome>) -> EngineReport {
+    /// The drain thread is gone: nothing cancels on a trip any more. Trip
+    /// KILL (the gate closes; `emergency` and the watchdog see it), mark
+    /// the drain failed and put it on record, so no reset goes through
+    /// before someone has reconciled.
+    fn drain_died(&self, died: &DrainDied) {
+        eprintln!("ks-engine: FATAL: {died}");
+        self.block.trip_global(
+            Mode::Kill,
+            Source::Api,
+            &format!("ks-engine: drain thread died: {}", died.why),
+        );
+        let ds = self.block.drain_status();
+        ds.phase.store(DrainPhase::Failed as u64, Ordering::Release);
+        if self.block.drain_incomplete().is_none() {
+            let pid = std::process::id();
+            let open = self.registry.open_count() as u64;
+            self.block.record_drain_incomplete(&DrainIncomplete {
+                generation: self.block.state().generation(),
+                open,
+                confirmed: 0,
+                unknown: open,
+                writer: IncompleteWriter::Engine,
+                no_snapshot: true,
+                pid,
+                writer_start_ticks: proc_start_ticks(pid).unwrap_or(0),
+                wall_ns: wall_ns(),
+            });
+        }
+    }
+
+    /// Keeps the strategies running until the gate has refused an order
+    /// from each one still alive after the drain (or 2 s passed): the
+    /// window in which "no new order reached a venue after the
+    /// acknowledgement" is checked then holds real attempts.
+    fn wait_for_refusals(&self) {
+        let before: Vec<u64> = self
+            .progress
+            .iter()
+            .map(|p| p.refused.load(Ordering::Acquire))
+            .collect();
+        let end = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < end {
+            let all = self
+                .progress
+                .iter()
+                .zip(&before)
+                .zip(&self.strategies)
+                .all(|((p, b), h)| h.is_finished() || p.refused.load(Ordering::Acquire) > *b);
+            if all {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn finish(
+        mut self,
+        kill_generation: Option<u64>,
+        outcomes: Vec<DrainOutcome>,
+        drain_died: Option<DrainDied>,
+    ) -> EngineReport {
+        let before: Vec<u64> = self
+            .progress
+            .iter()
+            .map(|p| p.refused.load(Ordering::Acquire))
+            .collect();
+        if kill_generation.is_some() && drain_died.is_none() {
+            self.wait_for_refusals();
+        }
         self.stop_strategies.store(true, Ordering::Release);
         let strategies: Vec<StrategyStats> = self
             .strategies
             .drain(..)
-            .filter_map(|h| h.join().ok())
+            .zip(before)
+            .filter_map(|(h, b)| {
+                h.join().ok().map(|mut s| {
+                    s.refused_after_drain = s.refused.saturating_sub(b);
+                    s
+                })
+            })
             .collect();
         // The gateway keeps applying late answers until it stops.
         let gateway_stats = self.gateway.take().map(|g| g.shutdown());
@@ -450,6 +597,8 @@ impl Engine {
             durable,
             level: self.signals.state().level(),
             recovery_note: &self.recovery_note,
+            recovery: self.recovery.as_ref(),
+            drain_died: drain_died.as_ref(),
         });
         self.block.detach_owner();
         report

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use serde::{Deserialize, Serialize};
 
 use killswitch::control::{ControlBlock, ScopeKind};
-use killswitch::drain::{DrainError, DrainOutcome};
+use killswitch::drain::{DrainDied, DrainError, DrainOutcome};
 use killswitch::gateway::GatewayStats;
 use killswitch::registry::Registry;
 use killswitch::signals::ShutdownLevel;
@@ -20,10 +20,17 @@ use super::SharedJournal;
 /// One drain, summarised.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DrainSummary {
-    /// Generation drained.
+    /// Generation drained (the first).
     pub generation: u64,
-    /// Global kill (else scoped).
+    /// Newest generation the drain took in or looked at.
+    pub last_generation: u64,
+    /// Global kill in force by the end (else scoped).
     pub global: bool,
+    /// The start-up drain of the orders an earlier run left open.
+    pub recovery: bool,
+    /// Newer generations taken in while it ran: (generation, open orders
+    /// newly in scope, its trip -> its first cancel in ns).
+    pub escalations: Vec<(u64, usize, Option<u64>)>,
     /// Open orders in scope at the snapshot.
     pub open_at_snapshot: usize,
     /// Orders cancelled.
@@ -55,7 +62,20 @@ impl DrainSummary {
         let t = &o.timings;
         DrainSummary {
             generation: o.generation,
+            last_generation: o.last_generation,
             global: o.global,
+            recovery: o.recovery,
+            escalations: o
+                .escalations
+                .iter()
+                .map(|e| {
+                    (
+                        e.generation,
+                        e.open_at_snapshot,
+                        e.trip_to_first_cancel_ns(),
+                    )
+                })
+                .collect(),
             open_at_snapshot: o.open_at_snapshot,
             canceled: o.canceled.len(),
             filled: o.filled.len(),
@@ -187,6 +207,10 @@ pub struct EngineReport {
     pub gateway_refused_on_recheck: u64,
     /// Journal recovery at start-up.
     pub recovery_note: String,
+    /// The start-up drain of the orders the journal showed open, if any.
+    pub recovery_drain: Option<DrainSummary>,
+    /// Why the drain thread died, if it did.
+    pub drain_died: Option<String>,
 }
 
 /// Everything the report is made from, gathered by the engine as it stops.
@@ -203,6 +227,8 @@ pub(super) struct Inputs<'a> {
     pub durable: Option<Result<killswitch::journal::DurableAt, String>>,
     pub level: ShutdownLevel,
     pub recovery_note: &'a str,
+    pub recovery: Option<&'a DrainOutcome>,
+    pub drain_died: Option<&'a DrainDied>,
 }
 
 pub(super) fn build(inputs: Inputs<'_>) -> EngineReport {
@@ -219,10 +245,12 @@ pub(super) fn build(inputs: Inputs<'_>) -> EngineReport {
         durable,
         level,
         recovery_note,
+        recovery,
+        drain_died,
     } = inputs;
     let gs = block.gateway_status();
     let kill_drain =
-        kill_generation.and_then(|g| outcomes.iter().find(|o| o.global && o.generation >= g));
+        kill_generation.and_then(|g| outcomes.iter().find(|o| o.global && o.last_generation >= g));
     // The cut-off: the gateway's acknowledgement of the kill generation. If a
     // later generation overwrote the published one, the drain's observation
     // of the ack (a little later) is used: it can only hide an escape in
@@ -288,19 +316,16 @@ pub(super) fn build(inputs: Inputs<'_>) -> EngineReport {
         None => "not attempted (journal lock poisoned)".into(),
     };
 
-    let (exit_code, verdict) = match kill_drain {
-        None => (
+    let (exit_code, verdict) = match (drain_died, kill_drain) {
+        (Some(d), _) => (super::EXIT_DRAIN_DIED, format!("DRAIN THREAD DIED: {d}")),
+        (None, None) => (
             super::EXIT_OK,
             "stopped without a kill to drain (the switch was latched)".to_string(),
         ),
-        Some(o) => match &o.error {
-            Some(DrainError::GatewayAckTimeout { .. }) => (
-                super::EXIT_DRAIN_FAILED,
-                format!(
-                    "DRAIN FAILED: {}",
-                    o.error.as_ref().map(|e| e.to_string()).unwrap_or_default()
-                ),
-            ),
+        (None, Some(o)) => match &o.error {
+            Some(e @ (DrainError::GatewayAckLate { .. } | DrainError::StoppedBeforeAck { .. })) => {
+                (super::EXIT_DRAIN_FAILED, format!("DRAIN FAILED: {e}"))
+            }
             Some(DrainError::CheckpointFailed(e)) => (
                 super::EXIT_CHECKPOINT_FAILED,
                 format!("CHECKPOINT FAILED: {e}"),
@@ -321,6 +346,23 @@ pub(super) fn build(inputs: Inputs<'_>) -> EngineReport {
                 ),
             ),
         },
+    };
+    // Orders an earlier run left open that the start-up recovery could not
+    // get confirmed are as unknown as any other.
+    let recovered_unknown = recovery.map_or(0, |r| r.unknown.len());
+    let (exit_code, verdict) = if recovered_unknown > 0 {
+        (
+            if exit_code == super::EXIT_OK {
+                super::EXIT_ORDERS_UNKNOWN
+            } else {
+                exit_code
+            },
+            format!(
+                "{verdict}; {recovered_unknown} order(s) an earlier run left open are CancelUnknown after the start-up recovery: reconcile with the venue"
+            ),
+        )
+    } else {
+        (exit_code, verdict)
     };
     let verdict = match gateway_error {
         Some(e) => format!("{verdict}; gateway: {e}"),
@@ -361,5 +403,7 @@ pub(super) fn build(inputs: Inputs<'_>) -> EngineReport {
         gateway_cancels_sent: gateway_stats.cancels_sent,
         gateway_refused_on_recheck: gateway_stats.refused_on_recheck,
         recovery_note: recovery_note.to_string(),
+        recovery_drain: recovery.map(DrainSummary::of),
+        drain_died: drain_died.map(|d| d.to_string()),
     }
 }

@@ -4,7 +4,7 @@
 //! strategy crosses the spread and builds a position. Both go through the
 //! gate (inside [`OrderSender::submit`]) for every order.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,8 +29,18 @@ pub struct StrategyStats {
     pub submitted: u64,
     /// Orders the gate refused (switch tripped).
     pub refused: u64,
+    /// Orders the gate refused after the engine's drain of the kill had
+    /// finished: proof the strategy kept trying while the switch held.
+    pub refused_after_drain: u64,
     /// Times the ring was full (back-pressure).
     pub ring_full: u64,
+}
+
+/// Refusals so far, shared with the engine while the thread runs.
+#[derive(Debug, Default)]
+pub struct StrategyProgress {
+    /// Orders the gate refused.
+    pub refused: AtomicU64,
 }
 
 /// Runs one strategy until `stop`.
@@ -40,6 +50,7 @@ pub fn run(
     sender: OrderSender,
     registry: Arc<Registry>,
     stop: Arc<AtomicBool>,
+    progress: Arc<StrategyProgress>,
     seed: u64,
 ) -> StrategyStats {
     let mut stats = StrategyStats {
@@ -115,6 +126,7 @@ pub fn run(
             Err(SubmitError::Refused(_)) => {
                 // Tripped: nothing to do but wait for a reset.
                 stats.refused += 1;
+                progress.refused.fetch_add(1, Ordering::Release);
                 std::thread::sleep(Duration::from_millis(1));
             }
             Err(SubmitError::RingFull) => {

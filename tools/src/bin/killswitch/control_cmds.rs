@@ -78,9 +78,13 @@ pub enum ControlCmd {
         /// Why: kept in the audit ring.
         #[arg(long)]
         reason: Option<String>,
-        /// Reset even with orders in an unknown state (recorded as forced).
+        /// Reset even with orders in an unknown state or an unfinished drain on record (recorded as forced).
         #[arg(long)]
         force: bool,
+        /// The generation you mean to clear (as `status` showed it); refused if the switch has moved on.
+        /// Default: the generation read under the file lock at the reset.
+        #[arg(long)]
+        generation: Option<u64>,
     },
     /// Show the audit ring: the last trips and resets.
     Audit {
@@ -116,10 +120,12 @@ pub fn fail(e: &ControlError) -> ExitCode {
     eprintln!("killswitch: error: {e}");
     ExitCode::from(match e {
         ControlError::Io { .. } => exit::IO,
-        ControlError::ResetRefused { .. } | ControlError::OwnedByLiveProcess { .. } => {
-            exit::REFUSED
-        }
-        ControlError::InvalidName { .. } | ControlError::UnknownGroup { .. } => exit::USAGE,
+        ControlError::ResetRefused { .. }
+        | ControlError::ResetStale { .. }
+        | ControlError::OwnedByLiveProcess { .. } => exit::REFUSED,
+        ControlError::InvalidName { .. }
+        | ControlError::UnknownGroup { .. }
+        | ControlError::NotADirectory { .. } => exit::USAGE,
         _ => exit::BAD_FILE,
     })
 }
@@ -217,6 +223,7 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
             confirm,
             reason,
             force,
+            generation,
         } => {
             let block = t.open()?;
             if !confirm {
@@ -235,7 +242,12 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
                 source: Source::Cli,
                 reason,
                 force,
+                expected_generation: generation,
             })?;
+            let forced = block
+                .audit()
+                .iter()
+                .any(|e| e.ticket == out.ticket && e.forced);
             match out.transition {
                 Transition::Changed { from, to } => outln!(
                     "RESET {}: was {} at generation {}, now normal at generation {}{}",
@@ -243,10 +255,14 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
                     from.mode(),
                     from.generation(),
                     to.generation(),
-                    if force { " (forced)" } else { "" }
+                    if forced { " (forced)" } else { "" }
+                ),
+                Transition::Unchanged(w) if forced => outln!(
+                    "not tripped (generation {}); the unfinished-drain record and the unknown-order count are cleared (forced, recorded)",
+                    w.generation()
                 ),
                 Transition::Unchanged(w) => outln!(
-                    "not tripped (generation {}); nothing to reset",
+                    "not tripped (generation {}); nothing to reset (recorded as a no-op reset)",
                     w.generation()
                 ),
             }
@@ -345,6 +361,7 @@ fn kind_text(e: &AuditEntry) -> &'static str {
         (AuditKind::Reset, false) => "RESET",
         (AuditKind::Reset, true) => "RESET forced",
         (AuditKind::ResetRefused, _) => "reset refused",
+        (AuditKind::ResetNoop, _) => "reset (no-op)",
     }
 }
 
@@ -398,11 +415,13 @@ fn print_status(s: &Status) {
         "none attached".to_string()
     } else if s.owner.alive {
         format!("pid {} alive", s.owner.pid)
-    } else {
+    } else if s.generation != 0 && (s.mode != Mode::Normal || s.scoped) {
         format!(
             "pid {} DEAD (the block outlives it; the trip stays latched)",
             s.owner.pid
         )
+    } else {
+        format!("pid {} DEAD (the block outlives it)", s.owner.pid)
     };
     let hb = s
         .heartbeat_age_ms
@@ -422,10 +441,24 @@ fn print_status(s: &Status) {
         );
     }
     let d = &s.drain;
-    if d.generation != 0 {
+    if d.generation != 0 || d.phase != killswitch::control::DrainPhase::Idle {
+        let notes: Vec<&str> = [
+            (
+                d.recovery,
+                "start-up recovery of a previous run's open orders",
+            ),
+            (d.escalated, "a newer trip widened it"),
+            (d.gateway_ack_late, "GATEWAY ACK LATE"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, t)| *t)
+        .collect();
         outln!(
-            "drain       {:?} for generation {}: {} open at snapshot, {} cancels sent, {} confirmed, {} UNKNOWN, {} fills during drain, checkpoint seq {}",
-            d.phase, d.generation, d.open_at_snapshot, d.cancels_sent, d.orders_confirmed, d.orders_unknown,
+            "drain       {:?} for generation {}{}: {} open at snapshot, {} cancels sent, {} confirmed, {} UNKNOWN, {} fills during drain, checkpoint seq {}",
+            d.phase, d.generation,
+            if notes.is_empty() { String::new() } else { format!(" ({})", notes.join(", ")) },
+            d.open_at_snapshot, d.cancels_sent, d.orders_confirmed, d.orders_unknown,
             d.fills_during_drain, d.checkpoint_seq
         );
     }

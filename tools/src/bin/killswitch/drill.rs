@@ -397,12 +397,29 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
     match &engine {
         Some(r) => {
             let v = &r.verification;
+            // The window runs from the gateway's acknowledgement until the
+            // engine stops its strategies, which it does only once the gate
+            // has refused an order from each of them after the drain: the
+            // check holds real attempts, it cannot pass before they start.
+            let refused: Vec<String> = r
+                .strategies
+                .iter()
+                .map(|s| format!("{} {}", s.name, s.refused_after_drain))
+                .collect();
+            let every_strategy_refused =
+                !r.strategies.is_empty() && r.strategies.iter().all(|s| s.refused_after_drain > 0);
             check(
-                "no new order reached a venue after the gateway acknowledged the kill",
-                v.new_orders_after_ack == 0 && v.ack_mono_ns != 0,
+                "no new order reached a venue after the gateway acknowledged the kill, while every strategy kept trying",
+                v.new_orders_after_ack == 0 && v.ack_mono_ns != 0 && every_strategy_refused,
                 format!(
-                    "{} after the ack, of {} new orders in the venues' logs",
-                    v.new_orders_after_ack, v.new_orders_total
+                    "{} after the ack, of {} new orders in the venues' logs; refused by the gate after the drain: {}",
+                    v.new_orders_after_ack,
+                    v.new_orders_total,
+                    if refused.is_empty() {
+                        "no strategy ran".to_string()
+                    } else {
+                        refused.join(", ")
+                    }
                 ),
             );
             let d = r.drains.iter().rev().find(|d| d.global);

@@ -8,13 +8,23 @@
 //! 3. Follow the drain status the engine publishes and print a timeline:
 //!    drain saw the trip, gateway acknowledged, first cancel, last answer,
 //!    quick checkpoint, done, process exit.
-//! 4. If the engine does not confirm in time: `SIGTERM`, then `SIGKILL`
-//!    after a second deadline, and say which orders are unconfirmed.
+//! 4. If the engine does not confirm in time (or its drain publishes that
+//!    the gateway missed its acknowledgement deadline): `SIGTERM`, then
+//!    `SIGKILL` after a second deadline, and say which orders are
+//!    unconfirmed; that finding also goes into the control block's "drain
+//!    incomplete" record, which blocks `reset` until someone reconciles.
 //!
-//! Exit codes (also in README.md): 0 drained, checkpointed, engine exited;
-//! 10 engine did not confirm and was terminated or killed; 11 drain finished
-//! with orders in `CancelUnknown`; 12 quick checkpoint failed; 13 no live
-//! engine attached (the trip is latched, nothing was drained).
+//! An engine that was restarted after the trip, is latched (its gate
+//! refuses every order) and has finished its drain has nothing left to do:
+//! that is reported and is not escalated. An engine found dead in the middle
+//! of its drain is reported as such (exit 10), never as "no engine".
+//!
+//! Exit codes (also in README.md): 0 drained, checkpointed, engine exited
+//! (or restarted, latched and drained); 10 engine did not confirm and was
+//! terminated or killed, or exited or died without confirming its drain; 11
+//! drain finished with orders in `CancelUnknown`; 12 quick checkpoint
+//! failed; 13 no live engine attached and no drain left unfinished (the
+//! trip is latched, nothing was drained).
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -23,13 +33,17 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use killswitch::clock::{format_duration_ns, mono_ns};
 use killswitch::control::{
-    proc_start_ticks, proc_state, ControlError, DrainPhase, DrainSnapshot, Mode, Source,
+    proc_start_ticks, proc_state, ControlError, DrainPhase, DrainSnapshot, IncompleteWriter, Mode,
+    Source,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::Target;
+
+mod finding;
+use finding::{record_finding, started_after};
 
 /// Exit code: the engine had to be terminated or killed.
 pub const EXIT_ESCALATED: u8 = 10;
@@ -219,6 +233,44 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
         verdict: String::new(),
     };
     if !engine_alive {
+        // Dead in the middle of its drain (SIGKILL, OOM, a crash): the
+        // orders it was cancelling may still be live. Say so; never "no
+        // engine was running".
+        let snap = DrainSnapshot::read(&block);
+        let record = block.drain_incomplete();
+        if pid != 0 && (snap.phase.is_running() || record.is_some()) {
+            let snapshot_taken = snap.t_gateway_ack != 0 || snap.open_at_snapshot > 0;
+            let unconfirmed = match (&record, snapshot_taken) {
+                (Some(r), _) if r.writer != IncompleteWriter::Drain => r.unknown,
+                (_, true) => snap.open_at_snapshot.saturating_sub(snap.orders_confirmed),
+                _ => block.gateway_status().open_orders.load(Ordering::Acquire),
+            };
+            tl.now(format!(
+                "engine pid {pid} is DEAD and its drain of generation {} did not finish ({:?}): {} order(s) unconfirmed",
+                snap.generation, snap.phase, unconfirmed
+            ));
+            if record
+                .as_ref()
+                .is_none_or(|r| r.writer == IncompleteWriter::Drain)
+            {
+                record_finding(
+                    &block,
+                    snap.generation.max(g),
+                    &snap,
+                    snapshot_taken,
+                    unconfirmed,
+                );
+            }
+            report.timeline = tl.steps;
+            report.drain = snap;
+            report.orders_unconfirmed = unconfirmed;
+            report.exit_code = EXIT_ESCALATED;
+            report.verdict = format!(
+                "ENGINE DIED MID-DRAIN: pid {pid} died during its drain of generation {}; {unconfirmed} order(s) unconfirmed — reconcile with the venues (`killswitch journal inspect` lists what the journal holds open); reset stays refused until then (exit {EXIT_ESCALATED})",
+                snap.generation
+            );
+            return Ok(report);
+        }
         tl.now(
             "no live engine is attached: the kill is latched for when one starts; nothing to drain"
                 .into(),
@@ -231,6 +283,9 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
         );
         return Ok(report);
     }
+    // Started after the trip: a restarted engine, latched. Once its drain
+    // is done it has nothing left to do and stays up, refusing orders.
+    let restarted_latched = started_after(pid, t0);
 
     let signal = |report: &mut EmergencyReport, tl: &mut Timeline, sig: Signal| {
         let r = kill(Pid::from_raw(pid as i32), sig);
@@ -306,16 +361,12 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
                 ),
             );
         }
-        if mine
-            && snap.phase == DrainPhase::Failed
-            && fresh(snap.t_done)
-            && !fresh(snap.t_gateway_ack)
-        {
-            // The drain gave up waiting for the gateway: nothing was
-            // cancelled and the engine is stuck. Escalate now.
-            tl.at(
-                snap.t_done,
-                "engine's drain FAILED: its gateway did not acknowledge the kill, no cancel was sent".into(),
+        if mine && snap.phase == DrainPhase::GatewayAckLate {
+            // The drain published that the gateway missed its deadline (it
+            // keeps waiting): the engine is stuck in a venue write.
+            tl.now(
+                "engine's drain reports its gateway did NOT acknowledge the kill by the deadline (it is still waiting): engine is stuck"
+                    .into(),
             );
             escalate = true;
             break;
@@ -388,7 +439,12 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
         !alive(pid, ticks)
     };
     let mut exited = !alive(pid, ticks);
-    if !exited && !escalate {
+    let latched_and_drained = done && restarted_latched && !exited && !escalate;
+    if latched_and_drained {
+        tl.now(format!(
+            "engine pid {pid} started after the trip and is latched (its gate refuses every order); its drain of generation {g} is done: nothing left for it to do, not escalating"
+        ));
+    } else if !exited && !escalate {
         exited = wait_exit(args.exit_deadline);
         if exited {
             tl.now(format!("engine pid {pid} exited"));
@@ -429,12 +485,34 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
     } else {
         block.gateway_status().open_orders.load(Ordering::Acquire)
     };
+    if (escalate || !drained)
+        && exited
+        && (report.orders_unconfirmed > 0 || !snapshot_taken)
+        && block
+            .drain_incomplete()
+            .is_none_or(|r| r.writer == IncompleteWriter::Drain)
+    {
+        // The engine is gone without confirming: what we found is the
+        // record that blocks reset until someone reconciles.
+        record_finding(&block, g, &snap, snapshot_taken, report.orders_unconfirmed);
+        tl.now(format!(
+            "recorded in the control block: drain of generation {g} incomplete, {} order(s) unconfirmed (reset is refused until reconciled)",
+            report.orders_unconfirmed
+        ));
+    }
     let (code, verdict) = if escalate || !drained {
         (
             EXIT_ESCALATED,
             format!(
-                "ESCALATED: engine did not confirm ({}); {} order(s) unconfirmed{} — reconcile with the venues (their cancel-on-disconnect may cover them; `killswitch journal inspect` lists what the journal holds open)",
-                report.signals_sent.join(" -> "),
+                "{}; {} order(s) unconfirmed{} — reconcile with the venues (their cancel-on-disconnect may cover them; `killswitch journal inspect` lists what the journal holds open)",
+                if report.signals_sent.iter().any(|s| s != "SIGCONT") {
+                    format!(
+                        "ESCALATED: engine did not confirm ({})",
+                        report.signals_sent.join(" -> ")
+                    )
+                } else {
+                    "ENGINE EXITED WITHOUT CONFIRMING ITS DRAIN".to_string()
+                },
                 report.orders_unconfirmed,
                 if snapshot_taken {
                     format!(" of {} in the drain's snapshot", snap.open_at_snapshot)
@@ -463,7 +541,13 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
                 "DRAINED: {} order(s) resolved, checkpoint seq {}, engine {} in {} (runbook target 30 s)",
                 snap.orders_confirmed,
                 snap.checkpoint_seq,
-                if exited { "exited" } else { "still running" },
+                if exited {
+                    "exited"
+                } else if latched_and_drained {
+                    "restarted after the trip, latched and idle"
+                } else {
+                    "still running"
+                },
                 format_duration_ns(report.total_ns)
             ),
         )

@@ -44,7 +44,8 @@ mod journal_cmds;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use killswitch::access::Access;
 use killswitch::control::{ControlBlock, ControlError};
 
@@ -130,7 +131,36 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    // The drill and the demo make their own control block (the drill in its
+    // work directory, name "drill"): a --dir / --name given for them would
+    // be silently ignored, so they are refused. (KILLSWITCH_DIR /
+    // KILLSWITCH_NAME in the environment are meant for the other commands
+    // and do not apply to these.)
+    if matches!(cli.command, Command::Drill(_) | Command::Demo) {
+        let given: Vec<&str> = ["dir", "name"]
+            .into_iter()
+            .filter(|id| matches.value_source(id) == Some(ValueSource::CommandLine))
+            .collect();
+        if !given.is_empty() {
+            let drill = matches!(cli.command, Command::Drill(_));
+            eprintln!(
+                "killswitch: error: --{} does not apply to `{}`: it creates its own control block{}",
+                given.join(" / --"),
+                if drill { "drill" } else { "demo" },
+                if drill {
+                    " (name \"drill\") in its work directory; use --work-dir DIR to choose where"
+                } else {
+                    " in a temporary directory"
+                }
+            );
+            return ExitCode::from(exit::USAGE);
+        }
+    }
     match cli.command {
         Command::Control(c) => control_cmds::run(c, &cli.target),
         Command::Demo => demo::run(),
