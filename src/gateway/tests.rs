@@ -248,7 +248,7 @@ fn an_ambiguous_send_is_send_unknown_and_a_failed_one_is_rejected_locally() {
         assert_eq!(registry.get(id).map(|o| o.state), Some(want), "{err:?}");
         let stats = read_stats(&core.block, &core.counters);
         assert_eq!(
-            stats.ambiguous_sends,
+            stats.send_ambiguous,
             u64::from(err == VenueError::Ambiguous)
         );
     }
