@@ -8,6 +8,8 @@ mod control_cmds;
 mod demo;
 mod drill;
 mod emergency;
+#[cfg(feature = "firm")]
+mod firm_cmds;
 mod journal_cmds;
 
 use std::path::PathBuf;
@@ -78,6 +80,12 @@ enum Command {
     /// Inspect or recover the journal.
     #[command(subcommand)]
     Journal(journal_cmds::JournalCmd),
+    /// The firm-wide kill over NATS: trip, status, reset, history (and init, keygen).
+    #[cfg(feature = "firm")]
+    Firm(firm_cmds::FirmArgs),
+    /// Per host: follow the firm's NATS bucket and hold this host's control blocks to it.
+    #[cfg(feature = "firm")]
+    Relay(firm_cmds::RelayArgs),
 }
 
 fn main() -> ExitCode {
@@ -92,5 +100,9 @@ fn main() -> ExitCode {
         ),
         Command::Checkpoint(c) => journal_cmds::run_checkpoint(c),
         Command::Journal(c) => journal_cmds::run_journal(c),
+        #[cfg(feature = "firm")]
+        Command::Firm(a) => firm_cmds::run(a),
+        #[cfg(feature = "firm")]
+        Command::Relay(a) => firm_cmds::run_relay(a, &cli.target),
     }
 }
