@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, Operation, Store};
+use async_nats::jetstream::stream;
 use async_nats::{Client, ConnectOptions, Event, ServerAddr};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -133,9 +134,11 @@ pub async fn buckets(client: &Client, args: &NatsArgs, create: bool) -> Result<B
             let got = tokio::time::timeout(REQUEST_TIMEOUT, js.get_key_value(name.clone())).await;
             match got {
                 Ok(Ok(store)) => return Ok(store),
-                Ok(Err(e)) if !create => return Err(format!(
+                Ok(Err(e)) if !create => {
+                    return Err(format!(
                     "bucket {name}: {e}; create it once with `killswitch firm init --replicas N`"
-                )),
+                ))
+                }
                 Err(_) if !create => {
                     return Err(format!(
                         "bucket {name}: NATS did not answer within {REQUEST_TIMEOUT:?}"
@@ -143,21 +146,34 @@ pub async fn buckets(client: &Client, args: &NatsArgs, create: bool) -> Result<B
                 }
                 _ => {}
             }
-            let cfg = kv::Config {
-                bucket: name.clone(),
-                description: "killswitch firm-wide kill".into(),
-                history,
-                num_replicas: args.replicas,
-                ..kv::Config::default()
+            // The stream a key-value bucket is, built here rather than with
+            // `create_key_value`: that call first reads the account info,
+            // which the client cannot parse from a 2.9 server (Debian's).
+            let cfg = stream::Config {
+                name: format!("KV_{name}"),
+                description: Some("killswitch firm-wide kill".into()),
+                subjects: vec![format!("$KV.{name}.>")],
+                max_messages_per_subject: history,
+                num_replicas: args.replicas.max(1),
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: stream::DiscardPolicy::New,
+                ..stream::Config::default()
             };
-            match tokio::time::timeout(REQUEST_TIMEOUT * 5, js.create_key_value(cfg)).await {
-                Ok(Ok(store)) => Ok(store),
-                // Another relay created it meanwhile (with other settings).
-                Ok(Err(e)) => js.get_key_value(name.clone()).await.map_err(|_| {
-                    format!("cannot create bucket {name} with {} replicas: {e} (a single server needs --replicas 1)", args.replicas)
-                }),
-                Err(_) => Err(format!("creating bucket {name}: NATS did not answer")),
+            let created = tokio::time::timeout(REQUEST_TIMEOUT * 5, js.get_or_create_stream(cfg))
+                .await
+                .map_err(|_| format!("creating bucket {name}: NATS did not answer"))?;
+            if let Err(e) = created {
+                return Err(format!(
+                    "cannot create bucket {name} with {} replica(s): {e} (a single server needs --replicas 1)",
+                    args.replicas
+                ));
             }
+            tokio::time::timeout(REQUEST_TIMEOUT, js.get_key_value(name.clone()))
+                .await
+                .map_err(|_| format!("bucket {name}: NATS did not answer"))?
+                .map_err(|e| format!("bucket {name}: {e}"))
         }
     };
     Ok(Buckets {

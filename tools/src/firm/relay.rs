@@ -348,7 +348,7 @@ async fn enforce(
                         log(&host, &format!(
                             "firm asks {} ({})",
                             new.mode.unwrap_or(Mode::Normal).as_str().to_uppercase(),
-                            if new.why.is_empty() { "nothing tripped" } else { &new.why }
+                            if new.why.is_empty() { "never tripped" } else { &new.why }
                         ));
                     }
                     tgt = new;

@@ -107,7 +107,10 @@ pub fn verdict(key: &str, entry: Option<&KeyEntry>) -> KeyVerdict {
             (_, Err(why)) => held(why.clone()),
             (Action::Reset, Ok(())) => KeyVerdict {
                 mode: Mode::Normal,
-                why: format!("{key} rev {}: reset by {}", e.revision, record.who),
+                why: format!(
+                    "{key} rev {}: reset by {}: {}",
+                    e.revision, record.who, record.reason
+                ),
             },
             (Action::Trip, Ok(())) if record.mode == FirmMode::Normal => {
                 held("a trip record with mode normal".into())
@@ -147,7 +150,7 @@ pub fn target(entries: &BTreeMap<String, KeyEntry>, keys: &[String]) -> Target {
         .unwrap_or(Mode::Normal);
     let why = verdicts
         .iter()
-        .filter(|v| v.mode == mode && mode != Mode::Normal)
+        .filter(|v| v.mode == mode && !v.why.is_empty())
         .map(|v| v.why.as_str())
         .collect::<Vec<_>>()
         .join("; ");

@@ -285,6 +285,15 @@ pub fn run(a: FirmArgs) -> ExitCode {
     if let FirmCmd::Keygen { out } = &a.cmd {
         return keygen(out);
     }
+    // Names are checked before any connection is tried.
+    let key = match &a.cmd {
+        FirmCmd::Trip { key, .. } => Some(key),
+        FirmCmd::Reset(r) => Some(&r.key),
+        _ => None,
+    };
+    if let Some(Err(e)) = key.map(KeyArgs::key) {
+        return ExitCode::from(usage(&e));
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -497,12 +506,21 @@ struct StatusReport {
     not_confirmed: Vec<String>,
 }
 
+/// Every key of a bucket (deleted ones included: their delete marker is a
+/// message), from one stream-info request rather than a consumer.
 async fn list_keys(store: &kv::Store) -> Result<Vec<String>, String> {
     let mut keys = tokio::time::timeout(REQUEST_TIMEOUT, async {
         let mut out = Vec::new();
-        let mut k = store.keys().await.map_err(|e| e.to_string())?;
-        while let Some(key) = k.next().await {
-            out.push(key.map_err(|e| e.to_string())?);
+        let mut subjects = store
+            .stream
+            .info_with_subjects(format!("{}>", store.prefix))
+            .await
+            .map_err(|e| e.to_string())?;
+        while let Some(item) = subjects.next().await {
+            let (subject, _) = item.map_err(|e| e.to_string())?;
+            if let Some(k) = subject.strip_prefix(store.prefix.as_str()) {
+                out.push(k.to_string());
+            }
         }
         Ok::<_, String>(out)
     })
@@ -522,7 +540,18 @@ async fn status(
         Ok(b) => b,
         Err(e) => return failed(&e),
     };
-    match status_report(&b, nats, stale_after).await {
+    // A failing server or a leader election makes single requests fail
+    // for a few seconds: try again until the deadline.
+    let deadline = Instant::now() + REQUEST_TIMEOUT * 5;
+    let report = loop {
+        match status_report(&b, nats, stale_after).await {
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            other => break other,
+        }
+    };
+    match report {
         Ok(r) => {
             if json {
                 println!(
