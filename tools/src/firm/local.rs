@@ -68,17 +68,8 @@ pub struct EngineAck {
     pub note: String,
     /// Relay pid.
     pub relay_pid: u32,
-    /// When, Unix ns (not compared: a heartbeat changes only this).
+    /// When, Unix ns.
     pub updated_ns: u64,
-}
-
-impl EngineAck {
-    /// Equal except for the time of writing.
-    pub fn same_news(&self, other: &EngineAck) -> bool {
-        let mut a = self.clone();
-        a.updated_ns = other.updated_ns;
-        a == *other
-    }
 }
 
 /// Which control blocks the relay keeps.
@@ -102,6 +93,9 @@ struct Held {
     /// Engine pid, liveness, and when that was read (`/proc` is read at
     /// most every [`LIVENESS_PERIOD`], not every poll tick).
     owner: (u32, bool, Option<std::time::Instant>),
+    /// Hash of what the last acknowledgement said, and when it was made:
+    /// an acknowledgement is only rebuilt on news or as a heartbeat.
+    last_ack: Option<(u64, std::time::Instant)>,
 }
 
 /// How often an engine's liveness is read from `/proc`.
@@ -200,6 +194,7 @@ impl LocalBlocks {
                             note: String::new(),
                             release_refused_at: None,
                             owner: (0, false, None),
+                            last_ack: None,
                         },
                     );
                 }
@@ -290,6 +285,74 @@ impl LocalBlocks {
             .iter_mut()
             .map(|(name, h)| ack_for(host, desks, name, h, firm_mode, target))
             .collect()
+    }
+
+    /// The acknowledgements that have news since the last call, or whose
+    /// last one is older than `heartbeat`. Cheap when nothing changed (a
+    /// few atomic loads and a hash per block), so the relay calls it every
+    /// poll tick.
+    pub fn acks_due(
+        &mut self,
+        host: &str,
+        desks: &[String],
+        target: &Target,
+        heartbeat: std::time::Duration,
+    ) -> Vec<EngineAck> {
+        use std::hash::{Hash, Hasher};
+        let firm_mode = target.mode.unwrap_or(Mode::Normal);
+        let mut due = Vec::new();
+        for (name, h) in self.blocks.iter_mut() {
+            let owner = refresh_owner(h);
+            let d = DrainSnapshot::read(&h.block);
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            (
+                h.block.state().0,
+                owner.pid,
+                owner.alive,
+                d.generation,
+                d.phase as u8,
+                d.open_at_snapshot,
+                d.orders_confirmed,
+                d.orders_unknown,
+                h.block
+                    .gateway_status()
+                    .open_orders
+                    .load(std::sync::atomic::Ordering::Acquire),
+                h.kill_generation,
+                &h.note,
+            )
+                .hash(&mut hasher);
+            (target.mode, &target.why, &target.keys_seen).hash(&mut hasher);
+            let fp = hasher.finish();
+            let news = h
+                .last_ack
+                .is_none_or(|(old, at)| old != fp || at.elapsed() >= heartbeat);
+            if news {
+                h.last_ack = Some((fp, std::time::Instant::now()));
+                due.push(ack_for(host, desks, name, h, firm_mode, target));
+            }
+        }
+        due
+    }
+}
+
+/// The block's engine and whether it lives, from `/proc` at most every
+/// [`LIVENESS_PERIOD`] (or when the pid changes).
+fn refresh_owner(h: &mut Held) -> killswitch::control::OwnerInfo {
+    let pid = h
+        .block
+        .layout()
+        .header
+        .owner_pid
+        .load(std::sync::atomic::Ordering::Acquire) as u32;
+    let stale = h.owner.2.is_none_or(|t| t.elapsed() >= LIVENESS_PERIOD);
+    if pid != h.owner.0 || stale {
+        let o = h.block.owner();
+        h.owner = (o.pid, o.alive, Some(std::time::Instant::now()));
+    }
+    killswitch::control::OwnerInfo {
+        pid: h.owner.0,
+        alive: h.owner.1,
     }
 }
 

@@ -407,17 +407,9 @@ async fn enforce(
             }
         }
         // Acknowledgements: on news, and every ack_interval as a heartbeat.
-        for ack in blocks.acks(&host, &cfg.desks, &tgt) {
-            let key = ack_key(&host, &ack.engine);
-            let due = sent.get(&key).is_none_or(|old| {
-                !old.same_news(&ack)
-                    || ack.updated_ns.saturating_sub(old.updated_ns)
-                        >= cfg.ack_interval.as_nanos() as u64
-            });
-            if due {
-                sent.insert(key, ack.clone());
-                let _ = acks.send(ack);
-            }
+        for ack in blocks.acks_due(&host, &cfg.desks, &tgt, cfg.ack_interval) {
+            sent.insert(ack_key(&host, &ack.engine), ack.clone());
+            let _ = acks.send(ack);
         }
         if let Some(path) = &cfg.metrics_file {
             if now >= next_metrics {
