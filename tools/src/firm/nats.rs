@@ -191,6 +191,7 @@ pub async fn to_key_entry(
     trusted: &[String],
     e: &kv::Entry,
 ) -> KeyEntry {
+    let mut recheck = false;
     let content = match e.operation {
         Operation::Delete | Operation::Purge => KeyContent::Deleted,
         Operation::Put => match FirmRecord::decode(&e.value) {
@@ -204,7 +205,15 @@ pub async fn to_key_entry(
                     Action::Trip => Ok(()),
                     Action::Reset => match record.verify_reset(bucket, trusted) {
                         Err(why) => Err(why),
-                        Ok(()) => replaced(store, e, record.revision_seen.unwrap_or(0)).await,
+                        Ok(()) => match replaced(store, e, record.revision_seen.unwrap_or(0)).await
+                        {
+                            Ok(()) => Ok(()),
+                            Err(Check::Failed(why)) => Err(why),
+                            Err(Check::Unknown(why)) => {
+                                recheck = true;
+                                Err(why)
+                            }
+                        },
                     },
                 };
                 KeyContent::Record { record, honoured }
@@ -214,37 +223,75 @@ pub async fn to_key_entry(
     KeyEntry {
         revision: e.revision,
         content,
+        recheck,
     }
 }
 
+/// Why a reset's predecessor check did not pass.
+enum Check {
+    /// It replaced another revision than it was signed for.
+    Failed(String),
+    /// Could not tell now (no answer, or the history does not show the
+    /// revision yet): try again later.
+    Unknown(String),
+}
+
 /// `Ok` when the entry before `e` in its key's history is `revision_seen`.
-async fn replaced(store: &Store, e: &kv::Entry, revision_seen: u64) -> Result<(), String> {
-    let revisions = tokio::time::timeout(REQUEST_TIMEOUT, async {
-        let mut h = store.history(&e.key).await.map_err(|x| x.to_string())?;
-        let mut revs = Vec::new();
-        while let Some(item) = h.next().await {
-            let item = item.map_err(|x| x.to_string())?;
-            revs.push(item.revision);
-            if item.revision >= e.revision {
-                break;
+/// A history read right after the entry arrived may not show it yet: read
+/// again a few times before saying "unknown".
+async fn replaced(store: &Store, e: &kv::Entry, revision_seen: u64) -> Result<(), Check> {
+    let mut last = String::new();
+    for attempt in 0..5u64 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10 * attempt)).await;
+        }
+        let revisions =
+            match tokio::time::timeout(REQUEST_TIMEOUT, history_revisions(store, e)).await {
+                Err(_) => {
+                    last = "cannot read the key's history to check the reset (NATS did not answer)"
+                        .into();
+                    continue;
+                }
+                Ok(Err(x)) => {
+                    last = format!("cannot read the key's history to check the reset: {x}");
+                    continue;
+                }
+                Ok(Ok(r)) => r,
+            };
+        match revisions.iter().position(|r| *r == e.revision) {
+            Some(i) if i > 0 && revisions[i - 1] == revision_seen => return Ok(()),
+            Some(i) if i > 0 => {
+                return Err(Check::Failed(format!(
+                    "the reset was signed for revision {revision_seen} but replaced revision {} (a replayed reset)",
+                    revisions[i - 1]
+                )))
+            }
+            Some(_) => {
+                return Err(Check::Failed(format!(
+                    "the history does not show which revision the reset at {} replaced",
+                    e.revision
+                )))
+            }
+            None => {
+                last = format!(
+                    "the key's history does not show revision {} yet",
+                    e.revision
+                )
             }
         }
-        Ok::<_, String>(revs)
-    })
-    .await
-    .map_err(|_| {
-        "cannot read the key's history to check the reset (NATS did not answer)".to_string()
-    })?
-    .map_err(|x| format!("cannot read the key's history to check the reset: {x}"))?;
-    match revisions.iter().position(|r| *r == e.revision) {
-        Some(i) if i > 0 && revisions[i - 1] == revision_seen => Ok(()),
-        Some(i) if i > 0 => Err(format!(
-            "the reset was signed for revision {revision_seen} but replaced revision {} (a replayed reset)",
-            revisions[i - 1]
-        )),
-        _ => Err(format!(
-            "the history does not show which revision the reset at {} replaced",
-            e.revision
-        )),
     }
+    Err(Check::Unknown(last))
+}
+
+async fn history_revisions(store: &Store, e: &kv::Entry) -> Result<Vec<u64>, String> {
+    let mut h = store.history(&e.key).await.map_err(|x| x.to_string())?;
+    let mut revs = Vec::new();
+    while let Some(item) = h.next().await {
+        let item = item.map_err(|x| x.to_string())?;
+        revs.push(item.revision);
+        if item.revision >= e.revision {
+            break;
+        }
+    }
+    Ok(revs)
 }

@@ -264,11 +264,9 @@ async fn ingest(
     cfg: &RelayConfig,
     e: &async_nats::jetstream::kv::Entry,
 ) -> bool {
-    if state
-        .entries
-        .get(&e.key)
-        .is_some_and(|old| old.revision >= e.revision)
-    {
+    if state.entries.get(&e.key).is_some_and(|old| {
+        old.revision > e.revision || (old.revision == e.revision && !old.recheck)
+    }) {
         return false;
     }
     let entry = to_key_entry(store, &cfg.nats.bucket, &cfg.trusted, e).await;

@@ -77,6 +77,10 @@ pub struct KeyEntry {
     pub revision: u64,
     /// What it says.
     pub content: KeyContent,
+    /// The reset could not be checked this time (NATS did not answer, or
+    /// its history did not show the revision yet): held as KILL meanwhile,
+    /// and checked again on the next read instead of being cached.
+    pub recheck: bool,
 }
 
 /// What one key asks of the host.
@@ -187,7 +191,11 @@ mod tests {
     }
 
     fn entry(revision: u64, content: KeyContent) -> KeyEntry {
-        KeyEntry { revision, content }
+        KeyEntry {
+            revision,
+            content,
+            recheck: false,
+        }
     }
 
     #[test]
