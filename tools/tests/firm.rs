@@ -120,13 +120,7 @@ fn engines(urls: &str) -> Vec<Value> {
 
 /// Revision of the `firm` key now.
 fn firm_revision(urls: &str) -> u64 {
-    status(urls)["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["key"] == "firm")
-        .and_then(|k| k["revision"].as_u64())
-        .expect("the firm key exists")
+    firm_revision_of(urls, "firm")
 }
 
 fn blocks(dir: &Path, names: &[&str]) -> Vec<ControlBlock> {
@@ -278,8 +272,8 @@ fn a_firm_trip_reaches_every_block_through_a_server_failure_and_latches() {
         assert_eq!(t.source, Source::Firm, "{}", b.path().display());
         assert!(t.reason.contains("firm-wide test kill"), "{}", t.reason);
     }
-    // h4's only server is down: nothing can have reached it.
-    assert!(all_at(&cut_off, Mode::Normal));
+    // h4's only server died as the trip was made: whether the trip reached
+    // it first is a race; the end of this test cuts it off deterministically.
 
     // The engine drains and exits cleanly; its relay acknowledges the drain.
     let mut code = None;
@@ -320,7 +314,7 @@ fn a_firm_trip_reaches_every_block_through_a_server_failure_and_latches() {
         r5.log()
     );
 
-    // The cut-off relay trips as soon as its server is back.
+    // The relay whose only server died trips (if it had not) once it is back.
     cluster.restart(1).unwrap();
     assert!(
         wait_for(DEADLINE, || all_at(&cut_off, Mode::Kill)),
@@ -435,6 +429,46 @@ fn a_firm_trip_reaches_every_block_through_a_server_failure_and_latches() {
         rows[1]["record"]["mode"], "kill",
         "a halt does not lower a kill"
     );
+
+    // Cut off during a trip, deterministically: h4's only server is down
+    // before its host is tripped, so nothing can reach it until it is back.
+    cluster.kill(1);
+    firm(&urls, &["trip", "--reason", "h4 only", "--host", "h4"]).expect_code(0);
+    let h4_rev = firm_revision_of(&urls, "host.h4");
+    assert!(all_at(&cut_off, Mode::Normal), "h4 cannot have heard of it");
+    cluster.restart(1).unwrap();
+    assert!(
+        wait_for(DEADLINE, || all_at(&cut_off, Mode::Kill)),
+        "cut-off relay after reconnection: {}",
+        picture(&[&r4], &cluster)
+    );
+    for b in &cut_off {
+        assert!(b.last_trip().unwrap().reason.contains("h4 only"));
+    }
+    assert!(
+        all_at(&held, Mode::Normal),
+        "a host trip touches no other host"
+    );
+    assert!(
+        wait_for(DEADLINE, || engines(&urls)
+            .iter()
+            .any(|e| e["host"] == "h4"
+                && e["keys_seen"]["host.h4"].as_u64() == Some(h4_rev)
+                && e["ok"] == true)),
+        "h4's acknowledgement: {}",
+        firm(&urls, &["status"]).stdout()
+    );
+}
+
+/// Revision of `key` now.
+fn firm_revision_of(urls: &str, key: &str) -> u64 {
+    status(urls)["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["key"] == key)
+        .and_then(|k| k["revision"].as_u64())
+        .unwrap_or_else(|| panic!("key {key} exists"))
 }
 
 /// Resets count only when signed by a risk key the relays trust, for the
