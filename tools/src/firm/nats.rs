@@ -182,16 +182,12 @@ pub async fn buckets(client: &Client, args: &NatsArgs, create: bool) -> Result<B
     })
 }
 
-/// Reads one entry into the relay's terms. A reset is honoured only when
-/// signed by a trusted risk key and it replaced exactly the revision it was
-/// signed for (checked against the key's history).
-pub async fn to_key_entry(
-    store: &Store,
-    bucket: &str,
-    trusted: &[String],
-    e: &kv::Entry,
-) -> KeyEntry {
-    let mut recheck = false;
+/// Reads one entry into the relay's terms without waiting on anything: a
+/// trip, a deletion, junk or a badly signed reset are final here. A reset
+/// whose signature verifies still needs its history checked: it comes back
+/// held (`recheck`), with `true`, and [`verify_reset_history`] finishes it.
+pub fn classify(bucket: &str, trusted: &[String], e: &kv::Entry) -> (KeyEntry, bool) {
+    let mut needs_history = false;
     let content = match e.operation {
         Operation::Delete | Operation::Purge => KeyContent::Deleted,
         Operation::Put => match FirmRecord::decode(&e.value) {
@@ -205,25 +201,56 @@ pub async fn to_key_entry(
                     Action::Trip => Ok(()),
                     Action::Reset => match record.verify_reset(bucket, trusted) {
                         Err(why) => Err(why),
-                        Ok(()) => match replaced(store, e, record.revision_seen.unwrap_or(0)).await
-                        {
-                            Ok(()) => Ok(()),
-                            Err(Check::Failed(why)) => Err(why),
-                            Err(Check::Unknown(why)) => {
-                                recheck = true;
-                                Err(why)
-                            }
-                        },
+                        Ok(()) => {
+                            needs_history = true;
+                            Err("checking the reset against the key's history".to_string())
+                        }
                     },
                 };
                 KeyContent::Record { record, honoured }
             }
         },
     };
-    KeyEntry {
-        revision: e.revision,
-        content,
-        recheck,
+    (
+        KeyEntry {
+            revision: e.revision,
+            content,
+            recheck: needs_history,
+        },
+        needs_history,
+    )
+}
+
+/// Finishes a reset [`classify`] left pending: honoured only if it replaced
+/// exactly the revision it was signed for.
+pub async fn verify_reset_history(store: &Store, mut entry: KeyEntry, e: &kv::Entry) -> KeyEntry {
+    if let KeyContent::Record { record, honoured } = &mut entry.content {
+        match replaced(store, e, record.revision_seen.unwrap_or(0)).await {
+            Ok(()) => {
+                *honoured = Ok(());
+                entry.recheck = false;
+            }
+            Err(Check::Failed(why)) => {
+                *honoured = Err(why);
+                entry.recheck = false;
+            }
+            Err(Check::Unknown(why)) => *honoured = Err(why),
+        }
+    }
+    entry
+}
+
+/// [`classify`] and, for a reset, [`verify_reset_history`]: what a command
+/// (not the relay) uses.
+pub async fn to_key_entry(
+    store: &Store,
+    bucket: &str,
+    trusted: &[String],
+    e: &kv::Entry,
+) -> KeyEntry {
+    match classify(bucket, trusted, e) {
+        (entry, true) => verify_reset_history(store, entry, e).await,
+        (entry, false) => entry,
     }
 }
 

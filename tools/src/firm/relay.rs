@@ -19,7 +19,7 @@
 //!   from a reset the relay verified, and only when every trip in force on
 //!   it came from the firm.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -31,7 +31,7 @@ use killswitch::control::Mode;
 use tokio::sync::{mpsc, watch};
 
 use super::local::{fail_closed, BlockSelection, EngineAck, LocalBlocks};
-use super::nats::{buckets, to_key_entry, Buckets, NatsArgs, REQUEST_TIMEOUT};
+use super::nats::{buckets, classify, verify_reset_history, Buckets, NatsArgs, REQUEST_TIMEOUT};
 use super::view::{ack_key, keys_for, target, KeyEntry, Target};
 
 /// Everything the relay needs.
@@ -194,6 +194,10 @@ async fn follow_firm(
     let mut state = FirmState::default();
     let mut stores: Option<Buckets> = None;
     let mut watcher = None;
+    // Reset checks run beside the reader, so a trip is never queued behind
+    // a history read.
+    let (checked_tx, mut checked) = mpsc::unbounded_channel::<(String, KeyEntry)>();
+    let mut checking: HashSet<(String, u64)> = HashSet::new();
     let mut resync_at = tokio::time::Instant::now();
     let mut last_error = String::new();
     loop {
@@ -211,11 +215,22 @@ async fn follow_firm(
                 Some(_) => {}
                 None => return,
             },
+            done = checked.recv() => {
+                if let Some((key, entry)) = done {
+                    checking.remove(&(key.clone(), entry.revision));
+                    let current = state.entries.get(&key).is_some_and(|old| old.revision == entry.revision);
+                    if current {
+                        state.entries.insert(key, entry);
+                        tx.send_replace(state.clone());
+                    }
+                }
+            }
             item = next_entry(&mut watcher) => match item {
                 Some(Ok(e)) => {
                     if keys.contains(&e.key) {
                         if let Some(s) = &stores {
-                            if ingest(&mut state, &s.firm, &cfg, &e).await {
+                            let ingest = Ingest { store: &s.firm, cfg: &cfg, checked: &checked_tx, checking: &mut checking };
+                            if ingest.offer(&mut state, &e) {
                                 tx.send_replace(state.clone());
                             }
                         }
@@ -228,7 +243,15 @@ async fn follow_firm(
                 None => watcher = None,
             },
             _ = tokio::time::sleep_until(resync_at) => {
-                match resync(&client, &cfg, &keys, &mut state, &mut stores, &mut watcher).await {
+                let r = resync(&client, &cfg, &keys, &mut stores, &mut watcher).await;
+                let r = r.map(|read| {
+                    let s = stores.as_ref().expect("read only with the buckets open");
+                    for e in &read {
+                        Ingest { store: &s.firm, cfg: &cfg, checked: &checked_tx, checking: &mut checking }
+                            .offer(&mut state, e);
+                    }
+                });
+                match r {
                     Ok(()) => {
                         if !last_error.is_empty() {
                             log(&host, "firm state read again");
@@ -257,31 +280,54 @@ async fn follow_firm(
     }
 }
 
-/// Stores a newer entry; true when the view changed.
-async fn ingest(
-    state: &mut FirmState,
-    store: &Store,
-    cfg: &RelayConfig,
-    e: &async_nats::jetstream::kv::Entry,
-) -> bool {
-    if state.entries.get(&e.key).is_some_and(|old| {
-        old.revision > e.revision || (old.revision == e.revision && !old.recheck)
-    }) {
-        return false;
-    }
-    let entry = to_key_entry(store, &cfg.nats.bucket, &cfg.trusted, e).await;
-    state.entries.insert(e.key.clone(), entry);
-    true
+/// What the reader needs to take in an entry.
+struct Ingest<'a> {
+    store: &'a Store,
+    cfg: &'a RelayConfig,
+    checked: &'a mpsc::UnboundedSender<(String, KeyEntry)>,
+    checking: &'a mut HashSet<(String, u64)>,
 }
 
+impl Ingest<'_> {
+    /// Stores a newer entry at once (a reset stays held as KILL until its
+    /// history check, started here, comes back); true when the view changed.
+    fn offer(self, state: &mut FirmState, e: &async_nats::jetstream::kv::Entry) -> bool {
+        if state.entries.get(&e.key).is_some_and(|old| {
+            old.revision > e.revision || (old.revision == e.revision && !old.recheck)
+        }) {
+            return false;
+        }
+        let (entry, needs_history) = classify(&self.cfg.nats.bucket, &self.cfg.trusted, e);
+        let unchanged = state.entries.get(&e.key) == Some(&entry);
+        if needs_history && self.checking.insert((e.key.clone(), e.revision)) {
+            let (store, checked, e, pending) = (
+                self.store.clone(),
+                self.checked.clone(),
+                e.clone(),
+                entry.clone(),
+            );
+            tokio::spawn(async move {
+                let done = verify_reset_history(&store, pending, &e).await;
+                let _ = checked.send((e.key.clone(), done));
+            });
+        }
+        if unchanged {
+            return false;
+        }
+        state.entries.insert(e.key.clone(), entry);
+        true
+    }
+}
+
+/// Reads every key of this host (and opens the buckets and the watch when
+/// missing); returns the entries read.
 async fn resync(
     client: &Client,
     cfg: &RelayConfig,
     keys: &[String],
-    state: &mut FirmState,
     stores: &mut Option<Buckets>,
     watcher: &mut Option<async_nats::jetstream::kv::Watch>,
-) -> Result<(), String> {
+) -> Result<Vec<async_nats::jetstream::kv::Entry>, String> {
     if client.connection_state() != async_nats::connection::State::Connected {
         return Err("not connected".into());
     }
@@ -289,14 +335,13 @@ async fn resync(
         *stores = Some(buckets(client, &cfg.nats, true).await?);
     }
     let s = stores.as_ref().expect("set above");
+    let mut read = Vec::new();
     for key in keys {
         let got = tokio::time::timeout(REQUEST_TIMEOUT, s.firm.entry(key.clone()))
             .await
             .map_err(|_| format!("reading {key}: NATS did not answer"))?
             .map_err(|e| format!("reading {key}: {e}"))?;
-        if let Some(e) = got {
-            ingest(state, &s.firm, cfg, &e).await;
-        }
+        read.extend(got);
     }
     if watcher.is_none() {
         *watcher = Some(
@@ -306,7 +351,7 @@ async fn resync(
                 .map_err(|e| format!("starting the watch: {e}"))?,
         );
     }
-    Ok(())
+    Ok(read)
 }
 
 /// The enforcer (see the module docs).
