@@ -538,6 +538,23 @@ fn series(
         let ns = wait_blocks(&blocks, Mode::Normal, AuditKind::Reset, t0_mono)
             .map_err(|e| format!("{e}\n{}", relay_logs()))?;
         released.record((ns / 1000).max(1)).ok();
+        // Let the relays publish their release acknowledgements before the
+        // next trip: a firm trip does not land on a firm still busy with
+        // the last release.
+        let reset_revision = revision_after(b, revision)?;
+        let mut calm: HashSet<(String, String)> = HashSet::new();
+        let since = Instant::now();
+        while calm.len() < n {
+            let left = WAIT.saturating_sub(since.elapsed());
+            let (_, a) = b
+                .acks
+                .recv_timeout(left)
+                .map_err(|_| format!("release acknowledgements missing: {} of {n}", calm.len()))?;
+            if a.firm_mode == FirmMode::Normal && a.keys_seen.get("firm") == Some(&reset_revision) {
+                calm.insert((a.host, a.engine));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
     drop(procs);
     let _ = std::fs::remove_dir_all(root.path());
@@ -556,6 +573,19 @@ fn series(
         row(format!("{what}: {confirmed_what}"), &confirmed),
         row(format!("{what}: signed reset -> all released"), &released),
     ])
+}
+
+/// The revision of the `firm` key now (the reset just written after `trip`).
+fn revision_after(b: &Bench, trip: u64) -> Result<u64, String> {
+    let store = b.stores.firm.clone();
+    let e =
+        b.rt.block_on(async move { store.entry("firm").await })
+            .map_err(|e| format!("reading firm: {e}"))?
+            .ok_or("the firm key is gone")?;
+    if e.revision <= trip {
+        return Err(format!("the reset after revision {trip} is not there"));
+    }
+    Ok(e.revision)
 }
 
 /// Starts the reference engine on block 0 (`killswitch engine --config`,

@@ -75,10 +75,21 @@ struct FirmState {
 }
 
 fn log(host: &str, line: &str) {
-    eprintln!(
-        "{} killswitch relay [{host}] {line}",
-        format_wall(wall_ns())
-    );
+    log_all(host, &[line.to_string()]);
+}
+
+/// Writes lines with one `write`: the enforcer logs after it has tripped,
+/// and a trip of many blocks costs one system call, not one per block.
+fn log_all(host: &str, lines: &[String]) {
+    if lines.is_empty() {
+        return;
+    }
+    let t = format_wall(wall_ns());
+    let text: String = lines
+        .iter()
+        .map(|l| format!("{t} killswitch relay [{host}] {l}\n"))
+        .collect();
+    eprint!("{text}");
 }
 
 /// Runs the relay until SIGTERM or SIGINT; returns the exit code.
@@ -378,6 +389,7 @@ async fn enforce(
     let mut alarm = false;
     let mut trips_total = 0u64;
     loop {
+        let mut lines = Vec::new();
         tokio::select! {
             changed = firm.changed() => {
                 if changed.is_err() {
@@ -388,7 +400,7 @@ async fn enforce(
                 if st.loaded {
                     let new = target(&st.entries, &keys);
                     if new.mode != tgt.mode || new.why != tgt.why {
-                        log(&host, &format!(
+                        lines.push(format!(
                             "firm asks {} ({})",
                             new.mode.unwrap_or(Mode::Normal).as_str().to_uppercase(),
                             if new.why.is_empty() { "never tripped" } else { &new.why }
@@ -401,17 +413,14 @@ async fn enforce(
         }
         let now = Instant::now();
         if now >= next_scan {
-            for l in blocks.scan() {
-                log(&host, &l);
-            }
+            lines.extend(blocks.scan());
             next_scan = now + cfg.scan_interval;
         }
-        for l in blocks.apply(&tgt, fresh) {
-            if l.contains("TRIPPED") {
-                trips_total += 1;
-            }
-            log(&host, &l);
-        }
+        // Enforce first, then say so.
+        let applied = blocks.apply(&tgt, fresh);
+        trips_total += applied.iter().filter(|l| l.contains("TRIPPED")).count() as u64;
+        lines.extend(applied);
+        log_all(&host, &lines);
         // Unreachable: no fresh read of the firm state.
         let connected = client.connection_state() == async_nats::connection::State::Connected;
         if fresh {
