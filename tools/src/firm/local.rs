@@ -575,6 +575,32 @@ mod tests {
     }
 
     #[test]
+    fn a_block_whose_drain_left_orders_unknown_is_not_released() {
+        let d = tempfile::tempdir().unwrap();
+        let b = ControlBlock::create(d.path(), "e").unwrap();
+        let mut blocks = LocalBlocks::new(BlockSelection {
+            dir: d.path().into(),
+            engines: vec![],
+        });
+        blocks.scan();
+        blocks.apply(&target(Mode::Kill), true);
+        b.drain_status()
+            .orders_unknown
+            .store(3, std::sync::atomic::Ordering::Release);
+        let audit_len = b.audit().len();
+        let log = blocks.apply(&target(Mode::Normal), true);
+        assert_eq!(b.state().mode(), Mode::Kill, "{log:?}");
+        assert!(log.iter().any(|l| l.contains("CancelUnknown")), "{log:?}");
+        // Asked again every tick, but no refused reset fills the audit ring.
+        for _ in 0..10 {
+            blocks.apply(&target(Mode::Normal), true);
+        }
+        assert_eq!(b.audit().len(), audit_len);
+        let ack = &blocks.acks("h", &[], &target(Mode::Normal))[0];
+        assert!(!ack.confirmed && ack.note.contains("CancelUnknown"), "{ack:?}");
+    }
+
+    #[test]
     fn named_engines_are_created_so_the_trip_waits_for_them() {
         let d = tempfile::tempdir().unwrap();
         let mut blocks = LocalBlocks::new(BlockSelection {
