@@ -597,7 +597,10 @@ mod tests {
         }
         assert_eq!(b.audit().len(), audit_len);
         let ack = &blocks.acks("h", &[], &target(Mode::Normal))[0];
-        assert!(!ack.confirmed && ack.note.contains("CancelUnknown"), "{ack:?}");
+        assert!(
+            !ack.confirmed && ack.note.contains("CancelUnknown"),
+            "{ack:?}"
+        );
     }
 
     #[test]
