@@ -60,6 +60,9 @@ struct Args {
     /// Messages per baseline.
     #[arg(long, default_value_t = 1000)]
     baseline_iterations: usize,
+    /// The relays' --poll (their default when not given).
+    #[arg(long)]
+    relay_poll: Option<String>,
     /// Print JSON too.
     #[arg(long)]
     json: bool,
@@ -216,22 +219,14 @@ fn bench(args: &Args) -> Result<(), String> {
     let mut rows = Vec::new();
     rows.extend(baselines(&b, &cluster, args.baseline_iterations)?);
     for &n in &args.blocks {
-        rows.extend(series(
-            &mut b,
-            &ks,
-            &urls,
-            n,
-            args.relays,
-            args.iterations,
-            false,
-        )?);
+        rows.extend(series(&mut b, &ks, &urls, args, n, args.iterations, false)?);
         if args.engine_iterations > 0 {
             rows.extend(series(
                 &mut b,
                 &ks,
                 &urls,
+                args,
                 n,
-                args.relays,
                 args.engine_iterations,
                 true,
             )?);
@@ -392,11 +387,12 @@ fn series(
     b: &mut Bench,
     ks: &Path,
     urls: &str,
+    args: &Args,
     n: usize,
-    relays: usize,
     iterations: usize,
     with_engine: bool,
 ) -> Result<Vec<Row>, String> {
+    let relays = args.relays;
     // Kept on failure (the error names it, with the relays' logs); removed
     // at the end of a series that worked.
     let root = tempfile::Builder::new()
@@ -426,6 +422,7 @@ fn series(
             Command::new(ks)
                 .args(["relay", "--nats", urls, "--host", &host, "--all"])
                 .args(["--risk-key", &b.risk.public_key()])
+                .args(args.relay_poll.iter().flat_map(|p| ["--poll", p.as_str()]))
                 .arg("--dir")
                 .arg(&dir)
                 .stdin(Stdio::null())
