@@ -37,6 +37,7 @@ fn cfg() -> JournalConfig {
         segment_size: 16 << 20,
         prefault_write: true,
         background_sync: false,
+        ..JournalConfig::default()
     }
 }
 

@@ -5,6 +5,7 @@
 //! Child processes are this test binary run again with `KS_JOURNAL_CHILD`
 //! set, which makes [`child_process_entry_point`] run a writer routine.
 
+mod journal_support;
 mod tmpfs;
 use tmpfs::Tmpfs;
 
@@ -15,69 +16,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use killswitch::journal::record::{LogRecord, OrderEventRecord, RecordType};
-use killswitch::journal::{
-    rebuild, recover, scan, JournalConfig, JournalError, JournalTail, JournalWriter,
-};
+use killswitch::journal::{rebuild, recover, JournalError, JournalTail, JournalWriter};
 use killswitch::order::{OrderId, Price, Qty, ScopeTags, Side};
 
-const SEG: usize = 64 << 10;
-
-fn cfg() -> JournalConfig {
-    JournalConfig::small_for_tests()
-}
-
-/// Payload of record `i`: deterministic, varying length (so records straddle
-/// different alignments).
-fn text_of(i: u64) -> String {
-    format!("line {i} {}", "x".repeat((i % 37) as usize))
-}
-
-/// (seq, offset, end incl. padding, end of the payload) of each record.
-fn write_log_records(dir: &Path, n: u64) -> Vec<(u64, u64, u64, u64)> {
-    let (mut w, _) = JournalWriter::open(dir, cfg()).unwrap();
-    let mut spans = Vec::new();
-    for i in 0..n {
-        let t = text_of(i);
-        let a = w
-            .append(&LogRecord {
-                level: 3,
-                wall_ns: i,
-                text: &t,
-            })
-            .unwrap();
-        let end = a.offset + killswitch::journal::record::record_len(16 + t.len()) as u64;
-        spans.push((a.seq, a.offset, end, a.offset + 32 + 16 + t.len() as u64));
-    }
-    spans
-}
-
-/// (seq, text) of every record a scan returns; checks each payload decodes.
-fn read_back(dir: &Path) -> Vec<(u64, String)> {
-    let mut out = Vec::new();
-    scan(dir, true, |v| {
-        assert_eq!(v.rtype, Some(RecordType::Log));
-        let l = LogRecord::decode(v.payload).expect("a returned record always decodes");
-        out.push((v.seq, l.text.to_string()));
-    })
-    .unwrap();
-    out
-}
-
-fn seg_path(dir: &Path, i: u64) -> PathBuf {
-    dir.join(format!("journal-{i:010}.seg"))
-}
-
-fn check_prefix(got: &[(u64, String)], n_complete: usize, what: &str) {
-    assert_eq!(
-        got.len(),
-        n_complete,
-        "{what}: wrong number of records kept"
-    );
-    for (k, (seq, text)) in got.iter().enumerate() {
-        assert_eq!(*seq, k as u64 + 1, "{what}");
-        assert_eq!(*text, text_of(k as u64), "{what}: record {seq} differs");
-    }
-}
+use journal_support::*;
 
 #[test]
 fn truncation_and_zeroing_at_every_offset_lose_at_most_the_torn_record() {
@@ -250,12 +192,18 @@ fn a_concurrent_reader_never_takes_a_torn_record() {
     let reader = std::thread::spawn(move || {
         let mut tail = JournalTail::open(&dir).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
-        let mut next = 1;
+        // `next`: log records read; `seq`: the next sequence expected (the
+        // writer's snapshot-index records at segment starts take one too).
+        let (mut next, mut seq) = (1, 1);
         while next <= n {
             assert!(Instant::now() < deadline, "reader stuck at {next}");
             match tail.next_record().unwrap() {
                 Some(r) => {
-                    assert_eq!(r.seq, next);
+                    assert_eq!(r.seq, seq);
+                    seq += 1;
+                    if r.rtype_raw == RecordType::SnapshotIndex as u16 {
+                        continue;
+                    }
                     let l = LogRecord::decode(&r.payload).unwrap();
                     assert_eq!(l.text, text_of(next - 1));
                     next += 1;
@@ -417,11 +365,8 @@ fn sigkill_mid_burst_recovers_every_completed_record() {
         rep.scan.dropped
     );
     let got = read_back(d.path());
-    for (k, (seq, text)) in got.iter().enumerate() {
-        assert_eq!(*seq, k as u64 + 1);
-        assert_eq!(*text, text_of(k as u64));
-    }
-    assert!(got.len() as u64 >= reported);
+    check_prefix(&got, got.len(), "after SIGKILL");
+    assert!(got.last().is_some_and(|(seq, _)| *seq >= reported));
     eprintln!(
         "killed after {reported} reported records; journal holds {}; recovery: {:?}",
         got.len(),
@@ -471,20 +416,20 @@ fn a_full_disk_stops_appends_with_enospc_and_loses_nothing() {
     };
     let d = fs.0.join("j");
     let (mut w, _) = JournalWriter::open(&d, cfg()).unwrap();
-    let mut last = 0;
+    let mut appended = 0;
     let err = loop {
-        let t = text_of(last);
+        let t = text_of(appended);
         match w.append(&LogRecord {
             level: 3,
             wall_ns: 0,
             text: &t,
         }) {
-            Ok(a) => last = a.seq,
+            Ok(_) => appended += 1,
             Err(e) => break e,
         }
     };
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
     drop(w);
     let got = read_back(&d);
-    check_prefix(&got, last as usize, "after ENOSPC");
+    check_prefix(&got, appended as usize, "after ENOSPC");
 }

@@ -270,7 +270,32 @@ pub fn validate_bytes(path: &Path, b: &[u8]) -> Result<CheckpointSummary, Valida
     if major != VERSION_MAJOR {
         return Err(one(Region::Header, 8, format!("format version {major}, this build reads {VERSION_MAJOR}: use a matching killswitch build")));
     }
+    let header_len = u32_at(b, 12);
+    if header_len != HEADER_LEN as u32 {
+        return Err(one(
+            Region::Header,
+            12,
+            format!("header length {header_len}, expected {HEADER_LEN}: written by another format"),
+        ));
+    }
+    if u32_at(b, 20) != 0 {
+        return Err(one(
+            Region::Header,
+            20,
+            format!(
+                "reserved field is {:#010x}, expected 0: written by another format",
+                u32_at(b, 20)
+            ),
+        ));
+    }
     let n = u32_at(b, 16) as usize;
+    if n == 0 {
+        return Err(one(
+            Region::Header,
+            16,
+            "0 sections: a checkpoint holds at least the trading state".into(),
+        ));
+    }
     let file_len = u64_at(b, 40);
     if file_len != b.len() as u64 {
         return Err(one(
@@ -314,6 +339,16 @@ pub fn validate_bytes(path: &Path, b: &[u8]) -> Result<CheckpointSummary, Valida
             });
             continue;
         };
+        if u32_at(e, 4) != 0 {
+            problems.push(Problem {
+                region: Region::SectionTable,
+                offset: at + 4,
+                what: format!(
+                    "entry {i}: reserved field is {:#010x}, expected 0",
+                    u32_at(e, 4)
+                ),
+            });
+        }
         let (offset, length, crc) = (u64_at(e, 8), u64_at(e, 16), u64_at(e, 24));
         if offset < table_end || offset.checked_add(length).is_none_or(|end| end > data_end) {
             problems.push(Problem {
@@ -347,6 +382,16 @@ pub fn validate_bytes(path: &Path, b: &[u8]) -> Result<CheckpointSummary, Valida
             crc64: crc,
         });
     }
+    if problems.is_empty() {
+        check_structure(
+            b,
+            &sections,
+            table_end,
+            data_end,
+            u64_at(b, 32),
+            &mut problems,
+        );
+    }
     let t = data_end as usize;
     if b[t..t + 8] != TRAILER_MAGIC {
         problems.push(Problem {
@@ -379,6 +424,104 @@ pub fn validate_bytes(path: &Path, b: &[u8]) -> Result<CheckpointSummary, Valida
         file_crc64: stored,
         crc: CRC64_NAME,
     })
+}
+
+/// The rules a CRC cannot check: one trading-state section whose last
+/// sequence is the header's; no kind twice; sections in table order, each
+/// starting where the previous one ends (rounded up to 8), the first right
+/// after the table and the last ending at the trailer, so no byte of the file
+/// is outside the header, the table, a section or its zero padding (which
+/// also catches overlapping sections and data a table entry does not count).
+fn check_structure(
+    b: &[u8],
+    sections: &[SectionInfo],
+    table_end: u64,
+    data_end: u64,
+    header_last_seq: u64,
+    problems: &mut Vec<Problem>,
+) {
+    let mut push = |region, offset, what: String| {
+        problems.push(Problem {
+            region,
+            offset,
+            what,
+        })
+    };
+    let trading: Vec<&SectionInfo> = sections
+        .iter()
+        .filter(|s| s.kind == SectionKind::TradingState)
+        .collect();
+    match trading.as_slice() {
+        [] => push(
+            Region::SectionTable,
+            HEADER_LEN as u64,
+            "no trading-state section: a checkpoint must hold the trading state".into(),
+        ),
+        [s] => {
+            let data = &b[s.offset as usize..(s.offset + s.length) as usize];
+            if let Ok(state) = TradingState::decode(data) {
+                if state.last_seq != header_last_seq {
+                    push(
+                        Region::Section(SectionKind::TradingState),
+                        s.offset,
+                        format!(
+                            "last journal sequence {} disagrees with the header's {header_last_seq} (offset 32)",
+                            state.last_seq
+                        ),
+                    );
+                }
+            }
+        }
+        _ => {}
+    }
+    for (i, s) in sections.iter().enumerate() {
+        if sections[..i].iter().any(|p| p.kind == s.kind) {
+            push(
+                Region::SectionTable,
+                (HEADER_LEN + i * TABLE_ENTRY_LEN) as u64,
+                format!("entry {i}: a second {} section", s.kind.as_str()),
+            );
+        }
+    }
+    let mut expect = table_end;
+    for s in sections {
+        if s.offset != expect {
+            let what = if s.offset < expect {
+                format!(
+                    "starts at {}, inside what comes before it (which ends at {expect}): sections overlap",
+                    s.offset
+                )
+            } else {
+                format!(
+                    "starts at {}, expected {expect}: bytes {expect}..{} belong to no section in the table",
+                    s.offset, s.offset
+                )
+            };
+            push(Region::Section(s.kind), s.offset, what);
+            return;
+        }
+        let end = s.offset + s.length;
+        expect = (end + 7) & !7;
+        if b[end as usize..(expect.min(data_end)) as usize]
+            .iter()
+            .any(|&x| x != 0)
+        {
+            push(
+                Region::WholeFile,
+                end,
+                format!("padding after section {} is not zero", s.kind.as_str()),
+            );
+        }
+    }
+    if expect != data_end {
+        push(
+            Region::WholeFile,
+            expect,
+            format!(
+                "bytes {expect}..{data_end} before the trailer belong to no section in the table (a section missing from the count?)"
+            ),
+        );
+    }
 }
 
 fn check_section(kind: SectionKind, data: &[u8]) -> Result<(), String> {

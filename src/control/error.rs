@@ -78,6 +78,14 @@ pub enum ControlError {
         /// The name given.
         name: String,
     },
+    /// The shared group given (`--group`, `KILLSWITCH_GROUP`, `control_group`) does not exist.
+    #[error("shared group {group:?}: {why}; name an existing group (or its number), or leave it out for owner-only files")]
+    UnknownGroup {
+        /// As given.
+        group: String,
+        /// What the lookup said.
+        why: String,
+    },
     /// No free slot in a name table.
     #[error("the {kind} name table of {path} is full ({capacity} names): remove the block after the engine stops, or use fewer names")]
     NamesFull {
@@ -87,6 +95,14 @@ pub enum ControlError {
         kind: ScopeKind,
         /// Its capacity.
         capacity: usize,
+    },
+    #[error("control file {path} refused: {what}. A control file must belong to the user that opens it and be writable by nobody else (mode 0600); to share it with a group on purpose, name the group (--group / KILLSWITCH_GROUP, or control_group in the engine's configuration) and give the file mode 0660 with that group; otherwise remove the file (`killswitch remove --force`) and let the engine recreate it")]
+    /// The file is not ours: another owner, group/other-writable, or a symlink.
+    NotOurs {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: String,
     },
     /// A different live process owns the block.
     #[error("control file {path} is owned by engine pid {pid}, which is alive: two engines on one block would fight; stop it or use another --name")]

@@ -38,6 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use memmap2::{MmapOptions, MmapRaw};
 use nix::fcntl::{Flock, FlockArg};
 
+pub use crate::access::Access;
 use crate::clock::{mono_ns, wall_ns};
 pub use audit::{AuditEntry, AuditKind, Source};
 pub use error::{ControlError, Result};
@@ -145,8 +146,14 @@ impl std::fmt::Debug for ControlBlock {
 }
 
 impl ControlBlock {
-    /// Creates `dir/killswitch.<name>`; fails if it exists.
+    /// Creates `dir/killswitch.<name>`, mode 0600; fails if it exists.
     pub fn create(dir: &Path, name: &str) -> Result<ControlBlock> {
+        Self::create_with(dir, name, Access::OWNER_ONLY)
+    }
+
+    /// [`ControlBlock::create`] with the file shared as `access` says (mode
+    /// 0660 and the shared group, when one is given).
+    pub fn create_with(dir: &Path, name: &str, access: Access) -> Result<ControlBlock> {
         check_name("engine", name)?;
         let path = path_for(dir, name);
         let io_err = |source| ControlError::Io {
@@ -160,11 +167,12 @@ impl ControlBlock {
             .read(true)
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(access.file_mode())
             .open(&tmp)
             .map_err(io_err)?;
         let built = (|| {
-            file.set_permissions(fs::Permissions::from_mode(0o600))?;
+            file.set_permissions(fs::Permissions::from_mode(access.file_mode()))?;
+            access.apply_group(&file)?;
             file.set_len(FILE_LEN as u64)?;
             let map = MmapOptions::new().len(FILE_LEN).map_raw(&file)?;
             let block = ControlBlock {
@@ -212,36 +220,48 @@ impl ControlBlock {
         }
     }
 
-    /// Opens an existing block by directory and engine name.
+    /// Opens an existing block by directory and engine name. The file must
+    /// belong to this process's effective user and be writable by nobody
+    /// else ([`Access::OWNER_ONLY`]).
     pub fn open(dir: &Path, name: &str) -> Result<ControlBlock> {
+        Self::open_with(dir, name, Access::OWNER_ONLY)
+    }
+
+    /// [`ControlBlock::open`] accepting the sharing `access` allows.
+    pub fn open_with(dir: &Path, name: &str, access: Access) -> Result<ControlBlock> {
         check_name("engine", name)?;
-        Self::open_path_named(&path_for(dir, name), name)
+        Self::open_path_named(&path_for(dir, name), name, access)
     }
 
     /// Opens the block if it exists (keeping any latched trip), else creates it.
     pub fn open_or_create(dir: &Path, name: &str) -> Result<ControlBlock> {
-        match Self::open(dir, name) {
-            Err(ControlError::NotFound { .. }) => match Self::create(dir, name) {
-                Err(ControlError::AlreadyExists { .. }) => Self::open(dir, name),
+        Self::open_or_create_with(dir, name, Access::OWNER_ONLY)
+    }
+
+    /// [`ControlBlock::open_or_create`] with the sharing `access` allows.
+    pub fn open_or_create_with(dir: &Path, name: &str, access: Access) -> Result<ControlBlock> {
+        match Self::open_with(dir, name, access) {
+            Err(ControlError::NotFound { .. }) => match Self::create_with(dir, name, access) {
+                Err(ControlError::AlreadyExists { .. }) => Self::open_with(dir, name, access),
                 other => other,
             },
             other => other,
         }
     }
 
-    /// Opens a control file by path, validating size, magic and version
-    /// before anything else is read.
-    pub fn open_path(path: &Path) -> Result<ControlBlock> {
+    /// Opens a control file by path, validating owner, mode, size, magic
+    /// and version before anything else is read.
+    pub fn open_path(path: &Path, access: Access) -> Result<ControlBlock> {
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
             .and_then(|n| n.strip_prefix("killswitch."))
             .unwrap_or("?")
             .to_string();
-        Self::open_path_named(path, &name)
+        Self::open_path_named(path, &name, access)
     }
 
-    fn open_path_named(path: &Path, name: &str) -> Result<ControlBlock> {
+    fn open_path_named(path: &Path, name: &str, access: Access) -> Result<ControlBlock> {
         let io_err = |source: io::Error| {
             if source.kind() == io::ErrorKind::NotFound {
                 ControlError::NotFound {
@@ -255,11 +275,28 @@ impl ControlBlock {
                 }
             }
         };
+        // O_NOFOLLOW: a symbolic link planted under our name must not lead
+        // the engine to map (and write) some other file.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
-            .map_err(io_err)?;
+            .map_err(|e| {
+                if e.raw_os_error() == Some(libc::ELOOP) {
+                    ControlError::NotOurs {
+                        path: path.to_path_buf(),
+                        what: "it is a symbolic link".into(),
+                    }
+                } else {
+                    io_err(e)
+                }
+            })?;
+        // Checked on the open descriptor: nothing can swap the file after.
+        access.check(&file).map_err(|what| ControlError::NotOurs {
+            path: path.to_path_buf(),
+            what,
+        })?;
         let len = file.metadata().map_err(io_err)?.len();
         if len != FILE_LEN as u64 {
             return Err(ControlError::WrongSize {

@@ -50,12 +50,20 @@ pub mod writer;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
+
+use crate::access::Access;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
-pub use reader::{scan, Dropped, JournalTail, OwnedRecord, RecordView, ScanReport};
-pub use recover::{rebuild, recover, LogLine, Rebuilt};
+pub use reader::{
+    scan, scan_from, scan_tail, DropKind, Dropped, JournalTail, OwnedRecord, RecordView,
+    RecordsAfter, ScanReport, SnapshotAt,
+};
+pub use recover::{
+    rebuild, rebuild_from, rebuild_from_snapshot, recover, recover_with, LogLine, Rebuilt,
+    RecoveryMode,
+};
 pub use state::{OrderEntry, Position, PositionKey, ReplayIssue, TradingState};
 pub use writer::{Appended, DurableAt, JournalConfig, JournalWriter, QuickCheckpoint};
 
@@ -119,9 +127,28 @@ pub enum JournalError {
         /// Largest payload a segment takes.
         max: usize,
     },
+    /// The directory or lock file is not ours: another owner, writable by
+    /// group or other, or a symbolic link.
+    #[error("{path} refused: {what}. A journal directory and its lock file must belong to the user the engine runs as and be writable by nobody else (0700/0600; or 0770/0660 with a group named on purpose as the shared group)")]
+    NotOurs {
+        /// The directory or file.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: String,
+    },
     /// The configuration is unusable.
     #[error("journal configuration: {0}")]
     Config(String),
+    /// The journal has damage that cutting its tail would lose records to
+    /// (a damaged segment header, a missing segment, valid records after a
+    /// damaged one, segments after the valid end). Nothing was changed.
+    #[error("journal {} is damaged beyond a torn tail, so it was not opened and nothing was changed: {}. Look with `killswitch journal inspect {}`; `killswitch journal recover {}` keeps every valid record it can and sets the rest aside (it deletes nothing)", dir.display(), findings.join("; "), dir.display(), dir.display())]
+    NeedsRecovery {
+        /// Journal directory.
+        dir: PathBuf,
+        /// Each finding, one line.
+        findings: Vec<String>,
+    },
 }
 
 impl JournalError {
@@ -150,19 +177,57 @@ pub struct JournalLock {
     _flock: Flock<File>,
 }
 
+/// What a read-only user of a journal learns from its lock file.
+pub(crate) enum ReadLock {
+    /// No writer is active; nobody can start writing while this is held.
+    Exclusive {
+        /// Held for its drop, which unlocks.
+        _held: Flock<File>,
+    },
+    /// A writer holds the lock ("pid N").
+    WriterActive(String),
+    /// The lock could not be taken (no lock file and no right to create
+    /// one): read as if a writer may be active.
+    Unknown(String),
+}
+
+/// Opens (without following a symbolic link) the directory `dir` and
+/// checks it against `access`.
+fn check_dir(dir: &Path, access: Access) -> Result<(), JournalError> {
+    let d = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir)
+        .map_err(|e| JournalError::io(dir, "open the journal directory", e))?;
+    access.check(&d).map_err(|what| JournalError::NotOurs {
+        path: dir.to_path_buf(),
+        what,
+    })
+}
+
 impl JournalLock {
-    /// Takes the lock without waiting: `Ok(None)` and the holder's
-    /// description when another process has it.
-    pub fn try_acquire(dir: &Path) -> Result<Result<JournalLock, String>, JournalError> {
+    /// Takes the writer lock without waiting: the inner `Err` names the
+    /// holder when another process has it. The directory and the lock file
+    /// must be ours ([`Access`]).
+    pub fn try_acquire(
+        dir: &Path,
+        access: Access,
+    ) -> Result<Result<JournalLock, String>, JournalError> {
+        check_dir(dir, access)?;
         let path = dir.join(LOCK_FILE);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .mode(0o600)
+            .mode(access.file_mode())
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| JournalError::io(&path, "open the journal lock file", e))?;
+        access.check(&file).map_err(|what| JournalError::NotOurs {
+            path: path.clone(),
+            what,
+        })?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(mut lock) => {
                 let pid = std::process::id();
@@ -176,27 +241,66 @@ impl JournalLock {
                     .map_err(|e| JournalError::io(&path, "write our pid into the lock file", e))?;
                 Ok(Ok(JournalLock { _flock: lock }))
             }
-            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
-                let mut s = String::new();
-                let _ = file.rewind().and_then(|_| file.read_to_string(&mut s));
-                let holder = match s.trim().parse::<u32>() {
-                    Ok(pid) => format!("pid {pid}"),
-                    Err(_) => "another process (pid unknown)".to_string(),
-                };
-                Ok(Err(holder))
-            }
+            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => Ok(Err(holder(&mut file))),
             Err((_, errno)) => Err(JournalError::io(&path, "lock the journal", errno.into())),
         }
     }
 
-    /// Takes the lock or fails with [`JournalError::Locked`] naming the holder.
-    pub fn acquire(dir: &Path) -> Result<JournalLock, JournalError> {
-        match JournalLock::try_acquire(dir)? {
+    /// Takes the writer lock or fails with [`JournalError::Locked`] naming the holder.
+    pub fn acquire(dir: &Path, access: Access) -> Result<JournalLock, JournalError> {
+        match JournalLock::try_acquire(dir, access)? {
             Ok(l) => Ok(l),
             Err(holder) => Err(JournalError::Locked {
                 dir: dir.to_path_buf(),
                 holder,
             }),
         }
+    }
+
+    /// For readers (`journal inspect`, `checkpoint create`): needs only read
+    /// access to the directory. Opens the lock file read-only (flock does
+    /// not need write access), creating it only if allowed, and never
+    /// writes a pid into it.
+    pub(crate) fn try_read(dir: &Path) -> ReadLock {
+        let path = dir.join(LOCK_FILE);
+        let open = |create: bool| {
+            OpenOptions::new()
+                .read(true)
+                .write(create)
+                .create(create)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+        };
+        let file = match open(false) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match open(true) {
+                Ok(f) => f,
+                Err(e) => {
+                    return ReadLock::Unknown(format!("no lock file, cannot create one: {e}"))
+                }
+            },
+            Err(e) => return ReadLock::Unknown(format!("cannot open {}: {e}", path.display())),
+        };
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => ReadLock::Exclusive { _held: l },
+            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+                ReadLock::WriterActive(holder(&mut file))
+            }
+            Err((_, errno)) => {
+                ReadLock::Unknown(format!("cannot lock {}: {errno}", path.display()))
+            }
+        }
+    }
+}
+
+/// Who holds a lock, from the pid its writer wrote into the file.
+fn holder(file: &mut File) -> String {
+    let mut s = String::new();
+    let _ = file.rewind().and_then(|_| file.read_to_string(&mut s));
+    match s.trim().parse::<u32>() {
+        Ok(pid) => format!("pid {pid}"),
+        Err(_) => "another process (pid unknown)".to_string(),
     }
 }

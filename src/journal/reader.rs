@@ -22,7 +22,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use memmap2::{MmapOptions, MmapRaw};
 
 use super::record::{
-    off, record_crc, record_len, RecordType, SegmentEndRecord, COMMIT, HEADER_LEN,
+    off, record_crc, record_len, RecordType, SegmentEndRecord, SnapshotIndexRecord, COMMIT,
+    HEADER_LEN,
 };
 use super::segment::{list_segments, read_header, segment_name, SegmentHeader, SEGMENT_HEADER_LEN};
 use super::JournalError;
@@ -73,12 +74,14 @@ pub(crate) struct Region {
 }
 
 impl Region {
-    /// Bytes `from..last non-zero + 1` (0 when all zero). Exclusive scans only.
+    /// Bytes `from..last non-zero + 1` (0 when all zero). Only for bytes no
+    /// writer touches: exclusive scans, or the rest of a segment after a
+    /// committed segment-end record (the writer never returns to it).
     fn nonzero_span(&self, from: usize) -> u64 {
         let mut last = None;
         for i in (from..self.avail).rev() {
-            // SAFETY: `i < avail`, inside the mapping; exclusive scans only, so
-            // nobody writes these bytes while we read them.
+            // SAFETY: `i < avail`, inside the mapping; by the rule above nobody
+            // writes these bytes while we read them.
             if unsafe { *self.base.add(i) } != 0 {
                 last = Some(i);
                 break;
@@ -90,7 +93,8 @@ impl Region {
     fn u32_at(&self, at: usize) -> u32 {
         let mut a = [0u8; 4];
         // SAFETY: callers check `at + 4 <= avail`; the bytes belong to a record
-        // whose commit word was seen set, so nobody writes them any more.
+        // whose commit word was seen set, so nobody writes them any more, or
+        // (`probe_records`) to an exclusive scan, where nobody writes at all.
         unsafe { std::ptr::copy_nonoverlapping(self.base.add(at), a.as_mut_ptr(), 4) };
         u32::from_le_bytes(a)
     }
@@ -174,6 +178,18 @@ impl Region {
         let rtype_raw = u16::from_le_bytes([header[off::TYPE], header[off::TYPE + 1]]);
         let rtype = RecordType::from_u16(rtype_raw);
         if rtype == Some(RecordType::SegmentEnd) {
+            // The writer puts nothing after a segment-end record, so bytes
+            // after it are damage (or a crafted record), never to be skipped
+            // silently.
+            let after = self.nonzero_span(end);
+            if after > 0 {
+                return Step::Problem {
+                    reason: format!(
+                        "segment-end record at offset {p} is followed by {after} non-zero bytes: records after it would be skipped"
+                    ),
+                    bytes: if exclusive { self.nonzero_span(p) } else { 0 },
+                };
+            }
             return match SegmentEndRecord::decode(payload) {
                 Ok(e) if e.next_segment == self.index + 1 => Step::End {
                     seq,
@@ -279,6 +295,38 @@ pub struct Dropped {
     pub bytes: u64,
     /// Why it is invalid.
     pub reason: String,
+    /// What kind of damage it is.
+    pub kind: DropKind,
+    /// Valid records found past the damage in the same segment (exclusive
+    /// scans only): what an automatic cut would throw away.
+    pub records_after: RecordsAfter,
+}
+
+/// What a [`Dropped`] describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
+pub enum DropKind {
+    /// A record that is not valid (incomplete, CRC, length, sequence, a
+    /// segment-end record with data after it) at `offset`.
+    Record,
+    /// The segment's header is damaged, of another format version, or lies
+    /// about the segment (`offset` 0).
+    Header,
+    /// The segment before this one is missing (`offset` 0).
+    MissingSegment,
+}
+
+/// Valid records found by probing past a damaged spot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct RecordsAfter {
+    /// How many.
+    pub count: u64,
+    /// Sequence of the first one (0 when none).
+    pub first_seq: u64,
+    /// Sequence of the last one (0 when none).
+    pub last_seq: u64,
 }
 
 /// What a scan saw.
@@ -305,6 +353,175 @@ pub struct ScanReport {
     pub append_at: Option<(u64, u64)>,
     /// Notes that lose nothing (e.g. a file cut short at a record boundary).
     pub notes: Vec<String>,
+    /// The newest snapshot record met, or named by a snapshot-index record.
+    pub last_snapshot: Option<SnapshotAt>,
+}
+
+/// Keeps `last` on the newest snapshot: a snapshot record itself, or the
+/// one a segment's snapshot-index record names (always older than anything
+/// in that segment).
+fn note_snapshot(v: &RecordView<'_>, last: &mut Option<SnapshotAt>) {
+    match v.rtype {
+        Some(RecordType::Snapshot) => {
+            *last = Some(SnapshotAt {
+                segment: v.segment,
+                offset: v.offset,
+                seq: v.seq,
+            })
+        }
+        Some(RecordType::SnapshotIndex) => {
+            if let Ok(i) = SnapshotIndexRecord::decode(v.payload) {
+                if i.seq > 0 && last.is_none_or(|l| l.seq < i.seq) {
+                    *last = Some(SnapshotAt {
+                        segment: i.segment,
+                        offset: i.offset,
+                        seq: i.seq,
+                    });
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The cheap part of opening a journal: checks the header of every segment
+/// (64 bytes each) and that no index is missing, then scans only from the
+/// last segment that holds records to the end — instead of every record of
+/// every segment. `None` when a header or the numbering is wrong: the caller
+/// then needs a full [`scan`] to see (and report) the damage.
+pub fn scan_tail(dir: &Path, exclusive: bool) -> Result<Option<ScanReport>, JournalError> {
+    let segs = list_segments(dir)?;
+    for (i, (index, path)) in segs.iter().enumerate() {
+        if i > 0 && *index != segs[i - 1].0 + 1 {
+            return Ok(None);
+        }
+        let file = File::open(path).map_err(|e| JournalError::io(path, "open the segment", e))?;
+        match read_header(&file, path, *index) {
+            Ok(_) => {}
+            Err(JournalError::BadSegment { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+    // The last segment with a record: empty ones after it are the current
+    // segment (just rolled into) or spares, which the scan classifies.
+    let mut from = segs.first().map(|s| s.0);
+    for (index, path) in segs.iter().rev() {
+        let seg = MappedSegment::open(path, *index)?;
+        if !matches!(
+            seg.region().step(SEGMENT_HEADER_LEN, None, false),
+            Step::Clean
+        ) {
+            from = Some(*index);
+            break;
+        }
+    }
+    let Some(segment) = from else {
+        return scan(dir, exclusive, |_| {}).map(Some);
+    };
+    // The first record of that segment carries whatever sequence it has:
+    // the records before it are not read.
+    let mut rep = scan_at(
+        dir,
+        Some((segment, SEGMENT_HEADER_LEN as u64)),
+        None,
+        exclusive,
+        |_| {},
+    )?;
+    rep.notes.push(format!(
+        "tail scan from segment {segment}: the records before it were not read"
+    ));
+    Ok(Some(rep))
+}
+
+impl ScanReport {
+    /// Damage that automatic recovery (a writer opening the journal, an
+    /// engine starting) must not repair, one line each: everything except an
+    /// invalid tail of the last segment with nothing valid after it, which is
+    /// what a crash in the middle of an append leaves. A damaged or foreign
+    /// segment header, a missing segment, valid records after a damaged one,
+    /// and segments after the valid end all mean that cutting would throw
+    /// away records the engine's state depends on: an operator decides
+    /// (`killswitch journal recover`).
+    pub fn needs_operator(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for d in &self.dropped {
+            let after = d.records_after;
+            match d.kind {
+                DropKind::Header => v.push(format!(
+                    "{}: segment header damaged ({}); {} valid record(s) behind it{}",
+                    d.path.display(),
+                    d.reason,
+                    after.count,
+                    seq_range(after)
+                )),
+                DropKind::MissingSegment => v.push(format!("{}: {}", d.path.display(), d.reason)),
+                DropKind::Record if after.count > 0 => v.push(format!(
+                    "{} offset {}: {}; {} valid record(s) follow it{}",
+                    d.path.display(),
+                    d.offset,
+                    d.reason,
+                    after.count,
+                    seq_range(after)
+                )),
+                DropKind::Record => {}
+            }
+        }
+        for o in &self.orphan_segments {
+            v.push(format!(
+                "{}: holds records but comes after the journal's valid end",
+                o.display()
+            ));
+        }
+        v
+    }
+}
+
+fn seq_range(r: RecordsAfter) -> String {
+    if r.count == 0 {
+        String::new()
+    } else {
+        format!(" (sequence {}..{})", r.first_seq, r.last_seq)
+    }
+}
+
+/// Counts the valid records in `r` from offset `from` on, wherever they
+/// start (8-aligned offsets whose commit word is set and whose record
+/// checks), skipping damaged bytes. Exclusive scans only: it reads bytes no
+/// committed record covers.
+pub(crate) fn probe_records(r: &Region, from: usize) -> RecordsAfter {
+    let mut out = RecordsAfter::default();
+    let mut p = from.div_ceil(8) * 8;
+    while p + HEADER_LEN <= r.avail {
+        if r.u32_at(p + off::COMMIT) != COMMIT {
+            p += 8;
+            continue;
+        }
+        match r.step(p, None, false) {
+            Step::Record(v, next) => {
+                if out.count == 0 {
+                    out.first_seq = v.seq;
+                }
+                out.count += 1;
+                out.last_seq = v.seq;
+                p = next;
+            }
+            Step::End { .. } => break,
+            Step::Clean | Step::Problem { .. } => p += 8,
+        }
+    }
+    out
+}
+
+/// Where a snapshot record (a quick checkpoint) is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct SnapshotAt {
+    /// Segment index.
+    pub segment: u64,
+    /// Offset of the record in the segment.
+    pub offset: u64,
+    /// Its sequence number.
+    pub seq: u64,
 }
 
 /// Scans every segment of the journal in `dir` and calls `visit` for each
@@ -313,14 +530,46 @@ pub struct ScanReport {
 pub fn scan(
     dir: &Path,
     exclusive: bool,
+    visit: impl FnMut(&RecordView<'_>),
+) -> Result<ScanReport, JournalError> {
+    scan_at(dir, None, None, exclusive, visit)
+}
+
+/// [`scan`] from the record at `start` (which must carry `start.seq`: a
+/// snapshot found earlier) to the end, skipping everything before it.
+pub fn scan_from(
+    dir: &Path,
+    start: SnapshotAt,
+    exclusive: bool,
+    visit: impl FnMut(&RecordView<'_>),
+) -> Result<ScanReport, JournalError> {
+    scan_at(
+        dir,
+        Some((start.segment, start.offset)),
+        Some(start.seq),
+        exclusive,
+        visit,
+    )
+}
+
+/// The scan proper: from `(segment, offset)` (or the beginning), the first
+/// record carrying `first_seq` (any when `None`).
+fn scan_at(
+    dir: &Path,
+    start: Option<(u64, u64)>,
+    first_seq: Option<u64>,
+    exclusive: bool,
     mut visit: impl FnMut(&RecordView<'_>),
 ) -> Result<ScanReport, JournalError> {
     let segs = list_segments(dir)?;
     let mut rep = ScanReport::default();
-    let mut expected_seq: Option<u64> = None;
+    let mut expected_seq: Option<u64> = first_seq;
     let mut stopped = false;
     let mut prev_index: Option<u64> = None;
     for (index, path) in segs {
+        if start.is_some_and(|(segment, _)| index < segment) {
+            continue;
+        }
         if stopped {
             classify_after_end(&path, index, &mut rep);
             continue;
@@ -336,6 +585,8 @@ pub fn scan(
                         "segment {} is missing: the journal stops at segment {p}",
                         p + 1
                     ),
+                    kind: DropKind::MissingSegment,
+                    records_after: RecordsAfter::default(),
                 });
                 stopped = true;
                 classify_after_end(&path, index, &mut rep);
@@ -347,12 +598,19 @@ pub fn scan(
             Ok(s) => s,
             Err(JournalError::BadSegment { what, .. }) => {
                 let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                let records_after = if exclusive {
+                    probe_file(&path, index)
+                } else {
+                    RecordsAfter::default()
+                };
                 rep.dropped.push(Dropped {
                     segment: index,
                     path: path.clone(),
                     offset: 0,
                     bytes,
                     reason: format!("segment header: {what}"),
+                    kind: DropKind::Header,
+                    records_after,
                 });
                 rep.segments.push(SegmentSummary {
                     index,
@@ -386,10 +644,14 @@ pub fn scan(
             valid_end: SEGMENT_HEADER_LEN as u64,
             ended: false,
         };
-        let mut p = SEGMENT_HEADER_LEN;
+        let mut p = match start {
+            Some((segment, offset)) if segment == index => offset as usize,
+            _ => SEGMENT_HEADER_LEN,
+        };
         loop {
             match r.step(p, expected_seq, exclusive) {
                 Step::Record(v, next) => {
+                    note_snapshot(&v, &mut rep.last_snapshot);
                     visit(&v);
                     rep.records += 1;
                     sum.records += 1;
@@ -416,12 +678,19 @@ pub fn scan(
                     break;
                 }
                 Step::Problem { reason, bytes } => {
+                    let records_after = if exclusive {
+                        probe_records(&r, p + 8)
+                    } else {
+                        RecordsAfter::default()
+                    };
                     rep.dropped.push(Dropped {
                         segment: index,
                         path: path.clone(),
                         offset: p as u64,
                         bytes,
                         reason,
+                        kind: DropKind::Record,
+                        records_after,
                     });
                     rep.append_at = Some((index, p as u64));
                     stopped = true;
@@ -444,6 +713,64 @@ pub fn scan(
         }
     }
     Ok(rep)
+}
+
+/// [`probe_records`] over a segment file whose header cannot be trusted:
+/// maps the file as it is and looks for records after the 64 header bytes.
+fn probe_file(path: &Path, index: u64) -> RecordsAfter {
+    let Ok(file) = File::open(path) else {
+        return RecordsAfter::default();
+    };
+    let len = file.metadata().map(|m| m.len() as usize).unwrap_or(0);
+    if len <= SEGMENT_HEADER_LEN {
+        return RecordsAfter::default();
+    }
+    let Ok(map) = MmapOptions::new().len(len).map_raw_read_only(&file) else {
+        return RecordsAfter::default();
+    };
+    let r = Region {
+        base: map.as_ptr(),
+        avail: len,
+        size: len,
+        index,
+    };
+    probe_records(&r, SEGMENT_HEADER_LEN)
+}
+
+/// Valid records in a segment file, header or not (for reports on files
+/// set aside).
+pub(crate) fn probe_segment_file(path: &Path) -> RecordsAfter {
+    let index = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(super::segment::parse_segment_name)
+        .unwrap_or(0);
+    probe_file(path, index)
+}
+
+/// True when the record right after the header of segment file `path`
+/// checks (CRC, length) and carries `expected_seq` (any when `None`).
+pub(crate) fn first_record_checks(path: &Path, index: u64, expected_seq: Option<u64>) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    let len = file.metadata().map(|m| m.len() as usize).unwrap_or(0);
+    if len <= SEGMENT_HEADER_LEN {
+        return false;
+    }
+    let Ok(map) = MmapOptions::new().len(len).map_raw_read_only(&file) else {
+        return false;
+    };
+    let r = Region {
+        base: map.as_ptr(),
+        avail: len,
+        size: len,
+        index,
+    };
+    matches!(
+        r.step(SEGMENT_HEADER_LEN, expected_seq, false),
+        Step::Record(..) | Step::End { .. }
+    )
 }
 
 fn classify_after_end(path: &Path, index: u64, rep: &mut ScanReport) {

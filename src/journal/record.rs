@@ -79,11 +79,15 @@ pub enum RecordType {
     Durable = 9,
     /// Last record of a full segment; the journal goes on in the next one.
     SegmentEnd = 10,
+    /// First record of every segment after the first: where the newest
+    /// snapshot before it is ([`SnapshotIndexRecord`]), so recovery can
+    /// start there instead of replaying the whole journal.
+    SnapshotIndex = 11,
 }
 
 impl RecordType {
     /// All types, in numeric order.
-    pub const ALL: [RecordType; 10] = [
+    pub const ALL: [RecordType; 11] = [
         RecordType::OrderEvent,
         RecordType::Trip,
         RecordType::Reset,
@@ -94,6 +98,7 @@ impl RecordType {
         RecordType::Snapshot,
         RecordType::Durable,
         RecordType::SegmentEnd,
+        RecordType::SnapshotIndex,
     ];
 
     /// Decodes the header field; `None` for a type this build does not know.
@@ -114,6 +119,7 @@ impl RecordType {
             RecordType::Snapshot => "snapshot",
             RecordType::Durable => "durable",
             RecordType::SegmentEnd => "segment-end",
+            RecordType::SnapshotIndex => "snapshot-index",
         }
     }
 }
@@ -806,6 +812,53 @@ impl Encode for SegmentEndRecord {
     }
 }
 
+/// Payload of [`RecordType::SnapshotIndex`]: where the newest snapshot
+/// record before this segment is. All zero: no snapshot so far.
+///
+/// | off | size | field |
+/// |---:|---:|---|
+/// | 0 | 8 | segment index of the snapshot record |
+/// | 8 | 8 | its offset in that segment |
+/// | 16 | 8 | its sequence number |
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct SnapshotIndexRecord {
+    /// Segment of the snapshot record.
+    pub segment: u64,
+    /// Offset of the snapshot record in its segment.
+    pub offset: u64,
+    /// Sequence of the snapshot record (0: there is none).
+    pub seq: u64,
+}
+
+impl SnapshotIndexRecord {
+    /// Decodes a payload.
+    pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
+        let mut c = Cursor::new(buf, "snapshot-index");
+        let r = SnapshotIndexRecord {
+            segment: c.u64("segment")?,
+            offset: c.u64("offset")?,
+            seq: c.u64("seq")?,
+        };
+        c.finish()?;
+        Ok(r)
+    }
+}
+
+impl Encode for SnapshotIndexRecord {
+    fn record_type(&self) -> RecordType {
+        RecordType::SnapshotIndex
+    }
+    fn encoded_len(&self) -> usize {
+        24
+    }
+    fn encode<S: Sink>(&self, out: &mut S) {
+        out.put_u64(self.segment);
+        out.put_u64(self.offset);
+        out.put_u64(self.seq);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -916,7 +969,13 @@ mod tests {
             assert_eq!(RecordType::from_u16(t as u16), Some(t));
         }
         assert_eq!(RecordType::from_u16(0), None);
-        assert_eq!(RecordType::from_u16(11), None);
+        assert_eq!(RecordType::from_u16(12), None);
+        let i = SnapshotIndexRecord {
+            segment: 3,
+            offset: 4096,
+            seq: 77,
+        };
+        assert_eq!(SnapshotIndexRecord::decode(&roundtrip(&i)).unwrap(), i);
         assert_eq!(record_len(0), 32);
         assert_eq!(record_len(1), 40);
         assert_eq!(record_len(56), 88);

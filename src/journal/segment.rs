@@ -9,7 +9,7 @@
 //! |----:|-----:|-------|
 //! | 0  | 8 | magic `"KSJOURNL"` |
 //! | 8  | 2 | format major version (1) |
-//! | 10 | 2 | format minor version (0) |
+//! | 10 | 2 | format minor version (1; readers accept any minor) |
 //! | 12 | 4 | header length (64) |
 //! | 16 | 8 | segment index (1, 2, …; equals the number in the file name) |
 //! | 24 | 8 | segment size in bytes, header included (the pre-allocated file length) |
@@ -36,7 +36,8 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"KSJOURNL";
 /// Format major version this build writes and reads.
 pub const FORMAT_MAJOR: u16 = 1;
 /// Format minor version this build writes.
-pub const FORMAT_MINOR: u16 = 0;
+/// 1: segments after the first start with a snapshot-index record (type 11).
+pub const FORMAT_MINOR: u16 = 1;
 /// Bytes in a segment header; the first record starts here.
 pub const SEGMENT_HEADER_LEN: usize = 64;
 /// Smallest segment size accepted.
@@ -135,6 +136,18 @@ impl SegmentHeader {
             return Err(bad(format!(
                 "format version {major}.{} at offset 8, this build reads {FORMAT_MAJOR}.x: use the killswitch build that wrote it",
                 u16_at(10)
+            )));
+        }
+        let header_len = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
+        if header_len != SEGMENT_HEADER_LEN as u32 {
+            return Err(bad(format!(
+                "header length {header_len} at offset 12, expected {SEGMENT_HEADER_LEN}: not a header this build wrote"
+            )));
+        }
+        if let Some(i) = (40..60).find(|&i| b[i] != 0) {
+            return Err(bad(format!(
+                "reserved header byte at offset {i} is {:#04x}, expected 0: not a header this build wrote",
+                b[i]
             )));
         }
         let h = SegmentHeader {
@@ -260,6 +273,20 @@ pub fn read_header(
         }
     }
     let h = SegmentHeader::decode(path, &b[..got])?;
+    let len = file
+        .metadata()
+        .map_err(|e| JournalError::io(path, "stat the segment", e))?
+        .len();
+    if len > h.size {
+        // Never trusted, never "restored": acting on it would cut records off.
+        return Err(JournalError::BadSegment {
+            path: path.to_path_buf(),
+            what: format!(
+                "header says the segment is {} bytes (offset 24), the file is {len}: the header's size field is wrong",
+                h.size
+            ),
+        });
+    }
     if h.index != expected_index {
         return Err(JournalError::BadSegment {
             path: path.to_path_buf(),

@@ -25,19 +25,25 @@ use std::thread::JoinHandle;
 
 use crossbeam::channel::{bounded, Sender, TrySendError};
 
+use super::reader::SnapshotAt;
 use super::record::{
-    off, record_len, DurableRecord, Encode, RecordType, SegmentEndRecord, Sink, COMMIT, HEADER_LEN,
+    off, record_len, DurableRecord, Encode, RecordType, SegmentEndRecord, Sink,
+    SnapshotIndexRecord, COMMIT, HEADER_LEN,
 };
-use super::recover::{recover_locked, RecoveryReport};
+use super::recover::{recover_locked, RecoveryMode, RecoveryReport};
 use super::segment::{
     prefault_for_write, segment_name, Segment, MIN_SEGMENT_SIZE, SEGMENT_HEADER_LEN,
 };
 use super::state::{SnapshotPayload, TradingState};
 use super::{JournalError, JournalLock};
+use crate::access::Access;
 use crate::clock::{mono_ns, wall_ns};
 
 /// Bytes kept free at the end of every segment for its segment-end record.
 pub const END_RESERVE: usize = record_len(8);
+/// Bytes the snapshot-index record takes at the start of every segment
+/// after the first.
+pub const INDEX_RESERVE: usize = record_len(24);
 
 /// How a journal is written.
 #[derive(Clone, Debug)]
@@ -51,6 +57,8 @@ pub struct JournalConfig {
     /// Start a background thread that msyncs on [`JournalWriter::request_sync`]
     /// (quick checkpoints request one automatically).
     pub background_sync: bool,
+    /// Who besides the owner may write the directory and its files.
+    pub access: Access,
 }
 
 impl Default for JournalConfig {
@@ -59,6 +67,7 @@ impl Default for JournalConfig {
             segment_size: 64 << 20,
             prefault_write: true,
             background_sync: true,
+            access: Access::OWNER_ONLY,
         }
     }
 }
@@ -70,6 +79,7 @@ impl JournalConfig {
             segment_size: 64 << 10,
             prefault_write: true,
             background_sync: false,
+            access: Access::OWNER_ONLY,
         }
     }
 }
@@ -250,6 +260,29 @@ fn sync_job(job: &SyncJob) -> std::io::Result<()> {
     job.map.flush_range(0, job.upto)
 }
 
+/// Creates the journal directory (and missing parents) if needed, owner-only
+/// (or shared with the configured group).
+fn create_dir(dir: &Path, access: Access) -> Result<(), JournalError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mode = if access.shared_gid.is_some() {
+        0o770
+    } else {
+        0o700
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .map_err(|e| JournalError::io(dir, "create the journal directory", e))?;
+    let d = File::open(dir).map_err(|e| JournalError::io(dir, "open the journal directory", e))?;
+    access
+        .apply_group(&d)
+        .map_err(|e| JournalError::io(dir, "give the journal directory its group", e))
+}
+
 /// The single writer of a journal directory.
 pub struct JournalWriter {
     dir: PathBuf,
@@ -264,6 +297,11 @@ pub struct JournalWriter {
     /// Earlier segments not yet fsynced.
     unsynced: Vec<Arc<File>>,
     recorded_durable: u64,
+    /// The newest snapshot record, named at the start of every new segment
+    /// so recovery can start there.
+    last_snapshot: Option<SnapshotAt>,
+    /// Records and bytes appended since that snapshot (for a snapshot policy).
+    since_snapshot: (u64, u64),
     flusher: Option<Flusher>,
     // Dropped last: the lock outlives every mapping.
     _lock: JournalLock,
@@ -286,10 +324,9 @@ impl JournalWriter {
                 cfg.segment_size
             )));
         }
-        std::fs::create_dir_all(dir)
-            .map_err(|e| JournalError::io(dir, "create the journal directory", e))?;
-        let lock = JournalLock::acquire(dir)?;
-        let report = recover_locked(dir)?;
+        create_dir(dir, cfg.access)?;
+        let lock = JournalLock::acquire(dir, cfg.access)?;
+        let report = recover_locked(dir, RecoveryMode::TailOnly)?;
         let scan = &report.scan;
         let next_seq = scan.last_seq + 1;
         let (seg, pos) = match scan.append_at {
@@ -327,6 +364,8 @@ impl JournalWriter {
                 next_seq,
                 unsynced: Vec::new(),
                 recorded_durable: 0,
+                last_snapshot: scan.last_snapshot,
+                since_snapshot: (0, 0),
                 flusher,
                 _lock: lock,
             },
@@ -427,6 +466,17 @@ impl JournalWriter {
         }
         self.pos = p + total;
         self.next_seq = seq + 1;
+        if rtype == RecordType::Snapshot as u16 {
+            self.last_snapshot = Some(SnapshotAt {
+                segment: self.seg.header.index,
+                offset: p as u64,
+                seq,
+            });
+            self.since_snapshot = (0, 0);
+        } else {
+            self.since_snapshot.0 += 1;
+            self.since_snapshot.1 += total as u64;
+        }
         Appended {
             seq,
             segment: self.seg.header.index,
@@ -437,7 +487,8 @@ impl JournalWriter {
     /// Moves to the next segment; on error nothing changed.
     #[cold]
     fn roll(&mut self, payload_len: usize) -> Result<(), JournalError> {
-        let max = self.cfg.segment_size - SEGMENT_HEADER_LEN - END_RESERVE - HEADER_LEN;
+        let max =
+            self.cfg.segment_size - SEGMENT_HEADER_LEN - END_RESERVE - INDEX_RESERVE - HEADER_LEN;
         if payload_len > max {
             return Err(JournalError::RecordTooLarge {
                 len: payload_len,
@@ -473,7 +524,31 @@ impl JournalWriter {
             // Nobody prepares segments ahead: bound the mappings kept.
             self.retired.remove(0);
         }
+        // The new segment starts by naming the newest snapshot, so recovery
+        // finds it without reading the segments before.
+        let index = self
+            .last_snapshot
+            .map_or(SnapshotIndexRecord::default(), |s| SnapshotIndexRecord {
+                segment: s.segment,
+                offset: s.offset,
+                seq: s.seq,
+            });
+        self.write_record(RecordType::SnapshotIndex as u16, index.encoded_len(), |s| {
+            index.encode(s)
+        });
         Ok(())
+    }
+
+    /// Records and payload-plus-header bytes appended since the newest
+    /// snapshot record (or since the writer opened, if none since): what a
+    /// snapshot policy ("every N records or bytes") looks at.
+    pub fn since_snapshot(&self) -> (u64, u64) {
+        self.since_snapshot
+    }
+
+    /// The newest snapshot record this writer knows of.
+    pub fn last_snapshot(&self) -> Option<SnapshotAt> {
+        self.last_snapshot
     }
 
     fn new_segment(&self, index: u64) -> Result<Segment, JournalError> {

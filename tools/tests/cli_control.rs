@@ -337,3 +337,58 @@ fn concurrent_trips_from_processes_leave_a_consistent_record() {
     assert_eq!(block.scope_level(ScopeKind::Venue, v0), Mode::Kill);
     assert_eq!(block.scope_level(ScopeKind::Venue, v1), Mode::HaltNew);
 }
+
+/// Runs a `killswitch` command whose standard output is a pipe nobody reads
+/// (its read end closed before the command starts), like `| head -1`
+/// after head has exited.
+fn run_into_closed_pipe(mut cmd: std::process::Command) -> support::Run {
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    cmd.stdout(std::process::Stdio::from(write));
+    cmd.stderr(std::process::Stdio::piped());
+    let desc = format!("{cmd:?} > closed pipe");
+    let out = cmd.spawn().unwrap().wait_with_output().unwrap();
+    support::Run { desc, output: out }
+}
+
+#[test]
+fn a_closed_pipe_is_a_normal_end_of_output_not_a_panic() {
+    let d = tempfile::tempdir().unwrap();
+    let block = ControlBlock::create(d.path(), "eng").unwrap();
+    block.trip_global(Mode::Kill, killswitch::control::Source::Api, "pipe test");
+    for args in [vec!["status"], vec!["status", "--json"], vec!["audit"]] {
+        let mut c = ks(d.path(), "eng");
+        c.args(&args);
+        // expect_code also fails on "panicked" in stderr.
+        run_into_closed_pipe(c).expect_code(0);
+    }
+    // A command that acts still reports by its exit code: the reset is
+    // refused (exit 1) whether or not anyone reads its output.
+    let mut c = ks(d.path(), "eng");
+    c.args(["reset", "--reason", "no confirm"]);
+    run_into_closed_pipe(c).expect_code(1);
+
+    let j = d.path().join("journal");
+    let (mut w, _) = killswitch::journal::JournalWriter::open(
+        &j,
+        killswitch::journal::JournalConfig::small_for_tests(),
+    )
+    .unwrap();
+    for i in 0..2000u64 {
+        w.append(&killswitch::journal::record::LogRecord {
+            level: 3,
+            wall_ns: i,
+            text: "a line long enough to fill a pipe buffer quickly",
+        })
+        .unwrap();
+    }
+    drop(w);
+    for args in [
+        vec!["journal", "inspect", "--json"],
+        vec!["journal", "inspect", "--records"],
+    ] {
+        let mut c = std::process::Command::new(support::KILLSWITCH);
+        c.args(&args).arg(&j);
+        run_into_closed_pipe(c).expect_code(0);
+    }
+}

@@ -238,3 +238,59 @@ fn inspect_shows_a_torn_tail_and_recover_cuts_it() {
     let o = ks(&["journal", "recover", j.to_str().unwrap()]);
     assert!(stdout(&o).contains("clean"), "{}", stdout(&o));
 }
+
+#[test]
+fn a_damaged_segment_header_stops_inspect_and_the_engine_until_recovered() {
+    let d = tempfile::tempdir().unwrap();
+    let j = d.path().join("journal");
+    sample_journal(&j);
+    let seg = j.join("journal-0000000001.seg");
+    let mut b = std::fs::read(&seg).unwrap();
+    b[44] ^= 0x01; // a reserved header byte
+    std::fs::write(&seg, &b).unwrap();
+
+    let o = ks(&["journal", "inspect", j.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3));
+    let out = stdout(&o);
+    assert!(
+        out.contains("DAMAGED") && out.contains("NOT start"),
+        "{out}"
+    );
+
+    // The engine refuses to start on it (exit 3) and changes nothing.
+    let cfg = d.path().join("engine.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"hdr\"\ncontrol_dir = {:?}\njournal_dir = {:?}\ntrade_for_ms = 1\n",
+            d.path(),
+            j
+        ),
+    )
+    .unwrap();
+    let o = ks(&["engine", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("damaged beyond a torn tail") && err.contains("journal recover"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&seg).unwrap(),
+        b,
+        "refusal changed the segment"
+    );
+
+    // Recover rewrites the header and keeps every record.
+    let o = ks(&["journal", "recover", j.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        stdout(&o).contains("rewrote the damaged header"),
+        "{}",
+        stdout(&o)
+    );
+    let o = ks(&["journal", "inspect", "--json", j.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["state"]["open_orders"].as_array().unwrap().len(), 2);
+}

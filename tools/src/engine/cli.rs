@@ -93,7 +93,7 @@ pub fn main(args: &EngineArgs) -> i32 {
         Ok(e) => e,
         Err(e) => {
             eprintln!("ks-engine: cannot start: {e}");
-            return EXIT_START_FAILED;
+            return e.exit_code;
         }
     };
     eprintln!(

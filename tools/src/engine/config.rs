@@ -33,6 +33,10 @@ pub struct EngineConfig {
     pub name: String,
     /// Control-block directory; default `$KILLSWITCH_DIR` or `/dev/shm`.
     pub control_dir: Option<PathBuf>,
+    /// A group (name or number) allowed to share the control file and the
+    /// journal directory (modes 0660 / 0770 with that group); none:
+    /// owner-only (0600 / 0700), and anything else is refused.
+    pub control_group: Option<String>,
     /// Journal directory.
     pub journal_dir: PathBuf,
     /// Where to write the JSON report at exit (none: not written).
@@ -198,6 +202,7 @@ impl Default for EngineConfig {
         EngineConfig {
             name: "engine".into(),
             control_dir: None,
+            control_group: None,
             journal_dir: PathBuf::from("ks-journal"),
             report_path: None,
             trade_for_ms: 0,

@@ -29,10 +29,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use killswitch::control::{default_dir, ControlBlock, Mode, ScopeKind, Source};
+use killswitch::control::{default_dir, ControlBlock, ControlError, Mode, ScopeKind, Source};
 use killswitch::drain::{Drain, DrainConfig, DrainHandle, DrainOutcome};
 use killswitch::gateway::{Gateway, GatewayConfig, GatewayHandle};
-use killswitch::journal::{self, JournalConfig, JournalWriter};
+use killswitch::journal::{self, JournalConfig, JournalError, JournalWriter};
 use killswitch::order::{ScopeTags, PRICE_SCALE};
 use killswitch::registry::Registry;
 use killswitch::signals::{self, ShutdownLevel, SignalConfig, SignalGuard};
@@ -48,6 +48,68 @@ pub use strategy::StrategyStats;
 pub const EXIT_OK: i32 = 0;
 /// Exit code: start-up failed.
 pub const EXIT_START_FAILED: i32 = 2;
+/// Exit code: the control file or the journal is damaged, of another
+/// version, or not ours (owner or mode): the engine refuses to start on it.
+pub const EXIT_BAD_FILE: i32 = 3;
+
+/// Why the engine did not start, and the exit code that says so.
+#[derive(Debug)]
+pub struct StartError {
+    /// [`EXIT_START_FAILED`] or [`EXIT_BAD_FILE`].
+    pub exit_code: i32,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+impl From<String> for StartError {
+    fn from(message: String) -> StartError {
+        StartError {
+            exit_code: EXIT_START_FAILED,
+            message,
+        }
+    }
+}
+
+impl From<&str> for StartError {
+    fn from(message: &str) -> StartError {
+        StartError::from(message.to_string())
+    }
+}
+
+impl From<ControlError> for StartError {
+    fn from(e: ControlError) -> StartError {
+        let exit_code = match e {
+            ControlError::Io { .. } => EXIT_START_FAILED,
+            _ => EXIT_BAD_FILE,
+        };
+        StartError {
+            exit_code,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<JournalError> for StartError {
+    fn from(e: JournalError) -> StartError {
+        let exit_code = match e {
+            JournalError::NeedsRecovery { .. }
+            | JournalError::NotOurs { .. }
+            | JournalError::BadSegment { .. }
+            | JournalError::Corrupt { .. } => EXIT_BAD_FILE,
+            _ => EXIT_START_FAILED,
+        };
+        StartError {
+            exit_code,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
 /// Exit code: the drain failed (gateway did not acknowledge the kill).
 pub const EXIT_DRAIN_FAILED: i32 = 10;
 /// Exit code: orders left in `CancelUnknown`.
@@ -82,23 +144,34 @@ pub struct Engine {
 
 impl Engine {
     /// Starts everything; see the module docs.
-    pub fn start(cfg: EngineConfig) -> Result<Engine, String> {
+    pub fn start(cfg: EngineConfig) -> Result<Engine, StartError> {
         cfg.validate()?;
         let dir = cfg.control_dir.clone().unwrap_or_else(default_dir);
-        let block =
-            Arc::new(ControlBlock::open_or_create(&dir, &cfg.name).map_err(|e| e.to_string())?);
-        block.attach_owner().map_err(|e| e.to_string())?;
+        let access = killswitch::access::access_for_group(cfg.control_group.as_deref())?;
+        let block = Arc::new(ControlBlock::open_or_create_with(&dir, &cfg.name, access)?);
+        block.attach_owner()?;
         let signals = signals::install(block.clone(), &SignalConfig::default())
             .map_err(|e| format!("signal handlers: {e}"))?;
         signals::install_panic_hook(block.clone());
 
-        let (writer, recovery) = JournalWriter::open(&cfg.journal_dir, JournalConfig::default())
-            .map_err(|e| e.to_string())?;
-        let rebuilt = journal::rebuild(&cfg.journal_dir).map_err(|e| e.to_string())?;
+        let (writer, recovery) = JournalWriter::open(
+            &cfg.journal_dir,
+            JournalConfig {
+                access,
+                ..JournalConfig::default()
+            },
+        )?;
+        // From the newest quick checkpoint on, not every record since the
+        // journal began (`journal inspect` does that, and checks every CRC).
+        let rebuilt = journal::rebuild_from(&cfg.journal_dir, writer.last_snapshot())?;
         let recovery_note = format!(
-            "journal {}: {} records recovered, {} dropped, {} open orders and {} positions rebuilt",
+            "journal {}: {} records replayed {}, {} torn-tail cut(s), {} open orders and {} positions rebuilt",
             cfg.journal_dir.display(),
             rebuilt.scan.records,
+            match rebuilt.from_snapshot {
+                Some(s) => format!("from the quick checkpoint at seq {}", s.seq),
+                None => "from the first record".to_string(),
+            },
             recovery.scan.dropped.len(),
             rebuilt.state.open_orders.len(),
             rebuilt.state.positions.len()

@@ -79,6 +79,8 @@ pub struct BlockSelection {
     pub dir: PathBuf,
     /// Engine names; empty means every `killswitch.*` in `dir`.
     pub engines: Vec<String>,
+    /// Who may share the control files (`--group`); others are refused.
+    pub access: killswitch::access::Access,
 }
 
 struct Held {
@@ -173,10 +175,11 @@ impl LocalBlocks {
             if self.blocks.contains_key(&name) {
                 continue;
             }
+            let access = self.selection.access;
             let opened = if self.selection.engines.is_empty() {
-                ControlBlock::open(dir, &name)
+                ControlBlock::open_with(dir, &name, access)
             } else {
-                ControlBlock::open_or_create(dir, &name)
+                ControlBlock::open_or_create_with(dir, &name, access)
             };
             match opened {
                 Ok(block) => {
@@ -538,6 +541,7 @@ mod tests {
         let mut blocks = LocalBlocks::new(BlockSelection {
             dir: d.path().into(),
             engines: vec![],
+            access: Default::default(),
         });
         assert_eq!(blocks.scan().len(), 2);
         let log = blocks.apply(&target(Mode::Kill), true);
@@ -581,6 +585,7 @@ mod tests {
         let mut blocks = LocalBlocks::new(BlockSelection {
             dir: d.path().into(),
             engines: vec![],
+            access: Default::default(),
         });
         blocks.scan();
         blocks.apply(&target(Mode::Kill), true);
@@ -609,6 +614,7 @@ mod tests {
         let mut blocks = LocalBlocks::new(BlockSelection {
             dir: d.path().into(),
             engines: vec!["later".into()],
+            access: Default::default(),
         });
         blocks.scan();
         blocks.apply(&target(Mode::Kill), true);
@@ -625,6 +631,7 @@ mod tests {
         let mut blocks = LocalBlocks::new(BlockSelection {
             dir: d.path().into(),
             engines: vec![],
+            access: Default::default(),
         });
         let log = blocks.scan();
         assert!(log.iter().any(|l| l.contains("junk")), "{log:?}");

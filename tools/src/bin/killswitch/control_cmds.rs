@@ -119,7 +119,7 @@ pub fn fail(e: &ControlError) -> ExitCode {
         ControlError::ResetRefused { .. } | ControlError::OwnedByLiveProcess { .. } => {
             exit::REFUSED
         }
-        ControlError::InvalidName { .. } => exit::USAGE,
+        ControlError::InvalidName { .. } | ControlError::UnknownGroup { .. } => exit::USAGE,
         _ => exit::BAD_FILE,
     })
 }
@@ -136,21 +136,21 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
     match cmd {
         ControlCmd::Init { exist_ok } => {
             let block = if exist_ok {
-                ControlBlock::open_or_create(&t.dir, &t.name)?
+                ControlBlock::open_or_create_with(&t.dir, &t.name, t.access()?)?
             } else {
-                ControlBlock::create(&t.dir, &t.name)?
+                ControlBlock::create_with(&t.dir, &t.name, t.access()?)?
             };
-            println!(
+            outln!(
                 "control block {} ready: mode {}",
                 block.path().display(),
                 block.state().mode()
             );
         }
         ControlCmd::Status { json } => {
-            let block = ControlBlock::open(&t.dir, &t.name)?;
+            let block = t.open()?;
             let status = Status::read(&block);
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&status).expect("status serialises")
                 );
@@ -166,7 +166,7 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
             account,
             reason,
         } => {
-            let block = ControlBlock::open(&t.dir, &t.name)?;
+            let block = t.open()?;
             let mut scopes = Vec::new();
             for (kind, names) in [
                 (ScopeKind::Venue, venue),
@@ -192,7 +192,7 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
                 reason,
             })?;
             match out.transition {
-                Transition::Changed { from, to } => println!(
+                Transition::Changed { from, to } => outln!(
                     "TRIPPED {} ({scope_text}) on {}: generation {} -> {}, mode now {}{}",
                     Mode::from(mode).as_str().to_uppercase(),
                     block.path().display(),
@@ -201,7 +201,7 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
                     to.mode(),
                     if to.scoped() { " + scoped" } else { "" }
                 ),
-                Transition::Unchanged(w) => println!(
+                Transition::Unchanged(w) => outln!(
                     "already tripped: mode {}{} at generation {} forbids at least as much; recorded in the audit ring",
                     w.mode(),
                     if w.scoped() { " + scoped" } else { "" },
@@ -210,7 +210,7 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
             }
             let owner = block.owner();
             if !owner.alive {
-                println!("note: no live engine is attached; the trip is latched and applies when one starts");
+                outln!("note: no live engine is attached; the trip is latched and applies when one starts");
             }
         }
         ControlCmd::Reset {
@@ -218,7 +218,7 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
             reason,
             force,
         } => {
-            let block = ControlBlock::open(&t.dir, &t.name)?;
+            let block = t.open()?;
             if !confirm {
                 eprintln!(
                     "killswitch: refused: reset lets engine '{}' trade again (mode now {}); rerun with --confirm --reason \"...\"",
@@ -237,7 +237,7 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
                 force,
             })?;
             match out.transition {
-                Transition::Changed { from, to } => println!(
+                Transition::Changed { from, to } => outln!(
                     "RESET {}: was {} at generation {}, now normal at generation {}{}",
                     block.path().display(),
                     from.mode(),
@@ -245,29 +245,37 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
                     to.generation(),
                     if force { " (forced)" } else { "" }
                 ),
-                Transition::Unchanged(w) => println!(
+                Transition::Unchanged(w) => outln!(
                     "not tripped (generation {}); nothing to reset",
                     w.generation()
                 ),
             }
         }
         ControlCmd::Audit { json } => {
-            let block = ControlBlock::open(&t.dir, &t.name)?;
+            let block = t.open()?;
             let entries = block.audit();
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&entries).expect("audit serialises")
                 );
             } else if entries.is_empty() {
-                println!("audit ring of {} is empty", block.path().display());
+                outln!("audit ring of {} is empty", block.path().display());
             } else {
-                println!(
+                outln!(
                     "{:>5}  {:<27} {:<13} {:<11} {:<7} {:>5} {:>8} {:>6}  {:<22} reason",
-                    "#", "time", "event", "mode", "source", "gen", "pid", "uid", "scope"
+                    "#",
+                    "time",
+                    "event",
+                    "mode",
+                    "source",
+                    "gen",
+                    "pid",
+                    "uid",
+                    "scope"
                 );
                 for e in &entries {
-                    println!(
+                    outln!(
                         "{:>5}  {:<27} {:<13} {:<11} {:<7} {:>5} {:>8} {:>6}  {:<22} {}",
                         e.ticket,
                         format_wall(e.wall_ns),
@@ -288,8 +296,8 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
             poll,
             timeout,
         } => {
-            let block = std::sync::Arc::new(ControlBlock::open(&t.dir, &t.name)?);
-            println!(
+            let block = std::sync::Arc::new(t.open()?);
+            outln!(
                 "watchdog on {}: trips KILL after {} without a heartbeat or when the engine dies",
                 block.path().display(),
                 humantime::format_duration(max_silence)
@@ -301,17 +309,17 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
             match health {
                 Health::Stale { .. } | Health::OwnerDead { .. } => {
                     let trip = block.last_trip();
-                    println!(
+                    outln!(
                         "TRIPPED KILL: {}",
                         trip.map(|t| t.reason)
                             .unwrap_or_else(|| format!("{health:?}"))
                     );
                 }
                 Health::AlreadyKilled => {
-                    println!("switch is at KILL; watchdog has nothing left to do")
+                    outln!("switch is at KILL; watchdog has nothing left to do")
                 }
                 Health::Alive { .. } | Health::NoEngine => {
-                    println!("timeout reached: engine healthy ({health:?})")
+                    outln!("timeout reached: engine healthy ({health:?})")
                 }
             }
         }
@@ -324,7 +332,7 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
                 return Ok(ExitCode::from(exit::REFUSED));
             }
             let path = ControlBlock::remove(&t.dir, &t.name, force)?;
-            println!("removed {}", path.display());
+            outln!("removed {}", path.display());
         }
     }
     Ok(ExitCode::from(exit::OK))
@@ -365,17 +373,18 @@ fn print_status(s: &Status) {
             if scoped { " (plus scoped trips)" } else { "" }
         ),
     };
-    println!("engine      {} ({})", s.engine, s.path);
-    println!("state       {headline}");
-    println!(
+    outln!("engine      {} ({})", s.engine, s.path);
+    outln!("state       {headline}");
+    outln!(
         "generation  {} (state word {:#018x})",
-        s.generation, s.state_word
+        s.generation,
+        s.state_word
     );
     for sc in &s.scopes {
-        println!("scope       {} {} -> {}", sc.kind, sc.name, sc.mode);
+        outln!("scope       {} {} -> {}", sc.kind, sc.name, sc.mode);
     }
     if let Some(t) = &s.trip {
-        println!(
+        outln!(
             "tripped     {} by {} (pid {}, uid {}), {} ago: \"{}\"",
             format_wall(t.wall_ns),
             t.source.as_str(),
@@ -399,27 +408,28 @@ fn print_status(s: &Status) {
         .heartbeat_age_ms
         .map(|ms| format!(", last heartbeat {ms:.1} ms ago"))
         .unwrap_or_default();
-    println!("engine pid  {owner}{hb}");
+    outln!("engine pid  {owner}{hb}");
     if s.owner.pid != 0 {
         let lag = if s.gateway_acked_generation >= s.generation {
             "in step".to_string()
         } else {
             format!("BEHIND by {}", s.generation - s.gateway_acked_generation)
         };
-        println!(
+        outln!(
             "gateway     acked generation {} ({lag}); {} orders sent",
-            s.gateway_acked_generation, s.gateway_orders_sent
+            s.gateway_acked_generation,
+            s.gateway_orders_sent
         );
     }
     let d = &s.drain;
     if d.generation != 0 {
-        println!(
+        outln!(
             "drain       {:?} for generation {}: {} open at snapshot, {} cancels sent, {} confirmed, {} UNKNOWN, {} fills during drain, checkpoint seq {}",
             d.phase, d.generation, d.open_at_snapshot, d.cancels_sent, d.orders_confirmed, d.orders_unknown,
             d.fills_during_drain, d.checkpoint_seq
         );
     }
     for b in &s.reset_blockers {
-        println!("reset       BLOCKED: {b}");
+        outln!("reset       BLOCKED: {b}");
     }
 }

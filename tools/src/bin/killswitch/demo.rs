@@ -31,7 +31,7 @@ pub fn run() -> ExitCode {
 
 fn demo(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     let block = Arc::new(ControlBlock::create(dir, "demo")?);
-    println!(
+    outln!(
         "1. control block   {} (mode {})",
         block.path().display(),
         block.state().mode()
@@ -66,7 +66,7 @@ fn demo(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     while !started.load(Ordering::Acquire) {
         std::hint::spin_loop();
     }
-    println!(
+    outln!(
         "2. gate            checking orders in a loop in pid {}",
         std::process::id()
     );
@@ -78,7 +78,7 @@ fn demo(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
         .arg(dir)
         .args(["--name", "demo", "trip", "--reason", reason]);
     let out = cmd.output()?;
-    println!(
+    outln!(
         "3. child process   `killswitch trip --reason \"{reason}\"` exited with {}: {}",
         out.status,
         String::from_utf8_lossy(&out.stdout).trim()
@@ -89,13 +89,13 @@ fn demo(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
         return Err("the gate did not see the trip within 10 s".into());
     };
     let trip = block.last_trip().ok_or("no trip record")?;
-    println!(
+    outln!(
         "4. gate saw it     after {allowed} allowed checks: {rejection:?}, {} after the child wrote the trip",
         format_duration_ns(seen_ns.saturating_sub(trip.mono_ns))
     );
-    println!("5. status          (what `killswitch status` prints)");
+    outln!("5. status          (what `killswitch status` prints)");
     let status = Status::read(&block);
-    println!(
+    outln!(
         "   mode {} generation {}, tripped by {} pid {} uid {}: \"{}\"",
         status.mode,
         status.generation,
@@ -104,6 +104,6 @@ fn demo(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
         trip.uid,
         trip.reason
     );
-    println!("The trip is latched: the block stays KILL until `killswitch reset --confirm --reason ...`.");
+    outln!("The trip is latched: the block stays KILL until `killswitch reset --confirm --reason ...`.");
     Ok(())
 }

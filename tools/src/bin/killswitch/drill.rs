@@ -121,7 +121,7 @@ pub struct DrillReport {
 
 macro_rules! say {
     ($quiet:expr, $($t:tt)*) => {
-        if $quiet { eprintln!($($t)*) } else { println!($($t)*) }
+        if $quiet { eprintln!($($t)*) } else { outln!($($t)*) }
     };
 }
 
@@ -130,7 +130,7 @@ pub fn run(args: DrillArgs) -> ExitCode {
     match drill(&args) {
         Ok(r) => {
             if args.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&r).expect("report serialises")
                 );

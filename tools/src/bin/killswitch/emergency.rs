@@ -23,8 +23,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use killswitch::clock::{format_duration_ns, mono_ns};
 use killswitch::control::{
-    proc_start_ticks, proc_state, ControlBlock, ControlError, DrainPhase, DrainSnapshot, Mode,
-    Source,
+    proc_start_ticks, proc_state, ControlError, DrainPhase, DrainSnapshot, Mode, Source,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -143,12 +142,12 @@ pub fn run(args: EmergencyArgs, t: &Target) -> ExitCode {
     match emergency(&args, t) {
         Ok(report) => {
             if args.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&report).expect("report serialises")
                 );
             } else {
-                println!("{}", report.verdict);
+                outln!("{}", report.verdict);
             }
             ExitCode::from(report.exit_code)
         }
@@ -157,7 +156,7 @@ pub fn run(args: EmergencyArgs, t: &Target) -> ExitCode {
 }
 
 fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, ControlError> {
-    let block = ControlBlock::open(&t.dir, &t.name)?;
+    let block = t.open()?;
     let h = &block.layout().header;
     let pid = h.owner_pid.load(Ordering::Acquire) as u32;
     let ticks = h.owner_start_ticks.load(Ordering::Acquire);

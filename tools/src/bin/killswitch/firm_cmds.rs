@@ -217,7 +217,7 @@ fn failed(msg: &str) -> ExitCode {
 }
 
 /// Runs `killswitch relay`.
-pub fn run_relay(a: RelayArgs, t: &Target) -> ExitCode {
+pub fn run_relay(a: RelayArgs, t: &Target, access: killswitch::access::Access) -> ExitCode {
     let host = a.host_name.clone().unwrap_or_else(hostname);
     for (what, n) in std::iter::once(("host", &host)).chain(a.desk.iter().map(|d| ("desk", d))) {
         if !killswitch::control::valid_name(n) {
@@ -262,6 +262,7 @@ pub fn run_relay(a: RelayArgs, t: &Target) -> ExitCode {
         selection: BlockSelection {
             dir: t.dir.clone(),
             engines: a.engine,
+            access,
         },
         trusted,
         poll: a.poll.max(Duration::from_micros(100)),
@@ -342,7 +343,7 @@ async fn open_retrying(
 async fn init(client: &async_nats::Client, nats: &NatsArgs, timeout: Duration) -> ExitCode {
     match open_retrying(client, nats, true, Instant::now() + timeout).await {
         Ok(_) => {
-            println!(
+            outln!(
                 "buckets {} (history {} per key) and {} ready, {} replica(s) when created here",
                 nats.bucket,
                 killswitch_tools::firm::nats::HISTORY,
@@ -464,13 +465,13 @@ async fn trip(
 }
 
 fn print_trip(key: &str, scope: &str, revision: u64, r: &FirmRecord) {
-    println!(
+    outln!(
         "FIRM TRIP {} on key {key} ({scope}): revision {revision}, generation {}",
         Mode::from(r.mode).as_str().to_uppercase(),
         r.generation
     );
-    println!("  reason \"{}\" by {}", r.reason, r.who);
-    println!("  every relay trips its control blocks now; follow with `killswitch firm status`");
+    outln!("  reason \"{}\" by {}", r.reason, r.who);
+    outln!("  every relay trips its control blocks now; follow with `killswitch firm status`");
 }
 
 #[derive(Serialize)]
@@ -554,7 +555,7 @@ async fn status(
     match report {
         Ok(r) => {
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&r).expect("status serialises")
                 );
@@ -652,7 +653,7 @@ async fn status_report(
 
 fn print_status(r: &StatusReport) {
     if r.keys.is_empty() {
-        println!("firm        nothing ever tripped");
+        outln!("firm        nothing ever tripped");
     }
     for k in &r.keys {
         let (who, when, gen) = k
@@ -660,7 +661,7 @@ fn print_status(r: &StatusReport) {
             .as_ref()
             .map(|rec| (rec.who.as_str(), format_wall(rec.when_ns), rec.generation))
             .unwrap_or(("?", "?".into(), 0));
-        println!(
+        outln!(
             "key {:<20} {:<10} revision {:<6} generation {:<4} {when} by {who}",
             k.key,
             k.mode.as_str().to_uppercase(),
@@ -668,17 +669,25 @@ fn print_status(r: &StatusReport) {
             gen
         );
         if !k.verdict.is_empty() {
-            println!("    {}", k.verdict);
+            outln!("    {}", k.verdict);
         }
     }
-    println!();
-    println!(
+    outln!("");
+    outln!(
         "{:<16} {:<20} {:<10} {:<10} {:>6} {:<18} {:>7} {:>7} {:>9}  state",
-        "host", "engine", "firm asks", "block", "gen", "drain", "open", "unknown", "seen"
+        "host",
+        "engine",
+        "firm asks",
+        "block",
+        "gen",
+        "drain",
+        "open",
+        "unknown",
+        "seen"
     );
     for e in &r.engines {
         let a = &e.ack;
-        println!(
+        outln!(
             "{:<16} {:<20} {:<10} {:<10} {:>6} {:<18} {:>7} {:>7} {:>9}  {}",
             a.host,
             a.engine,
@@ -696,8 +705,8 @@ fn print_status(r: &StatusReport) {
             }
         );
     }
-    println!();
-    println!(
+    outln!("");
+    outln!(
         "{} engine(s): {} confirmed, {} not confirmed{}",
         r.engines.len(),
         r.confirmed,
@@ -824,7 +833,7 @@ async fn reset(client: &async_nats::Client, nats: &NatsArgs, r: ResetArgs) -> Ex
             .as_ref()
             .is_some_and(|p| p.action == Action::Reset && p.mode == FirmMode::Normal)
         {
-            println!("key {key} is not tripped (revision {revision} is a reset); nothing to do");
+            outln!("key {key} is not tripped (revision {revision} is a reset); nothing to do");
             return ExitCode::from(exit::OK);
         }
         let mut record = FirmRecord {
@@ -864,13 +873,13 @@ async fn reset(client: &async_nats::Client, nats: &NatsArgs, r: ResetArgs) -> Ex
 }
 
 fn print_reset(key: &str, scope: &str, seen: u64, revision: u64, r: &FirmRecord) {
-    println!(
+    outln!(
         "FIRM RESET of key {key} ({scope}): revision {seen} -> {revision}, generation {}, signed by risk key {}",
         r.generation,
         r.signer.as_deref().unwrap_or("?")
     );
-    println!("  reason \"{}\" by {}", r.reason, r.who);
-    println!("  relays that trust this key release the blocks only the firm tripped; blocks tripped locally stay latched (see `killswitch firm status`)");
+    outln!("  reason \"{}\" by {}", r.reason, r.who);
+    outln!("  relays that trust this key release the blocks only the firm tripped; blocks tripped locally stay latched (see `killswitch firm status`)");
 }
 
 #[derive(Serialize)]
@@ -940,22 +949,28 @@ async fn history(
     }
     rows.sort_by_key(|r| r.revision);
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&rows).expect("history serialises")
         );
         return ExitCode::from(exit::OK);
     }
     if rows.is_empty() {
-        println!("the firm history is empty: nothing was ever tripped");
+        outln!("the firm history is empty: nothing was ever tripped");
     }
-    println!(
+    outln!(
         "{:>6}  {:<27} {:<18} {:<6} {:<12} {:>4}  {:<36} reason",
-        "rev", "when", "key", "action", "mode", "gen", "who"
+        "rev",
+        "when",
+        "key",
+        "action",
+        "mode",
+        "gen",
+        "who"
     );
     for r in &rows {
         match &r.record {
-            Some(rec) => println!(
+            Some(rec) => outln!(
                 "{:>6}  {:<27} {:<18} {:<6} {:<12} {:>4}  {:<36} {}{}",
                 r.revision,
                 format_wall(rec.when_ns),
@@ -974,7 +989,7 @@ async fn history(
                     _ => String::new(),
                 }
             ),
-            None => println!(
+            None => outln!(
                 "{:>6}  {:<27} {:<18} {}",
                 r.revision,
                 r.created,
@@ -1006,7 +1021,7 @@ fn keygen(out: &Path) -> ExitCode {
     if let Err(e) = written {
         return failed(&format!("--out {}: {e} (it must not exist)", out.display()));
     }
-    println!("{}", pair.public_key());
+    outln!("{}", pair.public_key());
     eprintln!(
         "risk key written to {} (mode 0600): keep it with the risk role only. Give the public key above to every relay (--risk-key or --risk-keys-file).",
         out.display()

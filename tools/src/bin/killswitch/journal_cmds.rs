@@ -10,10 +10,11 @@ use killswitch::checkpoint::{
 };
 use killswitch::clock::{format_duration_ns, format_wall};
 use killswitch::journal::{
-    rebuild, recover, scan, JournalConfig, JournalError, JournalWriter, Rebuilt,
+    rebuild, recover_with, scan, DropKind, JournalConfig, JournalError, JournalWriter, Rebuilt,
 };
 
 use crate::exit;
+use killswitch::access::Access;
 
 /// Checkpoint subcommands.
 #[derive(Subcommand, Debug)]
@@ -101,16 +102,19 @@ fn journal_error(e: &JournalError) -> ExitCode {
     eprintln!("error: {e}");
     code(match e {
         JournalError::Locked { .. } => exit::REFUSED,
-        JournalError::BadSegment { .. } | JournalError::Corrupt { .. } => exit::BAD_FILE,
+        JournalError::BadSegment { .. }
+        | JournalError::Corrupt { .. }
+        | JournalError::NeedsRecovery { .. }
+        | JournalError::NotOurs { .. } => exit::BAD_FILE,
         _ => exit::IO,
     })
 }
 
 /// Runs one checkpoint subcommand.
-pub fn run_checkpoint(cmd: CheckpointCmd) -> ExitCode {
+pub fn run_checkpoint(cmd: CheckpointCmd, access: Access) -> ExitCode {
     match cmd {
         CheckpointCmd::Create(a) => match a.level {
-            Level::Quick => quick(&a),
+            Level::Quick => quick(&a, access),
             Level::Complete => complete(&a),
         },
         CheckpointCmd::Validate { file, json } => validate(&file, json),
@@ -118,28 +122,28 @@ pub fn run_checkpoint(cmd: CheckpointCmd) -> ExitCode {
 }
 
 /// Runs one journal subcommand.
-pub fn run_journal(cmd: JournalCmd) -> ExitCode {
+pub fn run_journal(cmd: JournalCmd, access: Access) -> ExitCode {
     match cmd {
         JournalCmd::Inspect { dir, records, json } => inspect(&dir, records, json),
-        JournalCmd::Recover { dir, json } => match recover(&dir) {
+        JournalCmd::Recover { dir, json } => match recover_with(&dir, access) {
             Ok(rep) => {
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&rep).unwrap_or_default());
+                    outln!("{}", serde_json::to_string_pretty(&rep).unwrap_or_default());
                 } else {
-                    println!(
+                    outln!(
                         "journal {}: {} records, last sequence {}",
                         dir.display(),
                         rep.scan.records,
                         rep.scan.last_seq
                     );
                     if rep.actions.is_empty() {
-                        println!("clean: nothing to cut");
+                        outln!("clean: nothing to cut");
                     }
                     for a in &rep.actions {
-                        println!("{a}");
+                        outln!("{a}");
                     }
                     for n in &rep.scan.notes {
-                        println!("note: {n}");
+                        outln!("note: {n}");
                     }
                 }
                 code(exit::OK)
@@ -149,9 +153,10 @@ pub fn run_journal(cmd: JournalCmd) -> ExitCode {
     }
 }
 
-fn quick(a: &CreateArgs) -> ExitCode {
+fn quick(a: &CreateArgs, access: Access) -> ExitCode {
     let cfg = JournalConfig {
         background_sync: false,
+        access,
         ..JournalConfig::default()
     };
     let (mut w, rec) = match JournalWriter::open(&a.journal, cfg) {
@@ -204,9 +209,9 @@ fn quick(a: &CreateArgs) -> ExitCode {
     }
     if a.json {
         let v = serde_json::json!({ "quick": q, "durable": durable, "verified": a.verify });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
-        println!(
+        outln!(
             "[INFO] Quick checkpoint: snapshot record seq {} in segment {} at offset {} ({} bytes: {} open orders, {} positions) appended in {}",
             q.seq,
             q.segment,
@@ -217,14 +222,14 @@ fn quick(a: &CreateArgs) -> ExitCode {
             format_duration_ns(q.append_ns)
         );
         match durable {
-            Some(d) => println!(
+            Some(d) => outln!(
                 "[INFO] Durable up to seq {} at {} (msync {}); read back OK",
                 d.up_to_seq,
                 format_wall(d.wall_ns),
                 format_duration_ns(d.msync_ns)
             ),
             None => {
-                println!("[INFO] Not yet msynced (in the page cache; survives a process crash)")
+                outln!("[INFO] Not yet msynced (in the page cache; survives a process crash)")
             }
         }
     }
@@ -315,14 +320,14 @@ fn complete(a: &CreateArgs) -> ExitCode {
                 );
                 eprintln!("[ERROR] {msg}");
                 if !a.json {
-                    println!("[WARN] {msg}");
+                    outln!("[WARN] {msg}");
                 }
             }
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&w).unwrap_or_default());
+                outln!("{}", serde_json::to_string_pretty(&w).unwrap_or_default());
             } else {
                 for s in &w.sections {
-                    println!(
+                    outln!(
                         "[INFO] Checkpointing {}... Done ({} bytes, {CRC64_NAME} {:#018x})",
                         s.kind.as_str(),
                         s.length,
@@ -330,26 +335,26 @@ fn complete(a: &CreateArgs) -> ExitCode {
                     );
                 }
                 if market.is_none() {
-                    println!("[INFO] Checkpointing market-data... skipped (no --market-data)");
+                    outln!("[INFO] Checkpointing market-data... skipped (no --market-data)");
                 }
-                println!(
+                outln!(
                     "[INFO] Calculating checksum... Done ({CRC64_NAME}: {:#018x})",
                     w.file_crc64
                 );
                 if w.verified {
-                    println!("[INFO] Verifying checkpoint... OK");
+                    outln!("[INFO] Verifying checkpoint... OK");
                 }
                 for warn in &w.warnings {
-                    println!("[WARN] {warn}");
+                    outln!("[WARN] {warn}");
                 }
                 if let Some(l) = &w.latest {
-                    println!(
+                    outln!(
                         "[INFO] {} -> {}",
                         l.display(),
                         w.path.file_name().unwrap_or_default().to_string_lossy()
                     );
                 }
-                println!("[INFO] Checkpoint saved: {}", w.path.display());
+                outln!("[INFO] Checkpoint saved: {}", w.path.display());
             }
             code(exit::OK)
         }
@@ -369,23 +374,25 @@ fn validate(file: &Path, json: bool) -> ExitCode {
         Ok(s) => {
             if json {
                 let v = serde_json::json!({ "valid": true, "summary": s });
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
                 return code(exit::OK);
             }
-            println!("Checkpoint valid ✓");
-            println!(
+            outln!("Checkpoint valid ✓");
+            outln!(
                 "{}: {} bytes, created {}, journal sequence {}",
                 file.display(),
                 s.bytes,
                 format_wall(s.created_wall_ns),
                 s.journal_last_seq
             );
-            println!(
+            outln!(
                 "{:<16} {:>10} {:>12}  {CRC64_NAME}",
-                "section", "offset", "bytes"
+                "section",
+                "offset",
+                "bytes"
             );
             for sec in &s.sections {
-                println!(
+                outln!(
                     "{:<16} {:>10} {:>12}  {:#018x}",
                     sec.kind.as_str(),
                     sec.offset,
@@ -393,22 +400,25 @@ fn validate(file: &Path, json: bool) -> ExitCode {
                     sec.crc64
                 );
             }
-            println!(
+            outln!(
                 "{:<16} {:>10} {:>12}  {:#018x}",
-                "whole file", 0, s.bytes, s.file_crc64
+                "whole file",
+                0,
+                s.bytes,
+                s.file_crc64
             );
             code(exit::OK)
         }
         Err(ValidateError::Invalid { path, problems }) => {
             if json {
                 let v = serde_json::json!({ "valid": false, "path": path, "problems": problems });
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
-                println!("Checkpoint INVALID ✗: {}", path.display());
+                outln!("Checkpoint INVALID ✗: {}", path.display());
                 for p in &problems {
-                    println!("  {p}");
+                    outln!("  {p}");
                 }
-                println!("Restore from another checkpoint, or rebuild the state from the journal: killswitch checkpoint create --journal DIR");
+                outln!("Restore from another checkpoint, or rebuild the state from the journal: killswitch checkpoint create --journal DIR");
             }
             code(exit::REFUSED)
         }
@@ -424,24 +434,34 @@ fn inspect(dir: &Path, records: bool, json: bool) -> ExitCode {
         Ok(r) => r,
         Err(e) => return journal_error(&e),
     };
+    // Damage a starting engine refuses (exit 3): the operator must look.
+    let damage = r.scan.needs_operator();
+    let verdict = if damage.is_empty() {
+        exit::OK
+    } else {
+        exit::BAD_FILE
+    };
     if json {
-        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
-        return code(exit::OK);
+        outln!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+        return code(verdict);
     }
     let s = &r.scan;
-    println!("journal {}", dir.display());
+    outln!("journal {}", dir.display());
     if let Some(h) = &r.writer_active {
-        println!("writer: active ({h}); showing committed records only");
+        outln!("writer: active ({h}); showing committed records only");
     } else {
-        println!("writer: none");
+        outln!("writer: none");
     }
-    println!(
+    outln!(
         "{:<26} {:>10} {:>10} {:>8}  closed",
-        "segment", "size", "used", "records"
+        "segment",
+        "size",
+        "used",
+        "records"
     );
     for g in &s.segments {
         let name = g.path.file_name().unwrap_or_default().to_string_lossy();
-        println!(
+        outln!(
             "{name:<26} {:>10} {:>10} {:>8}  {}",
             g.size,
             g.valid_end,
@@ -449,29 +469,37 @@ fn inspect(dir: &Path, records: bool, json: bool) -> ExitCode {
             if g.ended { "yes" } else { "no" }
         );
     }
-    println!(
+    outln!(
         "records: {} (sequence {} .. {})",
         s.records,
         s.first_seq.unwrap_or(0),
         s.last_seq
     );
     for (t, n) in &s.counts {
-        println!("  {t:<16} {n}");
+        outln!("  {t:<16} {n}");
     }
     if s.dropped.is_empty() {
-        println!("torn tail: none");
+        outln!("torn tail: none");
     }
     for d in &s.dropped {
-        println!("torn tail: {} offset {}: {} ({} bytes would be dropped by `killswitch journal recover`)", d.path.display(), d.offset, d.reason, d.bytes);
+        if d.kind == DropKind::Record && d.records_after.count == 0 {
+            outln!("torn tail: {} offset {}: {} ({} bytes would be dropped by `killswitch journal recover` or an engine starting)", d.path.display(), d.offset, d.reason, d.bytes);
+        }
+    }
+    for line in &damage {
+        outln!("DAMAGED: {line}");
+    }
+    if !damage.is_empty() {
+        outln!("an engine will NOT start on this journal; `killswitch journal recover {}` keeps every valid record it can and sets the rest aside", dir.display());
     }
     for o in &s.orphan_segments {
-        println!("orphan segment (after the valid end): {}", o.display());
+        outln!("orphan segment (after the valid end): {}", o.display());
     }
     for n in &s.notes {
-        println!("note: {n}");
+        outln!("note: {n}");
     }
     let st = &r.state;
-    println!(
+    outln!(
         "state: {} open orders, {} positions, highest order id {}, {} snapshots",
         st.open_orders.len(),
         st.positions.len(),
@@ -479,26 +507,26 @@ fn inspect(dir: &Path, records: bool, json: bool) -> ExitCode {
         r.snapshots
     );
     match st.tripped() {
-        Some(t) => println!(
+        Some(t) => outln!(
             "switch: TRIPPED {} by {} (generation {}): {}",
             t.mode,
             t.source.as_str(),
             t.generation,
             t.reason
         ),
-        None => println!("switch: not tripped"),
+        None => outln!("switch: not tripped"),
     }
     match r.last_durable {
-        Some(d) => println!(
+        Some(d) => outln!(
             "durable: up to sequence {} at {}",
             d.up_to_seq,
             format_wall(d.wall_ns)
         ),
-        None => println!("durable: no durability mark"),
+        None => outln!("durable: no durability mark"),
     }
-    println!("replay issues: {}", r.issues.len());
+    outln!("replay issues: {}", r.issues.len());
     for i in r.issues.iter().take(10) {
-        println!("  seq {}: {}", i.seq, i.what);
+        outln!("  seq {}: {}", i.seq, i.what);
     }
     if records {
         let res = scan(dir, r.writer_active.is_none(), |v| {
@@ -506,7 +534,7 @@ fn inspect(dir: &Path, records: bool, json: bool) -> ExitCode {
                 || format!("unknown-{}", v.rtype_raw),
                 |t| t.as_str().to_string(),
             );
-            println!(
+            outln!(
                 "{:>10} {:<16} seg {} @ {:<10} {} bytes",
                 v.seq,
                 t,
@@ -519,5 +547,5 @@ fn inspect(dir: &Path, records: bool, json: bool) -> ExitCode {
             return journal_error(&e);
         }
     }
-    code(exit::OK)
+    code(verdict)
 }

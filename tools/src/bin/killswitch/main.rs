@@ -4,6 +4,37 @@
 //! `<dir>/killswitch.<name>`: `--dir` (or `KILLSWITCH_DIR`, default
 //! `/dev/shm`) and `--name` (or `KILLSWITCH_NAME`, default `engine`).
 
+/// `println!` for command output. A closed pipe (`killswitch status | head
+/// -1`) is a normal end of output, not a panic: printing stops and the
+/// command goes on to its own exit code (an `emergency` whose reader went
+/// away still says by its exit code what happened).
+macro_rules! outln {
+    ($($t:tt)*) => {
+        $crate::output::line(format_args!($($t)*))
+    };
+}
+
+mod output {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static CLOSED: AtomicBool = AtomicBool::new(false);
+
+    /// Writes one line to stdout unless it is closed; see `outln!`.
+    pub fn line(args: std::fmt::Arguments<'_>) {
+        if CLOSED.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+            CLOSED.store(true, Ordering::Relaxed);
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                eprintln!("killswitch: cannot write to standard output: {e}");
+            }
+        }
+    }
+}
+
 mod control_cmds;
 mod demo;
 mod drill;
@@ -16,6 +47,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use killswitch::access::Access;
+use killswitch::control::{ControlBlock, ControlError};
 
 /// Exit codes shared by every subcommand (documented in README.md).
 pub mod exit {
@@ -45,6 +78,22 @@ pub struct Target {
     /// Engine name: the control file is <dir>/killswitch.<name>.
     #[arg(long, global = true, env = "KILLSWITCH_NAME", default_value = "engine")]
     pub name: String,
+    /// A group allowed to share the control file (mode 0660 with that
+    /// group); without it the file must be owner-only (0600).
+    #[arg(long, global = true, env = "KILLSWITCH_GROUP")]
+    pub group: Option<String>,
+}
+
+impl Target {
+    /// Who may share the control file, from `--group`.
+    pub fn access(&self) -> Result<Access, ControlError> {
+        killswitch::access::access_for_group(self.group.as_deref())
+    }
+
+    /// Opens the control block this command is aimed at.
+    pub fn open(&self) -> Result<ControlBlock, ControlError> {
+        ControlBlock::open_with(&self.dir, &self.name, self.access()?)
+    }
 }
 
 #[derive(Parser, Debug)]
@@ -98,11 +147,20 @@ fn main() -> ExitCode {
         Command::Engine(a) => std::process::ExitCode::from(
             killswitch_tools::engine::cli::main(&a.into()).clamp(0, 255) as u8,
         ),
-        Command::Checkpoint(c) => journal_cmds::run_checkpoint(c),
-        Command::Journal(c) => journal_cmds::run_journal(c),
+        Command::Checkpoint(c) => match cli.target.access() {
+            Ok(access) => journal_cmds::run_checkpoint(c, access),
+            Err(e) => control_cmds::fail(&e),
+        },
+        Command::Journal(c) => match cli.target.access() {
+            Ok(access) => journal_cmds::run_journal(c, access),
+            Err(e) => control_cmds::fail(&e),
+        },
         #[cfg(feature = "firm")]
         Command::Firm(a) => firm_cmds::run(a),
         #[cfg(feature = "firm")]
-        Command::Relay(a) => firm_cmds::run_relay(a, &cli.target),
+        Command::Relay(a) => match cli.target.access() {
+            Ok(access) => firm_cmds::run_relay(a, &cli.target, access),
+            Err(e) => control_cmds::fail(&e),
+        },
     }
 }
