@@ -14,7 +14,7 @@
 //! new orders ([`Registry::finish_recovery`](crate::registry::Registry::finish_recovery)).
 //!
 //! On every new state-word generation that puts KILL on something (global,
-//! or a scope level), [`run`] does:
+//! or a scope level), the drain thread does:
 //! 1. publish `generation`, phase `AwaitingGatewayAck`, `t_trip_seen`, and
 //!    the "drain incomplete" record (cleared only if the drain ends clean);
 //! 2. wait until the gateway's `acked_generation` reaches the generation:
@@ -130,10 +130,11 @@ impl Default for DrainConfig {
 pub struct Drain;
 
 impl Drain {
-    /// Spawns the drain thread. `checkpoint` is called after each drain's
-    /// cancel phase (pass `None` until the journal exists).
+    /// Spawns the drain thread on the gateway's `link` (which carries the
+    /// gateway's block: the drain waits on that gateway's acknowledgement
+    /// and nothing else). `checkpoint` is called after each drain's cancel
+    /// phase (pass `None` without a journal).
     pub fn spawn(
-        block: Arc<ControlBlock>,
         link: DrainLink,
         cfg: DrainConfig,
         checkpoint: Option<CheckpointHook>,
@@ -141,6 +142,7 @@ impl Drain {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
         let thread_stop = stop.clone();
+        let block = link.block.clone();
         let pid = std::process::id();
         let start_ticks = crate::control::proc_start_ticks(pid).unwrap_or(0);
         let join = std::thread::Builder::new()

@@ -58,7 +58,7 @@ use crate::backoff::{Backoff, BackoffConfig};
 use crate::clock::mono_ns;
 use crate::control::layout::VENUES;
 use crate::control::state::AtomicWord;
-use crate::control::{ControlBlock, StateWord};
+use crate::control::{ControlBlock, ControlError, GatewayRole, StateWord};
 use crate::gate::Gate;
 use crate::order::{OrderId, OrderIntent, Qty, ScopeIndex};
 use crate::registry::Registry;
@@ -79,6 +79,11 @@ const CANCEL_BATCH: usize = 256;
 /// (or a later acknowledgement's), never the one before it; stored the
 /// other way round, `killswitch emergency` could read the old time and fall
 /// back to its own clock (a loom model checks the order).
+///
+/// The generation is raised with `fetch_max`, never stored: a gateway that
+/// started with an older view (or a stale copy of it) can never lower what
+/// the drain waits on. One gateway per block holds the role (claimed by
+/// compare-and-swap in the block), so the time beside it is its own.
 #[inline]
 pub fn publish_ack<W: AtomicWord + ?Sized>(
     acked_generation: &W,
@@ -87,7 +92,19 @@ pub fn publish_ack<W: AtomicWord + ?Sized>(
     mono_ns: u64,
 ) {
     acked_mono_ns.store_word(mono_ns, Ordering::Relaxed);
-    acked_generation.store_word(generation, Ordering::Release);
+    acked_generation.fetch_max_word(generation, Ordering::Release);
+}
+
+/// Why a gateway did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The block's gateway role is held by another live gateway (or the
+    /// block could not be read); the message says what to do.
+    #[error(transparent)]
+    Role(#[from] ControlError),
+    /// The gateway thread could not be started.
+    #[error("cannot start the gateway thread: {0}; check the process's thread limit (ulimit -u)")]
+    Thread(#[source] io::Error),
 }
 
 /// Gateway settings.
@@ -145,8 +162,11 @@ struct Session {
 
 /// The gateway's state and one turn of its loop, usable without a thread
 /// (tests drive it step by step); [`Gateway::spawn`] runs it on a thread.
+/// It holds the block's gateway role while it lives; only the thread that
+/// runs its turns may hold it (it owns the venue sessions).
 pub struct GatewayCore {
     block: Arc<ControlBlock>,
+    _role: GatewayRole,
     gate: Gate,
     registry: Arc<Registry>,
     sessions: Vec<Session>,
@@ -165,13 +185,15 @@ pub struct GatewayCore {
 }
 
 impl GatewayCore {
-    /// A gateway over `venues` (each with its venue scope index).
+    /// A gateway over `venues` (each with its venue scope index). Claims
+    /// the block's gateway role: refused while another live gateway holds it.
     pub fn new(
         block: Arc<ControlBlock>,
         registry: Arc<Registry>,
         venues: Vec<(ScopeIndex, Box<dyn Venue>)>,
         cfg: &GatewayConfig,
-    ) -> GatewayCore {
+    ) -> Result<GatewayCore, ControlError> {
+        let role = GatewayRole::claim(block.clone())?;
         let mut by_venue = vec![None; VENUES];
         let sessions: Vec<Session> = venues
             .into_iter()
@@ -189,9 +211,10 @@ impl GatewayCore {
             gs.cancels_sent.load(Ordering::Relaxed),
         );
         let (cancel_producer, cancels) = rtrb::RingBuffer::new(cfg.cancel_ring.max(1));
-        GatewayCore {
+        Ok(GatewayCore {
             gate: Gate::new(block.clone()),
             block,
+            _role: role,
             registry,
             sessions,
             by_venue,
@@ -206,7 +229,7 @@ impl GatewayCore {
             cancel_batch: Vec::with_capacity(CANCEL_BATCH),
             cancel_venues: Vec::with_capacity(CANCEL_BATCH),
             counters: Arc::new(Counters::default()),
-        }
+        })
     }
 
     /// A sender for strategies; ids start at `first_id` for the first sender
@@ -224,6 +247,7 @@ impl GatewayCore {
     pub fn take_drain_link(&mut self) -> Option<DrainLink> {
         let ring = self.cancel_producer.take()?;
         Some(DrainLink {
+            block: self.block.clone(),
             cancels: CancelSender { ring },
             registry: self.registry.clone(),
             venues: self
@@ -491,8 +515,8 @@ impl Gateway {
         registry: Arc<Registry>,
         venues: Vec<(ScopeIndex, Box<dyn Venue>)>,
         cfg: GatewayConfig,
-    ) -> io::Result<GatewayHandle> {
-        let mut core = GatewayCore::new(block.clone(), registry, venues, &cfg);
+    ) -> Result<GatewayHandle, GatewayError> {
+        let mut core = GatewayCore::new(block.clone(), registry, venues, &cfg)?;
         let next_id = Arc::new(AtomicU64::new(cfg.first_order_id));
         let sender = core.order_sender(next_id);
         let link = core.take_drain_link();
@@ -501,7 +525,8 @@ impl Gateway {
         let thread_stop = stop.clone();
         let join = std::thread::Builder::new()
             .name("ks-gateway".into())
-            .spawn(move || run(core, cfg, thread_stop))?;
+            .spawn(move || run(core, cfg, thread_stop))
+            .map_err(GatewayError::Thread)?;
         Ok(GatewayHandle {
             block,
             sender,

@@ -15,7 +15,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use killswitch::control::{ControlBlock, Mode, Source};
+//! use killswitch::control::{ControlBlock, Mode, Source, Tripper};
 //! use killswitch::gate::Gate;
 //! use killswitch::order::{OrderIntent, Price, Qty, ScopeTags, Side};
 //!
@@ -32,7 +32,7 @@
 //! assert!(gate.check(&order).is_allow());
 //!
 //! // Any process (the `killswitch trip` CLI, a signal handler) can do this:
-//! block.trip_global(Mode::Kill, Source::Api, "loss limit");
+//! Tripper::new(block.clone()).trip_global(Mode::Kill, Source::Api, "loss limit");
 //! assert!(!gate.check(&order).is_allow());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

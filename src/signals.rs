@@ -49,7 +49,7 @@ use std::sync::Arc;
 use libc::{c_int, c_void, siginfo_t, SIGINT, SIGTERM, SIGUSR1};
 
 use crate::clock::mono_ns;
-use crate::control::{ControlBlock, Mode, Source};
+use crate::control::{ControlBlock, Mode, Source, Tripper};
 
 /// How far the engine should go in shutting down, as asked by signals.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -244,9 +244,10 @@ extern "C" fn on_signal(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
     unsafe { *libc::__errno_location() = errno };
 }
 
-/// Installs the handlers on `block`. Fails if a [`SignalGuard`] is already
-/// installed in this process.
-pub fn install(block: Arc<ControlBlock>, config: &SignalConfig) -> io::Result<SignalGuard> {
+/// Installs the handlers; they trip through `tripper`'s block. Fails if a
+/// [`SignalGuard`] is already installed in this process.
+pub fn install(tripper: &Tripper, config: &SignalConfig) -> io::Result<SignalGuard> {
+    let block = tripper.block().clone();
     let state = Arc::new(SignalState::default());
     let mut signals: Vec<i32> = config
         .emergency
@@ -322,7 +323,8 @@ pub fn install(block: Arc<ControlBlock>, config: &SignalConfig) -> io::Result<Si
 
 /// Chains a panic hook that trips KILL (recording the panic message and
 /// location) before the previous hook runs.
-pub fn install_panic_hook(block: Arc<ControlBlock>) {
+pub fn install_panic_hook(tripper: &Tripper) {
+    let block = tripper.block().clone();
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let msg = info
@@ -354,10 +356,11 @@ pub struct KillOnDrop {
 }
 
 impl KillOnDrop {
-    /// A guard for the thread or scope named `what`.
-    pub fn new(block: Arc<ControlBlock>, what: &'static str) -> KillOnDrop {
+    /// A guard for the thread or scope named `what`, tripping through
+    /// `tripper`'s block.
+    pub fn new(tripper: &Tripper, what: &'static str) -> KillOnDrop {
         KillOnDrop {
-            block: Some(block),
+            block: Some(tripper.block().clone()),
             what,
         }
     }
@@ -390,11 +393,11 @@ mod tests {
     fn kill_on_drop_trips_unless_disarmed() {
         let d = tempfile::tempdir().unwrap();
         let b = Arc::new(ControlBlock::create(d.path(), "g").unwrap());
-        KillOnDrop::new(b.clone(), "fine").disarm();
+        KillOnDrop::new(&Tripper::new(b.clone()), "fine").disarm();
         assert_eq!(b.state().mode(), Mode::Normal);
         let b2 = b.clone();
         let r = std::thread::spawn(move || {
-            let _g = KillOnDrop::new(b2, "strategy thread");
+            let _g = KillOnDrop::new(&Tripper::new(b2), "strategy thread");
             panic!("boom");
         })
         .join();
@@ -435,9 +438,9 @@ mod tests {
             // SAFETY: setting SIGINT to "ignore" before the guard exists.
             unsafe { libc::signal(SIGINT, libc::SIG_IGN) };
         }
-        let guard = install(b.clone(), &SignalConfig::default()).unwrap();
+        let guard = install(&Tripper::new(b.clone()), &SignalConfig::default()).unwrap();
         assert!(
-            install(b.clone(), &SignalConfig::default()).is_err(),
+            install(&Tripper::new(b.clone()), &SignalConfig::default()).is_err(),
             "one guard per process"
         );
         // While installed: SIGUSR1 trips KILL from the handler.

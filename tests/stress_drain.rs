@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use killswitch::control::{Mode, ScopeKind, Source, TripRequest};
+use killswitch::control::{GatewaySnapshot, Mode, ScopeKind, Source, TripRequest};
 use killswitch::drain::DrainConfig;
 use killswitch::gateway::{GatewayConfig, SubmitError};
 use killswitch::order::Side;
@@ -153,10 +153,10 @@ fn one_trip(seed: u64, totals: &mut Totals) {
     });
     match scope {
         Scope::Global => {
-            r.block.trip_global(Mode::Kill, Source::Api, "stress");
+            r.tripper.trip_global(Mode::Kill, Source::Api, "stress");
         }
         Scope::Strategy(s) => {
-            r.block
+            r.operator
                 .trip(&TripRequest {
                     mode: Mode::Kill,
                     scopes: vec![(ScopeKind::Strategy, format!("s{s}"))],
@@ -166,7 +166,7 @@ fn one_trip(seed: u64, totals: &mut Totals) {
                 .unwrap();
         }
         Scope::Venue(v) => {
-            r.block
+            r.operator
                 .trip(&TripRequest {
                     mode: Mode::Kill,
                     scopes: vec![(ScopeKind::Venue, format!("SIM{v}"))],
@@ -184,10 +184,10 @@ fn one_trip(seed: u64, totals: &mut Totals) {
     // enough for every in-flight order to fill first; counted instead.)
     totals.empty_snapshots += u64::from(out.open_at_snapshot == 0);
     // Strategies keep pushing while we count, then stop.
-    let gs = r.block.gateway_status();
-    let ack_ns = gs.acked_mono_ns.load(Ordering::Acquire);
+    let gs = GatewaySnapshot::read(&r.block);
+    let ack_ns = gs.acked_mono_ns;
     assert!(
-        gs.acked_generation.load(Ordering::Acquire) >= out.generation,
+        gs.acked_generation >= out.generation,
         "seed {seed}: drain finished without the gateway's ack"
     );
     stop.store(true, Ordering::Relaxed);
@@ -243,7 +243,7 @@ fn one_trip(seed: u64, totals: &mut Totals) {
     // The venues' own books: after a global kill (if the trip was scoped),
     // none of our orders may rest at any venue.
     if !matches!(scope, Scope::Global) {
-        r.block
+        r.tripper
             .trip_global(Mode::Kill, Source::Api, "stress: final");
         let last = r
             .drain

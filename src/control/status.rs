@@ -77,6 +77,43 @@ impl DrainSnapshot {
     }
 }
 
+/// Copy of what the gateway publishes: its acknowledgement of the state
+/// word and its counts. Read-only; any thread or process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct GatewaySnapshot {
+    /// Highest generation the gateway has acknowledged (it sends nothing
+    /// decided on an older one).
+    pub acked_generation: u64,
+    /// When it acknowledged it (`CLOCK_MONOTONIC` ns).
+    pub acked_mono_ns: u64,
+    /// New orders written to venues since the block was created.
+    pub orders_sent: u64,
+    /// Cancels (single or mass) written to venues.
+    pub cancels_sent: u64,
+    /// Orders open in the registry, as last counted by the engine.
+    pub open_orders: u64,
+    /// Pid of the live process holding the gateway role, if any.
+    pub holder_pid: Option<u32>,
+}
+
+impl GatewaySnapshot {
+    /// Reads the gateway status of a block: the generation (Acquire) first,
+    /// then its time, so the time is that acknowledgement's or a later one's.
+    pub fn read(block: &ControlBlock) -> GatewaySnapshot {
+        let g = block.gateway_status();
+        let acked_generation = g.acked_generation.load(Ordering::Acquire);
+        GatewaySnapshot {
+            acked_generation,
+            acked_mono_ns: g.acked_mono_ns.load(Ordering::Acquire),
+            orders_sent: g.orders_sent.load(Ordering::Relaxed),
+            cancels_sent: g.cancels_sent.load(Ordering::Relaxed),
+            open_orders: g.open_orders.load(Ordering::Acquire),
+            holder_pid: block.gateway_holder(),
+        }
+    }
+}
+
 /// One tripped scope.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]

@@ -11,6 +11,7 @@ use crossbeam::queue::ArrayQueue;
 
 use super::CancelRequest;
 use crate::backoff::Backoff;
+use crate::control::ControlBlock;
 use crate::gate::{Gate, Rejection, Verdict};
 use crate::order::{OrderId, OrderIntent, ScopeIndex};
 use crate::registry::Registry;
@@ -119,13 +120,27 @@ pub struct VenueInfo {
     pub mass_cancel: bool,
 }
 
-/// Everything the drain needs from the gateway; taken once from
-/// [`GatewayHandle::take_drain_link`].
+/// Everything the drain needs from the gateway, and the gateway's block:
+/// taken once from [`GatewayHandle::take_drain_link`](super::GatewayHandle::take_drain_link)
+/// and given whole to [`Drain::spawn`](crate::drain::Drain::spawn), so a
+/// drain can only wait on the acknowledgement of the gateway whose cancel
+/// ring and registry it uses. Held by the thread that starts the drain,
+/// then by the drain thread.
+#[must_use = "the drain needs this to cancel anything"]
 pub struct DrainLink {
+    /// The block whose gateway made this link.
+    pub(crate) block: Arc<ControlBlock>,
     /// The cancel ring.
-    pub cancels: CancelSender,
+    pub(crate) cancels: CancelSender,
     /// The registry the gateway writes.
-    pub registry: Arc<Registry>,
+    pub(crate) registry: Arc<Registry>,
     /// The venue sessions.
-    pub venues: Vec<VenueInfo>,
+    pub(crate) venues: Vec<VenueInfo>,
+}
+
+impl DrainLink {
+    /// The venue sessions the gateway holds, as the drain knows them.
+    pub fn venues(&self) -> &[VenueInfo] {
+        &self.venues
+    }
 }

@@ -32,7 +32,8 @@ fn rig(mass_cancel: bool, order_ring: usize) -> Rig {
         registry.clone(),
         vec![(0, Box::new(venue) as Box<dyn Venue>)],
         &gcfg,
-    );
+    )
+    .unwrap();
     let sender = core.order_sender(Arc::new(AtomicU64::new(1)));
     Rig {
         _dir: dir,

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use killswitch::backoff::{Backoff, BackoffConfig};
-use killswitch::control::ControlBlock;
+use killswitch::control::{ControlBlock, Operator, Tripper};
 use killswitch::drain::{CheckpointHook, Drain, DrainConfig, DrainHandle};
 use killswitch::gateway::{Gateway, GatewayConfig, GatewayHandle, OrderSender};
 use killswitch::journal::record::OrderEventRecord;
@@ -22,6 +22,8 @@ use killswitch::venue::{MassCancelScope, NewOrder, Venue, VenueError, VenueEvent
 pub struct Rig {
     pub dir: tempfile::TempDir,
     pub block: Arc<ControlBlock>,
+    pub tripper: Tripper,
+    pub operator: Operator,
     pub registry: Arc<Registry>,
     pub gateway: GatewayHandle,
     pub drain: DrainHandle,
@@ -66,10 +68,12 @@ pub fn rig_with(
     let mut gateway =
         Gateway::spawn(block.clone(), registry.clone(), sessions, gateway_cfg).expect("gateway");
     let link = gateway.take_drain_link().expect("link");
-    let drain = Drain::spawn(block.clone(), link, drain_cfg, checkpoint).expect("drain");
+    let drain = Drain::spawn(link, drain_cfg, checkpoint).expect("drain");
     let sender = gateway.order_sender();
     Rig {
         dir,
+        tripper: Tripper::new(block.clone()),
+        operator: Operator::new(block.clone()),
         block,
         registry,
         gateway,

@@ -22,8 +22,8 @@
 //! It runs in-process behind [`Venue`]; the trait is message-shaped so the
 //! same engine can later talk to it over loopback TCP.
 
-pub mod book;
-pub mod flow;
+pub(crate) mod book;
+pub(crate) mod flow;
 mod handle;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -39,7 +39,8 @@ use crate::venue::{
     CancelRejectReason, MassCancelScope, NewOrder, RejectReason, Venue, VenueError, VenueEvent,
 };
 use book::{Book, Owner, Trade};
-pub use flow::{FlowConfig, Rng};
+pub use flow::FlowConfig;
+pub(crate) use flow::Rng;
 use handle::Shared;
 pub use handle::{LogEntry, SimHandle, SimStats, WireMessage};
 

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use killswitch::control::{ControlBlock, Mode, Source};
+use killswitch::control::{ControlBlock, Mode, Source, Tripper};
 use killswitch::drain::{CheckpointHook, DrainOutcome};
 use killswitch::journal::record::{OrderEventRecord, SwitchRecord};
 use killswitch::journal::state::TradingState;
@@ -97,7 +97,7 @@ impl JournalSink {
         if let Err(e) = result {
             if !self.failed {
                 self.failed = true;
-                self.block.trip_global(
+                Tripper::new(self.block.clone()).trip_global(
                     Mode::Kill,
                     Source::Auto,
                     &format!("journal append failed: {e}"),

@@ -38,10 +38,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use killswitch::clock::wall_ns;
 use killswitch::control::{
-    default_dir, proc_start_ticks, ControlBlock, ControlError, DrainIncomplete, DrainPhase,
-    IncompleteWriter, Mode, ScopeKind, Source,
+    default_dir, ControlBlock, ControlError, EngineOwner, Mode, ScopeKind, Source, Tripper,
 };
 use killswitch::drain::{Drain, DrainConfig, DrainDied, DrainHandle, DrainOutcome};
 use killswitch::gateway::{Gateway, GatewayConfig, GatewayHandle};
@@ -144,6 +142,7 @@ struct Sim {
 pub struct Engine {
     cfg: EngineConfig,
     block: Arc<ControlBlock>,
+    owner: EngineOwner,
     registry: Arc<Registry>,
     journal: SharedJournal,
     gateway: Option<GatewayHandle>,
@@ -168,10 +167,11 @@ impl Engine {
         let dir = cfg.control_dir.clone().unwrap_or_else(default_dir);
         let access = killswitch::access::access_for_group(cfg.control_group.as_deref())?;
         let block = Arc::new(ControlBlock::open_or_create_with(&dir, &cfg.name, access)?);
-        block.attach_owner()?;
-        let signals = signals::install(block.clone(), &SignalConfig::default())
+        let owner = EngineOwner::attach(block.clone())?;
+        let tripper = Tripper::new(block.clone());
+        let signals = signals::install(&tripper, &SignalConfig::default())
             .map_err(|e| format!("signal handlers: {e}"))?;
-        signals::install_panic_hook(block.clone());
+        signals::install_panic_hook(&tripper);
 
         let (writer, recovery) = JournalWriter::open(
             &cfg.journal_dir,
@@ -292,7 +292,6 @@ impl Engine {
             .take_drain_link()
             .ok_or("gateway has no drain link")?;
         let drain = Drain::spawn(
-            block.clone(),
             link,
             DrainConfig {
                 core: cfg.drain_core,
@@ -366,6 +365,7 @@ impl Engine {
         Ok(Engine {
             cfg,
             block,
+            owner,
             registry,
             journal,
             gateway: Some(gateway),
@@ -410,11 +410,12 @@ impl Engine {
         let mut disconnected = vec![false; self.sims.len()];
         let mut hung = vec![false; self.sims.len()];
         let mut last_generation = self.start_generation;
-        let open = &self.block.gateway_status().open_orders;
+
         let mut tripped_by_timer = false;
         loop {
             // (The heartbeat is written by the gateway thread; see killswitch::watchdog.)
-            open.store(self.registry.open_count() as u64, Ordering::Relaxed);
+            self.owner
+                .publish_open_orders(self.registry.open_count() as u64);
             let w = self.block.state();
             if w.generation() != last_generation {
                 last_generation = w.generation();
@@ -461,8 +462,11 @@ impl Engine {
                 && elapsed >= Duration::from_millis(self.cfg.trade_for_ms)
             {
                 tripped_by_timer = true;
-                self.block
-                    .trip_global(Mode::Kill, Source::Api, "ks-engine: trade_for_ms elapsed");
+                Tripper::new(self.block.clone()).trip_global(
+                    Mode::Kill,
+                    Source::Api,
+                    "ks-engine: trade_for_ms elapsed",
+                );
             }
             if let Some(d) = &self.drain {
                 loop {
@@ -496,28 +500,8 @@ impl Engine {
     /// before someone has reconciled.
     fn drain_died(&self, died: &DrainDied) {
         eprintln!("ks-engine: FATAL: {died}");
-        self.block.trip_global(
-            Mode::Kill,
-            Source::Api,
-            &format!("ks-engine: drain thread died: {}", died.why),
-        );
-        let ds = self.block.drain_status();
-        ds.phase.store(DrainPhase::Failed as u64, Ordering::Release);
-        if self.block.drain_incomplete().is_none() {
-            let pid = std::process::id();
-            let open = self.registry.open_count() as u64;
-            self.block.record_drain_incomplete(&DrainIncomplete {
-                generation: self.block.state().generation(),
-                open,
-                confirmed: 0,
-                unknown: open,
-                writer: IncompleteWriter::Engine,
-                no_snapshot: true,
-                pid,
-                writer_start_ticks: proc_start_ticks(pid).unwrap_or(0),
-                wall_ns: wall_ns(),
-            });
-        }
+        self.owner
+            .report_drain_died(self.registry.open_count() as u64, &died.why);
     }
 
     /// Keeps the strategies running until the gate has refused an order
@@ -600,7 +584,7 @@ impl Engine {
             recovery: self.recovery.as_ref(),
             drain_died: drain_died.as_ref(),
         });
-        self.block.detach_owner();
+        drop(self.owner);
         report
     }
 }

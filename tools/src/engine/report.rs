@@ -2,11 +2,9 @@
 //! that nothing escaped, positions, and the journal. Written as JSON so the
 //! drill (a different process) can read it.
 
-use std::sync::atomic::Ordering;
-
 use serde::{Deserialize, Serialize};
 
-use killswitch::control::{ControlBlock, ScopeKind};
+use killswitch::control::{ControlBlock, GatewaySnapshot, ScopeKind};
 use killswitch::drain::{DrainDied, DrainError, DrainOutcome};
 use killswitch::gateway::GatewayStats;
 use killswitch::registry::Registry;
@@ -248,7 +246,7 @@ pub(super) fn build(inputs: Inputs<'_>) -> EngineReport {
         recovery,
         drain_died,
     } = inputs;
-    let gs = block.gateway_status();
+    let gs = GatewaySnapshot::read(block);
     let kill_drain =
         kill_generation.and_then(|g| outcomes.iter().find(|o| o.global && o.last_generation >= g));
     // The cut-off: the gateway's acknowledgement of the kill generation. If a
@@ -257,10 +255,10 @@ pub(super) fn build(inputs: Inputs<'_>) -> EngineReport {
     // that gap, never invent one, so it is reported as such.
     let mut v = Verification::default();
     if let Some(o) = kill_drain {
-        let published = gs.acked_generation.load(Ordering::Acquire);
+        let published = gs.acked_generation;
         v.ack_generation = o.generation;
         v.ack_mono_ns = if published == o.generation {
-            gs.acked_mono_ns.load(Ordering::Acquire)
+            gs.acked_mono_ns
         } else {
             o.timings.t_gateway_ack
         };

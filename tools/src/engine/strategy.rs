@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use killswitch::gateway::{OrderSender, SubmitError};
 use killswitch::order::{OrderIntent, Price, Qty, ScopeTags, Side, PRICE_SCALE};
 use killswitch::registry::Registry;
-use killswitch::venue::sim::Rng;
 
 use super::config::{StrategyKind, StrategySection};
 
@@ -19,6 +18,25 @@ use super::config::{StrategyKind, StrategySection};
 pub const MID: Price = Price::from_units(100);
 /// Tick size (0.01).
 pub const TICK: i64 = PRICE_SCALE / 100;
+
+/// The strategies' random numbers (SplitMix64): reproducible from a seed,
+/// no dependency for a few coin flips per order.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// A number in `0..n` (`n > 0`; the modulo bias is irrelevant here).
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % n
+    }
+}
 
 /// What a strategy thread did.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
