@@ -75,6 +75,15 @@ impl Gate {
         Gate { state, block }
     }
 
+    /// The shared state word itself (crate-private: read only, by the
+    /// senders' protocol).
+    #[inline]
+    pub(crate) fn state_word(&self) -> &AtomicU64 {
+        // SAFETY: valid for the Gate's lifetime (the Arc keeps the mapping)
+        // and only ever accessed atomically.
+        unsafe { self.state.as_ref() }
+    }
+
     /// The state word now (Acquire).
     #[inline]
     pub fn state(&self) -> StateWord {

@@ -48,6 +48,8 @@ pub mod gateway;
 pub mod journal;
 pub mod order;
 pub mod registry;
+pub mod runtime;
+pub mod senders;
 pub mod signals;
 pub mod venue;
 pub mod watchdog;

@@ -287,7 +287,7 @@ impl EventSink for JournalRecorder {
                 let rec = OrderEventRecord::new_order(o.id, o.tags, o.side, o.price, o.qty);
                 self.orders.insert(o.id, (rec, o.filled));
             }
-            RecordedEvent::SendFailed { id } => {
+            RecordedEvent::SendFailed { id, .. } => {
                 if let Some((rec, _)) = self.orders.remove(&id) {
                     self.append(&rec.with_event(OrderEvent::Rejected));
                 }
@@ -303,8 +303,12 @@ impl EventSink for JournalRecorder {
                 event: OrderEvent::Fill { .. },
                 ..
             }
-            | RecordedEvent::MassCancelSent { .. } => {}
-            RecordedEvent::Order { id, event, state } => {
+            | RecordedEvent::MassCancelSent { .. }
+            | RecordedEvent::VenueRejected { .. }
+            | RecordedEvent::Refused { .. } => {}
+            RecordedEvent::Order {
+                id, event, state, ..
+            } => {
                 if let Some((rec, _)) = self.orders.get(&id).copied() {
                     self.append(&rec.with_event(event));
                     if state.is_terminal() {

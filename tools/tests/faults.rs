@@ -229,10 +229,7 @@ fn an_engine_killed_mid_drain_blocks_reset_and_its_restart_drains_what_it_left()
         log(w, "second")
     );
     let text = log(w, "second");
-    assert!(
-        text.contains("cancelling them before any new order"),
-        "{text}"
-    );
+    assert!(text.contains("dealt with before any new order"), "{text}");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(engine.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
