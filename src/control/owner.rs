@@ -38,6 +38,13 @@ impl ControlBlock {
         );
     }
 
+    /// The owning engine's pid as recorded (0: none), without looking at
+    /// `/proc`: cheap enough for a poll loop; [`ControlBlock::owner`] says
+    /// whether it lives.
+    pub fn owner_pid(&self) -> u32 {
+        self.layout().header.owner_pid.load(Ordering::Acquire) as u32
+    }
+
     /// The owning engine and whether it is alive.
     pub fn owner(&self) -> OwnerInfo {
         let h = &self.layout().header;

@@ -98,6 +98,16 @@ impl Operator {
         Tripper::new(self.block.clone())
     }
 
+    /// The state word now.
+    pub fn state(&self) -> StateWord {
+        self.block.state()
+    }
+
+    /// Escalates the global mode; see [`Tripper::trip_global`].
+    pub fn trip_global(&self, mode: Mode, source: Source, reason: &str) -> TripOutcome {
+        self.block.trip_global(mode, source, reason)
+    }
+
     /// Trips globally or the given scopes; see [`Tripper::trip`].
     pub fn trip(&self, req: &TripRequest) -> Result<TripOutcome> {
         self.block.trip(req)

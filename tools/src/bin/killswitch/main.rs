@@ -39,6 +39,8 @@ mod control_cmds;
 mod demo;
 mod drill;
 mod emergency;
+#[cfg(feature = "firm")]
+mod firm_cmds;
 mod journal_cmds;
 
 use std::path::PathBuf;
@@ -133,6 +135,12 @@ enum Command {
     /// Inspect or recover the journal.
     #[command(subcommand)]
     Journal(journal_cmds::JournalCmd),
+    /// The firm-wide kill over NATS: trip, status, reset, history (and init, keygen).
+    #[cfg(feature = "firm")]
+    Firm(firm_cmds::FirmArgs),
+    /// Per host: follow the firm's NATS bucket and hold this host's control blocks to it.
+    #[cfg(feature = "firm")]
+    Relay(firm_cmds::RelayArgs),
 }
 
 fn main() -> ExitCode {
@@ -180,6 +188,13 @@ fn main() -> ExitCode {
         },
         Command::Journal(c) => match cli.target.access() {
             Ok(access) => journal_cmds::run_journal(c, access),
+            Err(e) => control_cmds::fail(&e),
+        },
+        #[cfg(feature = "firm")]
+        Command::Firm(a) => firm_cmds::run(a),
+        #[cfg(feature = "firm")]
+        Command::Relay(a) => match cli.target.access() {
+            Ok(access) => firm_cmds::run_relay(a, &cli.target, access),
             Err(e) => control_cmds::fail(&e),
         },
     }
