@@ -94,6 +94,13 @@ fn membarrier_registered() -> bool {
     })
 }
 
+/// True when this process can use `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`
+/// (registering it for the process on the first call). Without it, send
+/// guards fence each send themselves.
+pub fn membarrier_available() -> bool {
+    membarrier_registered()
+}
+
 /// How the senders' side of the protocol fences.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SendFence {
@@ -183,6 +190,8 @@ pub(crate) struct SenderSet {
 /// Senders the drain found inside a send after its barrier.
 pub(crate) struct Quiesce {
     busy: Vec<(Arc<SenderSlot>, u64)>,
+    /// How many it found.
+    pub(crate) found: usize,
 }
 
 impl Quiesce {
@@ -204,11 +213,14 @@ impl SenderSet {
         protocol::drain_barrier(self.light.load(Ordering::Acquire));
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         slots.retain(|s| !s.retired.load(Ordering::Acquire));
-        let busy = slots
+        let busy: Vec<_> = slots
             .iter()
             .filter_map(|s| protocol::inside(&*s.in_send).map(|v| (s.clone(), v)))
             .collect();
-        Some(Quiesce { busy })
+        Some(Quiesce {
+            found: busy.len(),
+            busy,
+        })
     }
 
     fn add(&self, fence: SendFence) -> (Arc<SenderSlot>, bool) {

@@ -99,6 +99,7 @@ impl Drainer {
             }
             if let Some(mut a) = run.awaiting.take() {
                 if a.is_acknowledged(acked.load(Ordering::Acquire)) {
+                    out.senders_waited_for += a.senders.as_ref().map_or(0, |q| q.found);
                     self.take(run, &a, out);
                     b.reset();
                     continue;

@@ -40,9 +40,11 @@ pub struct Beat {
     pub uptime: Duration,
     /// The state word now.
     pub state: StateWord,
-    /// False while the switch is latched from before this run (or from a
-    /// kill already drained) and no reset has been seen since.
+    /// False while the switch is latched from before this run and no
+    /// reset has been seen since.
     pub armed: bool,
+    /// Drain reports collected so far by this call (scoped kills included).
+    pub drains_reported: usize,
 }
 
 /// What the callback of [`Runtime::supervise_with`] wants.
@@ -296,6 +298,7 @@ impl Runtime {
                 uptime: self.started.elapsed(),
                 state: w,
                 armed,
+                drains_reported: out.outcomes.len(),
             };
             if on_beat(&b) == Flow::Stop {
                 out.stopped = StopReason::Asked;
