@@ -126,7 +126,8 @@ impl Default for DrainConfig {
     }
 }
 
-/// Starts the drain thread.
+/// Starts the drain thread (the [`Runtime`](crate::runtime::Runtime) does
+/// it for an engine built on it).
 pub struct Drain;
 
 impl Drain {
@@ -182,7 +183,8 @@ impl Drain {
     }
 }
 
-/// The running drain. Dropping it stops and joins the thread.
+/// The running drain. Dropping it stops and joins the thread. Held by the
+/// thread that supervises the engine (it reads the drain's reports).
 pub struct DrainHandle {
     stop: Arc<AtomicBool>,
     outcomes: Receiver<Result<DrainOutcome, String>>,

@@ -1,7 +1,11 @@
 //! The gateway: the one thread that writes to venue sessions.
 //!
-//! Strategies hand new orders to it through a bounded ring
-//! ([`OrderSender`]); the drain hands it cancels through a ring of its own
+//! Strategies hand it new orders, cancels of their own orders and replaces
+//! through a bounded ring ([`OrderSender`]; with the runtime, a
+//! [`StrategyHandle`](crate::runtime::StrategyHandle)); refusals it makes
+//! (re-check, duplicate id, unknown venue, a cancel of an order not open
+//! or not the strategy's) go to the registry's sink, which answers the
+//! strategy. The drain hands it cancels through a ring of its own
 //! ([`CancelSender`]), which the gateway empties first on every turn and
 //! again before each new order, so a cancel never waits behind a backlog of
 //! new orders. The gateway polls every venue for answers and applies them to
@@ -11,14 +15,14 @@
 //! gateway has acknowledged a kill generation, and every order written
 //! before that is in the registry the drain snapshots.*
 //!
-//! How the code keeps it (DESIGN.md, "the no-escape protocol", way 1):
+//! How the code keeps it (DESIGN.md, "the no-escape protocol", way 1), in
+//! one function, [`admit::admit`], that the loom model calls too:
 //! 1. Before deciding on each new order the gateway loads the state word
 //!    (Acquire). If its generation is newer than the one it acknowledged, it
 //!    first publishes it in the control block's `acked_generation` (Release).
-//! 2. It then re-checks the order with [`Gate::check`], whose load of the
-//!    state word comes after that one (so it sees the acknowledged
-//!    generation or a newer one), and reads the scope levels for scoped
-//!    trips. Modes only escalate until a reset, so after the gateway
+//! 2. It then re-checks the order with the gate on a load of the state
+//!    word made after that one (so it sees the acknowledged generation or a
+//!    newer one), reading the scope levels for scoped trips. Modes only escalate until a reset, so after the gateway
 //!    acknowledged a KILL generation every later check refuses.
 //! 3. An allowed order is [`Registry::register`]ed *before* it is written to
 //!    the venue. Registration happens-before the next `acked_generation`
@@ -28,8 +32,11 @@
 //!
 //! # Invariants
 //! * Only the gateway thread calls [`Venue`] methods (it owns the sessions).
-//! * `acked_generation` only grows, and is stored only after a load of the
-//!   state word that returned that generation. Its time, `acked_mono_ns`,
+//! * One gateway per block: the role is claimed in the block by
+//!   compare-and-swap when the gateway is made, and given back when it is
+//!   dropped; a second live claimant is refused.
+//! * `acked_generation` only grows (`fetch_max`), and is raised only after
+//!   a load of the state word that returned that generation. Its time, `acked_mono_ns`,
 //!   is stored *before* it ([`publish_ack`]), so whoever reads the
 //!   generation (Acquire) and then the time gets that acknowledgement's
 //!   time or a later one, never an older one.
@@ -624,7 +631,8 @@ impl GatewayCore {
     }
 }
 
-/// Starts the gateway thread.
+/// Starts the gateway thread (the [`Runtime`](crate::runtime::Runtime)
+/// does it for an engine built on it).
 pub struct Gateway;
 
 impl Gateway {
@@ -694,7 +702,9 @@ fn run(mut core: GatewayCore, cfg: GatewayConfig, stop: Arc<AtomicBool>) {
     }
 }
 
-/// The running gateway. Dropping it stops and joins the thread.
+/// The running gateway. Dropping it stops and joins the thread. Held by the
+/// thread that starts and stops the engine; strategies get
+/// [`OrderSender`]s from it, never the handle.
 pub struct GatewayHandle {
     block: Arc<ControlBlock>,
     sender: OrderSender,

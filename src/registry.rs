@@ -127,6 +127,10 @@ impl Drop for Locked<'_> {
 }
 
 /// The registry; share it as `Arc<Registry>` between gateway and drain.
+/// `Send + Sync` (one mutex inside). Its writing methods are the gateway's
+/// and the drain's; with the [`Runtime`](crate::runtime::Runtime) a
+/// strategy reads it only through its
+/// [`StrategyHandle`](crate::runtime::StrategyHandle).
 pub struct Registry {
     inner: Mutex<Inner>,
     /// Orders that left the open states, ever: lets the drain poll without

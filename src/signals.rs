@@ -1,7 +1,7 @@
 //! Signals and panics trip the switch, without waiting for any thread.
 //!
 //! The handlers installed here do only async-signal-safe work: they call
-//! [`ControlBlock::trip_global`] (a CAS loop on the state word plus a
+//! [`Tripper::trip_global`](crate::control::Tripper::trip_global) (a CAS loop on the state word plus a
 //! seqlocked audit write: atomics, `getpid`, `getuid`, `clock_gettime`) and
 //! bump a counter. The gate therefore rejects the next order as soon as the
 //! handler has run, on whatever thread the kernel picked; the engine's normal
@@ -138,7 +138,8 @@ struct Installed {
 static INSTALLED: AtomicPtr<Installed> = AtomicPtr::new(std::ptr::null_mut());
 
 /// Installed handlers; dropping it restores every signal's previous
-/// disposition.
+/// disposition. One per process (dispositions are process-wide); held by
+/// the thread that starts and stops the engine (the runtime holds it).
 #[must_use = "dropping the guard restores the previous signal dispositions"]
 pub struct SignalGuard {
     installed: *mut Installed,
@@ -348,7 +349,7 @@ pub fn install_panic_hook(tripper: &Tripper) {
 }
 
 /// Trips KILL when dropped unless disarmed: put one in every thread whose
-/// silent death would leave orders unattended.
+/// silent death would leave orders unattended; held by that thread.
 #[must_use = "the guard trips the switch when dropped; bind it to a variable"]
 pub struct KillOnDrop {
     block: Option<Arc<ControlBlock>>,

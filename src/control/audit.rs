@@ -1,4 +1,4 @@
-//! The audit ring: the last [`AUDIT_SLOTS`] trips, no-op trips, resets,
+//! The audit ring: the last 64 trips, no-op trips, resets,
 //! refused resets and no-op resets.
 //!
 //! Writers take a ticket with one `fetch_add`, then fill slot `ticket % N`

@@ -114,7 +114,7 @@ pub struct GatewayStatus {
     pub role: AtomicU64,
 }
 
-/// Phase of the drain, as published in [`DrainStatus::phase`].
+/// Phase of the drain, as the drain thread publishes it in the block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
@@ -177,7 +177,7 @@ pub const DRAIN_FLAG_RECOVERY: u64 = 1 << 1;
 pub const DRAIN_FLAG_ESCALATED: u64 = 1 << 2;
 
 /// Who wrote the "drain incomplete" record (low byte of
-/// [`DrainStatus::incomplete_meta`]).
+/// the record's meta word).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]

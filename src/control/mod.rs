@@ -4,7 +4,8 @@
 //! or a directory given explicitly), mode 0600, mapped with
 //! [`memmap2::MmapRaw`]. The engine's gate reads its state word on every
 //! order; the `killswitch` CLI, signal handlers, the watchdog and the admin
-//! endpoint write it. The layout is in [`layout`], the state word's encoding
+//! endpoint write it. The layout is in `layout.rs` (crate-private: the file format is in the
+//! README; only the role handles touch the atomics), the state word's encoding
 //! in [`state`], the audit ring in [`audit`].
 //!
 //! The switch **latches**: the file outlives the engine (until reboot or
@@ -135,7 +136,12 @@ pub struct OwnerInfo {
     pub start_ticks: u64,
 }
 
-/// An open control block.
+/// An open control block. Its public methods open, create and remove the
+/// file, read it (state, names, audit, owner) and register scope names;
+/// everything that writes the switch goes through a role handle
+/// ([`Tripper`], [`Operator`], [`EngineOwner`], the gateway's claimed
+/// role). `Send + Sync` (every access is atomic); share it as
+/// `Arc<ControlBlock>` between the handles of one process.
 pub struct ControlBlock {
     map: MmapRaw,
     path: PathBuf,

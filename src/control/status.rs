@@ -41,7 +41,7 @@ pub struct DrainSnapshot {
     /// Drain finished.
     pub t_done: u64,
     /// The gateway acknowledged a generation of this drain after the
-    /// deadline, or has not yet ([`DRAIN_FLAG_ACK_LATE`]).
+    /// deadline, or has not yet (drain flag bit 0).
     pub gateway_ack_late: bool,
     /// The start-up drain of orders a previous run left open.
     pub recovery: bool,

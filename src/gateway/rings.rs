@@ -147,7 +147,7 @@ impl OrderSender {
 /// The drain's end of its cancel ring: an `rtrb` single-producer ring
 /// (chosen by `benches/ring.rs`), so the type system allows exactly one
 /// drain. `#[must_use]`: dropping it leaves nobody able to cancel through
-/// the gateway.
+/// the gateway. Held by the drain thread only.
 #[must_use = "the drain needs this to send cancels"]
 pub struct CancelSender {
     pub(super) ring: rtrb::Producer<CancelRequest>,

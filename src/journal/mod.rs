@@ -9,7 +9,7 @@
 //!   quick checkpoint, msync).
 //! * [`reader`]: [`scan`] of a whole journal and [`JournalTail`], a follower
 //!   for another process.
-//! * [`recover`]: truncating a torn tail and rebuilding [`TradingState`].
+//! * [`recover`](mod@recover): truncating a torn tail and rebuilding [`TradingState`].
 //! * [`state`]: [`TradingState`], plain data.
 //!
 //! # Invariants

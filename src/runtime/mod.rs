@@ -38,7 +38,7 @@
 //!    the state word themselves);
 //! 3. opens the journal (cutting a torn tail; refusing anything worse) and
 //!    rebuilds the trading state from its newest snapshot
-//!    ([`journal::rebuild_from`]); the registry's events are journaled from
+//!    ([`crate::journal::rebuild_from`]); the registry's events are journaled from
 //!    then on, trips and resets from the block's audit ring;
 //! 4. adopts the orders the journal shows open (an earlier run left them
 //!    working) as `Recovered`, per [`RecoveredOrders`];
