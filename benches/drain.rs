@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_main, BenchmarkId, Criterion};
 use killswitch::backoff::{Backoff, BackoffConfig};
 use killswitch::clock::mono_ns;
-use killswitch::control::{ControlBlock, Mode, ResetRequest, Source};
+use killswitch::control::{ControlBlock, Mode, Operator, ResetRequest, Source};
 use killswitch::drain::{Drain, DrainConfig, DrainHandle};
 use killswitch::gateway::{Gateway, GatewayConfig, GatewayHandle, OrderSender};
 use killswitch::order::{OrderIntent, Price, Qty, ScopeTags, Side};
@@ -33,7 +33,7 @@ use killswitch::venue::Venue;
 
 struct Engine {
     _dir: tempfile::TempDir,
-    block: Arc<ControlBlock>,
+    operator: Operator,
     registry: Arc<Registry>,
     _gateway: GatewayHandle,
     drain: DrainHandle,
@@ -63,7 +63,6 @@ fn engine(mass_cancel: bool) -> Engine {
     )
     .unwrap();
     let drain = Drain::spawn(
-        block.clone(),
         gateway.take_drain_link().unwrap(),
         DrainConfig {
             backoff: BackoffConfig::busy(),
@@ -75,7 +74,7 @@ fn engine(mass_cancel: bool) -> Engine {
     let sender = gateway.order_sender();
     Engine {
         _dir: dir,
-        block,
+        operator: Operator::new(block),
         registry,
         _gateway: gateway,
         drain,
@@ -106,7 +105,9 @@ fn one_drain(e: &Engine, n: usize) -> (Duration, Duration) {
     }
     let log_before = e.sim.log_len();
     let t0 = mono_ns();
-    e.block.trip_global(Mode::Kill, Source::Api, "bench");
+    e.operator
+        .tripper()
+        .trip_global(Mode::Kill, Source::Api, "bench");
     let out = e
         .drain
         .wait_outcome(Duration::from_secs(30))
@@ -120,7 +121,7 @@ fn one_drain(e: &Engine, n: usize) -> (Duration, Duration) {
         .map(|l| l.mono_ns)
         .max()
         .unwrap_or(t0);
-    e.block
+    e.operator
         .reset(&ResetRequest {
             source: Source::Api,
             reason: "bench".into(),

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use criterion::Criterion;
-use killswitch::control::{ControlBlock, Mode, ScopeKind, Source, TripRequest};
+use killswitch::control::{ControlBlock, Mode, ScopeKind, Source, TripRequest, Tripper};
 use killswitch::gate::Gate;
 use killswitch::order::{OrderIntent, Price, Qty, ScopeTags, Side};
 
@@ -42,7 +42,7 @@ fn bench_gate(c: &mut Criterion) {
     });
 
     let killed = Arc::new(ControlBlock::create(dir.path(), "killed").unwrap());
-    killed.trip_global(Mode::Kill, Source::Api, "bench");
+    Tripper::new(killed.clone()).trip_global(Mode::Kill, Source::Api, "bench");
     let kgate = Gate::new(killed);
     g.bench_function("check_tripped_kill", |b| {
         b.iter(|| kgate.check(black_box(&o)).is_allow())
@@ -50,7 +50,7 @@ fn bench_gate(c: &mut Criterion) {
 
     let scoped = Arc::new(ControlBlock::create(dir.path(), "scoped").unwrap());
     let a = scoped.register_name(ScopeKind::Venue, "A").unwrap();
-    scoped
+    Tripper::new(scoped.clone())
         .trip(&TripRequest {
             mode: Mode::Kill,
             scopes: vec![(ScopeKind::Venue, "B".into())],

@@ -14,7 +14,7 @@
 //! new orders ([`Registry::finish_recovery`](crate::registry::Registry::finish_recovery)).
 //!
 //! On every new state-word generation that puts KILL on something (global,
-//! or a scope level), [`run`] does:
+//! or a scope level), the drain thread does:
 //! 1. publish `generation`, phase `AwaitingGatewayAck`, `t_trip_seen`, and
 //!    the "drain incomplete" record (cleared only if the drain ends clean);
 //! 2. wait until the gateway's `acked_generation` reaches the generation:
@@ -126,14 +126,16 @@ impl Default for DrainConfig {
     }
 }
 
-/// Starts the drain thread.
+/// Starts the drain thread (the [`Runtime`](crate::runtime::Runtime) does
+/// it for an engine built on it).
 pub struct Drain;
 
 impl Drain {
-    /// Spawns the drain thread. `checkpoint` is called after each drain's
-    /// cancel phase (pass `None` until the journal exists).
+    /// Spawns the drain thread on the gateway's `link` (which carries the
+    /// gateway's block: the drain waits on that gateway's acknowledgement
+    /// and nothing else). `checkpoint` is called after each drain's cancel
+    /// phase (pass `None` without a journal).
     pub fn spawn(
-        block: Arc<ControlBlock>,
         link: DrainLink,
         cfg: DrainConfig,
         checkpoint: Option<CheckpointHook>,
@@ -141,6 +143,7 @@ impl Drain {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
         let thread_stop = stop.clone();
+        let block = link.block.clone();
         let pid = std::process::id();
         let start_ticks = crate::control::proc_start_ticks(pid).unwrap_or(0);
         let join = std::thread::Builder::new()
@@ -180,7 +183,8 @@ impl Drain {
     }
 }
 
-/// The running drain. Dropping it stops and joins the thread.
+/// The running drain. Dropping it stops and joins the thread. Held by the
+/// thread that supervises the engine (it reads the drain's reports).
 pub struct DrainHandle {
     stop: Arc<AtomicBool>,
     outcomes: Receiver<Result<DrainOutcome, String>>,

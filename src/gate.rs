@@ -50,8 +50,12 @@ impl Verdict {
     }
 }
 
-/// A cheap, cloneable handle on a control block's state word. One per
-/// strategy thread is fine; all of them read the same cache line.
+/// The read-only handle on a control block's state word: it can only say
+/// whether an order may go out. `Clone + Send + Sync`; any thread, one per
+/// strategy thread is fine (all of them read the same cache line). It
+/// cannot trip, reset or reach the block's other fields: a strategy thread
+/// holds this (or a [`crate::runtime::StrategyHandle`], which checks with
+/// one) and nothing more.
 #[derive(Clone)]
 pub struct Gate {
     state: NonNull<AtomicU64>,
@@ -71,9 +75,13 @@ impl Gate {
         Gate { state, block }
     }
 
-    /// The control block behind the gate.
-    pub fn block(&self) -> &Arc<ControlBlock> {
-        &self.block
+    /// The shared state word itself (crate-private: read only, by the
+    /// senders' protocol).
+    #[inline]
+    pub(crate) fn state_word(&self) -> &AtomicU64 {
+        // SAFETY: valid for the Gate's lifetime (the Arc keeps the mapping)
+        // and only ever accessed atomically.
+        unsafe { self.state.as_ref() }
     }
 
     /// The state word now (Acquire).
@@ -87,7 +95,14 @@ impl Gate {
     /// Decides on one order. The common case is one load and one compare.
     #[inline]
     pub fn check(&self, intent: &OrderIntent) -> Verdict {
-        let word = self.state();
+        self.check_word(self.state(), intent)
+    }
+
+    /// Decides on one order against a state word the caller loaded (the
+    /// gateway's admit step decides on the load it made after its
+    /// acknowledgement). The scope levels are read now.
+    #[inline]
+    pub(crate) fn check_word(&self, word: StateWord, intent: &OrderIntent) -> Verdict {
         if word.0 & ACTIVE_MASK == 0 {
             return Verdict::Allow;
         }

@@ -1,7 +1,11 @@
 //! The gateway: the one thread that writes to venue sessions.
 //!
-//! Strategies hand new orders to it through a bounded ring
-//! ([`OrderSender`]); the drain hands it cancels through a ring of its own
+//! Strategies hand it new orders, cancels of their own orders and replaces
+//! through a bounded ring ([`OrderSender`]; with the runtime, a
+//! [`StrategyHandle`](crate::runtime::StrategyHandle)); refusals it makes
+//! (re-check, duplicate id, unknown venue, a cancel of an order not open
+//! or not the strategy's) go to the registry's sink, which answers the
+//! strategy. The drain hands it cancels through a ring of its own
 //! ([`CancelSender`]), which the gateway empties first on every turn and
 //! again before each new order, so a cancel never waits behind a backlog of
 //! new orders. The gateway polls every venue for answers and applies them to
@@ -11,14 +15,14 @@
 //! gateway has acknowledged a kill generation, and every order written
 //! before that is in the registry the drain snapshots.*
 //!
-//! How the code keeps it (DESIGN.md, "the no-escape protocol", way 1):
+//! How the code keeps it (DESIGN.md, "the no-escape protocol", way 1), in
+//! one function, [`admit::admit`], that the loom model calls too:
 //! 1. Before deciding on each new order the gateway loads the state word
 //!    (Acquire). If its generation is newer than the one it acknowledged, it
 //!    first publishes it in the control block's `acked_generation` (Release).
-//! 2. It then re-checks the order with [`Gate::check`], whose load of the
-//!    state word comes after that one (so it sees the acknowledged
-//!    generation or a newer one), and reads the scope levels for scoped
-//!    trips. Modes only escalate until a reset, so after the gateway
+//! 2. It then re-checks the order with the gate on a load of the state
+//!    word made after that one (so it sees the acknowledged generation or a
+//!    newer one), reading the scope levels for scoped trips. Modes only escalate until a reset, so after the gateway
 //!    acknowledged a KILL generation every later check refuses.
 //! 3. An allowed order is [`Registry::register`]ed *before* it is written to
 //!    the venue. Registration happens-before the next `acked_generation`
@@ -28,8 +32,11 @@
 //!
 //! # Invariants
 //! * Only the gateway thread calls [`Venue`] methods (it owns the sessions).
-//! * `acked_generation` only grows, and is stored only after a load of the
-//!   state word that returned that generation. Its time, `acked_mono_ns`,
+//! * One gateway per block: the role is claimed in the block by
+//!   compare-and-swap when the gateway is made, and given back when it is
+//!   dropped; a second live claimant is refused.
+//! * `acked_generation` only grows (`fetch_max`), and is raised only after
+//!   a load of the state word that returned that generation. Its time, `acked_mono_ns`,
 //!   is stored *before* it ([`publish_ack`]), so whoever reads the
 //!   generation (Acquire) and then the time gets that acknowledgement's
 //!   time or a later one, never an older one.
@@ -48,7 +55,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -58,15 +65,18 @@ use crate::backoff::{Backoff, BackoffConfig};
 use crate::clock::mono_ns;
 use crate::control::layout::VENUES;
 use crate::control::state::AtomicWord;
-use crate::control::{ControlBlock, StateWord};
-use crate::gate::Gate;
-use crate::order::{OrderId, OrderIntent, Qty, ScopeIndex};
-use crate::registry::Registry;
+use crate::control::{ControlBlock, ControlError, GatewayRole, StateWord};
+use crate::gate::{Gate, Verdict};
+use crate::order::{OrderId, OrderIntent, Qty, ScopeIndex, ScopeTags};
+use crate::registry::{Refusal, Registry};
 use crate::venue::{MassCancelScope, NewOrder, Venue, VenueError, VenueEvent};
+use admit::AdmitWords;
 
+pub mod admit;
 mod rings;
 mod stats;
-pub use rings::{CancelSender, DrainLink, OrderSender, SubmitError, VenueInfo};
+pub(crate) use rings::StrategyRequest;
+pub use rings::{CancelSender, DrainLink, OrderSender, ReplaceError, SubmitError, VenueInfo};
 pub use stats::GatewayStats;
 use stats::{read_stats, Counters};
 
@@ -79,6 +89,11 @@ const CANCEL_BATCH: usize = 256;
 /// (or a later acknowledgement's), never the one before it; stored the
 /// other way round, `killswitch emergency` could read the old time and fall
 /// back to its own clock (a loom model checks the order).
+///
+/// The generation is raised with `fetch_max`, never stored: a gateway that
+/// started with an older view (or a stale copy of it) can never lower what
+/// the drain waits on. One gateway per block holds the role (claimed by
+/// compare-and-swap in the block), so the time beside it is its own.
 #[inline]
 pub fn publish_ack<W: AtomicWord + ?Sized>(
     acked_generation: &W,
@@ -87,7 +102,19 @@ pub fn publish_ack<W: AtomicWord + ?Sized>(
     mono_ns: u64,
 ) {
     acked_mono_ns.store_word(mono_ns, Ordering::Relaxed);
-    acked_generation.store_word(generation, Ordering::Release);
+    acked_generation.fetch_max_word(generation, Ordering::Release);
+}
+
+/// Why a gateway did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The block's gateway role is held by another live gateway (or the
+    /// block could not be read); the message says what to do.
+    #[error(transparent)]
+    Role(#[from] ControlError),
+    /// The gateway thread could not be started.
+    #[error("cannot start the gateway thread: {0}; check the process's thread limit (ulimit -u)")]
+    Thread(#[source] io::Error),
 }
 
 /// Gateway settings.
@@ -107,6 +134,12 @@ pub struct GatewayConfig {
     pub orders_per_turn: usize,
     /// Log out of every venue when the gateway stops.
     pub logout_on_shutdown: bool,
+    /// Fault injection (feature `fault-injection` only): decide each new
+    /// order on the state word loaded at the top of the turn instead of a
+    /// load made after the acknowledgement (see [`admit`]). Breaks the
+    /// no-escape rule on purpose; the stress test must catch it.
+    #[cfg(feature = "fault-injection")]
+    pub fault_stale_admit: bool,
 }
 
 impl Default for GatewayConfig {
@@ -119,6 +152,8 @@ impl Default for GatewayConfig {
             first_order_id: 1,
             orders_per_turn: 64,
             logout_on_shutdown: false,
+            #[cfg(feature = "fault-injection")]
+            fault_stale_admit: false,
         }
     }
 }
@@ -145,16 +180,23 @@ struct Session {
 
 /// The gateway's state and one turn of its loop, usable without a thread
 /// (tests drive it step by step); [`Gateway::spawn`] runs it on a thread.
+/// It holds the block's gateway role while it lives; only the thread that
+/// runs its turns may hold it (it owns the venue sessions).
 pub struct GatewayCore {
     block: Arc<ControlBlock>,
+    _role: GatewayRole,
     gate: Gate,
     registry: Arc<Registry>,
     sessions: Vec<Session>,
     by_venue: Vec<Option<usize>>,
-    orders: Arc<ArrayQueue<NewOrder>>,
+    orders: Arc<ArrayQueue<StrategyRequest>>,
     cancels: rtrb::Consumer<CancelRequest>,
     cancel_producer: Option<rtrb::Producer<CancelRequest>>,
     acked: u64,
+    /// The state word as the top of this turn observed it.
+    turn_word: StateWord,
+    /// Fault switch of the admit step (always false without the feature).
+    stale_admit: bool,
     orders_sent: u64,
     cancels_sent: u64,
     orders_per_turn: usize,
@@ -165,13 +207,15 @@ pub struct GatewayCore {
 }
 
 impl GatewayCore {
-    /// A gateway over `venues` (each with its venue scope index).
+    /// A gateway over `venues` (each with its venue scope index). Claims
+    /// the block's gateway role: refused while another live gateway holds it.
     pub fn new(
         block: Arc<ControlBlock>,
         registry: Arc<Registry>,
         venues: Vec<(ScopeIndex, Box<dyn Venue>)>,
         cfg: &GatewayConfig,
-    ) -> GatewayCore {
+    ) -> Result<GatewayCore, ControlError> {
+        let role = GatewayRole::claim(block.clone())?;
         let mut by_venue = vec![None; VENUES];
         let sessions: Vec<Session> = venues
             .into_iter()
@@ -189,9 +233,15 @@ impl GatewayCore {
             gs.cancels_sent.load(Ordering::Relaxed),
         );
         let (cancel_producer, cancels) = rtrb::RingBuffer::new(cfg.cancel_ring.max(1));
-        GatewayCore {
+        Ok(GatewayCore {
             gate: Gate::new(block.clone()),
             block,
+            _role: role,
+            turn_word: StateWord(0),
+            #[cfg(feature = "fault-injection")]
+            stale_admit: cfg.fault_stale_admit,
+            #[cfg(not(feature = "fault-injection"))]
+            stale_admit: false,
             registry,
             sessions,
             by_venue,
@@ -206,7 +256,7 @@ impl GatewayCore {
             cancel_batch: Vec::with_capacity(CANCEL_BATCH),
             cancel_venues: Vec::with_capacity(CANCEL_BATCH),
             counters: Arc::new(Counters::default()),
-        }
+        })
     }
 
     /// A sender for strategies; ids start at `first_id` for the first sender
@@ -224,6 +274,7 @@ impl GatewayCore {
     pub fn take_drain_link(&mut self) -> Option<DrainLink> {
         let ring = self.cancel_producer.take()?;
         Some(DrainLink {
+            block: self.block.clone(),
             cancels: CancelSender { ring },
             registry: self.registry.clone(),
             venues: self
@@ -235,19 +286,27 @@ impl GatewayCore {
                     mass_cancel: s.venue.supports_mass_cancel(),
                 })
                 .collect(),
+            senders: None,
         })
+    }
+
+    /// The shared words of the admit step.
+    #[inline]
+    fn words(&self) -> AdmitWords<'_, AtomicU64> {
+        let gs = self.block.gateway_status();
+        AdmitWords {
+            state: self.block.state_atomic(),
+            acked_generation: &gs.acked_generation,
+            acked_mono_ns: &gs.acked_mono_ns,
+        }
     }
 
     /// Loads the state word and acknowledges a new generation. Returns it.
     #[inline]
     fn observe(&mut self) -> StateWord {
-        let w = self.gate.state();
-        let g = w.generation();
-        if g > self.acked {
-            self.acked = g;
-            let gs = self.block.gateway_status();
-            publish_ack(&gs.acked_generation, &gs.acked_mono_ns, g, mono_ns());
-        }
+        let mut acked = self.acked;
+        let w = admit::observe(&self.words(), &mut acked, mono_ns);
+        self.acked = acked;
         w
     }
 
@@ -261,7 +320,7 @@ impl GatewayCore {
         if turns % 64 == 0 {
             self.block.heartbeat();
         }
-        self.observe();
+        self.turn_word = self.observe();
         let mut work = self.run_cancels();
         for s in &mut self.sessions {
             s.venue.poll(&mut self.events);
@@ -293,11 +352,19 @@ impl GatewayCore {
             if !self.cancels.is_empty() {
                 self.run_cancels();
             }
-            let Some(order) = self.orders.pop() else {
+            let Some(request) = self.orders.pop() else {
                 break;
             };
             work = true;
-            self.send_new(order);
+            match request {
+                StrategyRequest::New(order) => {
+                    if let Some(slot) = self.admit_new(&order) {
+                        self.write_new(slot, &order);
+                    }
+                }
+                StrategyRequest::Cancel { id, strategy } => self.strategy_cancel(id, strategy),
+                StrategyRequest::Replace { old, new } => self.replace(old, &new),
+            }
         }
         self.publish_counts();
         work
@@ -309,41 +376,72 @@ impl GatewayCore {
         gs.cancels_sent.store(self.cancels_sent, Ordering::Relaxed);
     }
 
-    fn send_new(&mut self, order: NewOrder) {
-        // Acknowledge first: every decision below is made on this
-        // generation or a newer one.
-        let w = self.observe();
-        let position = if w.is_active() {
-            // REDUCE_ONLY decides on the registry's position, not the
-            // strategy's belief.
-            let t = order.tags;
-            self.registry
-                .account_position(t.venue, t.instrument, t.account)
-        } else {
-            Qty::ZERO
-        };
-        let intent = OrderIntent {
-            tags: order.tags,
-            side: order.side,
-            qty: order.qty,
-            price: order.price,
-            position,
-        };
-        if !self.gate.check(&intent).is_allow() {
-            self.counters
-                .refused_on_recheck
-                .fetch_add(1, Ordering::Relaxed);
-            return;
-        }
+    /// The admit step for one new order; `Some(session)` when it is
+    /// registered and may be written, else the refusal is handed to the
+    /// registry's sink (the strategy hears of it).
+    fn admit_new(&mut self, order: &NewOrder) -> Option<usize> {
         let Some(slot) = self.slot(order.tags.venue) else {
             self.counters.unknown_venue.fetch_add(1, Ordering::Relaxed);
-            return;
+            self.registry
+                .refused(order.id, order.tags, Refusal::UnknownVenue);
+            return None;
         };
-        if self.registry.register(&order).is_err() {
-            self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
-            return;
+        // The admit step (see `admit`): acknowledge, decide on a load made
+        // after the acknowledgement, register before the write.
+        let (gate, registry) = (&self.gate, &self.registry);
+        let mut acked = self.acked;
+        let admitted = admit::admit(
+            &self.words(),
+            &mut acked,
+            mono_ns,
+            self.turn_word,
+            self.stale_admit,
+            |w| {
+                // REDUCE_ONLY decides on the registry's position, not the
+                // strategy's belief.
+                let position = if w.is_active() {
+                    let t = order.tags;
+                    registry.account_position(t.venue, t.instrument, t.account)
+                } else {
+                    Qty::ZERO
+                };
+                let intent = OrderIntent {
+                    tags: order.tags,
+                    side: order.side,
+                    qty: order.qty,
+                    price: order.price,
+                    position,
+                };
+                match gate.check_word(w, &intent) {
+                    Verdict::Allow => Ok(()),
+                    Verdict::Reject(r) => Err(r),
+                }
+            },
+            || registry.register(order),
+        );
+        self.acked = acked;
+        match admitted {
+            Ok(Ok(())) => Some(slot),
+            Err(rejection) => {
+                self.counters
+                    .refused_on_recheck
+                    .fetch_add(1, Ordering::Relaxed);
+                self.registry
+                    .refused(order.id, order.tags, Refusal::Recheck(rejection));
+                None
+            }
+            Ok(Err(_duplicate)) => {
+                self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                self.registry
+                    .refused(order.id, order.tags, Refusal::DuplicateId);
+                None
+            }
         }
-        match self.sessions[slot].venue.send(&order) {
+    }
+
+    /// Writes an admitted (registered) order to its venue session.
+    fn write_new(&mut self, slot: usize, order: &NewOrder) {
+        match self.sessions[slot].venue.send(order) {
             Ok(()) => self.orders_sent += 1,
             // Bytes may have left: the venue may be working it. Never a
             // local reject; the drain cancels it by id or reports it.
@@ -352,11 +450,56 @@ impl GatewayCore {
                 self.counters.send_ambiguous.fetch_add(1, Ordering::Relaxed);
                 self.registry.send_ambiguous(order.id);
             }
-            Err(_) => {
+            Err(e) => {
                 self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
-                self.registry.send_failed(order.id);
+                self.registry.send_failed(order.id, e);
             }
         }
+    }
+
+    /// A strategy's cancel of one of its own open orders.
+    fn strategy_cancel(&mut self, id: OrderId, strategy: ScopeIndex) {
+        if let Some(tags) = self.own_open_order(id, strategy) {
+            if let Err(e) = self.cancel_one(id) {
+                self.registry
+                    .refused(id, tags, Refusal::CancelNotWritten(e));
+            }
+        }
+    }
+
+    /// The tags of `id` if it is open and `strategy`'s; otherwise the
+    /// refusal is handed to the registry's sink and `None` returned.
+    fn own_open_order(&self, id: OrderId, strategy: ScopeIndex) -> Option<ScopeTags> {
+        let asker = ScopeTags {
+            strategy,
+            ..ScopeTags::default()
+        };
+        let refusal = match self.registry.get(id) {
+            Some(r) if r.tags.strategy != strategy => Refusal::NotYours,
+            Some(r) if r.state.is_open() => return Some(r.tags),
+            _ => Refusal::NotOpen,
+        };
+        self.registry.refused(id, asker, refusal);
+        None
+    }
+
+    /// Cancel `old`, send `new` in its place: `new` is admitted first (a
+    /// refused replacement leaves `old` alone), then the cancel and the new
+    /// order are written in that order.
+    fn replace(&mut self, old: OrderId, new: &NewOrder) {
+        if self.own_open_order(old, new.tags.strategy).is_none() {
+            // Not replaced, so no new order either (a replace of an order
+            // that just filled must not add a second one).
+            return;
+        }
+        let Some(slot) = self.admit_new(new) else {
+            return;
+        };
+        if let Err(e) = self.cancel_one(old) {
+            self.registry
+                .refused(old, new.tags, Refusal::CancelNotWritten(e));
+        }
+        self.write_new(slot, new);
     }
 
     fn slot(&self, venue: ScopeIndex) -> Option<usize> {
@@ -401,33 +544,40 @@ impl GatewayCore {
         let mut venues = std::mem::take(&mut self.cancel_venues);
         self.registry.cancels_sent(ids, &mut venues);
         for (&id, venue) in ids.iter().zip(&venues) {
-            self.write_cancel(id, *venue);
+            // A failed write leaves the order PendingCancel: the drain
+            // re-sends at half its deadline, then reports it.
+            let _ = self.write_cancel(id, *venue);
         }
         self.cancel_venues = venues;
     }
 
-    fn cancel_one(&mut self, id: OrderId) {
+    fn cancel_one(&mut self, id: OrderId) -> Result<(), VenueError> {
         let venue = self.registry.cancel_sent(id);
-        self.write_cancel(id, venue);
+        self.write_cancel(id, venue)
     }
 
     /// Writes a cancel the registry has marked sent (`venue` is its answer).
-    fn write_cancel(&mut self, id: OrderId, venue: Option<ScopeIndex>) {
+    fn write_cancel(&mut self, id: OrderId, venue: Option<ScopeIndex>) -> Result<(), VenueError> {
         let Some(venue) = venue else {
             self.counters
                 .cancels_skipped
                 .fetch_add(1, Ordering::Relaxed);
-            return;
+            return Ok(());
         };
         let Some(slot) = self.slot(venue) else {
             self.counters.unknown_venue.fetch_add(1, Ordering::Relaxed);
-            return;
+            return Err(VenueError::Disconnected);
         };
         match self.sessions[slot].venue.cancel(id) {
-            Ok(()) => self.cancels_sent += 1,
-            // The order stays PendingCancel: the drain re-sends or reports it.
-            Err(_) => {
+            Ok(()) => {
+                self.cancels_sent += 1;
+                Ok(())
+            }
+            // The order stays PendingCancel: the drain re-sends or reports
+            // it; a strategy's cancel hears of it.
+            Err(e) => {
                 self.counters.cancel_errors.fetch_add(1, Ordering::Relaxed);
+                Err(e)
             }
         }
     }
@@ -447,7 +597,7 @@ impl GatewayCore {
             });
             open.sort_unstable_by_key(|o| o.id);
             for o in open {
-                self.cancel_one(o.id);
+                let _ = self.cancel_one(o.id);
             }
             return;
         }
@@ -481,7 +631,8 @@ impl GatewayCore {
     }
 }
 
-/// Starts the gateway thread.
+/// Starts the gateway thread (the [`Runtime`](crate::runtime::Runtime)
+/// does it for an engine built on it).
 pub struct Gateway;
 
 impl Gateway {
@@ -491,23 +642,42 @@ impl Gateway {
         registry: Arc<Registry>,
         venues: Vec<(ScopeIndex, Box<dyn Venue>)>,
         cfg: GatewayConfig,
-    ) -> io::Result<GatewayHandle> {
-        let mut core = GatewayCore::new(block.clone(), registry, venues, &cfg);
+    ) -> Result<GatewayHandle, GatewayError> {
+        let mut core = GatewayCore::new(block.clone(), registry, venues, &cfg)?;
         let next_id = Arc::new(AtomicU64::new(cfg.first_order_id));
         let sender = core.order_sender(next_id);
         let link = core.take_drain_link();
         let counters = core.stats_handle();
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
+        let died = Arc::new(OnceLock::new());
+        let thread_died = died.clone();
         let join = std::thread::Builder::new()
             .name("ks-gateway".into())
-            .spawn(move || run(core, cfg, thread_stop))?;
+            .spawn(move || {
+                // A panic (in a venue adapter, most likely) is kept for
+                // `GatewayHandle::check`; the thread then ends, and the role
+                // is given back as the core drops.
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run(core, cfg, thread_stop)
+                }));
+                if let Err(payload) = ran {
+                    let msg = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "non-string panic payload".into());
+                    let _ = thread_died.set(format!("the gateway thread panicked: {msg}"));
+                }
+            })
+            .map_err(GatewayError::Thread)?;
         Ok(GatewayHandle {
             block,
             sender,
             link,
             counters,
             stop,
+            died,
             join: Some(join),
         })
     }
@@ -532,17 +702,35 @@ fn run(mut core: GatewayCore, cfg: GatewayConfig, stop: Arc<AtomicBool>) {
     }
 }
 
-/// The running gateway. Dropping it stops and joins the thread.
+/// The running gateway. Dropping it stops and joins the thread. Held by the
+/// thread that starts and stops the engine; strategies get
+/// [`OrderSender`]s from it, never the handle.
 pub struct GatewayHandle {
     block: Arc<ControlBlock>,
     sender: OrderSender,
     link: Option<DrainLink>,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
+    died: Arc<OnceLock<String>>,
     join: Option<JoinHandle<()>>,
 }
 
 impl GatewayHandle {
+    /// `Err` with why when the gateway thread is gone without being told to
+    /// stop (it panicked): from then on nothing acknowledges a kill and no
+    /// cancel reaches a venue, a fatal condition for the engine.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(why) = self.died.get() {
+            return Err(why.clone());
+        }
+        match &self.join {
+            Some(j) if j.is_finished() && !self.stop.load(Ordering::Acquire) => {
+                Err("the gateway thread ended without being told to stop".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// A sender for a strategy thread.
     pub fn order_sender(&self) -> OrderSender {
         self.sender.clone()

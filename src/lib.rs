@@ -1,21 +1,28 @@
 //! `killswitch`: stop an automated trading engine safely, in microseconds, and
 //! prove that nothing escapes and nothing is lost.
 //!
-//! * [`control`]: the shared-memory control block with the kill flag (state
-//!   word), scopes, trip record and audit ring.
-//! * [`gate`]: the hot-path check every order passes.
-//! * [`order`]: order value types (fixed-point money, scope tags).
-//! * [`checkpoint`]: complete (planned-shutdown) checkpoint files, validation.
-//! * [`journal`]: the mmap append-only journal, quick checkpoints, recovery
-//!   and state rebuild.
-//! * [`registry`]: every order written to a venue, and positions.
-//! * [`gateway`]: the one thread that writes to venues.
-//! * [`drain`]: the pinned thread that cancels everything on a kill.
-//! * [`venue`]: venue sessions, and a simulated exchange.
+//! Start from [`Runtime::builder`]: it owns the wiring (control block,
+//! signals, journal and recovery, gateway, drain, checkpoints) around an
+//! engine's own venue adapters ([`venue::Venue`]) and strategies, and hands
+//! out one handle per role:
+//!
+//! * [`StrategyHandle`]: a strategy's submit, cancel, replace and answers;
+//! * [`TripToken`] and [`Gate`]: read-only, any thread;
+//! * [`Tripper`]: trips (global trips are async-signal-safe);
+//! * [`Operator`]: scoped trips, reset, status (CLI, admin endpoint);
+//! * [`SendGuard`]: for threads that write to their venue themselves.
+//!
+//! The modules, for engines that wire parts themselves and for tools:
+//! [`control`] (the shared-memory control block: state word, scopes, audit
+//! ring), [`gate`], [`order`], [`gateway`], [`drain`], [`registry`],
+//! [`senders`], [`journal`], [`checkpoint`], [`signals`], [`watchdog`],
+//! [`venue`] (the `Venue` trait and a simulated exchange).
+//!
+//! The smallest use, a gate in front of an engine's own order path:
 //!
 //! ```
 //! use std::sync::Arc;
-//! use killswitch::control::{ControlBlock, Mode, Source};
+//! use killswitch::control::{ControlBlock, Mode, Source, Tripper};
 //! use killswitch::gate::Gate;
 //! use killswitch::order::{OrderIntent, Price, Qty, ScopeTags, Side};
 //!
@@ -32,7 +39,7 @@
 //! assert!(gate.check(&order).is_allow());
 //!
 //! // Any process (the `killswitch trip` CLI, a signal handler) can do this:
-//! block.trip_global(Mode::Kill, Source::Api, "loss limit");
+//! Tripper::new(block.clone()).trip_global(Mode::Kill, Source::Api, "loss limit");
 //! assert!(!gate.check(&order).is_allow());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -48,9 +55,16 @@ pub mod gateway;
 pub mod journal;
 pub mod order;
 pub mod registry;
+pub mod runtime;
+pub mod senders;
 pub mod signals;
 pub mod venue;
 pub mod watchdog;
+
+pub use control::{Operator, Tripper};
+pub use gate::Gate;
+pub use runtime::{Runtime, StrategyHandle, TripToken};
+pub use senders::SendGuard;
 
 /// The README's code block, compiled and run as a doctest so it cannot rot.
 #[cfg(doctest)]

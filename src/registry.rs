@@ -44,7 +44,7 @@ use crate::clock::mono_ns;
 use crate::order::{
     transition, OrderEvent, OrderId, OrderState, Price, Qty, ScopeIndex, ScopeTags, Side,
 };
-use crate::venue::{MassCancelScope, NewOrder, VenueEvent};
+use crate::venue::{MassCancelScope, NewOrder, VenueError, VenueEvent};
 
 /// One order as the registry knows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +127,10 @@ impl Drop for Locked<'_> {
 }
 
 /// The registry; share it as `Arc<Registry>` between gateway and drain.
+/// `Send + Sync` (one mutex inside). Its writing methods are the gateway's
+/// and the drain's; with the [`Runtime`](crate::runtime::Runtime) a
+/// strategy reads it only through its
+/// [`StrategyHandle`](crate::runtime::StrategyHandle).
 pub struct Registry {
     inner: Mutex<Inner>,
     /// Orders that left the open states, ever: lets the drain poll without
@@ -249,10 +253,21 @@ impl Registry {
 
     /// The write of a registered order failed and nothing left (the venue
     /// cannot have it): it is rejected locally.
-    pub fn send_failed(&self, id: OrderId) {
+    pub fn send_failed(&self, id: OrderId, error: VenueError) {
         let mut g = self.lock();
-        g.sink.record(&RecordedEvent::SendFailed { id });
+        if let Some(tags) = g.get(id).map(|r| r.tags) {
+            g.sink
+                .record(&RecordedEvent::SendFailed { id, tags, error });
+        }
         g.apply_event(id, OrderEvent::Rejected);
+    }
+
+    /// The gateway refused a request without writing anything: handed to
+    /// the sink (which tells the strategy), nothing else changes.
+    pub(crate) fn refused(&self, id: OrderId, tags: ScopeTags, why: Refusal) {
+        self.lock()
+            .sink
+            .record(&RecordedEvent::Refused { id, tags, why });
     }
 
     /// The write of a registered order failed part-way: the venue may have
@@ -490,7 +505,7 @@ impl Inner {
     /// [`apply_event`](Inner::apply_event) on a known slot.
     fn apply_at(&mut self, slot: u32, event: OrderEvent) -> bool {
         let rec = &mut self.orders[slot as usize];
-        let id = rec.id;
+        let (id, tags) = (rec.id, rec.tags);
         match transition(rec.state, event) {
             Ok(next) => {
                 let was_open = rec.state.is_open();
@@ -503,6 +518,7 @@ impl Inner {
                 }
                 self.sink.record(&RecordedEvent::Order {
                     id,
+                    tags,
                     event,
                     state: next,
                 });
@@ -534,7 +550,11 @@ impl Inner {
             VenueEvent::Canceled { id } => {
                 self.apply_event(id, OrderEvent::Canceled);
             }
-            VenueEvent::Rejected { id, .. } => {
+            VenueEvent::Rejected { id, reason } => {
+                if let Some(tags) = self.get(id).map(|r| r.tags) {
+                    self.sink
+                        .record(&RecordedEvent::VenueRejected { id, tags, reason });
+                }
                 self.apply_event(id, OrderEvent::Rejected);
             }
             VenueEvent::CancelRejected { id, .. } => {
@@ -582,6 +602,7 @@ impl Inner {
         let position = *pos;
         self.sink.record(&RecordedEvent::Fill {
             id,
+            tags,
             side,
             qty,
             price,
@@ -601,7 +622,7 @@ mod recovery;
 mod sink;
 pub use anomaly::{Anomaly, RegistryCounters, RegistryError};
 pub use recovery::RecoveredOrder;
-pub use sink::{EventSink, NoopSink, RecordedEvent};
+pub use sink::{EventSink, NoopSink, RecordedEvent, Refusal};
 
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,7 @@
 //! Signals and panics trip the switch, without waiting for any thread.
 //!
 //! The handlers installed here do only async-signal-safe work: they call
-//! [`ControlBlock::trip_global`] (a CAS loop on the state word plus a
+//! [`Tripper::trip_global`](crate::control::Tripper::trip_global) (a CAS loop on the state word plus a
 //! seqlocked audit write: atomics, `getpid`, `getuid`, `clock_gettime`) and
 //! bump a counter. The gate therefore rejects the next order as soon as the
 //! handler has run, on whatever thread the kernel picked; the engine's normal
@@ -49,7 +49,7 @@ use std::sync::Arc;
 use libc::{c_int, c_void, siginfo_t, SIGINT, SIGTERM, SIGUSR1};
 
 use crate::clock::mono_ns;
-use crate::control::{ControlBlock, Mode, Source};
+use crate::control::{ControlBlock, Mode, Source, Tripper};
 
 /// How far the engine should go in shutting down, as asked by signals.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -138,7 +138,8 @@ struct Installed {
 static INSTALLED: AtomicPtr<Installed> = AtomicPtr::new(std::ptr::null_mut());
 
 /// Installed handlers; dropping it restores every signal's previous
-/// disposition.
+/// disposition. One per process (dispositions are process-wide); held by
+/// the thread that starts and stops the engine (the runtime holds it).
 #[must_use = "dropping the guard restores the previous signal dispositions"]
 pub struct SignalGuard {
     installed: *mut Installed,
@@ -244,9 +245,10 @@ extern "C" fn on_signal(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
     unsafe { *libc::__errno_location() = errno };
 }
 
-/// Installs the handlers on `block`. Fails if a [`SignalGuard`] is already
-/// installed in this process.
-pub fn install(block: Arc<ControlBlock>, config: &SignalConfig) -> io::Result<SignalGuard> {
+/// Installs the handlers; they trip through `tripper`'s block. Fails if a
+/// [`SignalGuard`] is already installed in this process.
+pub fn install(tripper: &Tripper, config: &SignalConfig) -> io::Result<SignalGuard> {
+    let block = tripper.block().clone();
     let state = Arc::new(SignalState::default());
     let mut signals: Vec<i32> = config
         .emergency
@@ -322,7 +324,8 @@ pub fn install(block: Arc<ControlBlock>, config: &SignalConfig) -> io::Result<Si
 
 /// Chains a panic hook that trips KILL (recording the panic message and
 /// location) before the previous hook runs.
-pub fn install_panic_hook(block: Arc<ControlBlock>) {
+pub fn install_panic_hook(tripper: &Tripper) {
+    let block = tripper.block().clone();
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let msg = info
@@ -346,7 +349,7 @@ pub fn install_panic_hook(block: Arc<ControlBlock>) {
 }
 
 /// Trips KILL when dropped unless disarmed: put one in every thread whose
-/// silent death would leave orders unattended.
+/// silent death would leave orders unattended; held by that thread.
 #[must_use = "the guard trips the switch when dropped; bind it to a variable"]
 pub struct KillOnDrop {
     block: Option<Arc<ControlBlock>>,
@@ -354,10 +357,11 @@ pub struct KillOnDrop {
 }
 
 impl KillOnDrop {
-    /// A guard for the thread or scope named `what`.
-    pub fn new(block: Arc<ControlBlock>, what: &'static str) -> KillOnDrop {
+    /// A guard for the thread or scope named `what`, tripping through
+    /// `tripper`'s block.
+    pub fn new(tripper: &Tripper, what: &'static str) -> KillOnDrop {
         KillOnDrop {
-            block: Some(block),
+            block: Some(tripper.block().clone()),
             what,
         }
     }
@@ -390,11 +394,11 @@ mod tests {
     fn kill_on_drop_trips_unless_disarmed() {
         let d = tempfile::tempdir().unwrap();
         let b = Arc::new(ControlBlock::create(d.path(), "g").unwrap());
-        KillOnDrop::new(b.clone(), "fine").disarm();
+        KillOnDrop::new(&Tripper::new(b.clone()), "fine").disarm();
         assert_eq!(b.state().mode(), Mode::Normal);
         let b2 = b.clone();
         let r = std::thread::spawn(move || {
-            let _g = KillOnDrop::new(b2, "strategy thread");
+            let _g = KillOnDrop::new(&Tripper::new(b2), "strategy thread");
             panic!("boom");
         })
         .join();
@@ -435,9 +439,9 @@ mod tests {
             // SAFETY: setting SIGINT to "ignore" before the guard exists.
             unsafe { libc::signal(SIGINT, libc::SIG_IGN) };
         }
-        let guard = install(b.clone(), &SignalConfig::default()).unwrap();
+        let guard = install(&Tripper::new(b.clone()), &SignalConfig::default()).unwrap();
         assert!(
-            install(b.clone(), &SignalConfig::default()).is_err(),
+            install(&Tripper::new(b.clone()), &SignalConfig::default()).is_err(),
             "one guard per process"
         );
         // While installed: SIGUSR1 trips KILL from the handler.

@@ -1,7 +1,7 @@
 //! Dead-man's switch: trip KILL when the engine's heartbeat goes stale.
 //!
 //! The engine writes its heartbeat into the control block
-//! ([`ControlBlock::heartbeat`]) from the thread whose stall matters — the
+//! ([`EngineOwner::heartbeat`](crate::control::EngineOwner::heartbeat)) from the thread whose stall matters — the
 //! gateway writes it every 64 turns of its loop — never from a helper thread
 //! that would keep beating while the engine is stuck. A watchdog in another
 //! process (`killswitch watchdog --max-silence 250ms`) or thread reads it and
@@ -40,7 +40,8 @@ pub enum Health {
     AlreadyKilled,
 }
 
-/// A watchdog over one control block.
+/// A watchdog over one control block: a thread (or process) of its own,
+/// never the engine's gateway thread. `Clone + Send + Sync`.
 #[derive(Clone)]
 pub struct Watchdog {
     block: Arc<ControlBlock>,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::*;
 use killswitch::control::{
     ControlBlock, DrainPhase, DrainSnapshot, Mode, ResetRequest, ScopeKind, Source, TripRequest,
+    Tripper,
 };
 use killswitch::drain::{Drain, DrainConfig, DrainError, UnknownReason};
 use killswitch::gateway::{GatewayConfig, GatewayCore};
@@ -62,7 +63,7 @@ fn global_kill_uses_mass_cancel_and_publishes_status() {
         Some(hook),
     );
     let ids = rest(&r, 0, 0, 20);
-    r.block.trip_global(Mode::Kill, Source::Api, "test");
+    r.tripper.trip_global(Mode::Kill, Source::Api, "test");
     let out = r.drain.wait_outcome(WAIT).expect("drain finished");
     assert!(out.is_clean(), "{out}");
     assert_eq!(out.open_at_snapshot, 20);
@@ -93,7 +94,7 @@ fn global_kill_uses_mass_cancel_and_publishes_status() {
 fn without_mass_cancel_every_order_gets_a_single_cancel() {
     let r = rig(vec![quiet_venue(2, false)], DrainConfig::emergency(), None);
     let ids = rest(&r, 0, 0, 30);
-    r.block.trip_global(Mode::Kill, Source::Api, "test");
+    r.tripper.trip_global(Mode::Kill, Source::Api, "test");
     let out = r.drain.wait_outcome(WAIT).expect("drain finished");
     assert!(out.is_clean(), "{out}");
     assert_eq!(out.canceled.len(), ids.len());
@@ -108,7 +109,7 @@ fn scoped_kill_cancels_only_its_scope_and_never_mass_cancels() {
     let arb = r.block.register_name(ScopeKind::Strategy, "arb").unwrap();
     let killed = rest(&r, 0, mm, 5);
     let kept = rest(&r, 0, arb, 5);
-    r.block
+    r.operator
         .trip(&TripRequest {
             mode: Mode::Kill,
             scopes: vec![(ScopeKind::Strategy, "mm".into())],
@@ -139,7 +140,7 @@ fn venue_ignoring_cancels_ends_in_cancel_unknown_by_the_deadline() {
     let r = rig(vec![quiet_venue(4, true)], short(300), None);
     let ids = rest(&r, 0, 0, 8);
     r.sims[0].set_ignore_cancels(true);
-    r.block.trip_global(Mode::Kill, Source::Api, "test");
+    r.tripper.trip_global(Mode::Kill, Source::Api, "test");
     let out = r.drain.wait_outcome(WAIT).expect("drain never hangs");
     assert_eq!(out.unknown.len(), 8, "{out}");
     assert!(out.unknown.iter().all(
@@ -164,7 +165,7 @@ fn venue_ignoring_cancels_ends_in_cancel_unknown_by_the_deadline() {
     let s = DrainSnapshot::read(&r.block);
     assert_eq!(s.orders_unknown, 8);
     assert_eq!(s.phase, DrainPhase::Done);
-    let refused = r.block.reset(&ResetRequest {
+    let refused = r.operator.reset(&ResetRequest {
         source: Source::Cli,
         reason: "try".into(),
         force: false,
@@ -178,7 +179,7 @@ fn dropped_cancel_acks_end_in_cancel_unknown() {
     let r = rig(vec![quiet_venue(5, false)], short(200), None);
     let ids = rest(&r, 0, 0, 4);
     r.sims[0].set_drop_cancel_ack_ppm(1_000_000);
-    r.block.trip_global(Mode::Kill, Source::Api, "test");
+    r.tripper.trip_global(Mode::Kill, Source::Api, "test");
     let out = r.drain.wait_outcome(WAIT).expect("drain finished");
     // The venue cancelled them (first round) but never said so; the re-send
     // is refused as "unknown order", which moves them back to Live.
@@ -216,7 +217,7 @@ fn fills_racing_cancels_are_applied_not_lost() {
         0,
         "fill still in flight"
     );
-    r.block.trip_global(Mode::Kill, Source::Api, "test");
+    r.tripper.trip_global(Mode::Kill, Source::Api, "test");
     let out = r.drain.wait_outcome(WAIT).expect("drain finished");
     assert!(out.is_clean(), "{out}");
     assert_eq!(out.filled, vec![full]);
@@ -255,7 +256,8 @@ fn a_late_gateway_ack_is_published_and_the_drain_still_cancels_everything() {
         registry.clone(),
         vec![(0, Box::new(venue) as Box<dyn Venue>)],
         &GatewayConfig::default(),
-    );
+    )
+    .unwrap();
     let sender = core.order_sender(Arc::new(std::sync::atomic::AtomicU64::new(1)));
     let ids: Vec<OrderId> = (0..6)
         .map(|i| submit(&sender, &intent(0, 0, Side::Buy, 50 + i, 1)))
@@ -269,8 +271,8 @@ fn a_late_gateway_ack_is_published_and_the_drain_still_cancels_everything() {
         gateway_ack_deadline: Duration::from_millis(100),
         ..DrainConfig::emergency()
     };
-    let drain = Drain::spawn(block.clone(), core.take_drain_link().unwrap(), cfg, None).unwrap();
-    block.trip_global(Mode::Kill, Source::Api, "test");
+    let drain = Drain::spawn(core.take_drain_link().unwrap(), cfg, None).unwrap();
+    Tripper::new(block.clone()).trip_global(Mode::Kill, Source::Api, "test");
     // The gateway is stalled (not turned): the failure is published...
     wait_for("GatewayAckLate published", WAIT, || {
         DrainSnapshot::read(&block).phase == DrainPhase::GatewayAckLate
@@ -325,7 +327,7 @@ fn a_failing_checkpoint_marks_the_drain_failed() {
         Some(hook),
     );
     rest(&r, 0, 0, 2);
-    r.block.trip_global(Mode::Kill, Source::Api, "test");
+    r.tripper.trip_global(Mode::Kill, Source::Api, "test");
     let out = r.drain.wait_outcome(WAIT).expect("drain finished");
     assert_eq!(out.canceled.len(), 2);
     assert_eq!(

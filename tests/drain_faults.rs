@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::*;
 use killswitch::control::{
-    ControlBlock, DrainPhase, DrainSnapshot, IncompleteWriter, Mode, ResetRequest, ScopeKind,
-    Source, TripRequest,
+    ControlBlock, DrainPhase, DrainSnapshot, IncompleteWriter, Mode, Operator, ResetRequest,
+    ScopeKind, Source, TripRequest, Tripper,
 };
 use killswitch::drain::{Drain, DrainConfig, WaitError};
 use killswitch::gateway::{Gateway, GatewayConfig};
@@ -44,8 +44,8 @@ fn rest(r: &Rig, venue: u16, n: usize) -> Vec<OrderId> {
     ids
 }
 
-fn reset_now(block: &ControlBlock) -> Result<(), killswitch::control::ControlError> {
-    block
+fn reset_now(operator: &Operator) -> Result<(), killswitch::control::ControlError> {
+    operator
         .reset(&ResetRequest {
             source: Source::Cli,
             reason: "test".into(),
@@ -75,7 +75,7 @@ fn a_global_kill_during_a_stuck_scoped_drain_is_acted_on_at_once() {
     let a = rest(&r, 0, 10);
     let b = rest(&r, 1, 10);
     r.sims[1].set_ignore_cancels(true);
-    r.block
+    r.operator
         .trip(&TripRequest {
             mode: Mode::Kill,
             scopes: vec![(ScopeKind::Venue, "SIM-B".into())],
@@ -89,7 +89,7 @@ fn a_global_kill_during_a_stuck_scoped_drain_is_acted_on_at_once() {
     }
 
     let g2 = r
-        .block
+        .tripper
         .trip_global(Mode::Kill, Source::Cli, "firm-wide kill")
         .transition
         .current()
@@ -149,7 +149,7 @@ fn a_dead_drain_thread_is_reported_not_mistaken_for_no_outcome_yet() {
         Some(hook),
     );
     rest(&r, 0, 4);
-    r.block.trip_global(Mode::Kill, Source::Api, "test");
+    r.tripper.trip_global(Mode::Kill, Source::Api, "test");
     let died = match r.drain.wait_outcome(WAIT) {
         Err(WaitError::Died(d)) => d,
         other => panic!("expected the drain's death, got {other:?}"),
@@ -168,7 +168,7 @@ fn a_dead_drain_thread_is_reported_not_mistaken_for_no_outcome_yet() {
         (rec.writer, rec.generation, rec.open),
         (IncompleteWriter::Drain, 1, 4)
     );
-    let e = reset_now(&r.block).unwrap_err();
+    let e = reset_now(&r.operator).unwrap_err();
     assert!(e.to_string().contains("did not finish cleanly"), "{e}");
 }
 
@@ -189,12 +189,15 @@ fn the_drain_keeps_its_record_until_it_ends_clean() {
     rest(&r, 0, 3);
     rest(&r, 1, 5);
     r.sims[1].set_ignore_cancels(true);
-    r.block.trip_global(Mode::Kill, Source::Api, "first");
+    r.tripper.trip_global(Mode::Kill, Source::Api, "first");
     wait_for("record with the snapshot's count", WAIT, || {
         r.block.drain_incomplete().is_some_and(|rec| rec.open == 8)
     });
     assert!(!r.block.owner().alive, "no engine attached to this block");
-    assert!(reset_now(&r.block).is_err(), "refused while the drain runs");
+    assert!(
+        reset_now(&r.operator).is_err(),
+        "refused while the drain runs"
+    );
     let out = r.drain.wait_outcome(WAIT).expect("drain finished");
     assert_eq!(out.unknown.len(), 5);
     let rec = r
@@ -202,12 +205,12 @@ fn the_drain_keeps_its_record_until_it_ends_clean() {
         .drain_incomplete()
         .expect("unknown orders: record stays");
     assert_eq!((rec.open, rec.confirmed, rec.unknown), (8, 3, 5));
-    let e = reset_now(&r.block).unwrap_err().to_string();
+    let e = reset_now(&r.operator).unwrap_err().to_string();
     assert!(
         e.contains("8 open at the snapshot") && e.contains("5 not confirmed"),
         "{e}"
     );
-    r.block
+    r.operator
         .reset(&ResetRequest {
             source: Source::Cli,
             reason: "reconciled with SIM-B".into(),
@@ -220,14 +223,14 @@ fn the_drain_keeps_its_record_until_it_ends_clean() {
     // A clean drain clears its own record.
     r.sims[1].set_ignore_cancels(false);
     rest(&r, 0, 2);
-    r.block.trip_global(Mode::Kill, Source::Api, "second");
+    r.tripper.trip_global(Mode::Kill, Source::Api, "second");
     let out = r.drain.wait_outcome(WAIT).expect("drain finished");
     assert!(out.is_clean(), "{out}");
     assert!(
         r.block.drain_incomplete().is_none(),
         "cleared by a clean drain"
     );
-    reset_now(&r.block).unwrap();
+    reset_now(&r.operator).unwrap();
 }
 
 /// A write that failed part-way (the venue got the order, the write said
@@ -251,7 +254,6 @@ fn an_ambiguous_send_is_cancelled_by_the_drain_not_rejected() {
     )
     .unwrap();
     let drain = Drain::spawn(
-        block.clone(),
         gateway.take_drain_link().unwrap(),
         DrainConfig::emergency(),
         None,
@@ -267,7 +269,7 @@ fn an_ambiguous_send_is_cancelled_by_the_drain_not_rejected() {
     assert_eq!(handle.stats().our_resting, 3, "the venue has all three");
     assert_eq!(gateway.stats().send_ambiguous, 1);
 
-    block.trip_global(Mode::Kill, Source::Api, "test");
+    Tripper::new(block.clone()).trip_global(Mode::Kill, Source::Api, "test");
     let out = drain.wait_outcome(WAIT).expect("drain finished");
     assert!(out.is_clean(), "{out}");
     assert_eq!(out.open_at_snapshot, 3);
@@ -387,7 +389,6 @@ fn a_restarted_engine_cancels_what_the_crashed_one_left_before_its_first_order()
         "the gateway holds new orders while recovered ones are open"
     );
     let drain = Drain::spawn(
-        block.clone(),
         second.gateway.take_drain_link().unwrap(),
         DrainConfig::emergency(),
         None,

@@ -3,21 +3,22 @@
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom_drain`.
 //!
-//! The model keeps exactly what the protocol relies on, with the crate's
-//! own state-word code ([`trip_word`] on loom's `AtomicU64`):
-//! * the state word, tripped to KILL by one thread;
-//! * the gateway: before each of two orders it *observes* (loads the word
-//!   and publishes a newer generation in `acked_generation` with Release),
-//!   then re-checks the word, registers the order, then writes it to the
-//!   "wire"; then one more observe (the next turn of its loop);
+//! The gateway here runs the crate's own admit step
+//! ([`killswitch::gateway::admit`]: `observe`, then `admit` = observe,
+//! decide on a load made after the acknowledgement, register) on loom's
+//! atomics, the same functions `GatewayCore::send_new` calls; the state
+//! word is tripped with the crate's [`trip_word`]. Around it:
+//! * the gateway: one turn (observe at the top), two orders through
+//!   `admit`, each written to the "wire" after it is registered, then one
+//!   more observe (the next turn);
 //! * the drain: sees KILL, sees `acked_generation >= g` (Acquire), then
 //!   snapshots the registry (its spin loops are modelled as one look each,
 //!   see the comment in the code).
 //!
 //! Asserted in every interleaving: no order is written after the gateway
 //! acknowledged the kill generation, and every order written is in the
-//! drain's snapshot. A deliberately broken gateway (deciding on a load taken
-//! before its acknowledgement) must fail, so the model is not vacuous.
+//! drain's snapshot. The admit step's fault switch (decide on the word
+//! loaded at the top of the turn) must fail, so the model is not vacuous.
 #![cfg(loom)]
 
 use loom::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +27,7 @@ use loom::thread;
 
 use killswitch::control::state::trip_word;
 use killswitch::control::{Mode, StateWord};
+use killswitch::gateway::admit::{admit, observe, AdmitWords};
 use killswitch::gateway::publish_ack;
 
 fn model(broken: bool) {
@@ -41,6 +43,7 @@ fn model(broken: bool) {
     builder.check(move || {
         let state = Arc::new(AtomicU64::new(0));
         let acked = Arc::new(AtomicU64::new(0));
+        let acked_time = Arc::new(AtomicU64::new(0));
         let registry = Arc::new(Mutex::new(Vec::<u64>::new()));
 
         let tripper = {
@@ -49,38 +52,47 @@ fn model(broken: bool) {
         };
 
         let gateway = {
-            let (state, acked, registry) = (state.clone(), acked.clone(), registry.clone());
+            let (state, acked, acked_time, registry) = (
+                state.clone(),
+                acked.clone(),
+                acked_time.clone(),
+                registry.clone(),
+            );
             thread::spawn(move || {
                 // What reached the venue: (order id, generation the gateway
                 // had acknowledged when writing it). Only this thread writes
                 // to the venue, and it is read after the join.
                 let mut wire = Vec::<(u64, u64)>::new();
                 let mut my_ack = 0u64;
-                let observe = |my_ack: &mut u64| {
-                    let w = StateWord(state.load(Ordering::Acquire));
-                    if w.generation() > *my_ack {
-                        *my_ack = w.generation();
-                        acked.store(*my_ack, Ordering::Release);
-                    }
-                    w
+                let words = AdmitWords {
+                    state: &*state,
+                    acked_generation: &*acked,
+                    acked_mono_ns: &*acked_time,
                 };
+                // The top of the turn.
+                let turn_word = observe(&words, &mut my_ack, || 1);
                 for id in 1..=2u64 {
-                    let stale = StateWord(state.load(Ordering::Acquire));
-                    observe(&mut my_ack);
-                    // The gate re-check: a fresh load, after the ack.
-                    let w = if broken {
-                        stale
-                    } else {
-                        StateWord(state.load(Ordering::Acquire))
-                    };
-                    if w.mode() == Mode::Kill {
-                        continue;
+                    let admitted = admit(
+                        &words,
+                        &mut my_ack,
+                        || 1,
+                        turn_word,
+                        broken,
+                        |w: StateWord| {
+                            if w.mode() == Mode::Kill {
+                                Err(())
+                            } else {
+                                Ok(())
+                            }
+                        },
+                        || registry.lock().unwrap().push(id),
+                    );
+                    if admitted.is_ok() {
+                        wire.push((id, my_ack));
                     }
-                    registry.lock().unwrap().push(id);
-                    wire.push((id, my_ack));
                 }
-                // One more turn of the loop: acknowledge what is there now.
-                observe(&mut my_ack);
+                // The next turn: acknowledge what is there now.
+                observe(&words, &mut my_ack, || 1);
                 wire
             })
         };

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use killswitch::control::{Mode, ScopeKind, Source, TripRequest};
+use killswitch::control::{GatewaySnapshot, Mode, ScopeKind, Source, TripRequest};
 use killswitch::drain::DrainConfig;
 use killswitch::gateway::{GatewayConfig, SubmitError};
 use killswitch::order::Side;
@@ -62,7 +62,7 @@ fn in_scope(scope: Scope, venue: u16, strategy: u16) -> bool {
     }
 }
 
-fn one_trip(seed: u64, totals: &mut Totals) {
+fn one_trip(seed: u64, totals: &mut Totals, fault: bool) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let venues: Vec<SimConfig> = (0..2)
         .map(|v| {
@@ -79,8 +79,12 @@ fn one_trip(seed: u64, totals: &mut Totals) {
     };
     let gcfg = GatewayConfig {
         order_ring: 256,
+        #[cfg(feature = "fault-injection")]
+        fault_stale_admit: fault,
         ..GatewayConfig::default()
     };
+    #[cfg(not(feature = "fault-injection"))]
+    assert!(!fault, "the fault switch needs --features fault-injection");
     let r = rig_with(venues, gcfg, cfg, None);
     let names: Vec<u16> = (0..STRATEGIES)
         .map(|s| {
@@ -153,10 +157,10 @@ fn one_trip(seed: u64, totals: &mut Totals) {
     });
     match scope {
         Scope::Global => {
-            r.block.trip_global(Mode::Kill, Source::Api, "stress");
+            r.tripper.trip_global(Mode::Kill, Source::Api, "stress");
         }
         Scope::Strategy(s) => {
-            r.block
+            r.operator
                 .trip(&TripRequest {
                     mode: Mode::Kill,
                     scopes: vec![(ScopeKind::Strategy, format!("s{s}"))],
@@ -166,7 +170,7 @@ fn one_trip(seed: u64, totals: &mut Totals) {
                 .unwrap();
         }
         Scope::Venue(v) => {
-            r.block
+            r.operator
                 .trip(&TripRequest {
                     mode: Mode::Kill,
                     scopes: vec![(ScopeKind::Venue, format!("SIM{v}"))],
@@ -184,10 +188,10 @@ fn one_trip(seed: u64, totals: &mut Totals) {
     // enough for every in-flight order to fill first; counted instead.)
     totals.empty_snapshots += u64::from(out.open_at_snapshot == 0);
     // Strategies keep pushing while we count, then stop.
-    let gs = r.block.gateway_status();
-    let ack_ns = gs.acked_mono_ns.load(Ordering::Acquire);
+    let gs = GatewaySnapshot::read(&r.block);
+    let ack_ns = gs.acked_mono_ns;
     assert!(
-        gs.acked_generation.load(Ordering::Acquire) >= out.generation,
+        gs.acked_generation >= out.generation,
         "seed {seed}: drain finished without the gateway's ack"
     );
     stop.store(true, Ordering::Relaxed);
@@ -238,12 +242,18 @@ fn one_trip(seed: u64, totals: &mut Totals) {
     totals.escaped += escaped;
     totals.unaccounted += unaccounted;
     totals.in_flight_at_trip += in_flight;
+    if fault {
+        // Broken on purpose: count, do not stop at the first symptom.
+        r.drain.shutdown().unwrap();
+        r.gateway.shutdown().unwrap();
+        return;
+    }
     assert!(out.error.is_none(), "seed {seed}: {out}");
 
     // The venues' own books: after a global kill (if the trip was scoped),
     // none of our orders may rest at any venue.
     if !matches!(scope, Scope::Global) {
-        r.block
+        r.tripper
             .trip_global(Mode::Kill, Source::Api, "stress: final");
         let last = r
             .drain
@@ -273,7 +283,11 @@ fn no_order_escapes_and_none_is_unaccounted_over_random_trips() {
     let start = Instant::now();
     let mut totals = Totals::default();
     for i in 0..trips {
-        one_trip(seed.wrapping_add(i.wrapping_mul(0x9E37_79B9)), &mut totals);
+        one_trip(
+            seed.wrapping_add(i.wrapping_mul(0x9E37_79B9)),
+            &mut totals,
+            false,
+        );
     }
     println!(
         "stress_drain: seed {seed}, {} trips ({} scoped) in {:.2?}\n  orders sent {}, refused by the gateway's re-check {}, in flight in scope at the trips {}, open at snapshot {} ({} trips with an empty snapshot), cancelled {}, filled {}, orders with fills during drain {}, unknown {}\n  ESCAPED (accepted by a venue after the gateway's ack): {}\n  UNACCOUNTED (neither terminal nor CancelUnknown after the drain): {}\n  LEFT IN THE VENUES' BOOKS after a global kill: {}",
@@ -302,5 +316,41 @@ fn no_order_escapes_and_none_is_unaccounted_over_random_trips() {
     assert!(
         totals.orders_sent > 0,
         "the strategies sent nothing: the test proves nothing"
+    );
+}
+
+/// The admit step's fault switch (decide on the state word loaded at the
+/// top of the gateway's turn, not on a load made after its acknowledgement;
+/// see `killswitch::gateway::admit`) breaks the no-escape rule: this test
+/// shows the counts above catch it. Built only with `--features
+/// fault-injection` (CI runs it): `cargo test --release -p killswitch
+/// --features fault-injection --test stress_drain`.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn the_stale_admit_fault_is_caught() {
+    let seed: u64 = std::env::var("KILLSWITCH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    let mut totals = Totals::default();
+    // Up to 1,000 trips, stopping once the escapes are plain.
+    for i in 0..1_000u64 {
+        one_trip(
+            seed.wrapping_add(i.wrapping_mul(0x9E37_79B9)),
+            &mut totals,
+            true,
+        );
+        if totals.escaped >= 10 {
+            break;
+        }
+    }
+    println!(
+        "stress_drain with the stale-admit fault: seed {seed}, {} trips: ESCAPED {}, UNACCOUNTED {}",
+        totals.trips, totals.escaped, totals.unaccounted
+    );
+    assert!(
+        totals.escaped > 0,
+        "the broken admit step went unnoticed over {} trips (seed {seed})",
+        totals.trips
     );
 }

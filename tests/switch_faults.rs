@@ -3,13 +3,19 @@
 //! the operator saw, a no-op reset is recorded as one, and an unfinished
 //! drain blocks reset whoever died.
 
+use std::sync::Arc;
+
 use killswitch::control::{
-    AuditKind, ControlBlock, ControlError, DrainIncomplete, IncompleteWriter, Mode, ResetRequest,
-    ScopeKind, Source, Transition, TripOutcome, TripRequest,
+    AuditKind, ControlBlock, ControlError, DrainIncomplete, IncompleteWriter, Mode, Operator,
+    ResetRequest, ScopeKind, Source, Transition, TripOutcome, TripRequest,
 };
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
+}
+
+fn operator(dir: &std::path::Path, name: &str) -> Operator {
+    Operator::new(Arc::new(ControlBlock::create(dir, name).unwrap()))
 }
 
 /// 65 venue names into a 64-slot table: the trip fails and leaves no level
@@ -18,8 +24,8 @@ fn tmp() -> tempfile::TempDir {
 #[test]
 fn a_scoped_trip_that_cannot_register_every_name_changes_nothing() {
     let d = tmp();
-    let b = ControlBlock::create(d.path(), "full").unwrap();
-    let before = b.state();
+    let b = operator(d.path(), "full");
+    let before = b.block().state();
     let scopes: Vec<(ScopeKind, String)> = (0..65)
         .map(|i| (ScopeKind::Venue, format!("V{i}")))
         .collect();
@@ -32,10 +38,18 @@ fn a_scoped_trip_that_cannot_register_every_name_changes_nothing() {
         })
         .unwrap_err();
     assert!(matches!(e, ControlError::NamesFull { .. }), "{e}");
-    assert_eq!(b.state(), before, "no generation bump, no SCOPED bit");
-    assert!(b.tripped_scopes().is_empty(), "{:?}", b.tripped_scopes());
-    assert_eq!(b.lookup_name(ScopeKind::Venue, "V0"), None);
-    assert!(b.audit().is_empty());
+    assert_eq!(
+        b.block().state(),
+        before,
+        "no generation bump, no SCOPED bit"
+    );
+    assert!(
+        b.block().tripped_scopes().is_empty(),
+        "{:?}",
+        b.block().tripped_scopes()
+    );
+    assert_eq!(b.block().lookup_name(ScopeKind::Venue, "V0"), None);
+    assert!(b.block().audit().is_empty());
 
     // A later, unrelated scoped trip sets SCOPED: only its own level counts.
     b.trip(&TripRequest {
@@ -45,12 +59,12 @@ fn a_scoped_trip_that_cannot_register_every_name_changes_nothing() {
         reason: "momo".into(),
     })
     .unwrap();
-    let scopes = b.tripped_scopes();
+    let scopes = b.block().tripped_scopes();
     assert_eq!(scopes.len(), 1, "{scopes:?}");
     assert_eq!(scopes[0].2, "momo");
 
     // An invalid name anywhere in the list also changes nothing.
-    let gen = b.state().generation();
+    let gen = b.block().state().generation();
     let e = b
         .trip(&TripRequest {
             mode: Mode::Kill,
@@ -63,15 +77,11 @@ fn a_scoped_trip_that_cannot_register_every_name_changes_nothing() {
         })
         .unwrap_err();
     assert!(matches!(e, ControlError::InvalidName { .. }), "{e}");
-    assert_eq!(b.state().generation(), gen);
-    assert_eq!(b.lookup_name(ScopeKind::Venue, "GOOD"), None);
+    assert_eq!(b.block().state().generation(), gen);
+    assert_eq!(b.block().lookup_name(ScopeKind::Venue, "GOOD"), None);
 }
 
-fn reset(
-    b: &ControlBlock,
-    expected: Option<u64>,
-    force: bool,
-) -> Result<TripOutcome, ControlError> {
+fn reset(b: &Operator, expected: Option<u64>, force: bool) -> Result<TripOutcome, ControlError> {
     b.reset(&ResetRequest {
         source: Source::Cli,
         reason: "operator".into(),
@@ -86,10 +96,12 @@ fn reset(
 #[test]
 fn a_reset_names_the_generation_it_clears_and_never_erases_a_later_trip() {
     let d = tmp();
-    let b = ControlBlock::create(d.path(), "cas").unwrap();
-    b.trip_global(Mode::HaltNew, Source::Cli, "halt for a look");
-    let seen = b.state().generation();
-    b.trip_global(Mode::Kill, Source::Signal, "signal SIGUSR1: emergency kill");
+    let b = operator(d.path(), "cas");
+    b.tripper()
+        .trip_global(Mode::HaltNew, Source::Cli, "halt for a look");
+    let seen = b.block().state().generation();
+    b.tripper()
+        .trip_global(Mode::Kill, Source::Signal, "signal SIGUSR1: emergency kill");
     let e = reset(&b, Some(seen), false).unwrap_err();
     let text = e.to_string();
     assert!(
@@ -105,11 +117,14 @@ fn a_reset_names_the_generation_it_clears_and_never_erases_a_later_trip() {
     );
     assert!(text.contains("signal SIGUSR1"), "says what changed: {text}");
     assert_eq!(
-        b.state().mode(),
+        b.block().state().mode(),
         Mode::Kill,
         "the later trip stays in force"
     );
-    assert_eq!(b.audit().last().unwrap().kind, AuditKind::ResetRefused);
+    assert_eq!(
+        b.block().audit().last().unwrap().kind,
+        AuditKind::ResetRefused
+    );
     // Scope levels are untouched by a refused reset.
     b.trip(&TripRequest {
         mode: Mode::Kill,
@@ -118,14 +133,14 @@ fn a_reset_names_the_generation_it_clears_and_never_erases_a_later_trip() {
         reason: "venue".into(),
     })
     .unwrap();
-    let before = b.tripped_scopes();
+    let before = b.block().tripped_scopes();
     reset(&b, Some(2), false).unwrap_err();
-    assert_eq!(b.tripped_scopes(), before);
+    assert_eq!(b.block().tripped_scopes(), before);
     // Naming the generation in force clears it.
-    let now = b.state().generation();
+    let now = b.block().state().generation();
     let out = reset(&b, Some(now), false).unwrap();
     assert!(!out.transition.current().is_active());
-    assert!(b.tripped_scopes().is_empty());
+    assert!(b.block().tripped_scopes().is_empty());
 }
 
 /// A reset of a switch that is not tripped is recorded as a no-op reset,
@@ -133,16 +148,16 @@ fn a_reset_names_the_generation_it_clears_and_never_erases_a_later_trip() {
 #[test]
 fn a_reset_with_nothing_tripped_is_recorded_as_a_no_op() {
     let d = tmp();
-    let b = ControlBlock::create(d.path(), "noop").unwrap();
+    let b = operator(d.path(), "noop");
     let out = reset(&b, None, false).unwrap();
     assert!(matches!(out.transition, Transition::Unchanged(_)));
-    let last = b.audit().pop().unwrap();
+    let last = b.block().audit().pop().unwrap();
     assert_eq!(last.kind, AuditKind::ResetNoop);
-    assert_eq!(b.state().generation(), 0);
+    assert_eq!(b.block().state().generation(), 0);
     // A real reset later is still a reset.
-    b.trip_global(Mode::Kill, Source::Cli, "k");
+    b.tripper().trip_global(Mode::Kill, Source::Cli, "k");
     reset(&b, None, false).unwrap();
-    assert_eq!(b.audit().pop().unwrap().kind, AuditKind::Reset);
+    assert_eq!(b.block().audit().pop().unwrap().kind, AuditKind::Reset);
 }
 
 /// The "drain incomplete" record blocks reset whoever died: no engine is
@@ -151,22 +166,22 @@ fn a_reset_with_nothing_tripped_is_recorded_as_a_no_op() {
 #[test]
 fn an_unfinished_drain_on_record_blocks_reset_even_with_no_engine() {
     let d = tmp();
-    let b = ControlBlock::create(d.path(), "rec").unwrap();
-    b.trip_global(Mode::Kill, Source::Cli, "k");
-    assert!(!b.owner().alive);
+    let b = operator(d.path(), "rec");
+    b.tripper().trip_global(Mode::Kill, Source::Cli, "k");
+    assert!(!b.block().owner().alive);
     let rec = DrainIncomplete {
         generation: 1,
         open: 3700,
         confirmed: 1200,
         unknown: 2500,
-        writer: IncompleteWriter::Drain,
+        writer: IncompleteWriter::Emergency,
         no_snapshot: false,
         pid: 4242,
         writer_start_ticks: 7,
         wall_ns: 1,
     };
-    b.record_drain_incomplete(&rec);
-    assert_eq!(b.drain_incomplete(), Some(rec));
+    assert!(b.record_unconfirmed_drain(&rec));
+    assert_eq!(b.block().drain_incomplete(), Some(rec));
     let e = reset(&b, None, false).unwrap_err();
     let text = e.to_string();
     assert!(matches!(e, ControlError::ResetRefused { .. }), "{text}");
@@ -177,14 +192,18 @@ fn an_unfinished_drain_on_record_blocks_reset_even_with_no_engine() {
             && text.contains("2500 not confirmed"),
         "{text}"
     );
-    assert_eq!(b.state().mode(), Mode::Kill);
-    // A clear by another record's meta word does nothing.
-    assert!(!b.clear_drain_incomplete(rec.meta() ^ 1));
-    assert!(b.drain_incomplete().is_some());
+    assert_eq!(b.block().state().mode(), Mode::Kill);
+    // Only `emergency`'s finding may be recorded by an operator: the
+    // engine speaks for its own drain.
+    assert!(!b.record_unconfirmed_drain(&DrainIncomplete {
+        writer: IncompleteWriter::Drain,
+        ..rec
+    }));
+    assert_eq!(b.block().drain_incomplete(), Some(rec));
     let out = reset(&b, None, true).unwrap();
     assert!(!out.transition.current().is_active());
-    assert_eq!(b.drain_incomplete(), None);
-    let last = b.audit().pop().unwrap();
+    assert_eq!(b.block().drain_incomplete(), None);
+    let last = b.block().audit().pop().unwrap();
     assert!(last.kind == AuditKind::Reset && last.forced);
 }
 

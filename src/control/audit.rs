@@ -1,4 +1,4 @@
-//! The audit ring: the last [`AUDIT_SLOTS`] trips, no-op trips, resets,
+//! The audit ring: the last 64 trips, no-op trips, resets,
 //! refused resets and no-op resets.
 //!
 //! Writers take a ticket with one `fetch_add`, then fill slot `ticket % N`
@@ -113,7 +113,7 @@ impl Source {
 }
 
 /// Flag bit in an entry: the reset was forced past its preconditions.
-pub const FLAG_FORCED: u8 = 1;
+pub(crate) const FLAG_FORCED: u8 = 1;
 
 /// A decoded, consistent copy of one audit slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,7 +148,7 @@ pub struct AuditEntry {
 /// What a writer puts into an entry; plain data, no allocation, so a signal
 /// handler can fill one.
 #[derive(Clone, Copy, Debug)]
-pub struct AuditWrite<'a> {
+pub(crate) struct AuditWrite<'a> {
     /// What happened.
     pub kind: AuditKind,
     /// Mode asked for or left.
@@ -170,7 +170,7 @@ pub struct AuditWrite<'a> {
 }
 
 /// Truncates `s` to at most `max` bytes on a character boundary.
-pub fn truncate_utf8(s: &str, max: usize) -> &str {
+pub(crate) fn truncate_utf8(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }
@@ -182,7 +182,7 @@ pub fn truncate_utf8(s: &str, max: usize) -> &str {
 }
 
 /// Appends one entry; async-signal-safe (atomics, `getpid`, `getuid` only).
-pub fn write(layout: &Layout, w: &AuditWrite<'_>) -> u64 {
+pub(crate) fn write(layout: &Layout, w: &AuditWrite<'_>) -> u64 {
     let ticket = layout.audit_head.0.fetch_add(1, Ordering::AcqRel);
     let slot = &layout.audit[(ticket % AUDIT_SLOTS as u64) as usize];
     slot.seq.store(2 * ticket + 1, Ordering::Relaxed);
@@ -241,7 +241,7 @@ pub(crate) fn load_bytes(words: &[AtomicU64], out: &mut [u8]) {
 
 /// Reads one slot consistently; `None` when it is empty, being written, or
 /// holds values this version does not know.
-pub fn read_slot(slot: &AuditSlot) -> Option<AuditEntry> {
+pub(crate) fn read_slot(slot: &AuditSlot) -> Option<AuditEntry> {
     for _ in 0..64 {
         let s1 = slot.seq.load(Ordering::Acquire);
         if s1 == 0 || s1 % 2 == 1 {
@@ -283,7 +283,7 @@ pub fn read_slot(slot: &AuditSlot) -> Option<AuditEntry> {
 }
 
 /// Every readable entry, oldest first.
-pub fn read_all(layout: &Layout) -> Vec<AuditEntry> {
+pub(crate) fn read_all(layout: &Layout) -> Vec<AuditEntry> {
     let mut v: Vec<AuditEntry> = layout.audit.iter().filter_map(read_slot).collect();
     v.sort_by_key(|e| e.ticket);
     v

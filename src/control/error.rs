@@ -113,6 +113,14 @@ pub enum ControlError {
         /// The owner.
         pid: u32,
     },
+    /// Another live gateway holds the block's gateway role.
+    #[error("control file {path}: the gateway role is held by pid {pid}, which is alive: one gateway per block (two would both acknowledge kills, and the drain could snapshot while one still writes orders); stop that gateway, or give this engine another --name")]
+    GatewayRoleTaken {
+        /// The path.
+        path: PathBuf,
+        /// The holder.
+        pid: u32,
+    },
     /// The directory given for control files is not a directory.
     #[error("{dir} is not a directory (it is a {found}): --dir / KILLSWITCH_DIR must name the directory that holds killswitch.<name> files")]
     NotADirectory {

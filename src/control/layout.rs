@@ -20,7 +20,7 @@
 //! | 72     | 32     | `engine_name` (length byte + up to 31 bytes UTF-8) | creator |
 //! | 104    | 24     | reserved | - |
 //! | 128    | 128    | **state word** (`AtomicU64`, alone on its line), see [`super::state`] | trip / reset |
-//! | 256    | 128    | gateway status: `acked_generation`, `acked_mono_ns`, `orders_sent`, `cancels_sent`, `open_orders` | gateway thread |
+//! | 256    | 128    | gateway status: `acked_generation`, `acked_mono_ns`, `orders_sent`, `cancels_sent`, `open_orders`, `role` (the claimed gateway, 1.2) | gateway thread; `role` by compare-and-swap |
 //! | 384    | 256    | drain status ([`DrainStatus`]): live counters (offsets 384..504), drain flags (504), the "drain incomplete" record (512..568), reserved (568..640) | drain thread; the record also `emergency` and reset |
 //! | 640    | 128    | `audit_head`: tickets handed out to audit writers | trip / reset |
 //! | 768    | 64×256 | audit ring ([`AuditSlot`]), slot = ticket % 64 | trip / reset |
@@ -41,8 +41,11 @@ pub const VERSION_MAJOR: u16 = 1;
 /// Layout minor version; informational. 1: drain flags and the "drain
 /// incomplete" record in the drain status's reserved space, phase
 /// `GatewayAckLate`, audit kind `ResetNoop` (readers of minor 0 see the
-/// phase as `Failed` and skip the audit entries: both fail safe).
-pub const VERSION_MINOR: u16 = 1;
+/// phase as `Failed` and skip the audit entries: both fail safe). 2: the
+/// gateway role word in the gateway line's spare space (a reader of an
+/// older minor ignores it; a 1.1 engine never claims the role, so it can
+/// run beside nothing that claims it: one engine per block as before).
+pub const VERSION_MINOR: u16 = 2;
 /// Slots in the audit ring.
 pub const AUDIT_SLOTS: usize = 64;
 /// Bytes of reason text kept per audit entry.
@@ -104,9 +107,14 @@ pub struct GatewayStatus {
     pub cancels_sent: AtomicU64,
     /// Orders open (not terminal, not unknown) in the registry, as last counted by the gateway.
     pub open_orders: AtomicU64,
+    /// The gateway role, claimed by compare-and-swap (layout 1.2): the
+    /// claimant's pid (low 32 bits) and the low 32 bits of its start time
+    /// in clock ticks (high 32 bits), so a reused pid is not taken for a
+    /// live claimant; 0 = unclaimed. See [`super::gateway_role`].
+    pub role: AtomicU64,
 }
 
-/// Phase of the drain, as published in [`DrainStatus::phase`].
+/// Phase of the drain, as the drain thread publishes it in the block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
@@ -169,7 +177,7 @@ pub const DRAIN_FLAG_RECOVERY: u64 = 1 << 1;
 pub const DRAIN_FLAG_ESCALATED: u64 = 1 << 2;
 
 /// Who wrote the "drain incomplete" record (low byte of
-/// [`DrainStatus::incomplete_meta`]).
+/// the record's meta word).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
@@ -345,6 +353,8 @@ const _: () = {
     assert!(offset_of!(Header, engine_name) == 72);
     assert!(offset_of!(Layout, state) == 128);
     assert!(offset_of!(Layout, gateway) == 256);
+    assert!(offset_of!(GatewayStatus, role) == 40);
+    assert!(size_of::<GatewayStatus>() <= 128);
     assert!(offset_of!(Layout, drain) == 384);
     assert!(size_of::<DrainStatus>() == 256);
     assert!(offset_of!(DrainStatus, t_trip) == 112);

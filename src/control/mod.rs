@@ -4,7 +4,8 @@
 //! or a directory given explicitly), mode 0600, mapped with
 //! [`memmap2::MmapRaw`]. The engine's gate reads its state word on every
 //! order; the `killswitch` CLI, signal handlers, the watchdog and the admin
-//! endpoint write it. The layout is in [`layout`], the state word's encoding
+//! endpoint write it. The layout is in `layout.rs` (crate-private: the file format is in the
+//! README; only the role handles touch the atomics), the state word's encoding
 //! in [`state`], the audit ring in [`audit`].
 //!
 //! The switch **latches**: the file outlives the engine (until reboot or
@@ -24,9 +25,11 @@
 
 pub mod audit;
 mod error;
-pub mod layout;
+mod gateway_role;
+pub(crate) mod layout;
 mod names;
 mod owner;
+mod roles;
 pub mod state;
 
 use std::fs::{self, File, OpenOptions};
@@ -42,10 +45,13 @@ pub use crate::access::Access;
 use crate::clock::{mono_ns, wall_ns};
 pub use audit::{AuditEntry, AuditKind, Source};
 pub use error::{ControlError, Result};
-pub use layout::{DrainPhase, DrainStatus, GatewayStatus, IncompleteWriter, Layout, FILE_LEN};
+pub(crate) use gateway_role::GatewayRole;
+pub use layout::{DrainPhase, IncompleteWriter, FILE_LEN};
+pub(crate) use layout::{DrainStatus, GatewayStatus, Layout};
 use layout::{MAGIC, VERSION_MAJOR, VERSION_MINOR};
 pub use names::{valid_name, ScopeKind};
 pub use owner::{proc_start_ticks, proc_state};
+pub use roles::{EngineOwner, Operator, Tripper};
 pub use state::{Mode, StateWord, Transition};
 
 /// Environment variable that overrides the control-file directory.
@@ -125,9 +131,17 @@ pub struct OwnerInfo {
     pub pid: u32,
     /// True when that pid is alive and is the same process (start time matches).
     pub alive: bool,
+    /// Its start time in clock ticks since boot, as recorded when it
+    /// attached (0: none or unknown).
+    pub start_ticks: u64,
 }
 
-/// An open control block.
+/// An open control block. Its public methods open, create and remove the
+/// file, read it (state, names, audit, owner) and register scope names;
+/// everything that writes the switch goes through a role handle
+/// ([`Tripper`], [`Operator`], [`EngineOwner`], the gateway's claimed
+/// role). `Send + Sync` (every access is atomic); share it as
+/// `Arc<ControlBlock>` between the handles of one process.
 pub struct ControlBlock {
     map: MmapRaw,
     path: PathBuf,
@@ -395,9 +409,10 @@ impl ControlBlock {
         &self.name
     }
 
-    /// The mapped layout. Every field is atomic.
+    /// The mapped layout. Every field is atomic. Crate-private: the shared
+    /// atomics are reached through the role handles only.
     #[inline]
-    pub fn layout(&self) -> &Layout {
+    pub(crate) fn layout(&self) -> &Layout {
         // SAFETY: the mapping is FILE_LEN bytes (checked at open/create),
         // page-aligned (so aligned for Layout), lives as long as `self`, and
         // every field of Layout is an atomic, so a shared reference to memory
@@ -408,7 +423,7 @@ impl ControlBlock {
 
     /// The state word itself, for the gate and the gateway.
     #[inline]
-    pub fn state_atomic(&self) -> &AtomicU64 {
+    pub(crate) fn state_atomic(&self) -> &AtomicU64 {
         &self.layout().state.0
     }
 
@@ -419,19 +434,20 @@ impl ControlBlock {
     }
 
     /// The gateway's published status.
-    pub fn gateway_status(&self) -> &GatewayStatus {
+    pub(crate) fn gateway_status(&self) -> &GatewayStatus {
         &self.layout().gateway.0
     }
 
     /// The drain's published status.
-    pub fn drain_status(&self) -> &DrainStatus {
+    pub(crate) fn drain_status(&self) -> &DrainStatus {
         &self.layout().drain
     }
 
     /// Escalates the global mode without taking any lock: async-signal-safe
     /// (atomics, `getpid`, `getuid`, `clock_gettime` only), so a signal
     /// handler calls this directly. `reason` should be a static string there.
-    pub fn trip_global(&self, mode: Mode, source: Source, reason: &str) -> TripOutcome {
+    /// Public through [`Tripper`] and [`Operator`].
+    pub(crate) fn trip_global(&self, mode: Mode, source: Source, reason: &str) -> TripOutcome {
         // Stamped before the CAS, so "trip -> seen" latencies measured against
         // the record are never negative.
         let (t_mono, t_wall) = (mono_ns(), wall_ns());
@@ -457,8 +473,9 @@ impl ControlBlock {
         TripOutcome { transition, ticket }
     }
 
-    /// Trips globally (no scopes) or for the given scopes.
-    pub fn trip(&self, req: &TripRequest) -> Result<TripOutcome> {
+    /// Trips globally (no scopes) or for the given scopes. Public through
+    /// [`Tripper`] and [`Operator`].
+    pub(crate) fn trip(&self, req: &TripRequest) -> Result<TripOutcome> {
         if req.mode == Mode::Normal {
             return Err(ControlError::InvalidName {
                 what: "mode",
@@ -641,7 +658,7 @@ impl ControlBlock {
 mod reset;
 mod status;
 pub use reset::{DrainIncomplete, ResetRequest};
-pub use status::{DrainSnapshot, Status};
+pub use status::{DrainSnapshot, GatewaySnapshot, ScopeStatus, Status};
 
 #[cfg(test)]
 mod tests;

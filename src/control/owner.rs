@@ -9,7 +9,7 @@ use crate::clock::mono_ns;
 impl ControlBlock {
     /// Marks the calling process as the engine that owns this block. Fails
     /// while another live process owns it; takes over from a dead owner.
-    pub fn attach_owner(&self) -> Result<()> {
+    pub(crate) fn attach_owner(&self) -> Result<()> {
         let h = &self.layout().header;
         let me = std::process::id() as u64;
         let my_ticks = proc_start_ticks(me as u32).unwrap_or(0);
@@ -28,7 +28,7 @@ impl ControlBlock {
     }
 
     /// Clears the owner if it is the calling process.
-    pub fn detach_owner(&self) {
+    pub(crate) fn detach_owner(&self) {
         let me = std::process::id() as u64;
         let _ = self.layout().header.owner_pid.compare_exchange(
             me,
@@ -38,24 +38,39 @@ impl ControlBlock {
         );
     }
 
+    /// The owning engine's pid as recorded (0: none), without looking at
+    /// `/proc`: cheap enough for a poll loop; [`ControlBlock::owner`] says
+    /// whether it lives.
+    pub fn owner_pid(&self) -> u32 {
+        self.layout().header.owner_pid.load(Ordering::Acquire) as u32
+    }
+
     /// The owning engine and whether it is alive.
     pub fn owner(&self) -> OwnerInfo {
         let h = &self.layout().header;
         let pid = h.owner_pid.load(Ordering::Acquire) as u32;
         if pid == 0 {
-            return OwnerInfo { pid, alive: false };
+            return OwnerInfo {
+                pid,
+                alive: false,
+                start_ticks: 0,
+            };
         }
         let want = h.owner_start_ticks.load(Ordering::Relaxed);
         let alive = match proc_start_ticks(pid) {
             Some(t) => want == 0 || t == want,
             None => false,
         };
-        OwnerInfo { pid, alive }
+        OwnerInfo {
+            pid,
+            alive,
+            start_ticks: want,
+        }
     }
 
     /// Writes the engine's heartbeat (`CLOCK_MONOTONIC` now).
     #[inline]
-    pub fn heartbeat(&self) {
+    pub(crate) fn heartbeat(&self) {
         let h = &self.layout().header;
         h.heartbeat_mono_ns.store(mono_ns(), Ordering::Release);
         h.heartbeat_count.fetch_add(1, Ordering::Relaxed);

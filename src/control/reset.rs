@@ -127,7 +127,7 @@ impl ControlBlock {
     /// that is not tripped changes nothing and is recorded as a no-op.
     ///
     /// This is the seam for later preconditions (unreconciled positions).
-    pub fn reset(&self, req: &ResetRequest) -> Result<TripOutcome> {
+    pub(crate) fn reset(&self, req: &ResetRequest) -> Result<TripOutcome> {
         let _lock = self.lock()?;
         let seen = self.state();
         let expected = req.expected_generation.unwrap_or(seen.generation());
@@ -281,7 +281,7 @@ impl ControlBlock {
 
     /// Writes the "drain incomplete" record (the fields, then the meta word
     /// with Release). Lock-free: the drain calls it when it starts.
-    pub fn record_drain_incomplete(&self, rec: &DrainIncomplete) {
+    pub(crate) fn record_drain_incomplete(&self, rec: &DrainIncomplete) {
         let d = self.drain_status();
         d.incomplete_generation
             .store(rec.generation, Ordering::Relaxed);
@@ -297,7 +297,7 @@ impl ControlBlock {
 
     /// Clears the record if it is still the one whose meta word is `meta`
     /// (a drain clears only its own record). Returns true when cleared.
-    pub fn clear_drain_incomplete(&self, meta: u64) -> bool {
+    pub(crate) fn clear_drain_incomplete(&self, meta: u64) -> bool {
         self.drain_status()
             .incomplete_meta
             .compare_exchange(meta, 0, Ordering::AcqRel, Ordering::Acquire)

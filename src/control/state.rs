@@ -165,6 +165,8 @@ pub trait AtomicWord {
     fn store_word(&self, value: u64, order: Ordering);
     /// `compare_exchange_weak`.
     fn cas_word(&self, current: u64, new: u64, ok: Ordering, err: Ordering) -> Result<u64, u64>;
+    /// `fetch_max`: for words that may only ever grow (`acked_generation`).
+    fn fetch_max_word(&self, value: u64, order: Ordering) -> u64;
 }
 
 impl AtomicWord for std::sync::atomic::AtomicU64 {
@@ -180,6 +182,10 @@ impl AtomicWord for std::sync::atomic::AtomicU64 {
     fn cas_word(&self, current: u64, new: u64, ok: Ordering, err: Ordering) -> Result<u64, u64> {
         self.compare_exchange_weak(current, new, ok, err)
     }
+    #[inline]
+    fn fetch_max_word(&self, value: u64, order: Ordering) -> u64 {
+        self.fetch_max(value, order)
+    }
 }
 
 #[cfg(loom)]
@@ -192,6 +198,9 @@ impl AtomicWord for loom::sync::atomic::AtomicU64 {
     }
     fn cas_word(&self, current: u64, new: u64, ok: Ordering, err: Ordering) -> Result<u64, u64> {
         self.compare_exchange_weak(current, new, ok, err)
+    }
+    fn fetch_max_word(&self, value: u64, order: Ordering) -> u64 {
+        self.fetch_max(value, order)
     }
 }
 

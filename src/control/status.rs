@@ -41,7 +41,7 @@ pub struct DrainSnapshot {
     /// Drain finished.
     pub t_done: u64,
     /// The gateway acknowledged a generation of this drain after the
-    /// deadline, or has not yet ([`DRAIN_FLAG_ACK_LATE`]).
+    /// deadline, or has not yet (drain flag bit 0).
     pub gateway_ack_late: bool,
     /// The start-up drain of orders a previous run left open.
     pub recovery: bool,
@@ -73,6 +73,43 @@ impl DrainSnapshot {
             gateway_ack_late: l(&d.flags) & DRAIN_FLAG_ACK_LATE != 0,
             recovery: l(&d.flags) & DRAIN_FLAG_RECOVERY != 0,
             escalated: l(&d.flags) & DRAIN_FLAG_ESCALATED != 0,
+        }
+    }
+}
+
+/// Copy of what the gateway publishes: its acknowledgement of the state
+/// word and its counts. Read-only; any thread or process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct GatewaySnapshot {
+    /// Highest generation the gateway has acknowledged (it sends nothing
+    /// decided on an older one).
+    pub acked_generation: u64,
+    /// When it acknowledged it (`CLOCK_MONOTONIC` ns).
+    pub acked_mono_ns: u64,
+    /// New orders written to venues since the block was created.
+    pub orders_sent: u64,
+    /// Cancels (single or mass) written to venues.
+    pub cancels_sent: u64,
+    /// Orders open in the registry, as last counted by the engine.
+    pub open_orders: u64,
+    /// Pid of the live process holding the gateway role, if any.
+    pub holder_pid: Option<u32>,
+}
+
+impl GatewaySnapshot {
+    /// Reads the gateway status of a block: the generation (Acquire) first,
+    /// then its time, so the time is that acknowledgement's or a later one's.
+    pub fn read(block: &ControlBlock) -> GatewaySnapshot {
+        let g = block.gateway_status();
+        let acked_generation = g.acked_generation.load(Ordering::Acquire);
+        GatewaySnapshot {
+            acked_generation,
+            acked_mono_ns: g.acked_mono_ns.load(Ordering::Acquire),
+            orders_sent: g.orders_sent.load(Ordering::Relaxed),
+            cancels_sent: g.cancels_sent.load(Ordering::Relaxed),
+            open_orders: g.open_orders.load(Ordering::Acquire),
+            holder_pid: block.gateway_holder(),
         }
     }
 }

@@ -201,7 +201,8 @@ fn owner_attach_refuses_a_second_live_engine_and_takes_over_a_dead_one() {
         b.owner(),
         OwnerInfo {
             pid: std::process::id(),
-            alive: true
+            alive: true,
+            start_ticks: proc_start_ticks(std::process::id()).unwrap()
         }
     );
     // A live owner that is not us: our parent process.
@@ -287,4 +288,28 @@ fn reset_is_refused_while_a_live_engine_is_draining() {
         (AuditKind::Reset, Mode::Kill),
         "records the mode it cleared"
     );
+}
+
+/// A drain clears only its own record: a clear naming another record's
+/// meta word changes nothing.
+#[test]
+fn a_drain_incomplete_record_is_cleared_only_by_its_own_meta_word() {
+    let d = tmp();
+    let b = ControlBlock::create(d.path(), "rec").unwrap();
+    let rec = DrainIncomplete {
+        generation: 1,
+        open: 3,
+        confirmed: 1,
+        unknown: 2,
+        writer: IncompleteWriter::Drain,
+        no_snapshot: false,
+        pid: 4242,
+        writer_start_ticks: 7,
+        wall_ns: 1,
+    };
+    b.record_drain_incomplete(&rec);
+    assert!(!b.clear_drain_incomplete(rec.meta() ^ 1));
+    assert_eq!(b.drain_incomplete(), Some(rec));
+    assert!(b.clear_drain_incomplete(rec.meta()));
+    assert_eq!(b.drain_incomplete(), None);
 }

@@ -230,6 +230,10 @@ pub struct DrainOutcome {
     pub timings: DrainTimings,
     /// Newer generations taken in while it ran, in order.
     pub escalations: Vec<Escalation>,
+    /// Sending threads (send guards) the drain found inside a send after
+    /// its barrier, and waited for before it snapshotted (summed over the
+    /// generations it took in).
+    pub senders_waited_for: usize,
 }
 
 impl DrainOutcome {
@@ -252,6 +256,7 @@ impl DrainOutcome {
             error: None,
             timings: DrainTimings::default(),
             escalations: Vec::new(),
+            senders_waited_for: 0,
         }
     }
 

@@ -21,6 +21,7 @@ use crate::control::{
 use crate::gateway::{CancelRequest, DrainLink};
 use crate::order::{OrderId, OrderState, ScopeIndex};
 use crate::registry::OrderRecord;
+use crate::senders::Quiesce;
 use crate::venue::MassCancelScope;
 
 /// The drain thread's state.
@@ -96,6 +97,17 @@ pub(super) struct Awaiting {
     pub(super) t_seen: u64,
     pub(super) since: Instant,
     pub(super) late: bool,
+    /// The sending threads found inside a send after the barrier (way 2):
+    /// the generation counts as acknowledged only once they have all left.
+    pub(super) senders: Option<Quiesce>,
+}
+
+impl Awaiting {
+    /// True when the gateway acknowledged the generation (`acked`) and
+    /// every sender found inside a send has left it.
+    pub(super) fn is_acknowledged(&mut self, acked: u64) -> bool {
+        acked >= self.w.generation() && self.senders.as_mut().is_none_or(|q| q.is_quiet())
+    }
 }
 
 /// One drain in progress.
@@ -132,6 +144,12 @@ fn note_enqueued(out: &mut DrainOutcome, ds: &DrainStatus, mass: bool, first: &m
 }
 
 impl Drainer {
+    /// After a kill generation was seen: the senders' barrier and who is
+    /// inside a send (`None` without send guards).
+    pub(super) fn quiesce_senders(&self) -> Option<Quiesce> {
+        self.link.senders.as_ref().and_then(|s| s.begin_quiesce())
+    }
+
     /// Starts the record of this drain: it takes over its own process's
     /// record, and (`recovery`) any record, since a start-up recovery
     /// drains everything the journal holds open; another process's record
@@ -192,6 +210,7 @@ impl Drainer {
                 t_seen,
                 since: Instant::now(),
                 late: false,
+                senders: self.quiesce_senders(),
             }),
             watch_word: true,
             record: None,

@@ -92,12 +92,14 @@ impl Drainer {
                             t_seen,
                             since: Instant::now(),
                             late: run.awaiting.as_ref().is_some_and(|a| a.late),
+                            senders: self.quiesce_senders(),
                         });
                     }
                 }
             }
-            if let Some(a) = run.awaiting.take() {
-                if acked.load(Ordering::Acquire) >= a.w.generation() {
+            if let Some(mut a) = run.awaiting.take() {
+                if a.is_acknowledged(acked.load(Ordering::Acquire)) {
+                    out.senders_waited_for += a.senders.as_ref().map_or(0, |q| q.found);
                     self.take(run, &a, out);
                     b.reset();
                     continue;
@@ -109,7 +111,6 @@ impl Drainer {
                         generation: a.w.generation(),
                     });
                 } else {
-                    let mut a = a;
                     if !a.late && a.since.elapsed() >= self.cfg.gateway_ack_deadline {
                         // Publish the failure so an operator or `emergency`
                         // escalates, and keep waiting.

@@ -32,7 +32,8 @@ fn rig(mass_cancel: bool, order_ring: usize) -> Rig {
         registry.clone(),
         vec![(0, Box::new(venue) as Box<dyn Venue>)],
         &gcfg,
-    );
+    )
+    .unwrap();
     let sender = core.order_sender(Arc::new(AtomicU64::new(1)));
     Rig {
         _dir: dir,
@@ -241,7 +242,8 @@ fn an_ambiguous_send_is_send_unknown_and_a_failed_one_is_rejected_locally() {
             registry.clone(),
             vec![(0, Box::new(FailingVenue(err)) as Box<dyn Venue>)],
             &GatewayConfig::default(),
-        );
+        )
+        .unwrap();
         let sender = core.order_sender(Arc::new(AtomicU64::new(1)));
         let id = sender.submit(&intent(0, Side::Buy, 0)).unwrap();
         core.turn();

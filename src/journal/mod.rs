@@ -3,12 +3,13 @@
 //! engine's state can be rebuilt from the journal alone after any crash.
 //!
 //! * [`record`]: the record header and payload layouts (little-endian, fixed).
-//! * [`segment`]: segment files, their header, pre-allocation and mapping.
+//! * `segment` (crate-private): segment files, their header, pre-allocation
+//!   and mapping.
 //! * [`writer`]: [`JournalWriter`], the single writer (append, roll-over,
 //!   quick checkpoint, msync).
 //! * [`reader`]: [`scan`] of a whole journal and [`JournalTail`], a follower
 //!   for another process.
-//! * [`recover`]: truncating a torn tail and rebuilding [`TradingState`].
+//! * [`recover`](mod@recover): truncating a torn tail and rebuilding [`TradingState`].
 //! * [`state`]: [`TradingState`], plain data.
 //!
 //! # Invariants
@@ -43,7 +44,7 @@
 pub mod reader;
 pub mod record;
 pub mod recover;
-pub mod segment;
+pub(crate) mod segment;
 pub mod state;
 pub mod writer;
 

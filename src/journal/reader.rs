@@ -787,7 +787,9 @@ fn classify_after_end(path: &Path, index: u64, rep: &mut ScanReport) {
     }
 }
 
-/// Follows a journal another process is writing, record by record.
+/// Follows a journal another process is writing, record by record. Held
+/// by one reading thread (`Send`); any number of tails may follow one
+/// journal.
 ///
 /// [`JournalTail::next_record`] returns `Ok(None)` when nothing new is
 /// committed yet; call it again later. It never returns a torn record: it

@@ -192,7 +192,7 @@ pub trait Encode {
 }
 
 /// Reads fields out of a payload, naming each one in its errors.
-pub struct Cursor<'a> {
+pub(crate) struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
     rtype: &'static str,
@@ -296,7 +296,7 @@ impl<'a> Cursor<'a> {
 }
 
 /// Encodes scope tags (8 bytes: venue, strategy, instrument, account).
-pub fn put_tags<S: Sink>(out: &mut S, t: &ScopeTags) {
+pub(crate) fn put_tags<S: Sink>(out: &mut S, t: &ScopeTags) {
     out.put_u16(t.venue);
     out.put_u16(t.strategy);
     out.put_u16(t.instrument);
@@ -304,7 +304,7 @@ pub fn put_tags<S: Sink>(out: &mut S, t: &ScopeTags) {
 }
 
 /// Decodes scope tags.
-pub fn get_tags(c: &mut Cursor<'_>) -> Result<ScopeTags, DecodeError> {
+pub(crate) fn get_tags(c: &mut Cursor<'_>) -> Result<ScopeTags, DecodeError> {
     Ok(ScopeTags {
         venue: c.u16("tags.venue")?,
         strategy: c.u16("tags.strategy")?,
@@ -314,7 +314,7 @@ pub fn get_tags(c: &mut Cursor<'_>) -> Result<ScopeTags, DecodeError> {
 }
 
 /// Decodes a side byte.
-pub fn get_side(c: &mut Cursor<'_>) -> Result<Side, DecodeError> {
+pub(crate) fn get_side(c: &mut Cursor<'_>) -> Result<Side, DecodeError> {
     let v = c.u8("side")?;
     Side::from_u8(v).ok_or_else(|| c.err("side", format!("unknown side {v} (0 buy, 1 sell)")))
 }
@@ -564,7 +564,7 @@ impl SwitchRecord {
     }
 
     /// Decodes from a cursor (also used inside snapshots).
-    pub fn decode_from(c: &mut Cursor<'_>, reset: bool) -> Result<Self, DecodeError> {
+    pub(crate) fn decode_from(c: &mut Cursor<'_>, reset: bool) -> Result<Self, DecodeError> {
         let mode = c.u8("mode")?;
         if mode > 3 {
             return Err(c.err("mode", format!("unknown mode {mode} (0..=3)")));

@@ -132,7 +132,7 @@ pub struct DurableAt {
 }
 
 /// Writes payload bytes straight into the mapping through a raw pointer,
-/// and folds them into the record's CRC-32C every [`CRC_BLOCK`] bytes, while
+/// and folds them into the record's CRC-32C every 4 KiB, while
 /// they are still in L1: a large record (a quick checkpoint) is then encoded
 /// and checksummed in one pass, the CRC work overlapping the stores' cache
 /// misses, instead of a second pass over half a megabyte.
@@ -283,7 +283,10 @@ fn create_dir(dir: &Path, access: Access) -> Result<(), JournalError> {
         .map_err(|e| JournalError::io(dir, "give the journal directory its group", e))
 }
 
-/// The single writer of a journal directory.
+/// The single writer of a journal directory (one per directory, across
+/// processes: a file lock). `Send`, not `Sync`: one thread appends; the
+/// runtime keeps it behind a mutex shared by the registry's sink, the
+/// drain's checkpoint and the supervisor.
 pub struct JournalWriter {
     dir: PathBuf,
     cfg: JournalConfig,

@@ -2,8 +2,9 @@
 //! [`RecordedEvent`] per change, in the order the registry applied them.
 
 use super::OrderRecord;
-use crate::order::{OrderEvent, OrderId, OrderState, Price, Qty, ScopeIndex, Side};
-use crate::venue::MassCancelScope;
+use crate::gate::Rejection;
+use crate::order::{OrderEvent, OrderId, OrderState, Price, Qty, ScopeIndex, ScopeTags, Side};
+use crate::venue::{MassCancelScope, RejectReason, VenueError};
 
 /// An order event as handed to an [`EventSink`] (what a journal records).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,10 +14,35 @@ pub enum RecordedEvent {
     /// Adopted from an earlier run's journal in state `Recovered` (already
     /// in the journal: a sink records its later events, not a new order).
     Recovered(OrderRecord),
-    /// The write failed; the order is rejected locally.
+    /// The write failed with nothing sent; the order is rejected locally
+    /// (an `Order` event with `Rejected` follows).
     SendFailed {
         /// Order.
         id: OrderId,
+        /// Its tags.
+        tags: ScopeTags,
+        /// What the venue session said.
+        error: VenueError,
+    },
+    /// The venue rejected a new order (an `Order` event with `Rejected`
+    /// follows).
+    VenueRejected {
+        /// Order.
+        id: OrderId,
+        /// Its tags.
+        tags: ScopeTags,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// The gateway refused a request without writing anything; nothing in
+    /// the registry changed.
+    Refused {
+        /// The order (for a new order: the id it was given).
+        id: OrderId,
+        /// Tags of the strategy that asked.
+        tags: ScopeTags,
+        /// Why.
+        why: Refusal,
     },
     /// An order answer applied to the registry (ack, fill, cancel, reject,
     /// cancel reject) or a cancel we wrote (`OrderEvent::CancelSent`), or the
@@ -24,6 +50,8 @@ pub enum RecordedEvent {
     Order {
         /// Order.
         id: OrderId,
+        /// Its tags.
+        tags: ScopeTags,
         /// What happened.
         event: OrderEvent,
         /// State after it.
@@ -33,6 +61,8 @@ pub enum RecordedEvent {
     Fill {
         /// Order.
         id: OrderId,
+        /// Its tags.
+        tags: ScopeTags,
         /// Side of the order.
         side: Side,
         /// Executed quantity.
@@ -51,6 +81,25 @@ pub enum RecordedEvent {
         /// Our open orders it covers.
         orders: u32,
     },
+}
+
+/// Why the gateway refused a request without writing anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The gateway's re-check of the state word refused the new order: the
+    /// switch tripped between the strategy's gate check and the write.
+    Recheck(Rejection),
+    /// A new order reused an id already registered.
+    DuplicateId,
+    /// A new order named a venue the gateway has no session for.
+    UnknownVenue,
+    /// A cancel (or the cancel half of a replace) for an order that is not
+    /// open: already filled, cancelled, rejected or unknown.
+    NotOpen,
+    /// A cancel or replace for an order another strategy sent.
+    NotYours,
+    /// The venue session refused to write a cancel (nothing was sent).
+    CancelNotWritten(VenueError),
 }
 
 /// Receives every order event the registry applies. The default methods do

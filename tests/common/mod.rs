@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use killswitch::backoff::{Backoff, BackoffConfig};
-use killswitch::control::ControlBlock;
+use killswitch::control::{ControlBlock, Operator, Tripper};
 use killswitch::drain::{CheckpointHook, Drain, DrainConfig, DrainHandle};
 use killswitch::gateway::{Gateway, GatewayConfig, GatewayHandle, OrderSender};
 use killswitch::journal::record::OrderEventRecord;
@@ -22,6 +22,8 @@ use killswitch::venue::{MassCancelScope, NewOrder, Venue, VenueError, VenueEvent
 pub struct Rig {
     pub dir: tempfile::TempDir,
     pub block: Arc<ControlBlock>,
+    pub tripper: Tripper,
+    pub operator: Operator,
     pub registry: Arc<Registry>,
     pub gateway: GatewayHandle,
     pub drain: DrainHandle,
@@ -66,10 +68,12 @@ pub fn rig_with(
     let mut gateway =
         Gateway::spawn(block.clone(), registry.clone(), sessions, gateway_cfg).expect("gateway");
     let link = gateway.take_drain_link().expect("link");
-    let drain = Drain::spawn(block.clone(), link, drain_cfg, checkpoint).expect("drain");
+    let drain = Drain::spawn(link, drain_cfg, checkpoint).expect("drain");
     let sender = gateway.order_sender();
     Rig {
         dir,
+        tripper: Tripper::new(block.clone()),
+        operator: Operator::new(block.clone()),
         block,
         registry,
         gateway,
@@ -283,7 +287,7 @@ impl EventSink for JournalRecorder {
                 let rec = OrderEventRecord::new_order(o.id, o.tags, o.side, o.price, o.qty);
                 self.orders.insert(o.id, (rec, o.filled));
             }
-            RecordedEvent::SendFailed { id } => {
+            RecordedEvent::SendFailed { id, .. } => {
                 if let Some((rec, _)) = self.orders.remove(&id) {
                     self.append(&rec.with_event(OrderEvent::Rejected));
                 }
@@ -299,8 +303,12 @@ impl EventSink for JournalRecorder {
                 event: OrderEvent::Fill { .. },
                 ..
             }
-            | RecordedEvent::MassCancelSent { .. } => {}
-            RecordedEvent::Order { id, event, state } => {
+            | RecordedEvent::MassCancelSent { .. }
+            | RecordedEvent::VenueRejected { .. }
+            | RecordedEvent::Refused { .. } => {}
+            RecordedEvent::Order {
+                id, event, state, ..
+            } => {
                 if let Some((rec, _)) = self.orders.get(&id).copied() {
                     self.append(&rec.with_event(event));
                     if state.is_terminal() {

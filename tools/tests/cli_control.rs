@@ -7,7 +7,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use killswitch::control::{AuditKind, ControlBlock, Mode, ScopeKind};
+use killswitch::control::{AuditKind, ControlBlock, EngineOwner, Mode, ScopeKind, Tripper};
 use killswitch::gate::{Gate, Rejection, Verdict};
 use killswitch::order::{OrderIntent, Price, Qty, ScopeTags, Side};
 use support::{ks, run, wait_for};
@@ -26,7 +26,7 @@ fn order(tags: ScopeTags) -> OrderIntent {
 fn a_second_process_trips_and_this_gate_rejects_and_status_says_who() {
     let d = tempfile::tempdir().unwrap();
     let block = Arc::new(ControlBlock::create(d.path(), "eng").unwrap());
-    block.attach_owner().unwrap();
+    let _engine = EngineOwner::attach(block.clone()).unwrap();
     let gate = Gate::new(block.clone());
     assert!(gate.check(&order(ScopeTags::default())).is_allow());
 
@@ -276,8 +276,8 @@ fn wrong_arguments_exit_2() {
 #[test]
 fn remove_refuses_while_a_live_engine_owns_the_block() {
     let d = tempfile::tempdir().unwrap();
-    let block = ControlBlock::create(d.path(), "eng").unwrap();
-    block.attach_owner().unwrap();
+    let block = Arc::new(ControlBlock::create(d.path(), "eng").unwrap());
+    let _engine = EngineOwner::attach(block.clone()).unwrap();
     let mut rm = ks(d.path(), "eng");
     rm.args(["remove", "--confirm"]);
     let out = run(rm);
@@ -397,11 +397,14 @@ fn reset_names_its_generation_and_no_op_resets_are_audited_as_such() {
     let mut child = std::process::Command::new("true").spawn().unwrap();
     let dead = child.id();
     child.wait().unwrap();
-    let h = &block.layout().header;
-    h.owner_pid
-        .store(dead as u64, std::sync::atomic::Ordering::Release);
-    h.owner_start_ticks
-        .store(1, std::sync::atomic::Ordering::Release);
+    // Written as a crashed engine leaves it: the header's owner pid (offset
+    // 40) and start ticks (48), straight into the file.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = OpenOptions::new().write(true).open(block.path()).unwrap();
+        f.write_all_at(&(dead as u64).to_le_bytes(), 40).unwrap();
+        f.write_all_at(&1u64.to_le_bytes(), 48).unwrap();
+    }
     let mut st = ks(d.path(), "eng");
     st.arg("status");
     let out = run(st);
@@ -452,8 +455,8 @@ fn run_into_closed_pipe(mut cmd: std::process::Command) -> support::Run {
 #[test]
 fn a_closed_pipe_is_a_normal_end_of_output_not_a_panic() {
     let d = tempfile::tempdir().unwrap();
-    let block = ControlBlock::create(d.path(), "eng").unwrap();
-    block.trip_global(Mode::Kill, killswitch::control::Source::Api, "pipe test");
+    let block = Arc::new(ControlBlock::create(d.path(), "eng").unwrap());
+    Tripper::new(block).trip_global(Mode::Kill, killswitch::control::Source::Api, "pipe test");
     for args in [vec!["status"], vec!["status", "--json"], vec!["audit"]] {
         let mut c = ks(d.path(), "eng");
         c.args(&args);

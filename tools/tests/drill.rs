@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use killswitch::control::{ControlBlock, Mode, Source};
+use killswitch::control::{ControlBlock, GatewaySnapshot, Mode, Source};
 use serde_json::Value;
 use support::{ks, run, wait_for, KILLSWITCH};
 
@@ -306,12 +306,11 @@ fn a_restarted_engine_stays_latched_until_reset() {
         wait_for(Duration::from_secs(10), || block.owner().pid == pid),
         "engine attached"
     );
-    let gs = block.gateway_status();
-    let sent_before = gs.orders_sent.load(std::sync::atomic::Ordering::Acquire);
+    let sent_before = GatewaySnapshot::read(&block).orders_sent;
     // Strategies run and are refused by the gate: nothing may reach a venue.
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
-        gs.orders_sent.load(std::sync::atomic::Ordering::Acquire),
+        GatewaySnapshot::read(&block).orders_sent,
         sent_before,
         "latched: no order sent"
     );
@@ -325,9 +324,8 @@ fn a_restarted_engine_stays_latched_until_reset() {
     ]);
     run(reset).expect_code(0);
     assert!(
-        wait_for(Duration::from_secs(10), || gs
+        wait_for(Duration::from_secs(10), || GatewaySnapshot::read(&block)
             .orders_sent
-            .load(std::sync::atomic::Ordering::Acquire)
             > sent_before + 100),
         "trading resumed after the reset"
     );

@@ -226,11 +226,9 @@ fn a_firm_trip_reaches_every_block_through_a_server_failure_and_latches() {
     );
     // The engine has orders resting, so its drain has work.
     assert!(
-        wait_for(DEADLINE, || engine_block
-            .gateway_status()
-            .open_orders
-            .load(std::sync::atomic::Ordering::Acquire)
-            > 100),
+        wait_for(DEADLINE, || {
+            killswitch::control::GatewaySnapshot::read(&engine_block).open_orders > 100
+        }),
         "the engine has no open orders"
     );
 

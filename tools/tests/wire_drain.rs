@@ -8,7 +8,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use killswitch::control::{ControlBlock, Mode, Source};
+use killswitch::control::{ControlBlock, Mode, Source, Tripper};
 use killswitch::drain::{Drain, DrainConfig};
 use killswitch::gateway::{Gateway, GatewayConfig};
 use killswitch::order::{OrderIntent, OrderState, Price, Qty, ScopeTags, Side};
@@ -54,7 +54,6 @@ fn venue_drops_mid_drain_then_the_reconnect_reconciles_fills_and_cancels() {
     )
     .unwrap();
     let drain = Drain::spawn(
-        block.clone(),
         gateway.take_drain_link().unwrap(),
         DrainConfig {
             cancel_deadline: Duration::from_millis(500),
@@ -90,7 +89,11 @@ fn venue_drops_mid_drain_then_the_reconnect_reconciles_fills_and_cancels() {
     control.control("inject", "I0,sell,90,3");
     control.control("disconnect_after", "1");
 
-    block.trip_global(Mode::Kill, Source::Api, "wire test: venue drops mid-drain");
+    Tripper::new(block.clone()).trip_global(
+        Mode::Kill,
+        Source::Api,
+        "wire test: venue drops mid-drain",
+    );
     let outcome = drain
         .wait_outcome(Duration::from_secs(30))
         .expect("drain outcome");

@@ -89,13 +89,9 @@ impl Book {
     }
 
     /// Session orders resting in this book.
+    #[cfg(test)]
     pub fn our_orders(&self) -> impl Iterator<Item = (SessionId, OrderId)> + '_ {
         self.ours.keys().copied()
-    }
-
-    /// Number of resting orders of other participants.
-    pub fn other_count(&self) -> usize {
-        self.others.len()
     }
 
     /// Matches an incoming limit order against the opposite side, appending

@@ -94,7 +94,8 @@ pub(crate) struct Shared {
     pub cancelled_on_disconnect: AtomicU64,
 }
 
-/// Knobs, log and counters of one simulated venue; cheap to clone.
+/// Knobs, log and counters of one simulated venue; cheap to clone, any
+/// thread (tests and fault injection hold it; the gateway holds the venue).
 #[derive(Clone, Debug)]
 pub struct SimHandle {
     pub(crate) shared: Arc<Shared>,

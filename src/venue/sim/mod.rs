@@ -1,7 +1,7 @@
 //! A simulated exchange session: real price-time-priority books, other
 //! participants trading against us, and fault knobs.
 //!
-//! * One [`book::Book`] per instrument. Our orders match against resting
+//! * One price-time book per instrument. Our orders match against resting
 //!   liquidity (ours or other participants') at the resting price, and rest
 //!   what is left; fills and partial fills come back as `Fill` events with
 //!   the venue's leaves quantity.
@@ -25,9 +25,9 @@
 //! tools package puts the same exchange behind FIX sessions on loopback
 //! TCP; nothing here does networking.
 
-pub mod book;
+pub(crate) mod book;
 pub mod exchange;
-pub mod flow;
+pub(crate) mod flow;
 mod handle;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,7 +38,7 @@ use crate::clock::mono_ns;
 use crate::order::{OrderId, Price, ScopeIndex};
 use crate::venue::{CancelRejectReason, MassCancelScope, NewOrder, Venue, VenueError, VenueEvent};
 pub use exchange::{Answer, CancelOutcome, Exchange, OrderFate, SessionId};
-pub use flow::{FlowConfig, Rng};
+pub use flow::FlowConfig;
 use handle::Shared;
 pub use handle::{LogEntry, SimHandle, SimStats, WireMessage};
 
@@ -99,7 +99,8 @@ impl SimConfig {
 
 /// The simulated venue session; give it to the gateway, keep the [`SimHandle`].
 ///
-/// One in-process session of an [`Exchange`] of its own.
+/// One in-process session of an [`Exchange`] of its own. A [`Venue`]: held
+/// by the gateway thread (the runtime's), which alone calls it.
 pub struct SimVenue {
     name: String,
     exchange: Exchange,

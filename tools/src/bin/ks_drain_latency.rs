@@ -30,7 +30,8 @@ use hdrhistogram::Histogram;
 use killswitch::backoff::BackoffConfig;
 use killswitch::clock::mono_ns;
 use killswitch::control::{
-    ControlBlock, DrainPhase, DrainSnapshot, Mode, ResetRequest, ScopeKind, Source, TripRequest,
+    ControlBlock, DrainPhase, DrainSnapshot, Mode, Operator, ResetRequest, ScopeKind, Source,
+    TripRequest,
 };
 use killswitch::drain::{Drain, DrainConfig};
 use killswitch::gateway::{Gateway, GatewayConfig};
@@ -116,6 +117,7 @@ fn run(a: &Args) -> Result<(), String> {
         ControlBlock::create(&dir, &format!("drainlat-{}", std::process::id()))
             .map_err(|e| e.to_string())?,
     );
+    let operator = Operator::new(block.clone());
     let registry = Arc::new(Registry::new());
     let mut cfg = SimConfig::new("SIM", 1, 1);
     cfg.flow = FlowConfig::off();
@@ -137,7 +139,6 @@ fn run(a: &Args) -> Result<(), String> {
         .take_drain_link()
         .ok_or("gateway gave no drain link")?;
     let drain = Drain::spawn(
-        block.clone(),
         link,
         DrainConfig {
             core: a.drain_core,
@@ -172,7 +173,9 @@ fn run(a: &Args) -> Result<(), String> {
         }
         let log_before = sim.log_len();
         let t0 = mono_ns();
-        block.trip_global(Mode::Kill, Source::Api, "ks-drain-latency");
+        operator
+            .tripper()
+            .trip_global(Mode::Kill, Source::Api, "ks-drain-latency");
         let out = drain
             .wait_outcome(Duration::from_secs(30))
             .map_err(|e| format!("round {round}: no drain report: {e}"))?;
@@ -196,7 +199,7 @@ fn run(a: &Args) -> Result<(), String> {
         span(&mut seen, t0, t.t_trip_seen);
         span(&mut acked, t.t_trip_seen, t.t_gateway_ack);
         span(&mut after_ack, t.t_gateway_ack, t.t_first_cancel);
-        block
+        operator
             .reset(&ResetRequest {
                 source: Source::Api,
                 reason: "ks-drain-latency".into(),
@@ -237,6 +240,7 @@ fn second_trip(a: &Args) -> Result<(), String> {
         ControlBlock::create(&dir, &format!("drainlat2-{}", std::process::id()))
             .map_err(|e| e.to_string())?,
     );
+    let operator = Operator::new(block.clone());
     let registry = Arc::new(Registry::new());
     let mut sessions: Vec<(u16, Box<dyn Venue>)> = Vec::new();
     let mut sims = Vec::new();
@@ -267,7 +271,6 @@ fn second_trip(a: &Args) -> Result<(), String> {
         .take_drain_link()
         .ok_or("gateway gave no drain link")?;
     let drain = Drain::spawn(
-        block.clone(),
         link,
         DrainConfig {
             core: a.drain_core,
@@ -314,7 +317,7 @@ fn second_trip(a: &Args) -> Result<(), String> {
         // tracking them when the global kill lands.
         sim_b.set_event_latency(Duration::from_millis(20));
         let t1 = mono_ns();
-        block
+        operator
             .trip(&TripRequest {
                 mode: Mode::Kill,
                 scopes: vec![(ScopeKind::Venue, "SIM-B".into())],
@@ -338,7 +341,9 @@ fn second_trip(a: &Args) -> Result<(), String> {
         }
         let log_a = sim_a.log_len();
         let t2 = mono_ns();
-        block.trip_global(Mode::Kill, Source::Api, "ks-drain-latency: second trip");
+        operator
+            .tripper()
+            .trip_global(Mode::Kill, Source::Api, "ks-drain-latency: second trip");
         let out = drain
             .wait_outcome(Duration::from_secs(30))
             .map_err(|e| format!("round {round}: no drain report: {e}"))?;
@@ -369,7 +374,7 @@ fn second_trip(a: &Args) -> Result<(), String> {
         span(&mut seen, t2, e.t_seen);
         span(&mut acked, e.t_seen, e.t_gateway_ack);
         span(&mut after_ack, e.t_gateway_ack, e.t_first_cancel);
-        block
+        operator
             .reset(&ResetRequest {
                 source: Source::Api,
                 reason: "ks-drain-latency".into(),

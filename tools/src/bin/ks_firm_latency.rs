@@ -614,8 +614,8 @@ fn start_engine(ks: &Path, root: &Path, block: &ControlBlock, i: usize) -> Resul
         .spawn()
         .map_err(|e| e.to_string())?;
     let end = Instant::now() + WAIT;
-    let open = &block.gateway_status().open_orders;
-    while block.owner().pid != child.id() || open.load(std::sync::atomic::Ordering::Acquire) < 1000
+    while block.owner().pid != child.id()
+        || killswitch::control::GatewaySnapshot::read(block).open_orders < 1000
     {
         if Instant::now() > end || child.try_wait().map_err(|e| e.to_string())?.is_some() {
             let _ = child.kill();

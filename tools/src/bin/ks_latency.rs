@@ -13,15 +13,18 @@
 //!   `killswitch emergency`, beside the runbook's path: `SIGTERM` and wait
 //!   for the process to exit.
 
+use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
 use killswitch::clock::mono_ns;
-use killswitch::control::{ControlBlock, Mode, ResetRequest, Source};
+use killswitch::control::{
+    ControlBlock, EngineOwner, Mode, Operator, ResetRequest, Source, Tripper,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -109,54 +112,74 @@ fn pin(core: usize) -> bool {
     }
 }
 
-/// Spins on the state word; on every generation change it publishes the
-/// time it saw it in the drain-status fields (as an engine's drain would).
-/// Runs until the parent kills it.
+/// Spins on the state word; on every generation change it writes the
+/// generation and the time it saw it (16 bytes, little-endian) to stdout.
+/// The time is taken in the spin loop, before the write, so the pipe's own
+/// latency is not in the measured figure. Runs until the parent kills it.
 fn watch(dir: &std::path::Path, core: usize) -> ExitCode {
     pin(core);
     let Ok(block) = ControlBlock::open(dir, "lat") else {
         return ExitCode::FAILURE;
     };
-    let d = block.drain_status();
+    let mut out = std::io::stdout().lock();
     let mut last = block.state().generation();
-    d.generation.store(last, Ordering::Release);
+    if tell(&mut out, last, mono_ns()).is_err() {
+        return ExitCode::FAILURE;
+    }
     loop {
         let w = block.state();
         if w.generation() != last {
             let now = mono_ns();
             last = w.generation();
-            d.t_trip_seen.store(now, Ordering::Relaxed);
-            d.generation.store(last, Ordering::Release);
+            if tell(&mut out, last, now).is_err() {
+                return ExitCode::FAILURE;
+            }
         }
         std::hint::spin_loop();
     }
 }
 
+fn tell(out: &mut impl Write, generation: u64, mono_ns: u64) -> std::io::Result<()> {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&generation.to_le_bytes());
+    b[8..].copy_from_slice(&mono_ns.to_le_bytes());
+    out.write_all(&b)?;
+    out.flush()
+}
+
+/// The next (generation, time seen) the watcher wrote.
+fn heard(from: &mut impl Read) -> Result<(u64, u64), String> {
+    let mut b = [0u8; 16];
+    from.read_exact(&mut b)
+        .map_err(|e| format!("the watcher process stopped talking: {e}"))?;
+    let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+    Ok((word(0), word(8)))
+}
+
 fn cross_process(iterations: u64, core: usize) -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("ks-latency-{}", std::process::id()));
-    let block = ControlBlock::create(&dir, "lat")?;
-    block.attach_owner()?;
+    let block = Arc::new(ControlBlock::create(&dir, "lat")?);
+    let owner = EngineOwner::attach(block.clone())?;
+    let operator = Operator::new(block.clone());
     // Spawn before pinning: a child inherits the parent's affinity mask,
     // and `core_affinity` only offers the cores inside it.
     let mut child = Command::new(std::env::current_exe()?)
         .arg("watch")
         .arg(&dir)
         .arg((core + 1).to_string())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()?;
+    let mut from_watcher = child.stdout.take().ok_or("no pipe from the watcher")?;
     let pinned = pin(core);
-    let d = block.drain_status();
-    let wait_gen = |g: u64| -> Result<(), String> {
-        let end = Instant::now() + Duration::from_secs(5);
-        while d.generation.load(Ordering::Acquire) != g {
-            if Instant::now() > end {
-                return Err(format!("watcher did not see generation {g} within 5 s"));
+    let wait_gen = |from: &mut std::process::ChildStdout, g: u64| -> Result<u64, String> {
+        loop {
+            let (seen_gen, seen_at) = heard(from)?;
+            if seen_gen == g {
+                return Ok(seen_at);
             }
-            std::hint::spin_loop();
         }
-        Ok(())
     };
-    wait_gen(block.state().generation())?;
+    wait_gen(&mut from_watcher, block.state().generation())?;
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
     let reset = ResetRequest {
         source: Source::Api,
@@ -165,19 +188,19 @@ fn cross_process(iterations: u64, core: usize) -> Result<(), Box<dyn std::error:
         expected_generation: None,
     };
     let warmup = iterations / 10;
+    let tripper = operator.tripper();
     for i in 0..iterations + warmup {
         let t0 = mono_ns();
-        let out = block.trip_global(Mode::Kill, Source::Api, "ks-latency");
+        let out = tripper.trip_global(Mode::Kill, Source::Api, "ks-latency");
         let g = out.transition.current().generation();
-        wait_gen(g)?;
-        let seen = d.t_trip_seen.load(Ordering::Acquire);
+        let seen = wait_gen(&mut from_watcher, g)?;
         if i >= warmup {
             hist.record(seen.saturating_sub(t0).max(1))?;
         }
-        let r = block.reset(&reset)?;
-        wait_gen(r.transition.current().generation())?;
+        let r = operator.reset(&reset)?;
+        wait_gen(&mut from_watcher, r.transition.current().generation())?;
     }
-    block.detach_owner();
+    drop(owner);
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
@@ -215,31 +238,28 @@ fn signal_target(dir: &std::path::Path, core: usize) -> ExitCode {
     let Ok(block) = ControlBlock::open(dir, "lat") else {
         return ExitCode::FAILURE;
     };
-    let block = std::sync::Arc::new(block);
+    let tripper = Tripper::new(Arc::new(block));
     let Ok(_guard) =
-        killswitch::signals::install(block.clone(), &killswitch::signals::SignalConfig::default())
+        killswitch::signals::install(&tripper, &killswitch::signals::SignalConfig::default())
     else {
         return ExitCode::FAILURE;
     };
-    // Ready: the parent waits for this.
-    block
-        .drain_status()
-        .generation
-        .store(u64::MAX, Ordering::Release);
+    // Ready: the parent waits for this line.
+    println!("ready");
     loop {
         std::thread::sleep(Duration::from_secs(1));
     }
 }
 
-fn temp_block() -> Result<(PathBuf, ControlBlock), Box<dyn std::error::Error>> {
+fn temp_block() -> Result<(PathBuf, Operator), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("ks-latency-{}", std::process::id()));
     let block = ControlBlock::create(&dir, "lat")?;
-    Ok((dir, block))
+    Ok((dir, Operator::new(Arc::new(block))))
 }
 
-fn wait_kill(block: &ControlBlock) -> Result<u64, String> {
+fn wait_kill(block: &Operator) -> Result<u64, String> {
     let end = Instant::now() + Duration::from_secs(5);
-    while block.state().mode() != Mode::Kill {
+    while block.block().state().mode() != Mode::Kill {
         if Instant::now() > end {
             return Err("the state word did not show KILL within 5 s".into());
         }
@@ -254,15 +274,21 @@ fn signal(iterations: u64, core: usize) -> Result<(), Box<dyn std::error::Error>
         .arg("signal-target")
         .arg(&dir)
         .arg((core + 1).to_string())
+        .stdout(Stdio::piped())
         .spawn()?;
     let pinned = pin(core);
-    let ready = Instant::now() + Duration::from_secs(5);
-    while block.drain_status().generation.load(Ordering::Acquire) != u64::MAX {
-        if Instant::now() > ready {
-            let _ = child.kill();
-            return Err("signal target did not start".into());
-        }
-        std::thread::sleep(Duration::from_millis(1));
+    // The target says "ready" once its handlers are installed (a read with
+    // no deadline of its own: the target either says it or exits, which
+    // ends the read).
+    let mut line = String::new();
+    let said = child
+        .stdout
+        .take()
+        .map(|o| std::io::BufReader::new(o).read_line(&mut line));
+    if !matches!(said, Some(Ok(n)) if n > 0) || line.trim() != "ready" {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err("signal target did not start".into());
     }
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let reset = ResetRequest {

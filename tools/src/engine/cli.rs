@@ -99,7 +99,7 @@ pub fn main(args: &EngineArgs) -> i32 {
     eprintln!(
         "ks-engine: pid {} trading; control block {}; {}",
         std::process::id(),
-        engine.block().path().display(),
+        engine.block_path().display(),
         engine.recovery_note()
     );
     let report = engine.run();

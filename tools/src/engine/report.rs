@@ -2,20 +2,16 @@
 //! that nothing escaped, positions, and the journal. Written as JSON so the
 //! drill (a different process) can read it.
 
-use std::sync::atomic::Ordering;
-
 use serde::{Deserialize, Serialize};
 
-use killswitch::control::{ControlBlock, ScopeKind};
-use killswitch::drain::{DrainDied, DrainError, DrainOutcome};
+use killswitch::control::{GatewaySnapshot, ScopeKind};
+use killswitch::drain::DrainOutcome;
 use killswitch::gateway::GatewayStats;
-use killswitch::registry::Registry;
-use killswitch::signals::ShutdownLevel;
+use killswitch::runtime::{Runtime, ShutdownReport, Supervised};
 use killswitch::venue::sim::{SimHandle, WireMessage};
 
 use super::config::EngineConfig;
 use super::strategy::StrategyStats;
-use super::SharedJournal;
 
 /// One drain, summarised.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -216,51 +212,35 @@ pub struct EngineReport {
 /// Everything the report is made from, gathered by the engine as it stops.
 pub(super) struct Inputs<'a> {
     pub cfg: &'a EngineConfig,
-    pub block: &'a ControlBlock,
-    pub registry: &'a Registry,
-    pub journal: &'a SharedJournal,
-    pub kill_generation: Option<u64>,
-    pub outcomes: &'a [DrainOutcome],
+    pub rt: &'a Runtime,
+    pub supervised: &'a Supervised,
+    pub stopped: &'a ShutdownReport,
     pub sims: Vec<(String, SimHandle)>,
     pub strategies: Vec<StrategyStats>,
-    pub gateway: Option<Result<GatewayStats, String>>,
-    pub durable: Option<Result<killswitch::journal::DurableAt, String>>,
-    pub level: ShutdownLevel,
-    pub recovery_note: &'a str,
-    pub recovery: Option<&'a DrainOutcome>,
-    pub drain_died: Option<&'a DrainDied>,
 }
 
 pub(super) fn build(inputs: Inputs<'_>) -> EngineReport {
     let Inputs {
         cfg,
-        block,
-        registry,
-        journal,
-        kill_generation,
-        outcomes,
+        rt,
+        supervised,
+        stopped,
         sims,
         strategies,
-        gateway,
-        durable,
-        level,
-        recovery_note,
-        recovery,
-        drain_died,
     } = inputs;
-    let gs = block.gateway_status();
-    let kill_drain =
-        kill_generation.and_then(|g| outcomes.iter().find(|o| o.global && o.last_generation >= g));
+    let block = rt.block();
+    let gs = GatewaySnapshot::read(block);
+    let kill_drain = supervised.kill_drain();
     // The cut-off: the gateway's acknowledgement of the kill generation. If a
     // later generation overwrote the published one, the drain's observation
     // of the ack (a little later) is used: it can only hide an escape in
     // that gap, never invent one, so it is reported as such.
     let mut v = Verification::default();
     if let Some(o) = kill_drain {
-        let published = gs.acked_generation.load(Ordering::Acquire);
+        let published = gs.acked_generation;
         v.ack_generation = o.generation;
         v.ack_mono_ns = if published == o.generation {
-            gs.acked_mono_ns.load(Ordering::Acquire)
+            gs.acked_mono_ns
         } else {
             o.timings.t_gateway_ack
         };
@@ -276,7 +256,7 @@ pub(super) fn build(inputs: Inputs<'_>) -> EngineReport {
         }
     }
     let mut not_terminal = Vec::new();
-    for o in registry.all_orders() {
+    for o in rt.orders() {
         if o.state.is_open() {
             if kill_drain.is_some() {
                 v.orders_unaccounted += 1;
@@ -288,7 +268,7 @@ pub(super) fn build(inputs: Inputs<'_>) -> EngineReport {
         }
     }
     let name = |k, i| block.name_at(k, i).unwrap_or_else(|| format!("#{i}"));
-    let positions = registry
+    let positions = rt
         .positions()
         .into_iter()
         .map(|((venue, instrument, account), qty)| PositionLine {
@@ -300,70 +280,17 @@ pub(super) fn build(inputs: Inputs<'_>) -> EngineReport {
             qty_text: qty.to_string(),
         })
         .collect();
-    let counters = registry.counters();
-    let (gateway_stats, gateway_error) = match gateway {
-        Some(Ok(s)) => (s, None),
-        Some(Err(e)) => (GatewayStats::default(), Some(e)),
-        None => (GatewayStats::default(), None),
+    let counters = rt.registry_counters();
+    let (gateway_stats, gateway_error) = match &stopped.gateway {
+        Ok(s) => (*s, None),
+        Err(e) => (GatewayStats::default(), Some(e.clone())),
     };
-    let journal_last_seq = journal
-        .lock()
-        .map(|j| j.writer.next_seq().saturating_sub(1))
-        .unwrap_or(0);
-    let journal_sync = match durable {
+    let journal_sync = match &stopped.durable {
         Some(Ok(d)) => format!("durable up to seq {}", d.up_to_seq),
         Some(Err(e)) => format!("FAILED: {e}"),
-        None => "not attempted (journal lock poisoned)".into(),
+        None => "no journal".into(),
     };
-
-    let (exit_code, verdict) = match (drain_died, kill_drain) {
-        (Some(d), _) => (super::EXIT_DRAIN_DIED, format!("DRAIN THREAD DIED: {d}")),
-        (None, None) => (
-            super::EXIT_OK,
-            "stopped without a kill to drain (the switch was latched)".to_string(),
-        ),
-        (None, Some(o)) => match &o.error {
-            Some(e @ (DrainError::GatewayAckLate { .. } | DrainError::StoppedBeforeAck { .. })) => {
-                (super::EXIT_DRAIN_FAILED, format!("DRAIN FAILED: {e}"))
-            }
-            Some(DrainError::CheckpointFailed(e)) => (
-                super::EXIT_CHECKPOINT_FAILED,
-                format!("CHECKPOINT FAILED: {e}"),
-            ),
-            None if !o.unknown.is_empty() => (
-                super::EXIT_ORDERS_UNKNOWN,
-                format!(
-                    "drained with {} order(s) in CancelUnknown: reconcile with the venue",
-                    o.unknown.len()
-                ),
-            ),
-            None => (
-                super::EXIT_OK,
-                format!(
-                    "drained: {} orders confirmed, quick checkpoint seq {:?}",
-                    o.confirmed(),
-                    o.checkpoint_seq
-                ),
-            ),
-        },
-    };
-    // Orders an earlier run left open that the start-up recovery could not
-    // get confirmed are as unknown as any other.
-    let recovered_unknown = recovery.map_or(0, |r| r.unknown.len());
-    let (exit_code, verdict) = if recovered_unknown > 0 {
-        (
-            if exit_code == super::EXIT_OK {
-                super::EXIT_ORDERS_UNKNOWN
-            } else {
-                exit_code
-            },
-            format!(
-                "{verdict}; {recovered_unknown} order(s) an earlier run left open are CancelUnknown after the start-up recovery: reconcile with the venue"
-            ),
-        )
-    } else {
-        (exit_code, verdict)
-    };
+    let (exit_code, verdict) = supervised.verdict();
     let verdict = match gateway_error {
         Some(e) => format!("{verdict}; gateway: {e}"),
         None => verdict,
@@ -372,9 +299,9 @@ pub(super) fn build(inputs: Inputs<'_>) -> EngineReport {
         pid: std::process::id(),
         exit_code,
         verdict,
-        kill_generation,
-        signal_level: format!("{level:?}"),
-        drains: outcomes.iter().map(DrainSummary::of).collect(),
+        kill_generation: supervised.kill_generation,
+        signal_level: format!("{:?}", stopped.signal_level),
+        drains: supervised.outcomes.iter().map(DrainSummary::of).collect(),
         verification: v,
         orders_registered: counters.registered,
         fills: counters.fills,
@@ -382,7 +309,7 @@ pub(super) fn build(inputs: Inputs<'_>) -> EngineReport {
         orders_not_terminal: not_terminal,
         positions,
         journal_dir: cfg.journal_dir.display().to_string(),
-        journal_last_seq,
+        journal_last_seq: stopped.journal_last_seq,
         journal_sync,
         strategies,
         venues: sims
@@ -402,8 +329,8 @@ pub(super) fn build(inputs: Inputs<'_>) -> EngineReport {
         gateway_orders_sent: gateway_stats.orders_sent,
         gateway_cancels_sent: gateway_stats.cancels_sent,
         gateway_refused_on_recheck: gateway_stats.refused_on_recheck,
-        recovery_note: recovery_note.to_string(),
-        recovery_drain: recovery.map(DrainSummary::of),
-        drain_died: drain_died.map(|d| d.to_string()),
+        recovery_note: rt.recovery_note().to_string(),
+        recovery_drain: supervised.recovery.as_ref().map(DrainSummary::of),
+        drain_died: supervised.drain_died.as_ref().map(|d| d.to_string()),
     }
 }

@@ -2,16 +2,16 @@
 //! matters is that they behave like real order flow: a market maker keeps
 //! thousands of orders resting and refills what gets filled, a momentum
 //! strategy crosses the spread and builds a position. Both go through the
-//! gate (inside [`OrderSender::submit`]) for every order.
+//! gate (inside [`StrategyHandle::submit`]) for every order, read their
+//! answers, and stop when the runtime asks (then drop their handle).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use killswitch::gateway::{OrderSender, SubmitError};
+use killswitch::gateway::SubmitError;
 use killswitch::order::{OrderIntent, Price, Qty, ScopeTags, Side, PRICE_SCALE};
-use killswitch::registry::Registry;
-use killswitch::venue::sim::Rng;
+use killswitch::runtime::StrategyHandle;
 
 use super::config::{StrategyKind, StrategySection};
 
@@ -19,6 +19,25 @@ use super::config::{StrategyKind, StrategySection};
 pub const MID: Price = Price::from_units(100);
 /// Tick size (0.01).
 pub const TICK: i64 = PRICE_SCALE / 100;
+
+/// The strategies' random numbers (SplitMix64): reproducible from a seed,
+/// no dependency for a few coin flips per order.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// A number in `0..n` (`n > 0`; the modulo bias is irrelevant here).
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % n
+    }
+}
 
 /// What a strategy thread did.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -34,6 +53,13 @@ pub struct StrategyStats {
     pub refused_after_drain: u64,
     /// Times the ring was full (back-pressure).
     pub ring_full: u64,
+    /// Answers read (acks, fills, cancels, rejects, refusals).
+    pub answers: u64,
+    /// Orders the gateway refused on its re-check (the switch tripped
+    /// between this strategy's gate check and the write).
+    pub refused_by_gateway: u64,
+    /// Answers dropped because the answer ring was full.
+    pub answers_lost: u64,
 }
 
 /// Refusals so far, shared with the engine while the thread runs.
@@ -43,13 +69,11 @@ pub struct StrategyProgress {
     pub refused: AtomicU64,
 }
 
-/// Runs one strategy until `stop`.
+/// Runs one strategy until the runtime asks it to stop.
 pub fn run(
     cfg: StrategySection,
     tags: ScopeTags,
-    sender: OrderSender,
-    registry: Arc<Registry>,
-    stop: Arc<AtomicBool>,
+    mut handle: StrategyHandle,
     progress: Arc<StrategyProgress>,
     seed: u64,
 ) -> StrategyStats {
@@ -63,21 +87,31 @@ pub fn run(
     let mut signal: i64 = 0;
     let mut next_count = Instant::now();
     let mut open = 0usize;
-    while !stop.load(Ordering::Acquire) {
+    while !handle.stop_requested() {
+        loop {
+            match handle.try_answer() {
+                Ok(Some(a)) => {
+                    stats.answers += 1;
+                    if matches!(a, killswitch::runtime::Answer::Refused { .. }) {
+                        stats.refused_by_gateway += 1;
+                    }
+                }
+                Ok(None) => break,
+                Err(lost) => stats.answers_lost += lost.lost,
+            }
+        }
         if let Some(ms) = cfg.panic_after_ms {
             if started.elapsed() >= Duration::from_millis(ms) {
                 panic!("strategy {} hit an injected fault", cfg.name);
             }
         }
-        let position = registry.position(tags.venue, tags.instrument);
+        let position = handle.position(tags.venue, tags.instrument);
         let intent = match cfg.kind {
             StrategyKind::MarketMaking => {
                 // Counting our open orders takes the registry lock: do it
                 // every few ms, and assume every send rests in between.
                 if Instant::now() >= next_count {
-                    open = registry
-                        .open_orders(|o| o.tags.strategy == tags.strategy)
-                        .len();
+                    open = handle.open_orders();
                     next_count = Instant::now() + Duration::from_millis(5);
                 }
                 if open >= cfg.open_orders {
@@ -118,7 +152,7 @@ pub fn run(
                 }
             }
         };
-        match sender.submit(&intent) {
+        match handle.submit(&intent) {
             Ok(_) => {
                 stats.submitted += 1;
                 open += 1;

@@ -8,11 +8,12 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use killswitch::clock::wall_ns;
 use killswitch::control::{
-    AuditKind, ControlBlock, ControlError, DrainPhase, DrainSnapshot, Mode, ResetRequest, Source,
-    StateWord,
+    AuditKind, ControlBlock, ControlError, DrainPhase, DrainSnapshot, GatewaySnapshot, Mode,
+    Operator, ResetRequest, Source, StateWord,
 };
 use serde::{Deserialize, Serialize};
 
@@ -84,7 +85,9 @@ pub struct BlockSelection {
 }
 
 struct Held {
-    block: ControlBlock,
+    block: Arc<ControlBlock>,
+    /// The relay trips and resets as an operator of the block.
+    operator: Operator,
     /// Generation at which this block reached KILL while the firm asked for it.
     kill_generation: Option<u64>,
     /// Last note, kept so it is logged once.
@@ -94,7 +97,7 @@ struct Held {
     release_refused_at: Option<StateWord>,
     /// Engine pid, liveness, and when that was read (`/proc` is read at
     /// most every [`LIVENESS_PERIOD`], not every poll tick).
-    owner: (u32, bool, Option<std::time::Instant>),
+    owner: (killswitch::control::OwnerInfo, Option<std::time::Instant>),
     /// Hash of what the last acknowledgement said, and when it was made:
     /// an acknowledgement is only rebuilt on news or as a heartbeat.
     last_ack: Option<(u64, std::time::Instant)>,
@@ -189,14 +192,23 @@ impl LocalBlocks {
                         block.path().display(),
                         block.state().mode()
                     ));
+                    let block = Arc::new(block);
                     self.blocks.insert(
                         name,
                         Held {
+                            operator: Operator::new(block.clone()),
                             block,
                             kill_generation: None,
                             note: String::new(),
                             release_refused_at: None,
-                            owner: (0, false, None),
+                            owner: (
+                                killswitch::control::OwnerInfo {
+                                    pid: 0,
+                                    alive: false,
+                                    start_ticks: 0,
+                                },
+                                None,
+                            ),
                             last_ack: None,
                         },
                     );
@@ -233,7 +245,7 @@ impl LocalBlocks {
             if mode != Mode::Normal {
                 if w.mode() < mode {
                     let reason = format!("firm: {}", target.why);
-                    let out = h.block.trip_global(mode, Source::Firm, &reason);
+                    let out = h.operator.trip_global(mode, Source::Firm, &reason);
                     let now = out.transition.current();
                     log.push(format!(
                         "engine {name}: TRIPPED {} at generation {} ({})",
@@ -260,7 +272,7 @@ impl LocalBlocks {
                 continue;
             }
             let note = match firm_hold(&h.block) {
-                Ok(()) => match release(&h.block, w, &target.why) {
+                Ok(()) => match release(&h.operator, w, &target.why) {
                     Ok(()) => {
                         log.push(format!(
                             "engine {name}: RELEASED (firm reset: {})",
@@ -317,10 +329,7 @@ impl LocalBlocks {
                 d.open_at_snapshot,
                 d.orders_confirmed,
                 d.orders_unknown,
-                h.block
-                    .gateway_status()
-                    .open_orders
-                    .load(std::sync::atomic::Ordering::Acquire),
+                GatewaySnapshot::read(&h.block).open_orders,
                 h.kill_generation,
                 &h.note,
             )
@@ -342,21 +351,12 @@ impl LocalBlocks {
 /// The block's engine and whether it lives, from `/proc` at most every
 /// [`LIVENESS_PERIOD`] (or when the pid changes).
 fn refresh_owner(h: &mut Held) -> killswitch::control::OwnerInfo {
-    let pid = h
-        .block
-        .layout()
-        .header
-        .owner_pid
-        .load(std::sync::atomic::Ordering::Acquire) as u32;
-    let stale = h.owner.2.is_none_or(|t| t.elapsed() >= LIVENESS_PERIOD);
-    if pid != h.owner.0 || stale {
-        let o = h.block.owner();
-        h.owner = (o.pid, o.alive, Some(std::time::Instant::now()));
+    let pid = h.block.owner_pid();
+    let stale = h.owner.1.is_none_or(|t| t.elapsed() >= LIVENESS_PERIOD);
+    if pid != h.owner.0.pid || stale {
+        h.owner = (h.block.owner(), Some(std::time::Instant::now()));
     }
-    killswitch::control::OwnerInfo {
-        pid: h.owner.0,
-        alive: h.owner.1,
-    }
+    h.owner.0
 }
 
 fn ack_for(
@@ -367,21 +367,7 @@ fn ack_for(
     firm_mode: Mode,
     target: &Target,
 ) -> EngineAck {
-    let pid = h
-        .block
-        .layout()
-        .header
-        .owner_pid
-        .load(std::sync::atomic::Ordering::Acquire) as u32;
-    let stale = h.owner.2.is_none_or(|t| t.elapsed() >= LIVENESS_PERIOD);
-    if pid != h.owner.0 || stale {
-        let o = h.block.owner();
-        h.owner = (o.pid, o.alive, Some(std::time::Instant::now()));
-    }
-    let owner = killswitch::control::OwnerInfo {
-        pid: h.owner.0,
-        alive: h.owner.1,
-    };
+    let owner = refresh_owner(h);
     let b = &h.block;
     let w = b.state();
     let drain = DrainSnapshot::read(b);
@@ -391,9 +377,7 @@ fn ack_for(
             .open_at_snapshot
             .saturating_sub(drain.orders_confirmed + drain.orders_unknown)
     } else {
-        b.gateway_status()
-            .open_orders
-            .load(std::sync::atomic::Ordering::Acquire)
+        GatewaySnapshot::read(b).open_orders
     };
     let (confirmed, mut note) = if target.mode.is_none() {
         (
@@ -480,7 +464,8 @@ fn firm_hold(block: &ControlBlock) -> Result<(), String> {
 /// `seen` (nothing tripped it since the relay looked): the reset is a
 /// compare-and-swap from `seen`'s generation, so a trip that lands between
 /// this check and the reset is refused, never erased.
-fn release(block: &ControlBlock, seen: StateWord, why: &str) -> Result<(), String> {
+fn release(operator: &Operator, seen: StateWord, why: &str) -> Result<(), String> {
+    let block = operator.block();
     let blockers = block.reset_blockers();
     if !blockers.is_empty() {
         // Checked first so a refused reset does not fill the audit ring
@@ -490,7 +475,7 @@ fn release(block: &ControlBlock, seen: StateWord, why: &str) -> Result<(), Strin
     if block.state() != seen {
         return Err("the block changed while the relay looked; will look again".into());
     }
-    block
+    operator
         .reset(&ResetRequest {
             source: Source::Firm,
             reason: format!("firm reset: {why}"),
@@ -509,7 +494,7 @@ pub fn fail_closed(blocks: &LocalBlocks, why: &str) -> Actions {
     for (name, h) in &blocks.blocks {
         if h.block.state().mode() < Mode::HaltNew {
             let out = h
-                .block
+                .operator
                 .trip_global(Mode::HaltNew, Source::Firm, &format!("relay: {why}"));
             log.push(format!(
                 "engine {name}: TRIPPED HALT-NEW at generation {} (fail-closed: {why})",
@@ -553,7 +538,7 @@ mod tests {
         assert!(acks.iter().all(|a| a.confirmed), "{acks:?}");
 
         // A local reset while the firm stays tripped: tripped again.
-        let a = ControlBlock::open(d.path(), "a").unwrap();
+        let a = Operator::open(d.path(), "a", Default::default()).unwrap();
         a.reset(&ResetRequest {
             source: Source::Cli,
             reason: "local".into(),
@@ -565,7 +550,7 @@ mod tests {
         assert_eq!(a.state().mode(), Mode::Kill);
 
         // Someone else also trips b: the firm reset releases a, not b.
-        let b = ControlBlock::open(d.path(), "b").unwrap();
+        let b = Operator::open(d.path(), "b", Default::default()).unwrap();
         b.trip_global(Mode::Kill, Source::Cli, "desk head");
         // A stale view never releases.
         assert!(blocks.apply(&target(Mode::Normal), false).is_empty());
@@ -590,9 +575,16 @@ mod tests {
         });
         blocks.scan();
         blocks.apply(&target(Mode::Kill), true);
-        b.drain_status()
-            .orders_unknown
-            .store(3, std::sync::atomic::Ordering::Release);
+        // As a drain leaves it: 3 orders CancelUnknown (the drain status's
+        // `orders_unknown`, file offset 384 + 40), written into the file.
+        {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(b.path())
+                .unwrap();
+            f.write_all_at(&3u64.to_le_bytes(), 424).unwrap();
+        }
         let audit_len = b.audit().len();
         let log = blocks.apply(&target(Mode::Normal), true);
         assert_eq!(b.state().mode(), Mode::Kill, "{log:?}");

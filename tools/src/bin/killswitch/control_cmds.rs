@@ -172,7 +172,8 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
             account,
             reason,
         } => {
-            let block = t.open()?;
+            let operator = t.operator()?;
+            let block = operator.block();
             let mut scopes = Vec::new();
             for (kind, names) in [
                 (ScopeKind::Venue, venue),
@@ -191,7 +192,7 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
                     .collect::<Vec<_>>()
                     .join(", ")
             };
-            let out = block.trip(&TripRequest {
+            let out = operator.trip(&TripRequest {
                 mode: mode.into(),
                 scopes,
                 source: Source::Cli,
@@ -225,7 +226,8 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
             force,
             generation,
         } => {
-            let block = t.open()?;
+            let operator = t.operator()?;
+            let block = operator.block();
             if !confirm {
                 eprintln!(
                     "killswitch: refused: reset lets engine '{}' trade again (mode now {}); rerun with --confirm --reason \"...\"",
@@ -238,7 +240,7 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
                 eprintln!("killswitch: refused: a reset must say why: add --reason \"...\"");
                 return Ok(ExitCode::from(exit::REFUSED));
             };
-            let out = block.reset(&ResetRequest {
+            let out = operator.reset(&ResetRequest {
                 source: Source::Cli,
                 reason,
                 force,

@@ -12,12 +12,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use killswitch::clock::format_duration_ns;
-use killswitch::control::{ControlBlock, Mode};
+use killswitch::control::{ControlBlock, GatewaySnapshot, Mode};
 use killswitch::journal;
 use killswitch_tools::engine::{EngineConfig, EngineReport};
 use serde::Serialize;
@@ -260,12 +259,11 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
     );
 
     // 2. Let it trade.
-    let gs = block.gateway_status();
+    let gs = || GatewaySnapshot::read(&block);
     let started = Instant::now();
     let end = started + args.trade_for + Duration::from_secs(30);
     loop {
-        let enough = started.elapsed() >= args.trade_for
-            && gs.open_orders.load(Ordering::Relaxed) >= args.min_open;
+        let enough = started.elapsed() >= args.trade_for && gs().open_orders >= args.min_open;
         let self_tripped =
             args.scenario == Scenario::StrategyPanic && block.state().mode() == Mode::Kill;
         if enough || self_tripped || Instant::now() > end {
@@ -289,8 +287,8 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
         q,
         "2. trading    {:.1} s: {} orders sent, {} resting",
         started.elapsed().as_secs_f64(),
-        gs.orders_sent.load(Ordering::Relaxed),
-        gs.open_orders.load(Ordering::Relaxed)
+        gs().orders_sent,
+        gs().open_orders
     );
 
     // 3. Trip.

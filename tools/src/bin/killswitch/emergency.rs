@@ -27,14 +27,13 @@
 //! trip is latched, nothing was drained).
 
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use killswitch::clock::{format_duration_ns, mono_ns};
 use killswitch::control::{
-    proc_start_ticks, proc_state, ControlError, DrainPhase, DrainSnapshot, IncompleteWriter, Mode,
-    Source,
+    proc_start_ticks, proc_state, ControlError, DrainPhase, DrainSnapshot, GatewaySnapshot,
+    IncompleteWriter, Mode, Source,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -170,13 +169,15 @@ pub fn run(args: EmergencyArgs, t: &Target) -> ExitCode {
 }
 
 fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, ControlError> {
-    let block = t.open()?;
-    let h = &block.layout().header;
-    let pid = h.owner_pid.load(Ordering::Acquire) as u32;
-    let ticks = h.owner_start_ticks.load(Ordering::Acquire);
+    let operator = t.operator()?;
+    let block = operator.block();
+    let owner = block.owner();
+    let (pid, ticks) = (owner.pid, owner.start_ticks);
     let engine_alive = pid != 0 && alive(pid, ticks);
 
-    let out = block.trip_global(Mode::Kill, Source::Cli, &args.reason);
+    let out = operator
+        .tripper()
+        .trip_global(Mode::Kill, Source::Cli, &args.reason);
     let already = matches!(
         out.transition,
         killswitch::control::Transition::Unchanged(_)
@@ -224,7 +225,7 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
         engine_pid: pid,
         generation: g,
         timeline: Vec::new(),
-        drain: DrainSnapshot::read(&block),
+        drain: DrainSnapshot::read(block),
         signals_sent: Vec::new(),
         engine_exited: !engine_alive,
         orders_unconfirmed: 0,
@@ -236,14 +237,14 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
         // Dead in the middle of its drain (SIGKILL, OOM, a crash): the
         // orders it was cancelling may still be live. Say so; never "no
         // engine was running".
-        let snap = DrainSnapshot::read(&block);
+        let snap = DrainSnapshot::read(block);
         let record = block.drain_incomplete();
         if pid != 0 && (snap.phase.is_running() || record.is_some()) {
             let snapshot_taken = snap.t_gateway_ack != 0 || snap.open_at_snapshot > 0;
             let unconfirmed = match (&record, snapshot_taken) {
                 (Some(r), _) if r.writer != IncompleteWriter::Drain => r.unknown,
                 (_, true) => snap.open_at_snapshot.saturating_sub(snap.orders_confirmed),
-                _ => block.gateway_status().open_orders.load(Ordering::Acquire),
+                _ => GatewaySnapshot::read(block).open_orders,
             };
             tl.now(format!(
                 "engine pid {pid} is DEAD and its drain of generation {} did not finish ({:?}): {} order(s) unconfirmed",
@@ -254,7 +255,7 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
                 .is_none_or(|r| r.writer == IncompleteWriter::Drain)
             {
                 record_finding(
-                    &block,
+                    &operator,
                     snap.generation.max(g),
                     &snap,
                     snapshot_taken,
@@ -298,7 +299,6 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
 
     // Follow the drain.
     let start = Instant::now();
-    let gw = block.gateway_status();
     let (mut seen, mut acked, mut first, mut ckpt, mut done) = (false, false, false, false, false);
     let mut escalate = false;
     let mut last_cont: Option<Instant> = None;
@@ -324,7 +324,7 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
                 last_cont = Some(Instant::now());
             }
         }
-        let snap = DrainSnapshot::read(&block);
+        let snap = DrainSnapshot::read(block);
         let mine = snap.generation >= g;
         let fresh = |v: u64| v >= t0;
         if !seen && mine && fresh(snap.t_trip_seen) {
@@ -334,9 +334,10 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
                 "engine's drain thread saw the trip".into(),
             );
         }
-        if !acked && gw.acked_generation.load(Ordering::Acquire) >= g {
+        let gw = GatewaySnapshot::read(block);
+        if !acked && gw.acked_generation >= g {
             acked = true;
-            let t = gw.acked_mono_ns.load(Ordering::Acquire);
+            let t = gw.acked_mono_ns;
             tl.at(
                 if fresh(t) { t } else { mono_ns() },
                 format!("gateway acknowledged generation {g}: no new order can reach a venue"),
@@ -470,7 +471,7 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
         });
     }
 
-    let snap = DrainSnapshot::read(&block);
+    let snap = DrainSnapshot::read(block);
     report.drain = snap;
     report.engine_exited = exited;
     report.total_ns = mono_ns().saturating_sub(t0);
@@ -483,7 +484,7 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
     } else if snapshot_taken {
         snap.open_at_snapshot.saturating_sub(snap.orders_confirmed)
     } else {
-        block.gateway_status().open_orders.load(Ordering::Acquire)
+        GatewaySnapshot::read(block).open_orders
     };
     if (escalate || !drained)
         && exited
@@ -494,7 +495,13 @@ fn emergency(args: &EmergencyArgs, t: &Target) -> Result<EmergencyReport, Contro
     {
         // The engine is gone without confirming: what we found is the
         // record that blocks reset until someone reconciles.
-        record_finding(&block, g, &snap, snapshot_taken, report.orders_unconfirmed);
+        record_finding(
+            &operator,
+            g,
+            &snap,
+            snapshot_taken,
+            report.orders_unconfirmed,
+        );
         tl.now(format!(
             "recorded in the control block: drain of generation {g} incomplete, {} order(s) unconfirmed (reset is refused until reconciled)",
             report.orders_unconfirmed

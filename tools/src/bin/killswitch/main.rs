@@ -49,7 +49,7 @@ use std::process::ExitCode;
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use killswitch::access::Access;
-use killswitch::control::{ControlBlock, ControlError};
+use killswitch::control::{ControlBlock, ControlError, Operator};
 
 /// Exit codes shared by every subcommand (documented in README.md).
 pub mod exit {
@@ -94,6 +94,11 @@ impl Target {
     /// Opens the control block this command is aimed at.
     pub fn open(&self) -> Result<ControlBlock, ControlError> {
         ControlBlock::open_with(&self.dir, &self.name, self.access()?)
+    }
+
+    /// The operator's handle on the target block (trip, reset, status).
+    pub fn operator(&self) -> Result<Operator, ControlError> {
+        Operator::open(&self.dir, &self.name, self.access()?)
     }
 }
 

@@ -2,11 +2,9 @@
 //! it restarted after the trip, and what to put on record when it is gone
 //! without confirming.
 
-use std::sync::atomic::Ordering;
-
 use killswitch::clock::wall_ns;
 use killswitch::control::{
-    proc_start_ticks, ControlBlock, DrainIncomplete, DrainSnapshot, IncompleteWriter,
+    proc_start_ticks, DrainIncomplete, DrainSnapshot, GatewaySnapshot, IncompleteWriter, Operator,
 };
 
 /// True when process `pid` started after `t_mono` (`CLOCK_MONOTONIC` ns):
@@ -40,7 +38,7 @@ pub(super) fn started_after(pid: u32, t_mono: u64) -> bool {
 /// Puts what `emergency` found after the engine is gone into the control
 /// block's "drain incomplete" record (reset stays refused until forced).
 pub(super) fn record_finding(
-    block: &ControlBlock,
+    operator: &Operator,
     g: u64,
     snap: &DrainSnapshot,
     snapshot: bool,
@@ -50,9 +48,9 @@ pub(super) fn record_finding(
     let open = if snapshot {
         snap.open_at_snapshot
     } else {
-        block.gateway_status().open_orders.load(Ordering::Acquire)
+        GatewaySnapshot::read(operator.block()).open_orders
     };
-    block.record_drain_incomplete(&DrainIncomplete {
+    operator.record_unconfirmed_drain(&DrainIncomplete {
         generation: g,
         open,
         confirmed: if snapshot { snap.orders_confirmed } else { 0 },

@@ -1,0 +1,124 @@
+//! The gateway role of a block: at most one gateway acknowledges kill
+//! generations for a block at a time.
+//!
+//! Two gateways on one block would both store `acked_generation`: the drain
+//! could take one's acknowledgement for the other's and snapshot while the
+//! other still writes new orders. So the role is claimed in the block by a
+//! compare-and-swap on one word (pid | low 32 bits of its start time), held
+//! for as long as the gateway lives ([`GatewayRole`]; dropping it gives the
+//! role back), and refused to a second claimant while the first is alive.
+//! A claimant that died without giving it back (SIGKILL, a crash) is
+//! noticed by its pid (gone, or reused by a process that started at another
+//! time) and its role taken over, by a compare-and-swap from the dead
+//! claimant's word, so two processes racing to take over cannot both win.
+//!
+//! # Invariants
+//! * The word changes only by compare-and-swap: 0 -> claim, dead claim ->
+//!   claim, own claim -> 0.
+//! * A claim is never taken from a live process, even from this one (a
+//!   second gateway in the same process is refused too).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::{proc_start_ticks, ControlBlock, ControlError, Result};
+
+/// Packs a claimant: pid in the low 32 bits, the low 32 bits of its start
+/// ticks in the high 32 (never 0: a pid is never 0).
+fn claim_word(pid: u32, start_ticks: u64) -> u64 {
+    (start_ticks & 0xffff_ffff) << 32 | pid as u64
+}
+
+/// True when the claimant in `word` is alive: its pid exists and started
+/// at the recorded time (low 32 bits of clock ticks; 2^32 ticks at 100 Hz
+/// is 497 days, so a reused pid that also matches them is out of reach).
+fn claimant_alive(word: u64) -> bool {
+    let pid = word as u32;
+    proc_start_ticks(pid).is_some_and(|t| t & 0xffff_ffff == word >> 32)
+}
+
+/// The claimed gateway role of one block; dropping it gives the role back.
+/// Held by the gateway (inside [`crate::gateway::GatewayCore`]); only the
+/// thread that runs the gateway holds it.
+#[must_use = "dropping the role gives it back at once"]
+#[derive(Debug)]
+pub(crate) struct GatewayRole {
+    block: Arc<ControlBlock>,
+    word: u64,
+}
+
+impl GatewayRole {
+    /// Claims the gateway role of `block` for this process. Refused while a
+    /// live process (this one included) holds it; taken over from a dead one.
+    pub(crate) fn claim(block: Arc<ControlBlock>) -> Result<GatewayRole> {
+        let pid = std::process::id();
+        let mine = claim_word(pid, proc_start_ticks(pid).unwrap_or(0));
+        let role = &block.gateway_status().role;
+        let mut seen = role.load(Ordering::Acquire);
+        loop {
+            if seen != 0 && claimant_alive(seen) {
+                return Err(ControlError::GatewayRoleTaken {
+                    path: block.path().to_path_buf(),
+                    pid: seen as u32,
+                });
+            }
+            match role.compare_exchange(seen, mine, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(GatewayRole { block, word: mine }),
+                Err(now) => seen = now,
+            }
+        }
+    }
+}
+
+impl Drop for GatewayRole {
+    fn drop(&mut self) {
+        // Only our own claim: never one a later gateway made after taking
+        // over (which cannot happen while we live, but costs nothing).
+        let _ = self.block.gateway_status().role.compare_exchange(
+            self.word,
+            0,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+    }
+}
+
+impl ControlBlock {
+    /// Pid of the process holding the gateway role, if the holder is alive.
+    pub fn gateway_holder(&self) -> Option<u32> {
+        let w = self.gateway_status().role.load(Ordering::Acquire);
+        (w != 0 && claimant_alive(w)).then_some(w as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_live_claimant_and_a_dead_ones_role_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let block = Arc::new(ControlBlock::create(dir.path(), "role").unwrap());
+        let first = GatewayRole::claim(block.clone()).unwrap();
+        assert_eq!(block.gateway_holder(), Some(std::process::id()));
+        // A second gateway, even in this process, is refused and named.
+        match GatewayRole::claim(block.clone()) {
+            Err(ControlError::GatewayRoleTaken { pid, .. }) => assert_eq!(pid, std::process::id()),
+            other => panic!("second claim: {other:?}"),
+        }
+        drop(first);
+        assert_eq!(block.gateway_holder(), None);
+        // A claimant that died holding the role: a reaped child's pid.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        block
+            .gateway_status()
+            .role
+            .store(claim_word(dead, 12345), Ordering::Release);
+        assert_eq!(block.gateway_holder(), None);
+        let taken = GatewayRole::claim(block.clone()).unwrap();
+        assert_eq!(block.gateway_holder(), Some(std::process::id()));
+        drop(taken);
+    }
+}
