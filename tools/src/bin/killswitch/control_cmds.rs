@@ -362,6 +362,7 @@ fn kind_text(e: &AuditEntry) -> &'static str {
         (AuditKind::Reset, true) => "RESET forced",
         (AuditKind::ResetRefused, _) => "reset refused",
         (AuditKind::ResetNoop, _) => "reset (no-op)",
+        (AuditKind::Unauthorized, _) => "UNAUTHORIZED",
     }
 }
 
