@@ -423,11 +423,7 @@ fn read_row<T>(seq: &AtomicU64, read: impl Fn() -> T) -> Option<T> {
 fn rate_ppm(samples: &VecDeque<(u64, u64, u64)>, acked: u64, rejected: u64) -> u64 {
     let (_, a0, r0) = samples.front().copied().unwrap_or((0, 0, 0));
     let (a, r) = (acked.saturating_sub(a0), rejected.saturating_sub(r0));
-    if a + r == 0 {
-        0
-    } else {
-        r.saturating_mul(1_000_000) / (a + r)
-    }
+    r.saturating_mul(1_000_000).checked_div(a + r).unwrap_or(0)
 }
 
 fn push_sample(samples: &mut VecDeque<(u64, u64, u64)>, now: u64, window: u64, a: u64, r: u64) {
