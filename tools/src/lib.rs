@@ -7,6 +7,8 @@
 //! (CLI parsing, TOML configuration, JSON reports, histograms, the NATS
 //! client and its async runtime).
 
+pub mod admin;
 pub mod engine;
+pub mod roles;
 #[cfg(feature = "firm")]
 pub mod firm;

@@ -32,6 +32,7 @@ pub mod config;
 mod journal_sink;
 mod report;
 mod strategy;
+pub mod telemetry;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -412,6 +413,7 @@ impl Engine {
         let mut last_generation = self.start_generation;
         let open = &self.block.gateway_status().open_orders;
         let mut tripped_by_timer = false;
+        let mut telemetry = telemetry::Publisher::new(&self);
         loop {
             // (The heartbeat is written by the gateway thread; see killswitch::watchdog.)
             open.store(self.registry.open_count() as u64, Ordering::Relaxed);
@@ -471,7 +473,9 @@ impl Engine {
                         Ok(None) => break,
                         Err(died) => {
                             self.drain_died(&died);
-                            return self.finish(kill_generation, outcomes, Some(died));
+                            let report = self.finish(kill_generation, outcomes, Some(died));
+                            telemetry.finished(&report);
+                            return report;
                         }
                     }
                 }
@@ -485,9 +489,13 @@ impl Engine {
                 // Signalled while latched: nothing to drain; leave.
                 break;
             }
+            telemetry.publish(&self, armed, kill_generation.is_some());
             std::thread::sleep(beat);
         }
-        self.finish(kill_generation, outcomes, None)
+        telemetry.publish_now(&self, armed, kill_generation.is_some());
+        let report = self.finish(kill_generation, outcomes, None);
+        telemetry.finished(&report);
+        report
     }
 
     /// The drain thread is gone: nothing cancels on a trip any more. Trip

@@ -41,6 +41,9 @@ pub struct StrategyStats {
 pub struct StrategyProgress {
     /// Orders the gate refused.
     pub refused: AtomicU64,
+    /// Trading signals (order decisions) so far; the telemetry turns a
+    /// change into the strategy's "last signal" time.
+    pub signals: AtomicU64,
 }
 
 /// Runs one strategy until `stop`.
@@ -118,6 +121,7 @@ pub fn run(
                 }
             }
         };
+        progress.signals.fetch_add(1, Ordering::Relaxed);
         match sender.submit(&intent) {
             Ok(_) => {
                 stats.submitted += 1;
