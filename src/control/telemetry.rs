@@ -42,12 +42,13 @@ use super::{ControlBlock, ScopeKind};
 use crate::clock::{mono_ns, wall_ns};
 
 /// What the engine as a whole is doing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "SCREAMING_SNAKE_CASE"))]
 #[repr(u8)]
 pub enum EngineStatus {
     /// Never published (or a value this build does not know).
+    #[default]
     Unknown = 0,
     /// Starting up (journal recovery, venues, recovery drain).
     Starting = 1,
@@ -653,7 +654,7 @@ fn write_strategy(s: &StrategySlot, f: &StrategyFigures) {
 }
 
 /// The engine-wide record as read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct EngineTelemetrySnapshot {
     /// Status.

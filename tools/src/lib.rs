@@ -9,6 +9,6 @@
 
 pub mod admin;
 pub mod engine;
-pub mod roles;
 #[cfg(feature = "firm")]
 pub mod firm;
+pub mod roles;

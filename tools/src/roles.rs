@@ -76,7 +76,10 @@ fn open_checked(path: &Path, what: &str) -> Result<File, String> {
         .open(path)
         .map_err(|e| {
             if e.raw_os_error() == Some(libc::ELOOP) {
-                format!("{what} {}: it is a symbolic link; name the file itself", path.display())
+                format!(
+                    "{what} {}: it is a symbolic link; name the file itself",
+                    path.display()
+                )
             } else {
                 format!("{what} {}: {e}", path.display())
             }
@@ -125,18 +128,27 @@ impl Roles {
         let mut text = String::new();
         file.read_to_string(&mut text)
             .map_err(|e| format!("roles file {}: {e}", path.display()))?;
-        let parsed: RolesToml = toml::from_str(&text)
-            .map_err(|e| format!("roles file {}: {e}", path.display()))?;
+        let parsed: RolesToml =
+            toml::from_str(&text).map_err(|e| format!("roles file {}: {e}", path.display()))?;
         let mut entries: Vec<(Authenticated, [u8; 32])> = Vec::new();
         for (n, id) in parsed.identity.iter().enumerate() {
-            let at = format!("roles file {}: identity #{} ({:?})", path.display(), n + 1, id.name);
+            let at = format!(
+                "roles file {}: identity #{} ({:?})",
+                path.display(),
+                n + 1,
+                id.name
+            );
             if !killswitch::control::valid_name(&id.name) {
                 return Err(format!(
                     "{at}: name must be 1 to 31 characters from A-Z a-z 0-9 _ - . : /"
                 ));
             }
-            let role = Role::parse(&id.role)
-                .ok_or_else(|| format!("{at}: role {:?} is neither \"trader\" nor \"risk\"", id.role))?;
+            let role = Role::parse(&id.role).ok_or_else(|| {
+                format!(
+                    "{at}: role {:?} is neither \"trader\" nor \"risk\"",
+                    id.role
+                )
+            })?;
             let hash = parse_hex32(&id.token_sha256).ok_or_else(|| {
                 format!("{at}: token_sha256 must be 64 hex digits (the SHA-256 of the token; `killswitch roles add` writes it)")
             })?;
@@ -144,7 +156,9 @@ impl Roles {
                 return Err(format!("{at}: the name appears twice"));
             }
             if entries.iter().any(|(_, h)| *h == hash) {
-                return Err(format!("{at}: the same token is listed twice: every identity needs its own token"));
+                return Err(format!(
+                    "{at}: the same token is listed twice: every identity needs its own token"
+                ));
             }
             entries.push((
                 Authenticated {
@@ -280,7 +294,12 @@ pub fn add_identity(
         .create_new(true)
         .mode(0o600)
         .open(token_out)
-        .map_err(|e| format!("token file {}: {e} (it is never overwritten)", token_out.display()))?;
+        .map_err(|e| {
+            format!(
+                "token file {}: {e} (it is never overwritten)",
+                token_out.display()
+            )
+        })?;
     tf.write_all(format!("{token}\n").as_bytes())
         .and_then(|()| tf.sync_all())
         .map_err(|e| format!("token file {}: {e}", token_out.display()))?;
@@ -323,7 +342,11 @@ mod tests {
         assert!(add_identity(&roles, "tom", Role::Risk, &d.path().join("x")).is_err());
         assert!(add_identity(&roles, "tim", Role::Risk, &d.path().join("tom.token")).is_err());
         // A token file others can read is refused.
-        std::fs::set_permissions(d.path().join("tom.token"), std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::fs::set_permissions(
+            d.path().join("tom.token"),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
         let e = read_token_file(&d.path().join("tom.token")).unwrap_err();
         assert!(e.contains("chmod 600"), "{e}");
         // A roles file others can write is refused.

@@ -195,8 +195,8 @@ pub fn lines(v: &EngineView) -> Vec<DashLine> {
     let e = v.telemetry.engine;
     let status = e.map_or(EngineStatus::Unknown, |e| e.status);
     let open = e.map_or(0, |e| e.open_orders);
-    let drained = s.drain.generation != 0
-        && matches!(status, EngineStatus::Offline | EngineStatus::Failed);
+    let drained =
+        s.drain.generation != 0 && matches!(status, EngineStatus::Offline | EngineStatus::Failed);
     if v.shutdown_in_progress() || drained {
         l.push(Tone::Heading, RULE);
         l.push(
@@ -260,7 +260,11 @@ pub fn lines(v: &EngineView) -> Vec<DashLine> {
         );
         let positions = e.map_or(0, |e| e.positions_open);
         l.push(
-            if positions == 0 { Tone::Good } else { Tone::Normal },
+            if positions == 0 {
+                Tone::Good
+            } else {
+                Tone::Normal
+            },
             format!("Positions:          {positions:<6} → Target: 0 (if flattening)"),
         );
         let active = e.map_or(0, |e| e.active_strategies);
@@ -357,11 +361,19 @@ pub fn lines(v: &EngineView) -> Vec<DashLine> {
         ),
     );
     l.push(
-        if s.owner.alive { Tone::Normal } else { Tone::Warn },
+        if s.owner.alive {
+            Tone::Normal
+        } else {
+            Tone::Warn
+        },
         format!(
             "Engine pid {} {}{}",
             s.owner.pid,
-            if s.owner.alive { "alive" } else { "NOT RUNNING" },
+            if s.owner.alive {
+                "alive"
+            } else {
+                "NOT RUNNING"
+            },
             s.heartbeat_age_ms
                 .map(|ms| format!(", heartbeat {ms:.1} ms ago"))
                 .unwrap_or_default()

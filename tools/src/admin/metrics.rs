@@ -122,7 +122,11 @@ pub fn render(v: &EngineView, alerts: &AlertConfig, endpoint: &EndpointCounters)
     let b = |x: bool| if x { 1.0 } else { 0.0 };
 
     // Process status.
-    o.gauge("engine_up", "1 while the engine process attached to the block is alive.", b(s.owner.alive));
+    o.gauge(
+        "engine_up",
+        "1 while the engine process attached to the block is alive.",
+        b(s.owner.alive),
+    );
     o.gauge(
         "engine_heartbeat_age_seconds",
         "Seconds since the engine's last heartbeat (NaN: none).",
@@ -145,7 +149,8 @@ pub fn render(v: &EngineView, alerts: &AlertConfig, endpoint: &EndpointCounters)
     o.gauge(
         "engine_status_age_seconds",
         "Seconds in the current status.",
-        t.engine.map_or(f64::NAN, |e| age_s(v.read_wall_ns, e.status_since_wall_ns)),
+        t.engine
+            .map_or(f64::NAN, |e| age_s(v.read_wall_ns, e.status_since_wall_ns)),
     );
     o.gauge(
         "shutdown_announced_start_seconds",
@@ -164,8 +169,16 @@ pub fn render(v: &EngineView, alerts: &AlertConfig, endpoint: &EndpointCounters)
             .map(|m| (labels(&[("mode", m.as_str())]), b(*m == s.mode)))
             .collect(),
     );
-    o.gauge("scoped", "1 while some venue/strategy/instrument/account is tripped.", b(s.scoped));
-    o.gauge("generation", "State-word generation (counts every trip and reset).", s.generation as f64);
+    o.gauge(
+        "scoped",
+        "1 while some venue/strategy/instrument/account is tripped.",
+        b(s.scoped),
+    );
+    o.gauge(
+        "generation",
+        "State-word generation (counts every trip and reset).",
+        s.generation as f64,
+    );
     o.gauge(
         "reset_needs_risk_role",
         "1 while a trip by the risk role or an automatic rule is in force: only risk may reset.",
@@ -205,9 +218,21 @@ pub fn render(v: &EngineView, alerts: &AlertConfig, endpoint: &EndpointCounters)
             .map(|p| (labels(&[("phase", phase_name(*p))]), b(*p == d.phase)))
             .collect(),
     );
-    o.gauge("drain_generation", "Generation the drain works on.", d.generation as f64);
-    o.gauge("drain_open_at_snapshot", "Orders in scope at the drain's snapshot.", d.open_at_snapshot as f64);
-    o.gauge("drain_orders_confirmed", "Orders the drain saw confirmed terminal.", d.orders_confirmed as f64);
+    o.gauge(
+        "drain_generation",
+        "Generation the drain works on.",
+        d.generation as f64,
+    );
+    o.gauge(
+        "drain_open_at_snapshot",
+        "Orders in scope at the drain's snapshot.",
+        d.open_at_snapshot as f64,
+    );
+    o.gauge(
+        "drain_orders_confirmed",
+        "Orders the drain saw confirmed terminal.",
+        d.orders_confirmed as f64,
+    );
     o.gauge(
         "drain_orders_unknown",
         "Orders left CancelUnknown (no answer by the deadline): reconcile them.",
@@ -220,27 +245,12 @@ pub fn render(v: &EngineView, alerts: &AlertConfig, endpoint: &EndpointCounters)
     );
 
     // Open orders.
-    let e = t.engine.unwrap_or_else(|| killswitch::control::telemetry::EngineTelemetrySnapshot {
-        status: EngineStatus::Unknown,
-        status_since_wall_ns: 0,
-        publish_count: 0,
-        publish_wall_ns: 0,
-        publish_mono_ns: 0,
-        open_orders: 0,
-        open_orders_nonzero_since_wall_ns: 0,
-        positions_open: 0,
-        active_strategies: 0,
-        orders_sent: 0,
-        orders_acked: 0,
-        orders_rejected: 0,
-        fills: 0,
-        reject_rate_ppm: 0,
-        reject_window_ms: 0,
-        pnl: 0,
-        pnl_peak: 0,
-        flatten_slippage: 0,
-    });
-    o.gauge("open_orders", "Open orders, all venues (target 0 during a shutdown).", e.open_orders as f64);
+    let e = t.engine.unwrap_or_default();
+    o.gauge(
+        "open_orders",
+        "Open orders, all venues (target 0 during a shutdown).",
+        e.open_orders as f64,
+    );
     o.family(
         "open_orders_by_strategy",
         "Open orders per strategy.",
@@ -270,7 +280,11 @@ pub fn render(v: &EngineView, alerts: &AlertConfig, endpoint: &EndpointCounters)
     );
 
     // Positions and P&L.
-    o.gauge("positions_open", "Positions that are not flat.", e.positions_open as f64);
+    o.gauge(
+        "positions_open",
+        "Positions that are not flat.",
+        e.positions_open as f64,
+    );
     o.family(
         "position_lots",
         "Signed position per venue, instrument and account, in lots.",
@@ -278,22 +292,38 @@ pub fn render(v: &EngineView, alerts: &AlertConfig, endpoint: &EndpointCounters)
             .iter()
             .map(|p| {
                 (
-                    labels(&[("venue", &p.venue), ("instrument", &p.instrument), ("account", &p.account)]),
+                    labels(&[
+                        ("venue", &p.venue),
+                        ("instrument", &p.instrument),
+                        ("account", &p.account),
+                    ]),
                     p.figures.qty as f64 / QTY_SCALE as f64,
                 )
             })
             .collect(),
     );
-    o.gauge("pnl", "P&L at the engine's marks, currency units.", money(e.pnl));
+    o.gauge(
+        "pnl",
+        "P&L at the engine's marks, currency units.",
+        money(e.pnl),
+    );
     o.gauge("pnl_peak", "Highest P&L this run.", money(e.pnl_peak));
-    o.gauge("pnl_drawdown", "Peak P&L minus P&L (>= 0).", money(e.pnl_peak.saturating_sub(e.pnl)));
+    o.gauge(
+        "pnl_drawdown",
+        "Peak P&L minus P&L (>= 0).",
+        money(e.pnl_peak.saturating_sub(e.pnl)),
+    );
     o.gauge(
         "flatten_slippage",
         "Slippage of the flattening against the mid at its start (a cost is positive).",
         money(e.flatten_slippage),
     );
     if let Some(limit) = alerts.loss_alert {
-        o.gauge("pnl_loss_alert_threshold", "Loss that raises killswitch_pnl_loss_alert.", limit);
+        o.gauge(
+            "pnl_loss_alert_threshold",
+            "Loss that raises killswitch_pnl_loss_alert.",
+            limit,
+        );
         o.gauge(
             "pnl_loss_alert",
             "1 when the loss (including flatten slippage) exceeds the threshold.",
@@ -302,8 +332,16 @@ pub fn render(v: &EngineView, alerts: &AlertConfig, endpoint: &EndpointCounters)
     }
 
     // Rejects.
-    o.counter("orders_sent", "New orders written to venues.", e.orders_sent);
-    o.counter("orders_acked", "New orders accepted by venues.", e.orders_acked);
+    o.counter(
+        "orders_sent",
+        "New orders written to venues.",
+        e.orders_sent,
+    );
+    o.counter(
+        "orders_acked",
+        "New orders accepted by venues.",
+        e.orders_acked,
+    );
     o.counter("orders_rejected", "New orders rejected.", e.orders_rejected);
     o.counter("fills", "Fills.", e.fills);
     let rate = e.reject_rate_ppm as f64 / 1e6;
@@ -327,18 +365,32 @@ pub fn render(v: &EngineView, alerts: &AlertConfig, endpoint: &EndpointCounters)
         "Reject rate per venue over the engine's window (ratio).",
         t.venues
             .iter()
-            .map(|r| (labels(&[("venue", &r.name)]), r.reject_rate_ppm as f64 / 1e6))
+            .map(|r| {
+                (
+                    labels(&[("venue", &r.name)]),
+                    r.reject_rate_ppm as f64 / 1e6,
+                )
+            })
             .collect(),
     );
 
     // Components: strategies and connections.
-    o.gauge("active_strategies", "Strategies running.", e.active_strategies as f64);
+    o.gauge(
+        "active_strategies",
+        "Strategies running.",
+        e.active_strategies as f64,
+    );
     o.family(
         "strategy_status",
         "1 for each strategy's status.",
         t.strategies
             .iter()
-            .map(|r| (labels(&[("strategy", &r.name), ("status", r.status.as_str())]), 1.0))
+            .map(|r| {
+                (
+                    labels(&[("strategy", &r.name), ("status", r.status.as_str())]),
+                    1.0,
+                )
+            })
             .collect(),
     );
     o.family(
@@ -346,7 +398,12 @@ pub fn render(v: &EngineView, alerts: &AlertConfig, endpoint: &EndpointCounters)
         "Seconds since each strategy's last trading signal (NaN: none).",
         t.strategies
             .iter()
-            .map(|r| (labels(&[("strategy", &r.name)]), age_s(v.read_wall_ns, r.last_signal_wall_ns)))
+            .map(|r| {
+                (
+                    labels(&[("strategy", &r.name)]),
+                    age_s(v.read_wall_ns, r.last_signal_wall_ns),
+                )
+            })
             .collect(),
     );
     o.family(
@@ -355,9 +412,17 @@ pub fn render(v: &EngineView, alerts: &AlertConfig, endpoint: &EndpointCounters)
         t.venues
             .iter()
             .flat_map(|r| {
-                [("order-entry", r.order_entry), ("market-data", r.market_data)].map(|(c, st)| {
+                [
+                    ("order-entry", r.order_entry),
+                    ("market-data", r.market_data),
+                ]
+                .map(|(c, st)| {
                     (
-                        labels(&[("venue", &r.name), ("connection", c), ("state", st.as_str())]),
+                        labels(&[
+                            ("venue", &r.name),
+                            ("connection", c),
+                            ("state", st.as_str()),
+                        ]),
                         b(st == killswitch::control::telemetry::ConnState::Up),
                     )
                 })
@@ -369,15 +434,32 @@ pub fn render(v: &EngineView, alerts: &AlertConfig, endpoint: &EndpointCounters)
         "Seconds since each venue session's last sign of life (NaN: none).",
         t.venues
             .iter()
-            .map(|r| (labels(&[("venue", &r.name)]), age_s(v.read_wall_ns, r.last_heartbeat_wall_ns)))
+            .map(|r| {
+                (
+                    labels(&[("venue", &r.name)]),
+                    age_s(v.read_wall_ns, r.last_heartbeat_wall_ns),
+                )
+            })
             .collect(),
     );
 
     // The endpoint itself.
     let l = |a: &AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-    o.counter("http_requests_ok", "Requests this endpoint answered 2xx.", l(&endpoint.ok));
-    o.counter("http_requests_client_error", "Requests answered 4xx.", l(&endpoint.client_errors));
-    o.counter("http_requests_unauthorized", "Requests answered 401 (wrong or missing token).", l(&endpoint.unauthorized));
+    o.counter(
+        "http_requests_ok",
+        "Requests this endpoint answered 2xx.",
+        l(&endpoint.ok),
+    );
+    o.counter(
+        "http_requests_client_error",
+        "Requests answered 4xx.",
+        l(&endpoint.client_errors),
+    );
+    o.counter(
+        "http_requests_unauthorized",
+        "Requests answered 401 (wrong or missing token).",
+        l(&endpoint.unauthorized),
+    );
     o.counter(
         "http_audit_suppressed",
         "Audit entries (no-op trips, unauthorized requests) not written past one per second.",

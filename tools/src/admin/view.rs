@@ -93,7 +93,11 @@ impl EngineView {
     /// When the shutdown or drain under way started, Unix ns: the engine's
     /// status change, else the drain's trip time.
     pub fn shutdown_started_wall_ns(&self) -> Option<u64> {
-        if let Some(e) = self.telemetry.engine.filter(|e| e.status.is_shutting_down()) {
+        if let Some(e) = self
+            .telemetry
+            .engine
+            .filter(|e| e.status.is_shutting_down())
+        {
             return Some(e.status_since_wall_ns);
         }
         let d = &self.status.drain;
@@ -107,7 +111,8 @@ impl EngineView {
     /// drain under way started (0 when none runs or none is open): the
     /// runbook alerts past 60 s.
     pub fn open_orders_stuck_s(&self) -> f64 {
-        let (Some(start), Some(e)) = (self.shutdown_started_wall_ns(), self.telemetry.engine) else {
+        let (Some(start), Some(e)) = (self.shutdown_started_wall_ns(), self.telemetry.engine)
+        else {
             return 0.0;
         };
         if e.open_orders == 0 || e.open_orders_nonzero_since_wall_ns == 0 {

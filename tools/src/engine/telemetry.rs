@@ -156,20 +156,20 @@ impl Publisher {
                 VenueState::Trading
             };
             let row = VenueFigures {
-                    order_entry: if down { ConnState::Down } else { ConnState::Up },
-                    // The simulated venues run in the engine's process and
-                    // the reference strategies quote around a fixed mid:
-                    // there is no market-data feed to show.
-                    market_data: ConnState::None,
-                    state,
-                    // In-process: "alive" is the engine seeing the session
-                    // up at this publication.
-                    last_heartbeat_wall_ns: if down { 0 } else { now },
-                    open_orders: a.open,
-                    orders_sent: a.sent,
-                    orders_acked: a.acked,
-                    orders_rejected: a.rejected,
-                    fills: a.fills,
+                order_entry: if down { ConnState::Down } else { ConnState::Up },
+                // The simulated venues run in the engine's process and
+                // the reference strategies quote around a fixed mid:
+                // there is no market-data feed to show.
+                market_data: ConnState::None,
+                state,
+                // In-process: "alive" is the engine seeing the session
+                // up at this publication.
+                last_heartbeat_wall_ns: if down { 0 } else { now },
+                open_orders: a.open,
+                orders_sent: a.sent,
+                orders_acked: a.acked,
+                orders_rejected: a.rejected,
+                fills: a.fills,
             };
             self.writer.publish_venue(index, &row);
             self.venue_rows.push((index, row));
@@ -205,7 +205,10 @@ impl Publisher {
             orders_acked: sum(|a| a.acked),
             orders_rejected: sum(|a| a.rejected),
             fills: sum(|a| a.fills),
-            pnl: positions.iter().map(|p| p.pnl).fold(0i64, i64::saturating_add),
+            pnl: positions
+                .iter()
+                .map(|p| p.pnl)
+                .fold(0i64, i64::saturating_add),
             flatten_slippage: 0,
         };
         self.writer.publish_engine(&self.engine_figures);

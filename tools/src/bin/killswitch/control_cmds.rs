@@ -304,10 +304,7 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
                 Ok(w) => w,
                 Err(e) => {
                     // Recorded like the endpoint's 401: someone tried.
-                    block.record_unauthorized(
-                        Source::Cli,
-                        &format!("cli reset: {e}"),
-                    );
+                    block.record_unauthorized(Source::Cli, &format!("cli reset: {e}"));
                     eprintln!("killswitch: refused: {e} (recorded in the audit ring)");
                     return Ok(ExitCode::from(exit::REFUSED));
                 }

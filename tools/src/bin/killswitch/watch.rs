@@ -53,9 +53,7 @@ fn style(t: Tone) -> Style {
         Tone::Heading => Style::default().add_modifier(Modifier::BOLD),
         Tone::Good => Style::default().fg(Color::Green),
         Tone::Warn => Style::default().fg(Color::Yellow),
-        Tone::Alert => Style::default()
-            .fg(Color::Red)
-            .add_modifier(Modifier::BOLD),
+        Tone::Alert => Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
     }
 }
 
