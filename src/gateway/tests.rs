@@ -209,3 +209,47 @@ fn mass_cancel_falls_back_to_single_cancels() {
     assert_eq!(cancels, vec![a, b]);
     assert_eq!(r.registry.get(b).unwrap().state, OrderState::Canceled);
 }
+
+/// A venue whose every write fails: part-way (`Ambiguous`) or before any
+/// byte left (`Disconnected`).
+struct FailingVenue(VenueError);
+
+impl Venue for FailingVenue {
+    fn name(&self) -> &str {
+        "FAILING"
+    }
+    fn send(&mut self, _: &NewOrder) -> Result<(), VenueError> {
+        Err(self.0)
+    }
+    fn cancel(&mut self, _: OrderId) -> Result<(), VenueError> {
+        Err(self.0)
+    }
+    fn poll(&mut self, _: &mut Vec<VenueEvent>) {}
+}
+
+#[test]
+fn an_ambiguous_send_is_send_unknown_and_a_failed_one_is_rejected_locally() {
+    for (err, want) in [
+        (VenueError::Ambiguous, OrderState::SendUnknown),
+        (VenueError::Disconnected, OrderState::Rejected),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let block = Arc::new(ControlBlock::create(dir.path(), "gw").unwrap());
+        let registry = Arc::new(Registry::new());
+        let mut core = GatewayCore::new(
+            block,
+            registry.clone(),
+            vec![(0, Box::new(FailingVenue(err)) as Box<dyn Venue>)],
+            &GatewayConfig::default(),
+        );
+        let sender = core.order_sender(Arc::new(AtomicU64::new(1)));
+        let id = sender.submit(&intent(0, Side::Buy, 0)).unwrap();
+        core.turn();
+        assert_eq!(registry.get(id).map(|o| o.state), Some(want), "{err:?}");
+        let stats = read_stats(&core.block, &core.counters);
+        assert_eq!(
+            stats.send_ambiguous,
+            u64::from(err == VenueError::Ambiguous)
+        );
+    }
+}

@@ -59,8 +59,11 @@ pub enum RejectReason {
 /// Why a venue refused a cancel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CancelRejectReason {
-    /// No such working order: already filled, cancelled or never seen.
+    /// The venue never saw such an order.
     UnknownOrder,
+    /// Too late to cancel: the order is no longer working (it filled, or
+    /// was cancelled meanwhile). Usually a fill is on its way or has arrived.
+    TooLate,
 }
 
 /// One answer from a venue.

@@ -10,14 +10,17 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
+use super::exchange::SessionId;
 use crate::order::{OrderId, ScopeIndex, Side};
 
 /// Who owns a resting or incoming order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Owner {
-    /// One of ours.
+    /// An order of one of the exchange's sessions (ours).
     Ours {
-        /// Our id.
+        /// The session that sent it (ids are unique per session only).
+        session: SessionId,
+        /// Its id.
         id: OrderId,
         /// Account tag, for the venue's positions.
         account: ScopeIndex,
@@ -64,7 +67,7 @@ struct Slot {
 pub struct Book {
     bids: BTreeMap<i64, Level>,
     asks: BTreeMap<i64, Level>,
-    ours: FxHashMap<OrderId, Slot>,
+    ours: FxHashMap<(SessionId, OrderId), Slot>,
     others: FxHashMap<u64, Slot>,
     next_seq: u64,
 }
@@ -85,8 +88,8 @@ impl Book {
         self.asks.keys().next().copied()
     }
 
-    /// Our orders resting in this book.
-    pub fn our_orders(&self) -> impl Iterator<Item = OrderId> + '_ {
+    /// Session orders resting in this book.
+    pub fn our_orders(&self) -> impl Iterator<Item = (SessionId, OrderId)> + '_ {
         self.ours.keys().copied()
     }
 
@@ -145,8 +148,8 @@ impl Book {
             if resting.qty == 0 {
                 let r = first.remove();
                 match r.owner {
-                    Owner::Ours { id, .. } => {
-                        self.ours.remove(&id);
+                    Owner::Ours { session, id, .. } => {
+                        self.ours.remove(&(session, id));
                     }
                     Owner::Other(p) => {
                         self.others.remove(&p);
@@ -171,8 +174,8 @@ impl Book {
                 .insert(seq, Resting { owner, qty: left });
             let slot = Slot { side, price, seq };
             match owner {
-                Owner::Ours { id, .. } => {
-                    self.ours.insert(id, slot);
+                Owner::Ours { session, id, .. } => {
+                    self.ours.insert((session, id), slot);
                 }
                 Owner::Other(p) => {
                     self.others.insert(p, slot);
@@ -195,10 +198,10 @@ impl Book {
         Some(r.qty)
     }
 
-    /// Cancels one of our orders; returns the quantity that was resting, or
-    /// `None` when it is not in the book (filled, cancelled, never seen).
-    pub fn cancel_ours(&mut self, id: OrderId) -> Option<i64> {
-        let slot = self.ours.remove(&id)?;
+    /// Cancels a session's order; returns the quantity that was resting,
+    /// or `None` when it is not in the book (filled, cancelled, never seen).
+    pub fn cancel_ours(&mut self, session: SessionId, id: OrderId) -> Option<i64> {
+        let slot = self.ours.remove(&(session, id))?;
         self.remove_slot(slot)
     }
 
@@ -217,6 +220,7 @@ mod tests {
 
     fn ours(id: u64) -> Owner {
         Owner::Ours {
+            session: 0,
             id: OrderId(id),
             account: 0,
         }
@@ -249,7 +253,7 @@ mod tests {
         );
         assert_eq!(t[2].aggressor_leaves, 0);
         assert_eq!(b.best_ask(), Some(101));
-        assert_eq!(b.cancel_ours(OrderId(1)), None, "filled: gone");
+        assert_eq!(b.cancel_ours(0, OrderId(1)), None, "filled: gone");
     }
 
     #[test]
@@ -263,7 +267,7 @@ mod tests {
         assert_eq!(t[0].aggressor_leaves, 3);
         assert_eq!(b.best_bid(), None);
         assert_eq!(b.best_ask(), Some(99));
-        assert_eq!(b.cancel_ours(OrderId(7)), Some(3));
+        assert_eq!(b.cancel_ours(0, OrderId(7)), Some(3));
         assert_eq!(b.best_ask(), None);
         assert!(b.our_orders().next().is_none());
         assert!(!b.cancel_other(1), "other 1 was filled");

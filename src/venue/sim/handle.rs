@@ -22,6 +22,8 @@ pub enum WireMessage {
     MassCancel(MassCancelScope),
     /// Position request.
     PositionRequest,
+    /// Order-status request.
+    OrderStatus(OrderId),
     /// Market-data subscription.
     Subscribe(ScopeIndex),
     /// End of a subscription.
@@ -77,6 +79,7 @@ pub(crate) struct Shared {
     pub ignore_cancels: AtomicBool,
     pub hang_writes: AtomicBool,
     pub cancel_on_disconnect: AtomicBool,
+    pub mass_cancel: AtomicBool,
     pub disconnected: AtomicBool,
     pub log: Mutex<Vec<LogEntry>>,
     pub injected: Mutex<VecDeque<Injected>>,
@@ -128,11 +131,19 @@ impl SimHandle {
         self.shared.hang_writes.store(on, Ordering::Relaxed);
     }
 
-    /// When true, a disconnect cancels all our resting orders.
+    /// When true, a disconnect cancels all our resting orders (the
+    /// in-process session; the `ks-venue` server decides per FIX session).
     pub fn set_cancel_on_disconnect(&self, on: bool) {
         self.shared
             .cancel_on_disconnect
             .store(on, Ordering::Relaxed);
+    }
+
+    /// Turns mass cancel off (the venue then refuses it, as a venue
+    /// without one would) or back on (only if the venue was configured
+    /// with it).
+    pub fn set_mass_cancel(&self, on: bool) {
+        self.shared.mass_cancel.store(on, Ordering::Relaxed);
     }
 
     /// Drops the session (takes effect at the venue's next call).

@@ -1,7 +1,9 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::order::ScopeTags;
+use crate::clock::mono_ns;
+use crate::order::{Qty, ScopeTags, Side};
+use crate::venue::{CancelRejectReason, RejectReason};
 
 fn quiet(seed: u64) -> (SimVenue, SimHandle) {
     let mut cfg = SimConfig::new("SIM", 2, seed);
@@ -52,9 +54,10 @@ fn order_rests_then_a_participant_fills_it_partially() {
         poll_all(&mut v),
         vec![
             VenueEvent::Canceled { id: OrderId(1) },
+            // The second cancel comes after the first: too late.
             VenueEvent::CancelRejected {
                 id: OrderId(1),
-                reason: CancelRejectReason::UnknownOrder
+                reason: CancelRejectReason::TooLate
             }
         ]
     );
@@ -218,4 +221,73 @@ fn synthetic_flow_trades_with_our_resting_orders() {
     );
     assert!(tops > 0, "subscribed top-of-book updates");
     assert!(h.stats().participant_orders > 0);
+}
+
+#[test]
+fn order_status_answers_with_the_state_at_the_venue() {
+    let (mut v, h) = quiet(5);
+    v.send(&new_order(1, 0, Side::Buy, 100, 1)).unwrap();
+    v.send(&new_order(2, 0, Side::Buy, 100, 1)).unwrap();
+    v.send(&new_order(3, 0, Side::Buy, -1, 1)).unwrap();
+    poll_all(&mut v);
+    v.cancel(OrderId(2)).unwrap();
+    // Order 1 is filled by a participant before we ask.
+    h.inject(0, Side::Sell, Price::from_units(100), Qty::from_lots(1));
+    poll_all(&mut v);
+    for id in [1, 2, 3, 4] {
+        v.request_order_status(OrderId(id)).unwrap();
+    }
+    v.cancel(OrderId(1)).unwrap();
+    assert_eq!(
+        poll_all(&mut v),
+        vec![
+            VenueEvent::Canceled { id: OrderId(2) },
+            VenueEvent::Rejected {
+                id: OrderId(3),
+                reason: RejectReason::InvalidOrder
+            },
+            VenueEvent::CancelRejected {
+                id: OrderId(4),
+                reason: CancelRejectReason::UnknownOrder
+            },
+            VenueEvent::CancelRejected {
+                id: OrderId(1),
+                reason: CancelRejectReason::TooLate
+            },
+        ],
+        "filled order 1 gets no status line (its fill came first); a cancel of it is too late"
+    );
+    assert!(matches!(
+        h.log().last().map(|e| e.msg),
+        Some(WireMessage::Cancel(OrderId(1)))
+    ));
+}
+
+#[test]
+fn one_exchange_serves_sessions_with_overlapping_ids() {
+    let mut cfg = SimConfig::new("SIM", 1, 6);
+    cfg.flow = FlowConfig::off();
+    let (mut ex, _h) = Exchange::new(&cfg);
+    let (a, b) = (ex.open_session(), ex.open_session());
+    // Both sessions use id 1; b's sell crosses a's buy.
+    ex.new_order(a, &new_order(1, 0, Side::Buy, 100, 2));
+    ex.new_order(b, &new_order(1, 0, Side::Sell, 100, 1));
+    let (mut ea, mut eb) = (Vec::new(), Vec::new());
+    ex.take_due(a, mono_ns(), &mut ea);
+    ex.take_due(b, mono_ns(), &mut eb);
+    let fill = |leaves| VenueEvent::Fill {
+        id: OrderId(1),
+        qty: Qty::from_lots(1),
+        price: Price::from_units(100),
+        leaves: Qty::from_lots(leaves),
+    };
+    let ack = Answer::Event(VenueEvent::Acked { id: OrderId(1) });
+    assert_eq!(ea, vec![ack, Answer::Event(fill(1))]);
+    assert_eq!(eb, vec![ack, Answer::Event(fill(0))]);
+    assert_eq!(ex.resting_orders(a), vec![OrderId(1)]);
+    assert_eq!(ex.fate(b, OrderId(1)), Some(OrderFate::Filled));
+    // Cancel-all of b touches nothing of a.
+    assert!(ex.cancel_all(b).is_empty());
+    assert_eq!(ex.cancel_all(a), vec![OrderId(1)]);
+    assert_eq!(ex.resting_count(a), 0);
 }

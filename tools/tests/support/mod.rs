@@ -80,3 +80,4 @@ pub fn wait_for(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+pub mod venue;

@@ -1,0 +1,516 @@
+//! `ks-venue`'s server: one simulated exchange ([`killswitch::venue::sim::Exchange`])
+//! behind FIX 4.4 sessions on a TCP listener (see [`crate::fix`] for the
+//! subset).
+//!
+//! One thread per venue runs a `poll(2)` loop over the listener and its
+//! connections: read what arrived, frame and check it, act on it, let the
+//! exchange run (synthetic flow, latency), turn its answers into
+//! ExecutionReports and the like, fire timers, write what is queued. No
+//! call blocks: a slow or hostile client stalls only itself.
+//!
+//! * **Sessions** are firm identities (`SenderCompID`). A session outlives
+//!   its connections while the venue runs: its orders, positions, sequence
+//!   numbers and sent messages (for resends) stay, so a gateway that
+//!   reconnects gets every answer it missed through a ResendRequest. A
+//!   Logon with `ResetSeqNumFlag=Y` starts the numbers again (orders stay).
+//! * **Cancel-on-disconnect**, per session: asked for in the Logon with
+//!   `8013=Y` (on when the tag is absent), granted only if the venue offers
+//!   it (`--cancel-on-disconnect off` models venues that lack it); the
+//!   Logon answer says what was granted. When the connection ends for any
+//!   reason (logout, error, the peer killed) the session's resting orders
+//!   are cancelled.
+//! * **Dead-man timer** (`U1`, like Binance countdownCancelAll or Kraken
+//!   cancelAllOrdersAfter): a session arms it with a timeout in ms and
+//!   refreshes it by sending `U1` again; `U1` with 0 disarms. If it runs
+//!   out, connected or not, the venue cancels the session's resting orders
+//!   and reports `U2` with state 2. Answered by `U2` (state 1 armed, 0
+//!   disarmed).
+//! * **Malformed input**: a frame that cannot be delimited (bad BeginString,
+//!   BodyLength, CheckSum, oversized, garbage) gets a Logout naming the
+//!   problem and the connection is closed; a well-framed message with a bad
+//!   or missing field or an unknown MsgType gets a session Reject (35=3) and
+//!   the session goes on. No Logon within `logon_timeout`, or a message
+//!   left incomplete for `frame_timeout` (a slow-loris client), gets a
+//!   Logout and a close. Other sessions never notice.
+//! * **Fault knobs** (flags, or `U9` VenueControl from the control CompID):
+//!   `latency_us`, `reject_ppm`, `drop_cancel_ack_ppm`, `ignore_cancels`,
+//!   `mass_cancel`, `disconnect_after` (the next connection to reach that
+//!   many application messages is dropped, once), `drop_sessions` (drop
+//!   every other connection now), `inject` (`SYMBOL,buy|sell,PRICE,QTY`:
+//!   another participant's order).
+//! * **Audit log**: every accepted message, every message sent and every
+//!   venue action, with timestamps ([`audit`]).
+
+pub mod audit;
+mod conn;
+mod orders;
+mod reports;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use killswitch::clock::mono_ns;
+use killswitch::order::{Price, PRICE_SCALE};
+use killswitch::venue::sim::{
+    Answer, Exchange, FlowConfig, SessionId, SimConfig, SimHandle, SimInstrument,
+};
+
+use crate::fix::codec::{Body, Field};
+use crate::fix::session::SessionState;
+use audit::{AuditEntry, AuditLog};
+use orders::FirmOrders;
+
+/// One simulated venue's settings.
+#[derive(Clone, Debug)]
+pub struct VenueConfig {
+    /// Venue name; also its CompID (the gateway's `TargetCompID`).
+    pub name: String,
+    /// Where to listen (loopback by default).
+    pub listen: SocketAddr,
+    /// Symbols listed; their position is the exchange's instrument index.
+    pub instruments: Vec<String>,
+    /// Seed of the synthetic flow and fault dice.
+    pub seed: u64,
+    /// One participant order every this many µs; 0 turns the flow off.
+    pub flow_interval_us: u64,
+    /// Whether the venue offers mass cancel (35=q).
+    pub mass_cancel: bool,
+    /// Delay before every answer.
+    pub latency: Duration,
+    /// Share of new orders rejected, ppm.
+    pub reject_ppm: u32,
+    /// Share of cancel acks lost, ppm.
+    pub drop_cancel_ack_ppm: u32,
+    /// Cancels and mass cancels are accepted and ignored.
+    pub ignore_cancels: bool,
+    /// Whether the venue offers cancel-on-disconnect.
+    pub cancel_on_disconnect: bool,
+    /// Drop the first connection that reaches this many application messages.
+    pub disconnect_after: Option<u64>,
+    /// A connection must log on within this.
+    pub logon_timeout: Duration,
+    /// A message must be complete this long after its first byte.
+    pub frame_timeout: Duration,
+    /// Connections served at once; more are closed on accept.
+    pub max_connections: usize,
+    /// Audit log file.
+    pub audit: Option<PathBuf>,
+    /// The CompID allowed to send `U9` VenueControl.
+    pub control_comp_id: String,
+}
+
+impl VenueConfig {
+    /// A quiet venue on `listen` listing `instruments`: no flow, no faults,
+    /// mass cancel and cancel-on-disconnect offered.
+    pub fn new(name: &str, listen: SocketAddr, instruments: &[&str]) -> VenueConfig {
+        VenueConfig {
+            name: name.to_string(),
+            listen,
+            instruments: instruments.iter().map(|s| s.to_string()).collect(),
+            seed: 1,
+            flow_interval_us: 0,
+            mass_cancel: true,
+            latency: Duration::ZERO,
+            reject_ppm: 0,
+            drop_cancel_ack_ppm: 0,
+            ignore_cancels: false,
+            cancel_on_disconnect: true,
+            disconnect_after: None,
+            logon_timeout: Duration::from_secs(5),
+            frame_timeout: Duration::from_secs(5),
+            max_connections: 64,
+            audit: None,
+            control_comp_id: "KS-CONTROL".to_string(),
+        }
+    }
+}
+
+/// A session (firm identity) at the venue; outlives its connections.
+struct Firm {
+    comp_id: String,
+    sid: SessionId,
+    state: SessionState,
+    conn: Option<usize>,
+    cancel_on_disconnect: bool,
+    /// Dead-man timer: its timeout and when it fires.
+    deadman: Option<(u64, Instant)>,
+    orders: FirmOrders,
+}
+
+/// One TCP connection.
+struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    firm: Option<usize>,
+    opened: Instant,
+    partial_since: Option<Instant>,
+    app_messages: u64,
+    /// Close once `wbuf` is written (after our Logout).
+    closing: Option<String>,
+    /// When `closing` was set.
+    closing_since: Option<Instant>,
+}
+
+/// A running venue; see the module docs.
+pub struct VenueServer {
+    cfg: VenueConfig,
+    listener: TcpListener,
+    exchange: Exchange,
+    handle: SimHandle,
+    firms: Vec<Firm>,
+    by_comp: HashMap<String, usize>,
+    conns: Vec<Option<Conn>>,
+    audit: AuditLog,
+    fields: Vec<Field>,
+    frame: Vec<u8>,
+    chunk: Vec<u8>,
+    answers: Vec<Answer>,
+    discard: Vec<u8>,
+    disconnect_after: Option<u64>,
+    exec_seq: u64,
+    clock: crate::fix::codec::Clock,
+}
+
+/// Largest write buffer a client may leave unread before it is dropped.
+const MAX_UNREAD: usize = 64 << 20;
+
+impl VenueServer {
+    /// Binds the listener and builds the exchange.
+    pub fn bind(cfg: VenueConfig) -> io::Result<VenueServer> {
+        let listener = TcpListener::bind(cfg.listen).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("venue {}: cannot listen on {}: {e}", cfg.name, cfg.listen),
+            )
+        })?;
+        listener.set_nonblocking(true)?;
+        let mut sim = SimConfig::new(&cfg.name, 0, cfg.seed);
+        sim.instruments = (0..cfg.instruments.len())
+            .map(|i| SimInstrument {
+                index: i as u16,
+                mid: Price::from_units(100),
+                tick: Price(PRICE_SCALE / 100),
+            })
+            .collect();
+        sim.flow = if cfg.flow_interval_us == 0 {
+            FlowConfig::off()
+        } else {
+            FlowConfig {
+                interval_ns: cfg.flow_interval_us * 1000,
+                ..FlowConfig::default()
+            }
+        };
+        sim.mass_cancel = true;
+        sim.event_latency = cfg.latency;
+        sim.reject_ppm = cfg.reject_ppm;
+        let (exchange, handle) = Exchange::new(&sim);
+        handle.set_mass_cancel(cfg.mass_cancel);
+        handle.set_drop_cancel_ack_ppm(cfg.drop_cancel_ack_ppm);
+        handle.set_ignore_cancels(cfg.ignore_cancels);
+        let audit = AuditLog::open(cfg.audit.as_deref())?;
+        Ok(VenueServer {
+            disconnect_after: cfg.disconnect_after,
+            cfg,
+            listener,
+            exchange,
+            handle,
+            firms: Vec::new(),
+            by_comp: HashMap::new(),
+            conns: Vec::new(),
+            audit,
+            fields: Vec::with_capacity(64),
+            frame: Vec::with_capacity(1024),
+            chunk: vec![0; 16 * 1024],
+            answers: Vec::new(),
+            discard: Vec::new(),
+            exec_seq: 0,
+            clock: crate::fix::codec::Clock::default(),
+        })
+    }
+
+    /// The address actually bound (port 0 picks one).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `stop` is set.
+    pub fn run(&mut self, stop: &AtomicBool) {
+        let mut fds: Vec<libc::pollfd> = Vec::new();
+        let mut slots: Vec<usize> = Vec::new();
+        while !stop.load(Ordering::Acquire) {
+            fds.clear();
+            slots.clear();
+            fds.push(pollfd(self.listener.as_raw_fd(), libc::POLLIN));
+            for (i, c) in self.conns.iter().enumerate() {
+                if let Some(c) = c {
+                    let mut ev = libc::POLLIN;
+                    if !c.wbuf.is_empty() {
+                        ev |= libc::POLLOUT;
+                    }
+                    fds.push(pollfd(c.stream.as_raw_fd(), ev));
+                    slots.push(i);
+                }
+            }
+            let timeout_ms = self.poll_timeout_ms();
+            // SAFETY: `fds` is a valid, initialised slice of pollfd for the
+            // whole call; poll writes only the revents fields.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    eprintln!("ks-venue: venue {}: poll failed: {e}", self.cfg.name);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            if fds[0].revents != 0 {
+                self.accept_all();
+            }
+            for (k, &slot) in slots.iter().enumerate() {
+                if fds[k + 1].revents != 0 {
+                    self.read_conn(slot);
+                }
+            }
+            self.turn();
+        }
+        for slot in 0..self.conns.len() {
+            if self.conns[slot].is_some() {
+                self.close(slot, "venue shutting down");
+            }
+        }
+        self.audit.flush();
+    }
+
+    fn poll_timeout_ms(&self) -> i32 {
+        if self.cfg.flow_interval_us > 0 || !self.cfg.latency.is_zero() {
+            return 1;
+        }
+        if self
+            .conns
+            .iter()
+            .flatten()
+            .any(|c| c.partial_since.is_some() || c.closing.is_some())
+        {
+            return 5;
+        }
+        20
+    }
+
+    /// One turn after the reads: the exchange, its answers, timers, writes.
+    fn turn(&mut self) {
+        let now = mono_ns();
+        self.exchange.run(now);
+        for f in 0..self.firms.len() {
+            let mut answers = std::mem::take(&mut self.answers);
+            answers.clear();
+            self.exchange.take_due(self.firms[f].sid, now, &mut answers);
+            for a in answers.drain(..) {
+                self.answer(f, a);
+                // A burst (a mass cancel's reports) goes out as it is
+                // encoded, so the peer reads while the rest is written.
+                if let Some(slot) = self.firms[f].conn {
+                    if self.conns[slot]
+                        .as_ref()
+                        .is_some_and(|c| c.wbuf.len() >= 32 * 1024)
+                    {
+                        self.write_conn(slot);
+                    }
+                }
+            }
+            self.answers = answers;
+        }
+        self.timers();
+        for slot in 0..self.conns.len() {
+            self.write_conn(slot);
+        }
+        self.audit.flush();
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, peer)) => {
+                    let live = self.conns.iter().flatten().count();
+                    if live >= self.cfg.max_connections {
+                        self.event(
+                            "",
+                            "refused",
+                            None,
+                            Some(format!("{peer}: {live} connections already")),
+                        );
+                        continue; // dropped: closed
+                    }
+                    if stream.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    let conn = Conn {
+                        stream,
+                        peer,
+                        rbuf: Vec::with_capacity(4096),
+                        wbuf: Vec::with_capacity(4096),
+                        firm: None,
+                        opened: Instant::now(),
+                        partial_since: None,
+                        app_messages: 0,
+                        closing: None,
+                        closing_since: None,
+                    };
+                    let slot = match self.conns.iter().position(Option::is_none) {
+                        Some(s) => {
+                            self.conns[s] = Some(conn);
+                            s
+                        }
+                        None => {
+                            self.conns.push(Some(conn));
+                            self.conns.len() - 1
+                        }
+                    };
+                    self.event(
+                        "",
+                        "connect",
+                        None,
+                        Some(format!("{peer} (connection {slot})")),
+                    );
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Appends an event line to the audit log.
+    fn event(&mut self, session: &str, event: &str, orders: Option<u64>, detail: Option<String>) {
+        let resting = self
+            .by_comp
+            .get(session)
+            .map(|&f| self.exchange.resting_count(self.firms[f].sid) as u64);
+        self.audit.write(&AuditEntry {
+            mono_ns: mono_ns(),
+            wall_ms: wall_ms(),
+            venue: self.cfg.name.clone(),
+            session: session.to_string(),
+            dir: "event".into(),
+            event: Some(event.into()),
+            orders,
+            resting,
+            detail,
+            ..AuditEntry::default()
+        });
+    }
+
+    /// Sends `body` on session `f` (queued for resend only while it has no
+    /// connection). `app`: kept for resends.
+    fn send(&mut self, f: usize, body: &Body, app: bool) {
+        let conn = self.firms[f].conn;
+        let mut buf = match conn.and_then(|c| self.conns[c].as_mut()) {
+            Some(c) => std::mem::take(&mut c.wbuf),
+            None => {
+                self.discard.clear();
+                std::mem::take(&mut self.discard)
+            }
+        };
+        let start = buf.len();
+        let seq = self.firms[f].state.send(body, app, &mut buf);
+        if self.audit.enabled() {
+            let entry = AuditEntry {
+                mono_ns: mono_ns(),
+                wall_ms: wall_ms(),
+                venue: self.cfg.name.clone(),
+                session: self.firms[f].comp_id.clone(),
+                dir: "out".into(),
+                msg_type: Some(body.msg_type.to_string()),
+                seq: Some(seq),
+                sent: Some(conn.is_some()),
+                fix: Some(crate::fix::codec::printable(&buf[start..])),
+                ..AuditEntry::default()
+            };
+            self.audit.write(&entry);
+        }
+        match conn.and_then(|c| self.conns[c].as_mut()) {
+            Some(c) => c.wbuf = buf,
+            None => self.discard = buf,
+        }
+    }
+
+    fn timers(&mut self) {
+        let now = Instant::now();
+        for f in 0..self.firms.len() {
+            if let Some((_, at)) = self.firms[f].deadman {
+                if now >= at {
+                    self.deadman_expired(f);
+                }
+            }
+        }
+        for slot in 0..self.conns.len() {
+            self.conn_timers(slot, now);
+        }
+    }
+
+    fn write_conn(&mut self, slot: usize) {
+        let Some(c) = self.conns[slot].as_mut() else {
+            return;
+        };
+        // Written by offset, the buffer shifted once: a mass cancel queues
+        // megabytes that the socket takes a slice at a time.
+        let mut written = 0;
+        while written < c.wbuf.len() {
+            match io::Write::write(&mut c.stream, &c.wbuf[written..]) {
+                Ok(0) => break,
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.close(slot, &format!("write failed: {e}"));
+                    return;
+                }
+            }
+        }
+        c.wbuf.drain(..written);
+        if c.wbuf.is_empty() {
+            if let Some(reason) = c.closing.clone() {
+                self.close(slot, &reason);
+            }
+        } else if c.wbuf.len() > MAX_UNREAD {
+            self.close(slot, "slow consumer: 64 MiB unread");
+        }
+    }
+}
+
+fn pollfd(fd: i32, events: i16) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+/// Unix time in ms.
+pub fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Starts `cfg` on its own thread; returns the bound address and the join
+/// handle. The thread serves until `stop` is set.
+pub fn spawn(
+    cfg: VenueConfig,
+    stop: Arc<AtomicBool>,
+) -> io::Result<(SocketAddr, std::thread::JoinHandle<()>)> {
+    let mut server = VenueServer::bind(cfg)?;
+    let addr = server.local_addr()?;
+    let name = format!("ks-venue-{}", server.cfg.name);
+    let join = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || server.run(&stop))?;
+    Ok((addr, join))
+}
