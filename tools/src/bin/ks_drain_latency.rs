@@ -122,12 +122,11 @@ fn run(a: &Args) -> Result<(), String> {
     }
     let dir = tempfile_dir()?;
     let block = Arc::new(
-        ControlBlock::create(
-            &dir,
-            &a.name
-                .clone()
-                .unwrap_or_else(|| format!("drainlat-{}", std::process::id())),
-        )
+        match &a.name {
+            // Opened if it exists: the endpoint attached to it first.
+            Some(n) => ControlBlock::open_or_create(&dir, n),
+            None => ControlBlock::create(&dir, &format!("drainlat-{}", std::process::id())),
+        }
             .map_err(|e| e.to_string())?,
     );
     let registry = Arc::new(Registry::new());

@@ -43,6 +43,11 @@ enum Cmd {
         /// Core for this (tripping) process; the watcher takes the next one.
         #[arg(long, default_value_t = 0)]
         core: usize,
+        /// Control-block directory (the block is `killswitch.lat`, opened or
+        /// created), so another process can attach to it (BENCHMARKS.md
+        /// floods the admin endpoint serving it); default: a new temp dir.
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
     },
     /// kill(SIGUSR1) -> state word set by the handler in the target process.
     Signal {
@@ -85,7 +90,11 @@ enum Cmd {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Cmd::CrossProcess { iterations, core } => match cross_process(iterations, core) {
+        Cmd::CrossProcess {
+            iterations,
+            core,
+            dir,
+        } => match cross_process(iterations, core, dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ks-latency: error: {e}");
@@ -132,9 +141,24 @@ fn watch(dir: &std::path::Path, core: usize) -> ExitCode {
     }
 }
 
-fn cross_process(iterations: u64, core: usize) -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::temp_dir().join(format!("ks-latency-{}", std::process::id()));
-    let block = ControlBlock::create(&dir, "lat")?;
+fn cross_process(
+    iterations: u64,
+    core: usize,
+    dir: Option<std::path::PathBuf>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let given = dir.is_some();
+    let block = match dir {
+        Some(d) => ControlBlock::open_or_create(&d, "lat")?,
+        None => ControlBlock::create(
+            &std::env::temp_dir().join(format!("ks-latency-{}", std::process::id())),
+            "lat",
+        )?,
+    };
+    let dir = block
+        .path()
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
     block.attach_owner()?;
     // Spawn before pinning: a child inherits the parent's affinity mask,
     // and `core_affinity` only offers the cores inside it.
@@ -180,7 +204,9 @@ fn cross_process(iterations: u64, core: usize) -> Result<(), Box<dyn std::error:
     block.detach_owner();
     let _ = child.kill();
     let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    if !given {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     println!(
         "trip (trip_global in pid {}) -> seen by a watcher process spinning on the state word",
         std::process::id()
