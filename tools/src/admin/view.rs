@@ -72,7 +72,7 @@ impl EngineView {
         EngineView {
             read_wall_ns: wall_ns(),
             read_mono_ns: now,
-            reset_needs_risk_role: block.risk_hold() && status.generation != 0,
+            reset_needs_risk_role: block.risk_hold() && block.state().is_active(),
             status,
             kill_path,
             telemetry,

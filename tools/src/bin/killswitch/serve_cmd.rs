@@ -38,6 +38,11 @@ pub struct ServeArgs {
     /// Loss (currency units) past which `killswitch_pnl_loss_alert` is 1.
     #[arg(long)]
     loss_alert: Option<f64>,
+    /// Scheduling niceness of the endpoint (0..=19): by default it yields
+    /// the CPU to the engine's threads under a flood (BENCHMARKS.md), yet
+    /// still runs when the engine spins (unlike SCHED_IDLE).
+    #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(i32).range(0..=19))]
+    nice: i32,
 }
 
 /// `killswitch roles ...`.
@@ -78,6 +83,17 @@ pub fn run_serve(a: ServeArgs, t: &Target) -> ExitCode {
         Err(e) => return crate::control_cmds::fail(&e),
     };
     let path = block.path().display().to_string();
+    // Before any worker starts: threads inherit it.
+    // SAFETY: setpriority has no memory arguments; PRIO_PROCESS with who 0
+    // is this process, and raising one's own niceness needs no privilege.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, a.nice) };
+    if rc != 0 {
+        eprintln!(
+            "killswitch serve: warning: cannot set niceness {}: {}",
+            a.nice,
+            std::io::Error::last_os_error()
+        );
+    }
     let config = ServeConfig {
         listen: a.listen,
         roles_file: a.roles_file.clone(),
@@ -106,7 +122,7 @@ pub fn run_serve(a: ServeArgs, t: &Target) -> ExitCode {
         t.name
     );
     outln!(
-        "  activate: {}; reset: bearer token from {}",
+        "  activate: {}; reset: bearer token from {}; niceness {}",
         if a.activate_needs_token {
             "bearer token required"
         } else {
@@ -116,7 +132,8 @@ pub fn run_serve(a: ServeArgs, t: &Target) -> ExitCode {
             .as_ref()
             .map_or("(no roles file: every reset is refused)".to_string(), |p| p
                 .display()
-                .to_string())
+                .to_string()),
+        a.nice
     );
     server.run_until(&std::sync::atomic::AtomicBool::new(false));
     ExitCode::from(exit::OK)
