@@ -126,7 +126,7 @@ fn recent_actions(v: &EngineView, max: usize) -> Vec<(u64, String)> {
         add(
             d.t_last_ack,
             format!(
-                "Last cancel answered: {} confirmed, {} unknown (+{})",
+                "Cancel answers: {} confirmed, {} unknown (latest +{})",
                 d.orders_confirmed,
                 d.orders_unknown,
                 since(d.t_last_ack)
