@@ -127,7 +127,7 @@ fn run(a: &Args) -> Result<(), String> {
             Some(n) => ControlBlock::open_or_create(&dir, n),
             None => ControlBlock::create(&dir, &format!("drainlat-{}", std::process::id())),
         }
-            .map_err(|e| e.to_string())?,
+        .map_err(|e| e.to_string())?,
     );
     let registry = Arc::new(Registry::new());
     let mut cfg = SimConfig::new("SIM", 1, 1);
