@@ -84,6 +84,10 @@ struct Inner {
     open_pos: Vec<u32>,
     /// Open orders per venue index.
     open_by_venue: Vec<u32>,
+    /// Order activity per venue index and per strategy index, for the
+    /// engine's telemetry (a counter bump under the lock already held).
+    venue_activity: Vec<ScopeActivity>,
+    strategy_activity: Vec<ScopeActivity>,
     /// Scratch list of slots (reused: no allocation per mass cancel).
     scratch: Vec<u32>,
     positions: HashMap<(ScopeIndex, ScopeIndex, ScopeIndex), Qty>,
@@ -207,6 +211,8 @@ impl Registry {
                 open: Vec::new(),
                 open_pos: Vec::new(),
                 open_by_venue: Vec::new(),
+                venue_activity: Vec::new(),
+                strategy_activity: Vec::new(),
                 scratch: Vec::new(),
                 positions: HashMap::new(),
                 counters: RegistryCounters::default(),
@@ -247,6 +253,7 @@ impl Registry {
         g.slot_of.insert(order.id, slot);
         g.add_open(slot);
         g.counters.registered += 1;
+        g.activity(order.tags, |a| a.sent += 1);
         g.sink.record(&RecordedEvent::NewOrder(rec));
         Ok(())
     }
@@ -422,6 +429,14 @@ impl Registry {
         v
     }
 
+    /// Order activity per venue index and per strategy index (open,
+    /// sent, accepted, rejected, fills): what the engine publishes as
+    /// telemetry. Indices never used are zero or past the end.
+    pub fn activity(&self) -> (Vec<ScopeActivity>, Vec<ScopeActivity>) {
+        let g = self.lock();
+        (g.venue_activity.clone(), g.strategy_activity.clone())
+    }
+
     /// Counters.
     pub fn counters(&self) -> RegistryCounters {
         self.lock().counters
@@ -460,6 +475,8 @@ impl Inner {
             self.open_by_venue.resize(venue + 1, 0);
         }
         self.open_by_venue[venue] += 1;
+        let tags = self.orders[slot as usize].tags;
+        self.activity(tags, |a| a.open += 1);
     }
 
     fn remove_open(&mut self, slot: u32) {
@@ -473,6 +490,8 @@ impl Inner {
         }
         let venue = self.orders[slot as usize].tags.venue as usize;
         self.open_by_venue[venue] -= 1;
+        let tags = self.orders[slot as usize].tags;
+        self.activity(tags, |a| a.open = a.open.saturating_sub(1));
     }
 
     fn cancel_sent(&mut self, id: OrderId) -> Option<ScopeIndex> {
@@ -505,11 +524,17 @@ impl Inner {
     /// [`apply_event`](Inner::apply_event) on a known slot.
     fn apply_at(&mut self, slot: u32, event: OrderEvent) -> bool {
         let rec = &mut self.orders[slot as usize];
-        let (id, tags) = (rec.id, rec.tags);
+        let id = rec.id;
         match transition(rec.state, event) {
             Ok(next) => {
                 let was_open = rec.state.is_open();
+                let tags = rec.tags;
                 rec.state = next;
+                if event == OrderEvent::Acked {
+                    self.activity(tags, |a| a.acked += 1);
+                } else if next == OrderState::Rejected {
+                    self.activity(tags, |a| a.rejected += 1);
+                }
                 if was_open && !next.is_open() {
                     self.remove_open(slot);
                     self.closed_unpublished += 1;
@@ -592,6 +617,7 @@ impl Inner {
         rec.fills = rec.fills.saturating_add(1);
         let (side, tags) = (rec.side, rec.tags);
         self.counters.fills += 1;
+        self.activity(tags, |a| a.fills += 1);
         if overfill {
             self.counters.overfills += 1;
             self.anomaly(Anomaly::Overfill { id });
@@ -617,8 +643,10 @@ impl Inner {
     }
 }
 
+mod activity;
 mod anomaly;
 mod recovery;
+pub use activity::ScopeActivity;
 mod sink;
 pub use anomaly::{Anomaly, RegistryCounters, RegistryError};
 pub use recovery::RecoveredOrder;

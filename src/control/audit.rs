@@ -46,6 +46,10 @@ pub enum AuditKind {
     ResetRefused = 4,
     /// A reset asked for while nothing was tripped: nothing changed.
     ResetNoop = 5,
+    /// A request that did not authenticate (a wrong or missing bearer
+    /// token at the admin endpoint): nothing changed. The reason says what
+    /// was asked and from where.
+    Unauthorized = 6,
 }
 
 impl AuditKind {
@@ -56,6 +60,7 @@ impl AuditKind {
             3 => AuditKind::Reset,
             4 => AuditKind::ResetRefused,
             5 => AuditKind::ResetNoop,
+            6 => AuditKind::Unauthorized,
             _ => return None,
         })
     }
@@ -114,6 +119,79 @@ impl Source {
 
 /// Flag bit in an entry: the reset was forced past its preconditions.
 pub(crate) const FLAG_FORCED: u8 = 1;
+/// Flag bits 1..=2 of an entry: the role the actor proved ([`Role`] as
+/// u8 << 1; 0 = no role).
+pub(crate) const FLAG_ROLE_SHIFT: u8 = 1;
+/// Mask of the role bits.
+pub(crate) const FLAG_ROLE_MASK: u8 = 0b110;
+
+/// A role proven with a token (the admin endpoint's bearer token, the
+/// CLI's `--role R --token-file F`). FIA's guidance: only authorised people
+/// reset; a trip made by the risk role (or by an automatic rule) can only
+/// be reset by the risk role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
+#[repr(u8)]
+pub enum Role {
+    /// A trader: may reset what traders and operators tripped.
+    Trader = 1,
+    /// Risk: may reset anything, and is the only role that may reset a
+    /// trip made by risk or by an automatic rule.
+    Risk = 2,
+}
+
+impl Role {
+    /// Decodes the role bits' value.
+    pub fn from_u8(v: u8) -> Option<Role> {
+        match v {
+            1 => Some(Role::Trader),
+            2 => Some(Role::Risk),
+            _ => None,
+        }
+    }
+
+    /// Name used in files, flags and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Trader => "trader",
+            Role::Risk => "risk",
+        }
+    }
+
+    /// Parses `trader` or `risk`.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "trader" => Some(Role::Trader),
+            "risk" => Some(Role::Risk),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who acts: the role a token proved and the identity it belongs to.
+/// [`Actor::ANONYMOUS`] is an operator with file access and no token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Actor<'a> {
+    /// The role proven, `None` without a token.
+    pub role: Option<Role>,
+    /// The identity (name in the roles file), up to 31 bytes kept.
+    pub identity: &'a str,
+}
+
+impl Actor<'_> {
+    /// No token, no identity.
+    pub const ANONYMOUS: Actor<'static> = Actor {
+        role: None,
+        identity: "",
+    };
+}
 
 /// A decoded, consistent copy of one audit slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,6 +221,10 @@ pub struct AuditEntry {
     pub reason: String,
     /// True for a forced reset.
     pub forced: bool,
+    /// The role the actor proved, if any.
+    pub role: Option<Role>,
+    /// The actor's identity ("" when anonymous).
+    pub identity: String,
 }
 
 /// What a writer puts into an entry; plain data, no allocation, so a signal
@@ -161,8 +243,10 @@ pub(crate) struct AuditWrite<'a> {
     pub generation: u64,
     /// Reason text (truncated to the slot's capacity).
     pub reason: &'a str,
-    /// Flags (`FLAG_FORCED`).
+    /// Flags (`FLAG_FORCED`; the role bits are set from `actor`).
     pub flags: u8,
+    /// Who acts.
+    pub actor: Actor<'a>,
     /// `CLOCK_MONOTONIC` ns of the event.
     pub mono_ns: u64,
     /// Unix ns of the event.
@@ -194,13 +278,15 @@ pub(crate) fn write(layout: &Layout, w: &AuditWrite<'_>) -> u64 {
         Some((k, i)) => (k as u8, i),
         None => (0, 0),
     };
+    let role_bits = w.actor.role.map_or(0, |r| (r as u8) << FLAG_ROLE_SHIFT);
+    let flags = (w.flags & !FLAG_ROLE_MASK) | role_bits;
     let meta = (w.kind as u64)
         | (w.mode as u64) << 8
         | (w.source as u64) << 16
         | (scope_kind as u64) << 24
         | (scope_index as u64) << 32
         | (reason.len() as u64) << 48
-        | (w.flags as u64) << 56;
+        | (flags as u64) << 56;
     slot.meta.store(meta, Ordering::Relaxed);
     slot.generation.store(w.generation, Ordering::Relaxed);
     // SAFETY: getpid and getuid take no arguments, cannot fail and are
@@ -211,6 +297,11 @@ pub(crate) fn write(layout: &Layout, w: &AuditWrite<'_>) -> u64 {
     slot.mono_ns.store(w.mono_ns, Ordering::Relaxed);
     slot.wall_ns.store(w.wall_ns, Ordering::Relaxed);
     store_bytes(&slot.reason, reason);
+    let identity = truncate_utf8(w.actor.identity, 31).as_bytes();
+    let mut id_buf = [0u8; 32];
+    id_buf[0] = identity.len() as u8;
+    id_buf[1..1 + identity.len()].copy_from_slice(identity);
+    store_bytes(&slot.identity, &id_buf);
     slot.seq.store(2 * ticket + 2, Ordering::Release);
     ticket
 }
@@ -254,6 +345,8 @@ pub(crate) fn read_slot(slot: &AuditSlot) -> Option<AuditEntry> {
         let wall_ns = slot.wall_ns.load(Ordering::Relaxed);
         let mut reason = [0u8; REASON_BYTES];
         load_bytes(&slot.reason, &mut reason);
+        let mut identity = [0u8; 32];
+        load_bytes(&slot.identity, &mut identity);
         // Orders the field loads before the re-check of `seq`.
         fence(Ordering::Acquire);
         if slot.seq.load(Ordering::Relaxed) != s1 {
@@ -277,6 +370,9 @@ pub(crate) fn read_slot(slot: &AuditSlot) -> Option<AuditEntry> {
             wall_ns,
             reason: String::from_utf8_lossy(&reason[..len]).into_owned(),
             forced: (meta >> 56) as u8 & FLAG_FORCED != 0,
+            role: Role::from_u8(((meta >> 56) as u8 & FLAG_ROLE_MASK) >> FLAG_ROLE_SHIFT),
+            identity: String::from_utf8_lossy(&identity[1..1 + (identity[0] as usize).min(31)])
+                .into_owned(),
         });
     }
     None

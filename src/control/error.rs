@@ -141,6 +141,15 @@ pub enum ControlError {
         /// What changed, from the audit ring.
         changes: String,
     },
+    /// The trip in force was made by the risk role or an automatic rule,
+    /// and the reset did not prove the risk role.
+    #[error("reset refused: a trip in force was made by the {needed} role or by an automatic rule, so only the {needed} role may reset it (this reset had {had}); ask risk to reset with `--role {needed} --token-file FILE` (the refusal is recorded)")]
+    ResetNeedsRole {
+        /// The role needed.
+        needed: super::Role,
+        /// What the reset had.
+        had: String,
+    },
     /// A reset's preconditions failed and it was not forced.
     #[error("reset refused: {why}; reconcile with the venues first, then rerun with --force (the force is recorded)")]
     ResetRefused {

@@ -18,7 +18,9 @@
 //! | 56     | 8      | `heartbeat_mono_ns` (`CLOCK_MONOTONIC`) | engine |
 //! | 64     | 8      | `heartbeat_count` | engine |
 //! | 72     | 32     | `engine_name` (length byte + up to 31 bytes UTF-8) | creator |
-//! | 104    | 24     | reserved | - |
+//! | 104    | 8      | `risk_trips`: trips that only the risk role may reset (risk role or automatic rule), ever | trip |
+//! | 112    | 8      | `risk_trips_reset`: the `risk_trips` count the last risk-role reset cleared | reset |
+//! | 120    | 8      | reserved | - |
 //! | 128    | 128    | **state word** (`AtomicU64`, alone on its line), see [`super::state`] | trip / reset |
 //! | 256    | 128    | gateway status: `acked_generation`, `acked_mono_ns`, `orders_sent`, `cancels_sent`, `open_orders`, `role` (the claimed gateway, 1.2) | gateway thread; `role` by compare-and-swap |
 //! | 384    | 256    | drain status ([`DrainStatus`]): live counters (offsets 384..504), drain flags (504), the "drain incomplete" record (512..568), reserved (568..640) | drain thread; the record also `emergency` and reset |
@@ -26,10 +28,15 @@
 //! | 768    | 64×256 | audit ring ([`AuditSlot`]), slot = ticket % 64 | trip / reset |
 //! | 17152  | 5504   | scope levels, one byte per name: venues 64, strategies 256, instruments 4096, accounts 1024 (5440 bytes, padded) | scoped trip |
 //! | 22656  | 174080 | name tables, 32 bytes per name, same order and sizes | registration |
-//! | 196736 |        | end of file (`FILE_LEN`) | |
+//! | 196736 | 41600  | engine telemetry ([`Telemetry`], see [`super::telemetry`]): engine record, shutdown announcement, strategies, venues, positions | the engine's supervisor thread |
+//! | 238336 |        | end of file (`FILE_LEN`) | |
 //!
 //! Compatibility: a reader refuses a file whose major version differs from
 //! [`VERSION_MAJOR`]; minor versions only add fields inside reserved space.
+//! Layout 2.0 appended the telemetry region (the file grew, so the major
+//! changed: a 1.x reader would map too little, and a 2.x reader refuses a
+//! 1.x file with a message naming both versions) and the two risk-role
+//! words of the header.
 
 use std::mem::{offset_of, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
@@ -37,15 +44,13 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
 /// `b"KILLSWCH"` read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"KILLSWCH");
 /// Layout major version; a different major is refused.
-pub const VERSION_MAJOR: u16 = 1;
-/// Layout minor version; informational. 1: drain flags and the "drain
-/// incomplete" record in the drain status's reserved space, phase
-/// `GatewayAckLate`, audit kind `ResetNoop` (readers of minor 0 see the
-/// phase as `Failed` and skip the audit entries: both fail safe). 2: the
-/// gateway role word in the gateway line's spare space (a reader of an
-/// older minor ignores it; a 1.1 engine never claims the role, so it can
-/// run beside nothing that claims it: one engine per block as before).
-pub const VERSION_MINOR: u16 = 2;
+pub const VERSION_MAJOR: u16 = 2;
+/// Layout minor version; informational. (1.1 added the drain flags and the
+/// "drain incomplete" record, phase `GatewayAckLate`, audit kind
+/// `ResetNoop`; 1.2 the gateway role word in the gateway line's spare
+/// space, claimed by compare-and-swap; 2.0 the telemetry region, the
+/// risk-role words, and in the audit entry the role bits and the identity.)
+pub const VERSION_MINOR: u16 = 0;
 /// Slots in the audit ring.
 pub const AUDIT_SLOTS: usize = 64;
 /// Bytes of reason text kept per audit entry.
@@ -91,7 +96,14 @@ pub struct Header {
     pub heartbeat_count: AtomicU64,
     /// Engine name: length byte then bytes.
     pub engine_name: [AtomicU64; 4],
-    _reserved: [AtomicU64; 3],
+    /// Trips that only the risk role may reset (made with the risk role,
+    /// or by an automatic rule), counted since the file was created;
+    /// incremented before the trip's compare-and-swap of the state word.
+    pub risk_trips: AtomicU64,
+    /// The `risk_trips` count that the last reset made with the risk role
+    /// saw. A risk hold is in force while `risk_trips > risk_trips_reset`.
+    pub risk_trips_reset: AtomicU64,
+    _reserved: AtomicU64,
 }
 
 /// What the gateway thread publishes (one line).
@@ -287,7 +299,10 @@ pub struct AuditSlot {
     pub wall_ns: AtomicU64,
     /// Reason text, UTF-8, truncated at a character boundary.
     pub reason: [AtomicU64; REASON_BYTES / 8],
-    _reserved: [AtomicU64; 10],
+    /// Who acted, when known (the identity of a role token): length byte
+    /// then up to 31 bytes, like a name slot; all zero when anonymous.
+    pub identity: [AtomicU64; 4],
+    _reserved: [AtomicU64; 6],
 }
 
 /// One byte per name: the mode level a scoped trip put on it (0..=3).
@@ -339,6 +354,173 @@ pub struct Layout {
     pub levels: ScopeLevels,
     /// Name tables.
     pub names: NameTables,
+    /// What the engine publishes about itself (layout 2.0).
+    pub telemetry: Telemetry,
+}
+
+/// Strategy slots of the telemetry region: one per strategy scope index.
+pub const TELEMETRY_STRATEGIES: usize = STRATEGIES;
+/// Venue slots of the telemetry region: one per venue scope index.
+pub const TELEMETRY_VENUES: usize = VENUES;
+/// Rows of the positions table.
+pub const TELEMETRY_POSITIONS: usize = 256;
+/// Bytes of reason text in the shutdown announcement.
+pub const ANNOUNCE_REASON_BYTES: usize = 128;
+
+/// The engine-wide telemetry record (256 bytes) under one seqlock: `seq`
+/// is odd while the writer fills it, even when complete.
+#[repr(C, align(128))]
+pub struct EngineTelemetry {
+    /// Seqlock word.
+    pub seq: AtomicU64,
+    /// Engine status (`telemetry::EngineStatus` as u64).
+    pub status: AtomicU64,
+    /// When the status last changed, Unix ns.
+    pub status_since_wall_ns: AtomicU64,
+    /// Publications so far.
+    pub publish_count: AtomicU64,
+    /// Last publication, Unix ns.
+    pub publish_wall_ns: AtomicU64,
+    /// Last publication, `CLOCK_MONOTONIC` ns.
+    pub publish_mono_ns: AtomicU64,
+    /// Open orders (not terminal), all venues.
+    pub open_orders: AtomicU64,
+    /// Since when open orders have been above zero without a break, Unix
+    /// ns; 0 while there are none.
+    pub open_orders_nonzero_since_wall_ns: AtomicU64,
+    /// Positions that are not flat.
+    pub positions_open: AtomicU64,
+    /// Strategies whose status is running.
+    pub active_strategies: AtomicU64,
+    /// New orders written to venues, ever (this run).
+    pub orders_sent: AtomicU64,
+    /// New orders a venue accepted.
+    pub orders_acked: AtomicU64,
+    /// New orders rejected (by a venue, or a failed write).
+    pub orders_rejected: AtomicU64,
+    /// Fills.
+    pub fills: AtomicU64,
+    /// Rejected / (accepted + rejected) over the last window, parts per million.
+    pub reject_rate_ppm: AtomicU64,
+    /// The window of `reject_rate_ppm`, ms.
+    pub reject_window_ms: AtomicU64,
+    /// P&L, units of 1/`PRICE_SCALE` (i64 stored as its bits).
+    pub pnl: AtomicU64,
+    /// Highest P&L this run, same units.
+    pub pnl_peak: AtomicU64,
+    /// Flattening slippage against the mid at its start (cost > 0), same units.
+    pub flatten_slippage: AtomicU64,
+    _reserved: [AtomicU64; 13],
+}
+
+/// The planned shutdown's announcement (256 bytes, own seqlock): set while
+/// the engine is `SHUTTING_DOWN_SOON`.
+#[repr(C, align(128))]
+pub struct AnnouncementSlot {
+    /// Seqlock word; 0 = never written.
+    pub seq: AtomicU64,
+    /// When the shutdown will start, Unix ns (0 = no announcement).
+    pub shutdown_at_wall_ns: AtomicU64,
+    /// When it was announced, Unix ns.
+    pub announced_wall_ns: AtomicU64,
+    /// Length of the reason in bytes.
+    pub reason_len: AtomicU64,
+    /// Reason, UTF-8.
+    pub reason: [AtomicU64; ANNOUNCE_REASON_BYTES / 8],
+    _reserved: [AtomicU64; 12],
+}
+
+/// One strategy's row (64 bytes, own seqlock; 0 = never published).
+#[repr(C, align(64))]
+pub struct StrategySlot {
+    /// Seqlock word.
+    pub seq: AtomicU64,
+    /// Status (`telemetry::StrategyStatus` as u64).
+    pub status: AtomicU64,
+    /// Last trading signal (order decision) of the strategy, Unix ns.
+    pub last_signal_wall_ns: AtomicU64,
+    /// Its open orders.
+    pub open_orders: AtomicU64,
+    /// Its new orders written to venues.
+    pub orders_sent: AtomicU64,
+    /// Of those, accepted by a venue.
+    pub orders_acked: AtomicU64,
+    /// Of those, rejected.
+    pub orders_rejected: AtomicU64,
+    /// Its fills.
+    pub fills: AtomicU64,
+}
+
+/// One venue's row of the connections table (128 bytes, own seqlock).
+#[repr(C, align(128))]
+pub struct VenueSlot {
+    /// Seqlock word; 0 = never published.
+    pub seq: AtomicU64,
+    /// order entry `ConnState` (byte 0) | market data `ConnState` (byte 1)
+    /// | `VenueState` (byte 2).
+    pub states: AtomicU64,
+    /// When `states` last changed, Unix ns.
+    pub state_since_wall_ns: AtomicU64,
+    /// Last sign of life of the session (heartbeat, message), Unix ns.
+    pub last_heartbeat_wall_ns: AtomicU64,
+    /// Open orders at this venue.
+    pub open_orders: AtomicU64,
+    /// New orders written.
+    pub orders_sent: AtomicU64,
+    /// Accepted.
+    pub orders_acked: AtomicU64,
+    /// Rejected.
+    pub orders_rejected: AtomicU64,
+    /// Fills.
+    pub fills: AtomicU64,
+    /// Reject rate over the engine's window, ppm.
+    pub reject_rate_ppm: AtomicU64,
+    _reserved: [AtomicU64; 6],
+}
+
+/// One position row (64 bytes); the whole table shares one seqlock.
+#[repr(C, align(64))]
+pub struct PositionSlot {
+    /// venue u16 | instrument u16 << 16 | account u16 << 32.
+    pub key: AtomicU64,
+    /// Signed quantity, units of 1/`QTY_SCALE` (i64 bits).
+    pub qty: AtomicU64,
+    /// Mark price used for `pnl`, units of 1/`PRICE_SCALE` (i64 bits).
+    pub mark_price: AtomicU64,
+    /// P&L of the position at the mark, units of 1/`PRICE_SCALE` (i64 bits).
+    pub pnl: AtomicU64,
+    _reserved: [AtomicU64; 4],
+}
+
+/// The positions table: a seqlock over the count and every row.
+#[repr(C, align(128))]
+pub struct PositionsTable {
+    /// Seqlock word; 0 = never published.
+    pub seq: AtomicU64,
+    /// Rows in use (at most `TELEMETRY_POSITIONS`).
+    pub count: AtomicU64,
+    /// Positions the engine had but the table could not hold.
+    pub overflow: AtomicU64,
+    _reserved: [AtomicU64; 13],
+    /// Rows.
+    pub rows: [PositionSlot; TELEMETRY_POSITIONS],
+}
+
+/// The telemetry region: what only the engine knows, published by its
+/// supervisor thread (never the order path) for `status`, `serve` and
+/// `watch`. One writer.
+#[repr(C, align(128))]
+pub struct Telemetry {
+    /// Engine-wide record.
+    pub engine: EngineTelemetry,
+    /// Planned-shutdown announcement.
+    pub announcement: AnnouncementSlot,
+    /// Strategies table, indexed by strategy scope index.
+    pub strategies: [StrategySlot; TELEMETRY_STRATEGIES],
+    /// Connections table, indexed by venue scope index.
+    pub venues: [VenueSlot; TELEMETRY_VENUES],
+    /// Positions table.
+    pub positions: PositionsTable,
 }
 
 /// Size of the control file in bytes.
@@ -369,7 +551,24 @@ const _: () = {
     assert!(size_of::<ScopeLevels>() == 5504);
     assert!(offset_of!(Layout, names) == 22656);
     assert!(size_of::<NameTables>() == 174080);
-    assert!(FILE_LEN == 196736);
+    assert!(offset_of!(Header, risk_trips) == 104);
+    assert!(offset_of!(Header, risk_trips_reset) == 112);
+    assert!(offset_of!(AuditSlot, reason) == 48);
+    assert!(offset_of!(AuditSlot, identity) == 176);
+    assert!(offset_of!(Layout, telemetry) == 196736);
+    assert!(size_of::<EngineTelemetry>() == 256);
+    assert!(offset_of!(EngineTelemetry, flatten_slippage) == 144);
+    assert!(size_of::<AnnouncementSlot>() == 256);
+    assert!(size_of::<StrategySlot>() == 64);
+    assert!(size_of::<VenueSlot>() == 128);
+    assert!(size_of::<PositionSlot>() == 64);
+    assert!(offset_of!(PositionsTable, rows) == 128);
+    assert!(offset_of!(Telemetry, announcement) == 256);
+    assert!(offset_of!(Telemetry, strategies) == 512);
+    assert!(offset_of!(Telemetry, venues) == 512 + 256 * 64);
+    assert!(offset_of!(Telemetry, positions) == 512 + 256 * 64 + 64 * 128);
+    assert!(size_of::<Telemetry>() == 41600);
+    assert!(FILE_LEN == 238336);
     // Every field is an atomic, and atomics have the size and alignment of
     // their integer, so the byte offsets above are the file format.
     assert!(size_of::<AtomicU64>() == 8 && std::mem::align_of::<AtomicU64>() == 8);

@@ -31,6 +31,7 @@ mod names;
 mod owner;
 mod roles;
 pub mod state;
+pub mod telemetry;
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -43,7 +44,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 pub use crate::access::Access;
 use crate::clock::{mono_ns, wall_ns};
-pub use audit::{AuditEntry, AuditKind, Source};
+pub use audit::{Actor, AuditEntry, AuditKind, Role, Source};
 pub use error::{ControlError, Result};
 pub(crate) use gateway_role::GatewayRole;
 pub use layout::{DrainPhase, IncompleteWriter, FILE_LEN};
@@ -321,6 +322,22 @@ impl ControlBlock {
         })?;
         let len = file.metadata().map_err(io_err)?.len();
         if len != FILE_LEN as u64 {
+            // A control file of another layout (an older build's 1.x is
+            // smaller) says so by its header, not as a damaged file.
+            let mut head = [0u8; 12];
+            if std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).is_ok()
+                && u64::from_le_bytes(head[..8].try_into().expect("8 bytes")) == MAGIC
+            {
+                let version = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+                let (major, minor) = ((version >> 16) as u16, version as u16);
+                if major != VERSION_MAJOR && major != 0 {
+                    return Err(ControlError::UnsupportedVersion {
+                        path: path.to_path_buf(),
+                        major,
+                        minor,
+                    });
+                }
+            }
             return Err(ControlError::WrongSize {
                 path: path.to_path_buf(),
                 found: len,
@@ -446,11 +463,25 @@ impl ControlBlock {
     /// Escalates the global mode without taking any lock: async-signal-safe
     /// (atomics, `getpid`, `getuid`, `clock_gettime` only), so a signal
     /// handler calls this directly. `reason` should be a static string there.
-    /// Public through [`Tripper`] and [`Operator`].
     pub(crate) fn trip_global(&self, mode: Mode, source: Source, reason: &str) -> TripOutcome {
+        self.trip_global_as(mode, source, reason, Actor::ANONYMOUS)
+    }
+
+    /// [`ControlBlock::trip_global`] by an actor who proved a role: the
+    /// audit entry records the role and identity, and a trip by the risk
+    /// role (like one with [`Source::Auto`]) can then only be reset by the
+    /// risk role. Async-signal-safe like `trip_global`.
+    pub(crate) fn trip_global_as(
+        &self,
+        mode: Mode,
+        source: Source,
+        reason: &str,
+        actor: Actor<'_>,
+    ) -> TripOutcome {
         // Stamped before the CAS, so "trip -> seen" latencies measured against
         // the record are never negative.
         let (t_mono, t_wall) = (mono_ns(), wall_ns());
+        self.note_risk_trip(source, actor);
         let transition = state::trip_word(self.state_atomic(), mode);
         let kind = match transition {
             Transition::Changed { .. } => AuditKind::Trip,
@@ -466,6 +497,7 @@ impl ControlBlock {
                 generation: transition.current().generation(),
                 reason,
                 flags: 0,
+                actor,
                 mono_ns: t_mono,
                 wall_ns: t_wall,
             },
@@ -473,9 +505,26 @@ impl ControlBlock {
         TripOutcome { transition, ticket }
     }
 
-    /// Trips globally (no scopes) or for the given scopes. Public through
-    /// [`Tripper`] and [`Operator`].
+    /// Counts a trip that only the risk role may reset (made with the risk
+    /// role, or by an automatic rule), before the trip changes the word: a
+    /// reset that looks after the change also sees the count.
+    fn note_risk_trip(&self, source: Source, actor: Actor<'_>) {
+        if source == Source::Auto || actor.role == Some(Role::Risk) {
+            self.layout()
+                .header
+                .risk_trips
+                .fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Trips globally (no scopes) or for the given scopes.
     pub(crate) fn trip(&self, req: &TripRequest) -> Result<TripOutcome> {
+        self.trip_as(req, Actor::ANONYMOUS)
+    }
+
+    /// [`ControlBlock::trip`] by an actor who proved a role (see
+    /// [`ControlBlock::trip_global_as`]).
+    pub(crate) fn trip_as(&self, req: &TripRequest, actor: Actor<'_>) -> Result<TripOutcome> {
         if req.mode == Mode::Normal {
             return Err(ControlError::InvalidName {
                 what: "mode",
@@ -483,7 +532,7 @@ impl ControlBlock {
             });
         }
         if req.scopes.is_empty() {
-            return Ok(self.trip_global(req.mode, req.source, &req.reason));
+            return Ok(self.trip_global_as(req.mode, req.source, &req.reason, actor));
         }
         for (kind, name) in &req.scopes {
             check_name(kind.as_str(), name)?;
@@ -522,6 +571,7 @@ impl ControlBlock {
             indices.push((*kind, self.register_locked(*kind, name)?));
         }
         let (t_mono, t_wall) = (mono_ns(), wall_ns());
+        self.note_risk_trip(req.source, actor);
         let mut raised = Vec::with_capacity(req.scopes.len());
         for (kind, idx) in indices {
             let prev = kind.levels(&self.layout().levels)[idx as usize]
@@ -550,6 +600,7 @@ impl ControlBlock {
                     generation: transition.current().generation(),
                     reason: &req.reason,
                     flags: 0,
+                    actor,
                     mono_ns: t_mono,
                     wall_ns: t_wall,
                 },

@@ -23,7 +23,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::audit::{self, AuditKind};
+use super::audit::{self, Actor, AuditKind, Role};
 use super::layout::{IncompleteWriter, INCOMPLETE_NO_SNAPSHOT};
 use super::state::{self, Transition};
 use super::{ControlBlock, ControlError, DrainPhase, Result, ScopeKind, Source, TripOutcome};
@@ -128,7 +128,25 @@ impl ControlBlock {
     ///
     /// This is the seam for later preconditions (unreconciled positions).
     pub(crate) fn reset(&self, req: &ResetRequest) -> Result<TripOutcome> {
+        self.reset_as(req, Actor::ANONYMOUS)
+    }
+
+    /// [`ControlBlock::reset`] by an actor who proved a role. While a risk
+    /// hold is in force (a trip since the last risk-role reset was made by
+    /// the risk role or by an automatic rule: [`ControlBlock::risk_hold`])
+    /// only [`Role::Risk`] may reset; anyone else is refused and recorded,
+    /// `--force` or not. The audit entry records role and identity.
+    pub(crate) fn reset_as(&self, req: &ResetRequest, actor: Actor<'_>) -> Result<TripOutcome> {
         let _lock = self.lock()?;
+        // Read before the state word: a risk trip counts itself before it
+        // changes the word, so a reset that sees its change sees its count.
+        let risk_trips = self.layout().header.risk_trips.load(Ordering::Acquire);
+        let held = risk_trips
+            > self
+                .layout()
+                .header
+                .risk_trips_reset
+                .load(Ordering::Acquire);
         let seen = self.state();
         let expected = req.expected_generation.unwrap_or(seen.generation());
         // The mode the reset clears (read before the word changes).
@@ -144,6 +162,7 @@ impl ControlBlock {
                     generation,
                     reason,
                     flags,
+                    actor,
                     mono_ns: mono_ns(),
                     wall_ns: wall_ns(),
                 },
@@ -152,6 +171,15 @@ impl ControlBlock {
         if seen.generation() != expected {
             record(AuditKind::ResetRefused, seen.generation(), 0, &req.reason);
             return Err(self.stale(expected, seen));
+        }
+        if held && seen.is_active() && actor.role != Some(Role::Risk) {
+            record(AuditKind::ResetRefused, seen.generation(), 0, &req.reason);
+            return Err(ControlError::ResetNeedsRole {
+                needed: Role::Risk,
+                had: actor
+                    .role
+                    .map_or("no role".to_string(), |r| format!("the {r} role")),
+            });
         }
         let blockers = self.reset_blockers();
         if !seen.is_active() && (blockers.is_empty() || !req.force) {
@@ -187,6 +215,14 @@ impl ControlBlock {
             for l in kind.levels(levels) {
                 l.store(0, Ordering::Release);
             }
+        }
+        if actor.role == Some(Role::Risk) {
+            // Every risk trip counted before the word was read is cleared;
+            // one counted since stays in force (fetch_max: never lower).
+            self.layout()
+                .header
+                .risk_trips_reset
+                .fetch_max(risk_trips, Ordering::AcqRel);
         }
         let forced = !blockers.is_empty();
         if forced {
@@ -234,6 +270,33 @@ impl ControlBlock {
                 changes.join("; ")
             },
         }
+    }
+
+    /// True while a reset needs the risk role: a trip since the last
+    /// risk-role reset was made by the risk role or by an automatic rule.
+    pub fn risk_hold(&self) -> bool {
+        let h = &self.layout().header;
+        h.risk_trips.load(Ordering::Acquire) > h.risk_trips_reset.load(Ordering::Acquire)
+    }
+
+    /// Records a request that did not authenticate (wrong or missing
+    /// token): nothing changes; `reason` says what was asked and from where.
+    pub(crate) fn record_unauthorized(&self, source: Source, reason: &str) -> u64 {
+        audit::write(
+            self.layout(),
+            &audit::AuditWrite {
+                kind: AuditKind::Unauthorized,
+                mode: self.state().mode(),
+                source,
+                scope: None,
+                generation: self.state().generation(),
+                reason,
+                flags: 0,
+                actor: Actor::ANONYMOUS,
+                mono_ns: mono_ns(),
+                wall_ns: wall_ns(),
+            },
+        )
     }
 
     /// Reasons a reset would be refused now (empty when none).

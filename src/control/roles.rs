@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{
-    proc_start_ticks, Access, AuditEntry, ControlBlock, DrainIncomplete, DrainPhase,
+    proc_start_ticks, Access, Actor, AuditEntry, ControlBlock, DrainIncomplete, DrainPhase,
     IncompleteWriter, Mode, ResetRequest, Result, Source, StateWord, Status, TripOutcome,
     TripRequest,
 };
@@ -53,6 +53,25 @@ impl Tripper {
     /// names and takes the file lock: not for a signal handler.
     pub fn trip(&self, req: &TripRequest) -> Result<TripOutcome> {
         self.block.trip(req)
+    }
+
+    /// [`Tripper::trip_global`] by an actor who proved a role: the audit
+    /// records role and identity, and a trip by the risk role can then
+    /// only be reset by the risk role. Async-signal-safe like
+    /// `trip_global`.
+    pub fn trip_global_as(
+        &self,
+        mode: Mode,
+        source: Source,
+        reason: &str,
+        actor: Actor<'_>,
+    ) -> TripOutcome {
+        self.block.trip_global_as(mode, source, reason, actor)
+    }
+
+    /// [`Tripper::trip`] by an actor who proved a role.
+    pub fn trip_as(&self, req: &TripRequest, actor: Actor<'_>) -> Result<TripOutcome> {
+        self.block.trip_as(req, actor)
     }
 
     /// The state word now.
@@ -113,12 +132,44 @@ impl Operator {
         self.block.trip(req)
     }
 
+    /// Escalates the global mode as an actor who proved a role; see
+    /// [`Tripper::trip_global_as`].
+    pub fn trip_global_as(
+        &self,
+        mode: Mode,
+        source: Source,
+        reason: &str,
+        actor: Actor<'_>,
+    ) -> TripOutcome {
+        self.block.trip_global_as(mode, source, reason, actor)
+    }
+
+    /// Trips as an actor who proved a role; see [`Tripper::trip_as`].
+    pub fn trip_as(&self, req: &TripRequest, actor: Actor<'_>) -> Result<TripOutcome> {
+        self.block.trip_as(req, actor)
+    }
+
     /// Clears the switch, from the generation the operator saw; refused
     /// (and recorded as refused) when it moved on, and, unless forced,
     /// while a drain runs or left orders unconfirmed. See the crate README,
     /// "Reset".
     pub fn reset(&self, req: &ResetRequest) -> Result<TripOutcome> {
         self.block.reset(req)
+    }
+
+    /// [`Operator::reset`] by an actor who proved a role. While a risk hold
+    /// is in force (a trip since the last risk-role reset was made by the
+    /// risk role or by an automatic rule) only [`Role::Risk`](super::Role::Risk) may reset;
+    /// anyone else is refused and recorded, forced or not. The audit entry
+    /// records role and identity.
+    pub fn reset_as(&self, req: &ResetRequest, actor: Actor<'_>) -> Result<TripOutcome> {
+        self.block.reset_as(req, actor)
+    }
+
+    /// Records a refused request (wrong or missing token) in the audit
+    /// ring without changing anything; returns the entry's ticket.
+    pub fn record_unauthorized(&self, source: Source, reason: &str) -> u64 {
+        self.block.record_unauthorized(source, reason)
     }
 
     /// Reasons a reset would be refused now (empty when none).

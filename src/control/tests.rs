@@ -313,3 +313,133 @@ fn a_drain_incomplete_record_is_cleared_only_by_its_own_meta_word() {
     assert!(b.clear_drain_incomplete(rec.meta()));
     assert_eq!(b.drain_incomplete(), None);
 }
+
+#[test]
+fn a_layout_1_file_is_refused_as_an_older_version_not_as_damage() {
+    let d = tmp();
+    let path = d.path().join("killswitch.old");
+    // What a 1.1 build wrote: same magic, version 1.1, 196,736 bytes.
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap();
+    f.set_len(196_736).unwrap();
+    let mut f = f;
+    f.write_all(b"KILLSWCH").unwrap();
+    f.write_all(&((1u32 << 16) | 1).to_le_bytes()).unwrap();
+    let e = ControlBlock::open(d.path(), "old").unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ControlError::UnsupportedVersion {
+                major: 1,
+                minor: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("1.1"), "{e}");
+}
+
+fn reset_req(reason: &str) -> ResetRequest {
+    ResetRequest {
+        source: Source::Cli,
+        reason: reason.into(),
+        force: false,
+        expected_generation: None,
+    }
+}
+
+#[test]
+fn a_risk_trip_can_only_be_reset_by_the_risk_role_and_the_audit_says_who() {
+    let d = tmp();
+    let b = ControlBlock::create(d.path(), "roles").unwrap();
+    let risk = Actor {
+        role: Some(Role::Risk),
+        identity: "rita",
+    };
+    let trader = Actor {
+        role: Some(Role::Trader),
+        identity: "tom",
+    };
+    b.trip_global_as(Mode::Kill, Source::Http, "risk limit", risk);
+    assert!(b.risk_hold());
+    let t = b.last_trip().unwrap();
+    assert_eq!((t.role, t.identity.as_str()), (Some(Role::Risk), "rita"));
+    for who in [Actor::ANONYMOUS, trader] {
+        let e = b.reset_as(&reset_req("try"), who).unwrap_err();
+        assert!(matches!(e, ControlError::ResetNeedsRole { .. }), "{e}");
+        // Even forced: the role is not a blocker --force overrides.
+        let forced = ResetRequest {
+            force: true,
+            ..reset_req("try harder")
+        };
+        assert!(b.reset_as(&forced, who).is_err());
+    }
+    assert_eq!(b.state().mode(), Mode::Kill);
+    let refused: Vec<_> = b
+        .audit()
+        .into_iter()
+        .filter(|e| e.kind == AuditKind::ResetRefused)
+        .collect();
+    assert_eq!(refused.len(), 4);
+    assert_eq!(refused[2].identity, "tom");
+    assert_eq!(refused[2].role, Some(Role::Trader));
+    b.reset_as(&reset_req("risk reviewed"), risk).unwrap();
+    assert_eq!(b.state().mode(), Mode::Normal);
+    assert!(!b.risk_hold());
+    let last = b.audit().pop().unwrap();
+    assert_eq!(last.kind, AuditKind::Reset);
+    assert_eq!(
+        (last.role, last.identity.as_str()),
+        (Some(Role::Risk), "rita")
+    );
+
+    // A trader's trip: anyone with file access (or a trader token) resets it.
+    b.trip_global_as(Mode::HaltNew, Source::Http, "trader stop", trader);
+    assert!(!b.risk_hold());
+    b.reset(&reset_req("done")).unwrap();
+
+    // An automatic rule's trip (watchdog) needs risk too.
+    b.trip_global(Mode::Kill, Source::Auto, "heartbeat stale");
+    assert!(b.reset_as(&reset_req("try"), trader).is_err());
+    b.reset_as(&reset_req("ok"), risk).unwrap();
+}
+
+#[test]
+fn a_risk_trip_that_lands_after_a_risk_reset_stays_in_force() {
+    let d = tmp();
+    let b = ControlBlock::create(d.path(), "rolerace").unwrap();
+    let risk = Actor {
+        role: Some(Role::Risk),
+        identity: "rita",
+    };
+    b.trip_global(Mode::Kill, Source::Auto, "first");
+    let g = b.state().generation();
+    b.reset_as(
+        &ResetRequest {
+            expected_generation: Some(g),
+            ..reset_req("cleared")
+        },
+        risk,
+    )
+    .unwrap();
+    b.trip_global(Mode::Kill, Source::Auto, "second");
+    assert!(b.risk_hold(), "the second automatic trip holds again");
+    assert!(b.reset(&reset_req("anonymous")).is_err());
+}
+
+#[test]
+fn unauthorized_requests_are_recorded_and_change_nothing() {
+    let d = tmp();
+    let b = ControlBlock::create(d.path(), "unauth").unwrap();
+    let g = b.state();
+    b.record_unauthorized(Source::Http, "http 127.0.0.1:5555: reset: wrong token");
+    assert_eq!(b.state(), g);
+    let e = b.audit().pop().unwrap();
+    assert_eq!(e.kind, AuditKind::Unauthorized);
+    assert!(e.reason.contains("wrong token"));
+}

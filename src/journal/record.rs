@@ -541,7 +541,10 @@ impl SwitchRecord {
             AuditKind::Trip => false,
             AuditKind::Reset => true,
             // Neither changed the switch: the journal records changes.
-            AuditKind::TripNoop | AuditKind::ResetRefused | AuditKind::ResetNoop => return None,
+            AuditKind::TripNoop
+            | AuditKind::ResetRefused
+            | AuditKind::ResetNoop
+            | AuditKind::Unauthorized => return None,
         };
         Some(SwitchRecord {
             reset,

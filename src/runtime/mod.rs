@@ -68,6 +68,7 @@
 
 mod answers;
 mod journaling;
+mod monitor;
 mod strategy;
 mod supervise;
 
@@ -92,6 +93,7 @@ use crate::venue::Venue;
 pub use crate::senders::{SendError, SendFence, SendGuard};
 pub use answers::{Answer, AnswersLost};
 pub use journaling::BeforeCheckpoint;
+pub use monitor::Monitor;
 pub use strategy::{StrategyHandle, TripToken};
 pub use supervise::{Beat, Flow, ShutdownReport, StopReason, SuperviseOptions, Supervised};
 
@@ -647,6 +649,16 @@ impl Runtime {
     /// an admin endpoint running inside the engine.
     pub fn operator(&self) -> Operator {
         Operator::new(self.block.clone())
+    }
+
+    /// A read-only view for a telemetry or status thread, usable while
+    /// this thread is inside [`Runtime::supervise_with`].
+    pub fn monitor(&self) -> Monitor {
+        Monitor {
+            block: self.block.clone(),
+            registry: self.registry.clone(),
+            journal: self.journal.clone(),
+        }
     }
 
     /// A read-only status snapshot (what `killswitch status` shows).

@@ -9,8 +9,10 @@
 //! (CLI parsing, TOML configuration, JSON reports, histograms, the NATS
 //! client and its async runtime, FIX).
 
+pub mod admin;
 pub mod engine;
 #[cfg(feature = "firm")]
 pub mod firm;
 pub mod fix;
+pub mod roles;
 pub mod venue_server;

@@ -20,7 +20,11 @@
 //! cancel beside the second (global) trip -> its first cancel (enqueued, and
 //! on SIM-A's wire), and the second trip's phases.
 //!
-//! `ks-drain-latency [--rounds N] [--orders N] [--single] [--second-trip] [--drain-core C] [--gateway-core C] [--trip-core C]`
+//! `--name N` names the control block (`/dev/shm/killswitch.N`) so that
+//! another process can attach to it: BENCHMARKS.md floods the admin
+//! endpoint serving it (`killswitch --name N serve`) during a run.
+//!
+//! `ks-drain-latency [--rounds N] [--orders N] [--single] [--second-trip] [--name N] [--drain-core C] [--gateway-core C] [--trip-core C]`
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -48,6 +52,9 @@ struct Args {
     gateway_core: Option<usize>,
     trip_core: Option<usize>,
     second_trip: bool,
+    /// Control block name (default `drainlat-<pid>`), so that another
+    /// process (the admin endpoint under a flood) can attach to it.
+    name: Option<String>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -59,6 +66,7 @@ fn parse() -> Result<Args, String> {
         gateway_core: None,
         trip_core: None,
         second_trip: false,
+        name: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -72,12 +80,13 @@ fn parse() -> Result<Args, String> {
             "--orders" => a.orders = value("--orders")?.max(1) as usize,
             "--single" => a.mass_cancel = false,
             "--second-trip" => a.second_trip = true,
+            "--name" => a.name = Some(it.next().ok_or("--name needs a block name")?),
             "--drain-core" => a.drain_core = Some(value("--drain-core")? as usize),
             "--gateway-core" => a.gateway_core = Some(value("--gateway-core")? as usize),
             "--trip-core" => a.trip_core = Some(value("--trip-core")? as usize),
             "-h" | "--help" => {
                 return Err(
-                    "usage: ks-drain-latency [--rounds N] [--orders N] [--single] [--second-trip] [--drain-core C] [--gateway-core C] [--trip-core C]"
+                    "usage: ks-drain-latency [--rounds N] [--orders N] [--single] [--second-trip] [--name N] [--drain-core C] [--gateway-core C] [--trip-core C]"
                         .into(),
                 )
             }
@@ -114,8 +123,12 @@ fn run(a: &Args) -> Result<(), String> {
     }
     let dir = tempfile_dir()?;
     let block = Arc::new(
-        ControlBlock::create(&dir, &format!("drainlat-{}", std::process::id()))
-            .map_err(|e| e.to_string())?,
+        match &a.name {
+            // Opened if it exists: the endpoint attached to it first.
+            Some(n) => ControlBlock::open_or_create(&dir, n),
+            None => ControlBlock::create(&dir, &format!("drainlat-{}", std::process::id())),
+        }
+        .map_err(|e| e.to_string())?,
     );
     let operator = Operator::new(block.clone());
     let registry = Arc::new(Registry::new());

@@ -46,6 +46,11 @@ enum Cmd {
         /// Core for this (tripping) process; the watcher takes the next one.
         #[arg(long, default_value_t = 0)]
         core: usize,
+        /// Control-block directory (the block is `killswitch.lat`, opened or
+        /// created), so another process can attach to it (BENCHMARKS.md
+        /// floods the admin endpoint serving it); default: a new temp dir.
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
     },
     /// kill(SIGUSR1) -> state word set by the handler in the target process.
     Signal {
@@ -88,7 +93,11 @@ enum Cmd {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Cmd::CrossProcess { iterations, core } => match cross_process(iterations, core) {
+        Cmd::CrossProcess {
+            iterations,
+            core,
+            dir,
+        } => match cross_process(iterations, core, dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ks-latency: error: {e}");
@@ -156,9 +165,25 @@ fn heard(from: &mut impl Read) -> Result<(u64, u64), String> {
     Ok((word(0), word(8)))
 }
 
-fn cross_process(iterations: u64, core: usize) -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::temp_dir().join(format!("ks-latency-{}", std::process::id()));
-    let block = Arc::new(ControlBlock::create(&dir, "lat")?);
+fn cross_process(
+    iterations: u64,
+    core: usize,
+    dir: Option<std::path::PathBuf>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let given = dir.is_some();
+    let block = match dir {
+        Some(d) => ControlBlock::open_or_create(&d, "lat")?,
+        None => ControlBlock::create(
+            &std::env::temp_dir().join(format!("ks-latency-{}", std::process::id())),
+            "lat",
+        )?,
+    };
+    let dir = block
+        .path()
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
+    let block = Arc::new(block);
     let owner = EngineOwner::attach(block.clone())?;
     let operator = Operator::new(block.clone());
     // Spawn before pinning: a child inherits the parent's affinity mask,
@@ -203,7 +228,9 @@ fn cross_process(iterations: u64, core: usize) -> Result<(), Box<dyn std::error:
     drop(owner);
     let _ = child.kill();
     let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    if !given {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     println!(
         "trip (trip_global in pid {}) -> seen by a watcher process spinning on the state word",
         std::process::id()

@@ -27,6 +27,7 @@ pub mod cli;
 pub mod config;
 mod report;
 mod strategy;
+pub mod telemetry;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -233,6 +234,18 @@ impl Engine {
         let mut hung = vec![false; self.sims.len()];
         let mut tripped_by_timer = false;
         let mut was_armed: Option<bool> = None;
+        let started = Instant::now()
+            .checked_sub(self.rt.uptime())
+            .unwrap_or_else(Instant::now);
+        let mut telemetry =
+            telemetry::Publisher::new(self.rt.monitor(), self.progress.len(), started);
+        let view = |stopping| telemetry::View {
+            cfg: &self.cfg,
+            progress: &self.progress,
+            strategies: &self.strategies,
+            sims: &self.sims,
+            stopping,
+        };
         let sims = &self.sims;
         let supervised = self.rt.supervise_with(opts, |beat| {
             if was_armed == Some(false) && beat.armed {
@@ -260,8 +273,15 @@ impl Engine {
                     tripper.trip_global(Mode::Kill, Source::Api, "ks-engine: trade_for_ms elapsed");
                 }
             }
+            let draining = beat.state.mode() == Mode::Kill && beat.armed;
+            telemetry.publish(&view(false), beat.armed, draining);
             Flow::Continue
         });
+        telemetry.publish_now(
+            &view(true),
+            was_armed.unwrap_or(true),
+            supervised.kill_generation.is_some(),
+        );
         if let Some(died) = &supervised.drain_died {
             eprintln!("ks-engine: FATAL: {died}");
         }
@@ -290,7 +310,7 @@ impl Engine {
                 })
             })
             .collect();
-        report::build(report::Inputs {
+        let report = report::build(report::Inputs {
             cfg: &self.cfg,
             rt: &self.rt,
             supervised: &supervised,
@@ -301,7 +321,9 @@ impl Engine {
                 .map(|s| (s.name.clone(), s.handle.clone()))
                 .collect(),
             strategies,
-        })
+        });
+        telemetry.finished(&report);
+        report
     }
 
     /// Keeps the strategies running until the gate has refused an order

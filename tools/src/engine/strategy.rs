@@ -67,6 +67,9 @@ pub struct StrategyStats {
 pub struct StrategyProgress {
     /// Orders the gate refused.
     pub refused: AtomicU64,
+    /// Trading signals (order decisions) so far; the telemetry turns a
+    /// change into the strategy's "last signal" time.
+    pub signals: AtomicU64,
 }
 
 /// Runs one strategy until the runtime asks it to stop.
@@ -152,6 +155,7 @@ pub fn run(
                 }
             }
         };
+        progress.signals.fetch_add(1, Ordering::Relaxed);
         match handle.submit(&intent) {
             Ok(_) => {
                 stats.submitted += 1;

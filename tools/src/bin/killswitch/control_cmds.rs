@@ -13,6 +13,47 @@ use killswitch::watchdog::{Health, Watchdog};
 
 use crate::{exit, Target};
 
+/// A role proven with a token, for `trip` and `reset`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RoleArgs {
+    /// Act with this role (trader or risk), proven by --token-file; a trip
+    /// made with the risk role can only be reset with the risk role.
+    #[arg(long, value_parser = crate::serve_cmd::parse_role, requires = "token_file")]
+    pub role: Option<killswitch::control::Role>,
+    /// File holding your token (mode 0600; `killswitch roles add` writes one).
+    #[arg(long, requires = "role")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Roles file the token is checked against (default: $KILLSWITCH_ROLES).
+    #[arg(long)]
+    pub roles_file: Option<std::path::PathBuf>,
+}
+
+/// Who acts: anonymous without --role, else the identity whose token
+/// checks, if its role is the one asked for.
+fn authenticate(r: &RoleArgs) -> Result<Option<killswitch_tools::roles::Authenticated>, String> {
+    let (Some(role), Some(token_file)) = (r.role, &r.token_file) else {
+        return Ok(None);
+    };
+    let roles = killswitch_tools::roles::Roles::load_configured(r.roles_file.as_deref())?;
+    let token = killswitch_tools::roles::read_token_file(token_file)?;
+    let who = roles.authenticate(&token).ok_or_else(|| {
+        format!(
+            "the token in {} matches no identity of {}",
+            token_file.display(),
+            roles.path().display()
+        )
+    })?;
+    if who.role != role {
+        return Err(format!(
+            "the token in {} belongs to {} with the {} role, not the {role} role",
+            token_file.display(),
+            who.name,
+            who.role
+        ));
+    }
+    Ok(Some(who))
+}
+
 /// Modes a trip can ask for.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum TripMode {
@@ -69,6 +110,8 @@ pub enum ControlCmd {
         /// Why: kept in the audit ring and shown by `status`.
         #[arg(long)]
         reason: String,
+        #[command(flatten)]
+        role: RoleArgs,
     },
     /// Clear the switch so the engine may trade again. Needs --confirm.
     Reset {
@@ -85,6 +128,8 @@ pub enum ControlCmd {
         /// Default: the generation read under the file lock at the reset.
         #[arg(long)]
         generation: Option<u64>,
+        #[command(flatten)]
+        role: RoleArgs,
     },
     /// Show the audit ring: the last trips and resets.
     Audit {
@@ -122,6 +167,7 @@ pub fn fail(e: &ControlError) -> ExitCode {
         ControlError::Io { .. } => exit::IO,
         ControlError::ResetRefused { .. }
         | ControlError::ResetStale { .. }
+        | ControlError::ResetNeedsRole { .. }
         | ControlError::OwnedByLiveProcess { .. } => exit::REFUSED,
         ControlError::InvalidName { .. }
         | ControlError::UnknownGroup { .. }
@@ -154,14 +200,15 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
         }
         ControlCmd::Status { json } => {
             let block = t.open()?;
-            let status = Status::read(&block);
+            let view = killswitch_tools::admin::view::EngineView::read(&block);
             if json {
                 outln!(
                     "{}",
-                    serde_json::to_string_pretty(&status).expect("status serialises")
+                    serde_json::to_string_pretty(&view).expect("status serialises")
                 );
             } else {
-                print_status(&status);
+                print_status(&view.status);
+                print_telemetry(&view);
             }
         }
         ControlCmd::Trip {
@@ -171,7 +218,15 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
             instrument,
             account,
             reason,
+            role,
         } => {
+            let who = match authenticate(&role) {
+                Ok(w) => w,
+                Err(e) => {
+                    eprintln!("killswitch: refused: {e}");
+                    return Ok(ExitCode::from(exit::REFUSED));
+                }
+            };
             let operator = t.operator()?;
             let block = operator.block();
             let mut scopes = Vec::new();
@@ -192,12 +247,18 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
                     .collect::<Vec<_>>()
                     .join(", ")
             };
-            let out = operator.trip(&TripRequest {
-                mode: mode.into(),
-                scopes,
-                source: Source::Cli,
-                reason,
-            })?;
+            let out = operator.trip_as(
+                &TripRequest {
+                    mode: mode.into(),
+                    scopes,
+                    source: Source::Cli,
+                    reason,
+                },
+                killswitch::control::Actor {
+                    role: who.as_ref().map(|w| w.role),
+                    identity: who.as_ref().map_or("", |w| w.name.as_str()),
+                },
+            )?;
             match out.transition {
                 Transition::Changed { from, to } => outln!(
                     "TRIPPED {} ({scope_text}) on {}: generation {} -> {}, mode now {}{}",
@@ -225,6 +286,7 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
             reason,
             force,
             generation,
+            role,
         } => {
             let operator = t.operator()?;
             let block = operator.block();
@@ -240,12 +302,27 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
                 eprintln!("killswitch: refused: a reset must say why: add --reason \"...\"");
                 return Ok(ExitCode::from(exit::REFUSED));
             };
-            let out = operator.reset(&ResetRequest {
-                source: Source::Cli,
-                reason,
-                force,
-                expected_generation: generation,
-            })?;
+            let who = match authenticate(&role) {
+                Ok(w) => w,
+                Err(e) => {
+                    // Recorded like the endpoint's 401: someone tried.
+                    operator.record_unauthorized(Source::Cli, &format!("cli reset: {e}"));
+                    eprintln!("killswitch: refused: {e} (recorded in the audit ring)");
+                    return Ok(ExitCode::from(exit::REFUSED));
+                }
+            };
+            let out = operator.reset_as(
+                &ResetRequest {
+                    source: Source::Cli,
+                    reason,
+                    force,
+                    expected_generation: generation,
+                },
+                killswitch::control::Actor {
+                    role: who.as_ref().map(|w| w.role),
+                    identity: who.as_ref().map_or("", |w| w.name.as_str()),
+                },
+            )?;
             let forced = block
                 .audit()
                 .iter()
@@ -364,6 +441,7 @@ fn kind_text(e: &AuditEntry) -> &'static str {
         (AuditKind::Reset, true) => "RESET forced",
         (AuditKind::ResetRefused, _) => "reset refused",
         (AuditKind::ResetNoop, _) => "reset (no-op)",
+        (AuditKind::Unauthorized, _) => "UNAUTHORIZED",
     }
 }
 
@@ -374,6 +452,32 @@ fn scope_text(block: &ControlBlock, e: &AuditEntry) -> String {
             "{k} {}",
             block.name_at(k, i).unwrap_or_else(|| format!("#{i}"))
         ),
+    }
+}
+
+fn print_telemetry(v: &killswitch_tools::admin::view::EngineView) {
+    if v.reset_needs_risk_role {
+        outln!("reset       needs the RISK role (a trip by risk or an automatic rule is in force): `reset --role risk --token-file FILE`");
+    }
+    if let Some(e) = v.telemetry.engine {
+        outln!(
+            "engine      status {} since {}{}",
+            e.status.as_str(),
+            format_wall(e.status_since_wall_ns),
+            v.telemetry_age_ms
+                .map(|ms| format!(", telemetry {ms:.0} ms old"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(a) = &v.telemetry.announcement {
+        outln!(
+            "announced   planned shutdown at {}: \"{}\"",
+            format_wall(a.shutdown_at_wall_ns),
+            a.reason
+        );
+    }
+    for l in killswitch_tools::admin::dashboard::telemetry_tables(v) {
+        outln!("{}", l.text);
     }
 }
 

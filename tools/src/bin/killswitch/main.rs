@@ -42,6 +42,8 @@ mod emergency;
 #[cfg(feature = "firm")]
 mod firm_cmds;
 mod journal_cmds;
+mod serve_cmd;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -135,6 +137,13 @@ enum Command {
     /// Inspect or recover the journal.
     #[command(subcommand)]
     Journal(journal_cmds::JournalCmd),
+    /// The admin HTTP endpoint beside the engine: activate, reset (token), status, metrics.
+    Serve(serve_cmd::ServeArgs),
+    /// Identities and tokens for `serve` and `reset --role`.
+    #[command(subcommand)]
+    Roles(serve_cmd::RolesCmd),
+    /// Terminal dashboard of the live engine (the runbook's "SHUTDOWN IN PROGRESS" view during a drain).
+    Watch(watch::WatchArgs),
     /// The firm-wide kill over NATS: trip, status, reset, history (and init, keygen).
     #[cfg(feature = "firm")]
     Firm(firm_cmds::FirmArgs),
@@ -190,6 +199,9 @@ fn main() -> ExitCode {
             Ok(access) => journal_cmds::run_journal(c, access),
             Err(e) => control_cmds::fail(&e),
         },
+        Command::Serve(a) => serve_cmd::run_serve(a, &cli.target),
+        Command::Roles(c) => serve_cmd::run_roles(c),
+        Command::Watch(a) => watch::run(a, &cli.target),
         #[cfg(feature = "firm")]
         Command::Firm(a) => firm_cmds::run(a),
         #[cfg(feature = "firm")]
