@@ -223,8 +223,10 @@ fn an_engine_killed_mid_drain_blocks_reset_and_its_restart_drains_what_it_left()
     let toml = config(w, "kill9", "cancel_deadline_ms = 300", "", 50);
     let (mut engine, block) = start(w, "kill9", &toml, "second");
     assert!(
+        // The whole line: stderr is unbuffered, so a reader can catch
+        // the line between the writes of its pieces.
         wait_for(Duration::from_secs(20), || log(w, "second")
-            .contains("start-up recovery")),
+            .contains("dealt with before any new order")),
         "{}",
         log(w, "second")
     );
