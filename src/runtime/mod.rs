@@ -686,6 +686,13 @@ impl Runtime {
         self.recovered_count
     }
 
+    /// True when the switch was at KILL when the runtime started (an
+    /// earlier run's kill, latched): [`Runtime::supervise`] does not count
+    /// it as this run's kill, and the engine trades only after a reset.
+    pub fn latched_at_start(&self) -> bool {
+        self.latched_at_start
+    }
+
     /// The shutdown level the signal handlers asked for so far.
     pub fn signal_level(&self) -> ShutdownLevel {
         self.signals

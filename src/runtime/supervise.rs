@@ -291,6 +291,12 @@ impl Runtime {
                 }
             }
             if self.signal_level() != ShutdownLevel::None && !armed {
+                // The word was read before the journal duties above: a
+                // reset (and then the signal's own trip) may have landed
+                // since. Look again before calling the engine latched.
+                if self.block.state().generation() != last_generation {
+                    continue;
+                }
                 out.stopped = StopReason::SignalledWhileLatched;
                 return out;
             }

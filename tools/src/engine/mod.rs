@@ -216,7 +216,9 @@ impl Engine {
 
     /// Runs until a global KILL has been drained; returns the report.
     pub fn run(mut self) -> EngineReport {
-        if self.rt.block().state().mode() == Mode::Kill {
+        // The runtime's own reading at start (a reset may already have
+        // landed since): the same one its supervisor arms from.
+        if self.rt.latched_at_start() {
             let t = self.rt.block().last_trip();
             eprintln!(
                 "ks-engine: the switch is LATCHED at KILL{}: not trading until `killswitch reset --confirm`",
@@ -233,7 +235,7 @@ impl Engine {
         let mut disconnected = vec![false; self.sims.len()];
         let mut hung = vec![false; self.sims.len()];
         let mut tripped_by_timer = false;
-        let mut was_armed: Option<bool> = None;
+        let mut was_armed = !self.rt.latched_at_start();
         let started = Instant::now()
             .checked_sub(self.rt.uptime())
             .unwrap_or_else(Instant::now);
@@ -248,10 +250,10 @@ impl Engine {
         };
         let sims = &self.sims;
         let supervised = self.rt.supervise_with(opts, |beat| {
-            if was_armed == Some(false) && beat.armed {
+            if !was_armed && beat.armed {
                 eprintln!("ks-engine: switch reset: trading resumes");
             }
-            was_armed = Some(beat.armed);
+            was_armed = beat.armed;
             for (i, s) in sims.iter().enumerate() {
                 if !hung[i] && s.hang_after.is_some_and(|d| beat.uptime >= d) {
                     eprintln!(
@@ -277,11 +279,7 @@ impl Engine {
             telemetry.publish(&view(false), beat.armed, draining);
             Flow::Continue
         });
-        telemetry.publish_now(
-            &view(true),
-            was_armed.unwrap_or(true),
-            supervised.kill_generation.is_some(),
-        );
+        telemetry.publish_now(&view(true), was_armed, supervised.kill_generation.is_some());
         if let Some(died) = &supervised.drain_died {
             eprintln!("ks-engine: FATAL: {died}");
         }
