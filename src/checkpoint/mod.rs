@@ -28,7 +28,7 @@
 //! | end−8  | 8 | CRC-64/XZ of every byte before it (whole file) |
 //!
 //! Section kinds: 1 trading state (the journal snapshot payload, see
-//! [`crate::journal::state::SnapshotPayload`]), 2 configuration and
+//! `SnapshotPayload`), 2 configuration and
 //! 3 strategy state (`u32 count`, then per entry the blob layout of
 //! [`crate::journal::record::BlobRecord`]), 4 market data (opaque),
 //! 5 log tail (UTF-8 text, one line per log record).

@@ -80,7 +80,7 @@ pub enum RecordType {
     /// Last record of a full segment; the journal goes on in the next one.
     SegmentEnd = 10,
     /// First record of every segment after the first: where the newest
-    /// snapshot before it is ([`SnapshotIndexRecord`]), so recovery can
+    /// snapshot before it is (`SnapshotIndexRecord`), so recovery can
     /// start there instead of replaying the whole journal.
     SnapshotIndex = 11,
 }
@@ -788,7 +788,7 @@ impl Encode for DurableRecord {
 
 /// Payload of [`RecordType::SegmentEnd`], 8 bytes: `u64 next_segment_index`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SegmentEndRecord {
+pub(crate) struct SegmentEndRecord {
     /// Index of the segment the journal continues in.
     pub next_segment: u64,
 }
@@ -827,7 +827,7 @@ impl Encode for SegmentEndRecord {
 /// | 16 | 8 | its sequence number |
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct SnapshotIndexRecord {
+pub(crate) struct SnapshotIndexRecord {
     /// Segment of the snapshot record.
     pub segment: u64,
     /// Offset of the snapshot record in its segment.

@@ -243,7 +243,7 @@ impl TradingState {
         s
     }
 
-    /// Decodes a snapshot payload (see [`SnapshotPayload`]).
+    /// Decodes a snapshot payload (see `SnapshotPayload`).
     pub fn decode(buf: &[u8]) -> Result<TradingState, DecodeError> {
         let mut c = Cursor::new(buf, "snapshot");
         let version = c.u32("version")?;
@@ -334,7 +334,7 @@ const SNAPSHOT_HEADER_LEN: usize = 40;
 /// | … | 32·P | positions: venue u16, instrument u16, account u16, reserved u16, qty i64, cash i128 |
 /// | … | 24+n | last trip (trip record layout), if flagged |
 /// | … | 24+n | last reset, if flagged |
-pub struct SnapshotPayload<'a> {
+pub(crate) struct SnapshotPayload<'a> {
     /// The state.
     pub state: &'a TradingState,
     /// Overrides `state.last_seq`.
@@ -458,7 +458,7 @@ fn ser_positions<S: serde::Serializer>(
 /// position the 32-byte layout of the snapshot (venue u16, instrument u16,
 /// account u16, reserved u16, qty i64, cash i128). Replay overwrites the
 /// listed positions (e.g. after a reconcile with the venue).
-pub struct PositionsRecord<'a>(pub &'a BTreeMap<PositionKey, Position>);
+pub(crate) struct PositionsRecord<'a>(pub &'a BTreeMap<PositionKey, Position>);
 
 impl Encode for PositionsRecord<'_> {
     fn record_type(&self) -> RecordType {

@@ -136,7 +136,7 @@ pub struct DurableAt {
 /// they are still in L1: a large record (a quick checkpoint) is then encoded
 /// and checksummed in one pass, the CRC work overlapping the stores' cache
 /// misses, instead of a second pass over half a megabyte.
-pub struct RawSink {
+pub(crate) struct RawSink {
     ptr: *mut u8,
     len: usize,
     pos: usize,
