@@ -248,6 +248,7 @@ impl Runtime {
                 out.kill_generation = Some(w.generation());
             }
             self.journal_duties(&mut out);
+            self.rule_duties();
             if let Some(d) = &self.drain {
                 loop {
                     match d.try_outcome() {

@@ -1,0 +1,737 @@
+//! Automatic trips: rules that watch what the engine does and pull the
+//! cord themselves, with graded warnings before they do (Nasdaq's kill
+//! switch warns at 50, 75, 90 and 95 % of a limit).
+//!
+//! | rule | what it measures | trips by default |
+//! |---|---|---|
+//! | `trailing-loss` | drawdown: the day's peak P&L minus the P&L now | global KILL |
+//! | `absolute-loss` | loss: minus the P&L now | global KILL |
+//! | `reject-rate` | rejected / answered new orders over a window | global HALT_NEW |
+//! | `order-rate` | new orders of the engine in the last second | global HALT_NEW |
+//! | `position-limit` | net position per instrument (all venues and accounts) | that instrument REDUCE_ONLY |
+//! | `venue-heartbeat` | time since a venue's last heartbeat | that venue HALT_NEW |
+//! | `execution-throttle` | fills of one strategy within a window ([`crate::limits::ExecutionThrottle`]) | that strategy HALT_NEW |
+//!
+//! None of this is on the order path. The runtime's supervisor thread
+//! evaluates a [`RuleBook`] every [`RuleConfig::interval`] on an
+//! [`Observation`] it builds from the registry (activity, positions), the
+//! journal's cash with the [`ReferencePrices`](crate::limits::ReferencePrices)
+//! as marks (P&L), and the [`VenueHeartbeats`] the engine's venue adapters
+//! beat. Each trip goes through the control block with
+//! [`Source::Auto`](crate::control::Source::Auto), so only the risk role
+//! may reset it, and its audit reason names the rule and the values; each
+//! warning is an audit entry of kind
+//! [`AuditKind::Warning`](crate::control::AuditKind::Warning) and a
+//! gauge in the block's telemetry ([`RuleGauge`], read by `killswitch
+//! serve`'s `/metrics`).
+//!
+//! # Invariants
+//! * A warning grade is recorded once per crossing: after a rule's use of
+//!   its limit falls 5 points below the grade recorded, that grade (and the
+//!   ones above it) may be recorded again.
+//! * A rule trips once per key (rule and scope) and then stays latched
+//!   until the supervisor sees the switch clear (a reset): a condition that
+//!   still holds after a reset trips again at the next evaluation.
+//! * The P&L rules measure from the P&L at the first evaluation (the start
+//!   of the engine's day); with no P&L (no journal, or a position without a
+//!   reference price) they do not judge and say so in their gauge.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+
+use crate::control::layout::VENUES;
+use crate::control::{ControlBlock, Mode, ScopeKind};
+use crate::limits::ExecutionThrottle;
+use crate::order::{Price, Qty, ScopeIndex};
+
+mod gauge;
+pub(crate) use gauge::publish_gauges;
+pub use gauge::{read_gauges, RuleGauge};
+
+/// The automatic rules, in the order of their gauges in the control block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Rule {
+    /// Drawdown from the day's peak P&L.
+    TrailingLoss = 0,
+    /// Loss since the start of the day.
+    AbsoluteLoss = 1,
+    /// Rejected share of answered new orders over a window.
+    RejectRate = 2,
+    /// New orders per second, engine-wide.
+    OrderRate = 3,
+    /// Net position per instrument.
+    PositionLimit = 4,
+    /// Silence of a venue's heartbeat.
+    VenueHeartbeat = 5,
+    /// Fills of one strategy within a window.
+    ExecutionThrottle = 6,
+}
+
+impl Rule {
+    /// Every rule, in gauge order.
+    pub const ALL: [Rule; 7] = [
+        Rule::TrailingLoss,
+        Rule::AbsoluteLoss,
+        Rule::RejectRate,
+        Rule::OrderRate,
+        Rule::PositionLimit,
+        Rule::VenueHeartbeat,
+        Rule::ExecutionThrottle,
+    ];
+
+    /// Its name in audit reasons, configuration and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::TrailingLoss => "trailing-loss",
+            Rule::AbsoluteLoss => "absolute-loss",
+            Rule::RejectRate => "reject-rate",
+            Rule::OrderRate => "order-rate",
+            Rule::PositionLimit => "position-limit",
+            Rule::VenueHeartbeat => "venue-heartbeat",
+            Rule::ExecutionThrottle => "execution-throttle",
+        }
+    }
+}
+
+/// The warning grades, percent of a limit.
+pub const GRADES: [u8; 4] = [50, 75, 90, 95];
+
+/// A loss rule: a limit in [`Price`] units (1/`PRICE_SCALE` of the
+/// currency) and the mode it trips (globally).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LossRule {
+    /// The loss (or drawdown) that trips, positive.
+    pub max_loss: Price,
+    /// Mode tripped (default KILL).
+    pub mode: Mode,
+}
+
+/// The reject-rate rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RejectRateRule {
+    /// Rejected / (accepted + rejected) that trips, parts per million
+    /// (the runbook's alert is 5 %: 50,000).
+    pub max_ppm: u32,
+    /// Over this window.
+    pub window: Duration,
+    /// Judged only once this many new orders were answered in the window
+    /// (one reject of one order is not a rate).
+    pub min_answers: u32,
+    /// Mode tripped globally (default HALT_NEW).
+    pub mode: Mode,
+}
+
+/// The order-rate rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OrderRateRule {
+    /// New orders (all strategies) in any second that trips.
+    pub max_per_second: u32,
+    /// Mode tripped globally (default HALT_NEW).
+    pub mode: Mode,
+}
+
+/// The position-limit rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PositionRule {
+    /// Net position per instrument (long or short, all venues and
+    /// accounts) that trips.
+    pub max_position: Qty,
+    /// Mode tripped on that instrument's scope (default REDUCE_ONLY: the
+    /// position may only shrink).
+    pub mode: Mode,
+}
+
+/// The venue-heartbeat rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeartbeatRule {
+    /// A venue whose last heartbeat is older than this trips. Only venues
+    /// that have beaten at least once are judged.
+    pub stale_after: Duration,
+    /// Mode tripped on that venue's scope (default HALT_NEW).
+    pub mode: Mode,
+}
+
+/// Which automatic rules an engine runs; `None` switches one off. The
+/// execution throttle is configured with the pre-trade limits
+/// ([`crate::limits::LimitConfig::execution_throttle`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleConfig {
+    /// How often the supervisor evaluates the rules (default 10 ms).
+    pub interval: Duration,
+    /// Drawdown from the day's peak P&L.
+    pub trailing_loss: Option<LossRule>,
+    /// Loss since the start of the day.
+    pub absolute_loss: Option<LossRule>,
+    /// Reject rate over a window.
+    pub reject_rate: Option<RejectRateRule>,
+    /// Orders per second, engine-wide.
+    pub order_rate: Option<OrderRateRule>,
+    /// Net position per instrument.
+    pub position_limit: Option<PositionRule>,
+    /// Venue heartbeat silence.
+    pub venue_heartbeat: Option<HeartbeatRule>,
+}
+
+impl Default for RuleConfig {
+    fn default() -> Self {
+        RuleConfig {
+            interval: Duration::from_millis(10),
+            trailing_loss: None,
+            absolute_loss: None,
+            reject_rate: None,
+            order_rate: None,
+            position_limit: None,
+            venue_heartbeat: None,
+        }
+    }
+}
+
+impl RuleConfig {
+    /// True when any rule is configured.
+    pub fn any(&self) -> bool {
+        self.trailing_loss.is_some()
+            || self.absolute_loss.is_some()
+            || self.reject_rate.is_some()
+            || self.order_rate.is_some()
+            || self.position_limit.is_some()
+            || self.venue_heartbeat.is_some()
+    }
+
+    /// Checks the values make sense; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let mode = |name: &str, m: Mode| {
+            if m == Mode::Normal {
+                Err(format!(
+                    "rules.{name}.mode must be reduce-only, halt-new or kill"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        if self.interval.is_zero() {
+            return Err("rules.interval must be longer than zero".into());
+        }
+        for (name, r) in [
+            ("trailing_loss", self.trailing_loss),
+            ("absolute_loss", self.absolute_loss),
+        ] {
+            if let Some(r) = r {
+                if r.max_loss.0 <= 0 {
+                    return Err(format!("rules.{name}.max_loss must be positive"));
+                }
+                mode(name, r.mode)?;
+            }
+        }
+        if let Some(r) = self.reject_rate {
+            if r.max_ppm == 0 || r.max_ppm > 1_000_000 || r.window.is_zero() {
+                return Err(
+                    "rules.reject_rate needs max_ppm in 1..=1000000 and a window > 0".into(),
+                );
+            }
+            mode("reject_rate", r.mode)?;
+        }
+        if let Some(r) = self.order_rate {
+            if r.max_per_second == 0 {
+                return Err("rules.order_rate.max_per_second must be at least 1".into());
+            }
+            mode("order_rate", r.mode)?;
+        }
+        if let Some(r) = self.position_limit {
+            if r.max_position.0 <= 0 {
+                return Err("rules.position_limit.max_position must be positive".into());
+            }
+            mode("position_limit", r.mode)?;
+        }
+        if let Some(r) = self.venue_heartbeat {
+            if r.stale_after.is_zero() {
+                return Err("rules.venue_heartbeat.stale_after must be longer than zero".into());
+            }
+            mode("venue_heartbeat", r.mode)?;
+        }
+        Ok(())
+    }
+}
+
+/// When each venue last gave a sign of life (a FIX heartbeat, any
+/// message): the engine's venue adapters (or its main loop) call
+/// [`beat`](VenueHeartbeats::beat), the `venue-heartbeat` rule reads it.
+/// Cheap to clone; any thread; one relaxed store per beat.
+#[derive(Clone)]
+pub struct VenueHeartbeats {
+    last_mono_ns: Arc<[AtomicU64]>,
+}
+
+impl Default for VenueHeartbeats {
+    fn default() -> Self {
+        VenueHeartbeats {
+            last_mono_ns: (0..VENUES).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl std::fmt::Debug for VenueHeartbeats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VenueHeartbeats").finish_non_exhaustive()
+    }
+}
+
+impl VenueHeartbeats {
+    /// Venue `venue` (scope index) is alive now.
+    #[inline]
+    pub fn beat(&self, venue: ScopeIndex) {
+        self.beat_at(venue, crate::clock::mono_ns());
+    }
+
+    /// Venue `venue` was alive at `mono_ns` (`CLOCK_MONOTONIC`).
+    pub fn beat_at(&self, venue: ScopeIndex, mono_ns: u64) {
+        if let Some(w) = self.last_mono_ns.get(venue as usize) {
+            w.fetch_max(mono_ns.max(1), Ordering::Relaxed);
+        }
+    }
+
+    /// The last beat of `venue`, `None` if it never beat.
+    pub fn last(&self, venue: ScopeIndex) -> Option<u64> {
+        let t = self
+            .last_mono_ns
+            .get(venue as usize)?
+            .load(Ordering::Relaxed);
+        (t != 0).then_some(t)
+    }
+
+    /// Every venue that has beaten: (index, last beat).
+    pub fn all(&self) -> Vec<(ScopeIndex, u64)> {
+        (0..self.last_mono_ns.len())
+            .filter_map(|i| self.last(i as ScopeIndex).map(|t| (i as ScopeIndex, t)))
+            .collect()
+    }
+}
+
+/// What the rules see at one evaluation. Counters are totals since the
+/// runtime started; the book keeps their history.
+#[derive(Clone, Debug, Default)]
+pub struct Observation {
+    /// `CLOCK_MONOTONIC` ns.
+    pub now_ns: u64,
+    /// P&L now ([`Price`] units), `None` when unknown.
+    pub pnl: Option<i64>,
+    /// New orders registered (all venues).
+    pub orders_sent: u64,
+    /// New orders accepted by venues.
+    pub orders_acked: u64,
+    /// New orders rejected.
+    pub orders_rejected: u64,
+    /// Net position per instrument scope index.
+    pub positions: Vec<(ScopeIndex, Qty)>,
+    /// Venues that have beaten: (index, last beat `CLOCK_MONOTONIC` ns).
+    pub venue_heartbeats: Vec<(ScopeIndex, u64)>,
+    /// Fills per strategy scope index (totals).
+    pub strategy_fills: Vec<(ScopeIndex, u64)>,
+    /// Nothing is tripped (no global mode, no scope): latched rules re-arm.
+    pub switch_clear: bool,
+}
+
+/// What a rule wants done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuleAction {
+    /// Record a warning (audit kind `Warning`).
+    Warn {
+        /// The rule.
+        rule: Rule,
+        /// The scope it is about (`None`: the engine).
+        scope: Option<(ScopeKind, ScopeIndex)>,
+        /// The grade crossed, percent.
+        grade: u8,
+        /// The mode the rule trips to.
+        mode: Mode,
+        /// The audit reason (rule, grade, values).
+        reason: String,
+    },
+    /// Trip (source `auto`).
+    Trip {
+        /// The rule.
+        rule: Rule,
+        /// The scope to trip (`None`: global).
+        scope: Option<(ScopeKind, ScopeIndex)>,
+        /// The mode.
+        mode: Mode,
+        /// The audit reason (rule and values).
+        reason: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct KeyState {
+    /// Highest grade recorded (percent), 0 for none.
+    grade: u8,
+    /// Tripped, until the switch is seen clear.
+    latched: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    t: u64,
+    sent: u64,
+    acked: u64,
+    rejected: u64,
+}
+
+/// The rules' state between evaluations (peak P&L, counter history,
+/// warning grades, latches). Lives on the supervisor thread.
+#[derive(Debug)]
+pub struct RuleBook {
+    cfg: RuleConfig,
+    throttle: Option<ExecutionThrottle>,
+    pnl_start: Option<i64>,
+    pnl_peak: i64,
+    samples: VecDeque<Sample>,
+    fills: FxHashMap<ScopeIndex, VecDeque<(u64, u64)>>,
+    keys: FxHashMap<(Rule, ScopeIndex), KeyState>,
+    /// Per rule, this evaluation: highest use of the limit (ppm) and the
+    /// highest grade held by any of its keys.
+    gauges: [RuleGauge; 7],
+    warnings: u64,
+}
+
+/// Use of a limit in parts per million (1,000,000 = at the limit).
+fn usage_ppm(value: i128, limit: i128) -> u64 {
+    if limit <= 0 || value <= 0 {
+        return 0;
+    }
+    (value.saturating_mul(1_000_000) / limit).min(u32::MAX as i128) as u64
+}
+
+impl RuleBook {
+    /// A book for `cfg` and the execution throttle (if any).
+    pub fn new(cfg: RuleConfig, throttle: Option<ExecutionThrottle>) -> RuleBook {
+        let mut gauges = [RuleGauge::default(); 7];
+        for rule in Rule::ALL {
+            gauges[rule as usize].configured = match rule {
+                Rule::TrailingLoss => cfg.trailing_loss.is_some(),
+                Rule::AbsoluteLoss => cfg.absolute_loss.is_some(),
+                Rule::RejectRate => cfg.reject_rate.is_some(),
+                Rule::OrderRate => cfg.order_rate.is_some(),
+                Rule::PositionLimit => cfg.position_limit.is_some(),
+                Rule::VenueHeartbeat => cfg.venue_heartbeat.is_some(),
+                Rule::ExecutionThrottle => throttle.is_some(),
+            };
+        }
+        RuleBook {
+            cfg,
+            throttle,
+            pnl_start: None,
+            pnl_peak: 0,
+            samples: VecDeque::new(),
+            fills: FxHashMap::default(),
+            keys: FxHashMap::default(),
+            gauges,
+            warnings: 0,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RuleConfig {
+        &self.cfg
+    }
+
+    /// The gauges after the last evaluation, in [`Rule`] order.
+    pub fn gauges(&self) -> [RuleGauge; 7] {
+        self.gauges
+    }
+
+    /// Warnings recorded so far.
+    pub fn warnings(&self) -> u64 {
+        self.warnings
+    }
+
+    /// Evaluates every rule on `obs`; returns what to record and trip.
+    /// Scopes are named by index in the reasons.
+    pub fn evaluate(&mut self, obs: &Observation) -> Vec<RuleAction> {
+        self.evaluate_named(obs, &|_, _| None)
+    }
+
+    /// [`evaluate`](Self::evaluate), naming scopes in the reasons with
+    /// `name` (e.g. the control block's name tables).
+    pub fn evaluate_named(
+        &mut self,
+        obs: &Observation,
+        name: &dyn Fn(ScopeKind, ScopeIndex) -> Option<String>,
+    ) -> Vec<RuleAction> {
+        if obs.switch_clear {
+            for k in self.keys.values_mut() {
+                k.latched = false;
+            }
+        }
+        for g in &mut self.gauges {
+            g.usage_ppm = 0;
+            g.grade = 0;
+            g.tripped = false;
+        }
+        let mut out = Vec::new();
+        self.losses(obs, name, &mut out);
+        self.rates(obs, name, &mut out);
+        if let Some(r) = self.cfg.position_limit {
+            for &(instrument, qty) in &obs.positions {
+                let u = usage_ppm(qty.0.unsigned_abs() as i128, r.max_position.0 as i128);
+                let text = format!("position {qty} of limit {}", r.max_position);
+                self.judge(
+                    name,
+                    Rule::PositionLimit,
+                    Some((ScopeKind::Instrument, instrument)),
+                    r.mode,
+                    u,
+                    &text,
+                    &mut out,
+                );
+            }
+        }
+        if let Some(r) = self.cfg.venue_heartbeat {
+            let limit = r.stale_after.as_nanos().min(i128::MAX as u128) as i128;
+            for &(venue, last) in &obs.venue_heartbeats {
+                let silence = obs.now_ns.saturating_sub(last);
+                let u = usage_ppm(silence as i128, limit);
+                let text = format!(
+                    "no heartbeat for {} ms (limit {} ms)",
+                    silence / 1_000_000,
+                    r.stale_after.as_millis()
+                );
+                self.judge(
+                    name,
+                    Rule::VenueHeartbeat,
+                    Some((ScopeKind::Venue, venue)),
+                    r.mode,
+                    u,
+                    &text,
+                    &mut out,
+                );
+            }
+        }
+        if let Some(t) = self.throttle {
+            let window = t.window.as_nanos().min(u64::MAX as u128) as u64;
+            for &(strategy, total) in &obs.strategy_fills {
+                let hist = self.fills.entry(strategy).or_default();
+                hist.push_back((obs.now_ns, total));
+                // Keep one sample at or before the window's start.
+                while hist.len() > 1 && obs.now_ns.saturating_sub(hist[1].0) >= window {
+                    hist.pop_front();
+                }
+                let base = hist.front().map_or(total, |s| s.1);
+                let in_window = total.saturating_sub(base);
+                let u = usage_ppm(in_window as i128, t.fills as i128);
+                let text = format!(
+                    "{in_window} fills within {} ms (limit {})",
+                    t.window.as_millis(),
+                    t.fills
+                );
+                self.judge(
+                    name,
+                    Rule::ExecutionThrottle,
+                    Some((ScopeKind::Strategy, strategy)),
+                    Mode::HaltNew,
+                    u,
+                    &text,
+                    &mut out,
+                );
+            }
+        }
+        out
+    }
+
+    fn losses(
+        &mut self,
+        obs: &Observation,
+        name: &dyn Fn(ScopeKind, ScopeIndex) -> Option<String>,
+        out: &mut Vec<RuleAction>,
+    ) {
+        let Some(pnl) = obs.pnl else {
+            return;
+        };
+        let start = *self.pnl_start.get_or_insert(pnl);
+        let day = pnl.saturating_sub(start);
+        self.pnl_peak = self.pnl_peak.max(day);
+        if let Some(r) = self.cfg.trailing_loss {
+            let drawdown = self.pnl_peak.saturating_sub(day);
+            let text = format!(
+                "drawdown {} from peak {} (P&L {}), limit {}",
+                Price(drawdown),
+                Price(self.pnl_peak),
+                Price(day),
+                r.max_loss
+            );
+            let u = usage_ppm(drawdown as i128, r.max_loss.0 as i128);
+            self.judge(name, Rule::TrailingLoss, None, r.mode, u, &text, out);
+        }
+        if let Some(r) = self.cfg.absolute_loss {
+            let loss = -(day as i128);
+            let text = format!(
+                "loss {} (P&L {}), limit {}",
+                Price(-day),
+                Price(day),
+                r.max_loss
+            );
+            let u = usage_ppm(loss, r.max_loss.0 as i128);
+            self.judge(name, Rule::AbsoluteLoss, None, r.mode, u, &text, out);
+        }
+    }
+
+    fn rates(
+        &mut self,
+        obs: &Observation,
+        name: &dyn Fn(ScopeKind, ScopeIndex) -> Option<String>,
+        out: &mut Vec<RuleAction>,
+    ) {
+        let now = Sample {
+            t: obs.now_ns,
+            sent: obs.orders_sent,
+            acked: obs.orders_acked,
+            rejected: obs.orders_rejected,
+        };
+        self.samples.push_back(now);
+        let keep = self
+            .cfg
+            .reject_rate
+            .map_or(Duration::ZERO, |r| r.window)
+            .max(Duration::from_secs(1))
+            .as_nanos()
+            .min(u64::MAX as u128) as u64;
+        while self.samples.len() > 1 && obs.now_ns.saturating_sub(self.samples[1].t) >= keep {
+            self.samples.pop_front();
+        }
+        // The newest sample at or before `now - window` (the oldest kept if
+        // the history is shorter: a count over less than the window).
+        let base = |samples: &VecDeque<Sample>, window: u64| {
+            samples
+                .iter()
+                .rev()
+                .find(|s| obs.now_ns.saturating_sub(s.t) >= window)
+                .or(samples.front())
+                .copied()
+                .unwrap_or(now)
+        };
+        if let Some(r) = self.cfg.order_rate {
+            let b = base(&self.samples, 1_000_000_000);
+            let sent = now.sent.saturating_sub(b.sent);
+            let text = format!(
+                "{sent} new orders in the last second (limit {})",
+                r.max_per_second
+            );
+            let u = usage_ppm(sent as i128, r.max_per_second as i128);
+            self.judge(name, Rule::OrderRate, None, r.mode, u, &text, out);
+        }
+        if let Some(r) = self.cfg.reject_rate {
+            let window = r.window.as_nanos().min(u64::MAX as u128) as u64;
+            let b = base(&self.samples, window);
+            let rejected = now.rejected.saturating_sub(b.rejected);
+            let answered = rejected + now.acked.saturating_sub(b.acked);
+            if answered >= r.min_answers.max(1) as u64 {
+                let rate = rejected * 1_000_000 / answered;
+                let text = format!(
+                    "{rejected} of {answered} new orders rejected in {} ms ({}.{:02} %, limit {}.{:02} %)",
+                    r.window.as_millis(),
+                    rate / 10_000,
+                    rate % 10_000 / 100,
+                    r.max_ppm / 10_000,
+                    r.max_ppm % 10_000 / 100
+                );
+                let u = usage_ppm(rate as i128, r.max_ppm as i128);
+                self.judge(name, Rule::RejectRate, None, r.mode, u, &text, out);
+            }
+        }
+    }
+
+    /// Grades, latches and the gauge of one key.
+    #[allow(clippy::too_many_arguments)] // one call per rule: a struct would only rename them
+    fn judge(
+        &mut self,
+        name: &dyn Fn(ScopeKind, ScopeIndex) -> Option<String>,
+        rule: Rule,
+        scope: Option<(ScopeKind, ScopeIndex)>,
+        mode: Mode,
+        usage: u64,
+        values: &str,
+        out: &mut Vec<RuleAction>,
+    ) {
+        let key = (rule, scope.map_or(0, |s| s.1));
+        let state = self.keys.entry(key).or_default();
+        let pct = usage / 10_000;
+        // Re-arm the grades this use has left by 5 points or more.
+        while state.grade > 0 && pct + 5 < state.grade as u64 {
+            state.grade = GRADES
+                .iter()
+                .rev()
+                .find(|&&g| g < state.grade)
+                .copied()
+                .filter(|&g| pct + 5 >= g as u64)
+                .unwrap_or(0);
+        }
+        let where_ = scope.map_or(String::new(), |(k, i)| match name(k, i) {
+            Some(n) => format!(" {k} {n}"),
+            None => format!(" {k} #{i}"),
+        });
+        if usage >= 1_000_000 {
+            if !state.latched {
+                state.latched = true;
+                state.grade = 100;
+                out.push(RuleAction::Trip {
+                    rule,
+                    scope,
+                    mode,
+                    reason: format!("auto rule {}{where_}: {values}", rule.as_str()),
+                });
+            }
+        } else if let Some(&g) = GRADES.iter().rev().find(|&&g| pct >= g as u64) {
+            if g > state.grade {
+                state.grade = g;
+                self.warnings += 1;
+                out.push(RuleAction::Warn {
+                    rule,
+                    scope,
+                    grade: g,
+                    mode,
+                    reason: format!(
+                        "rule {}{where_} at {pct} % of its limit (warning {g} %): {values}",
+                        rule.as_str()
+                    ),
+                });
+            }
+        }
+        let gauge = &mut self.gauges[rule as usize];
+        gauge.usage_ppm = gauge.usage_ppm.max(usage.min(u32::MAX as u64) as u32);
+        gauge.grade = gauge.grade.max(state.grade);
+        gauge.tripped |= state.latched;
+    }
+}
+
+/// Records a warning in `block`'s audit ring (kind `Warning`, source
+/// `auto`); returns its ticket.
+pub(crate) fn record_warning(
+    block: &ControlBlock,
+    mode: Mode,
+    scope: Option<(ScopeKind, ScopeIndex)>,
+    reason: &str,
+) -> u64 {
+    use crate::control::audit::{write, AuditWrite};
+    use crate::control::{Actor, AuditKind, Source};
+    write(
+        block.layout(),
+        &AuditWrite {
+            kind: AuditKind::Warning,
+            mode,
+            source: Source::Auto,
+            scope,
+            generation: block.state().generation(),
+            reason,
+            flags: 0,
+            actor: Actor::ANONYMOUS,
+            mono_ns: crate::clock::mono_ns(),
+            wall_ns: crate::clock::wall_ns(),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests;
