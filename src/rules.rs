@@ -2,6 +2,8 @@
 //! cord themselves, with graded warnings before they do (Nasdaq's kill
 //! switch warns at 50, 75, 90 and 95 % of a limit).
 //!
+//! A rule trips when its value goes *above* its limit:
+//!
 //! | rule | what it measures | trips by default |
 //! |---|---|---|
 //! | `trailing-loss` | drawdown: the day's peak P&L minus the P&L now | global KILL |
@@ -32,6 +34,10 @@
 //! * A rule trips once per key (rule and scope) and then stays latched
 //!   until the supervisor sees the switch clear (a reset): a condition that
 //!   still holds after a reset trips again at the next evaluation.
+//! * Counters (orders, rejects, fills) are sampled at each evaluation: a
+//!   count "within a window" runs from the newest sample at or before the
+//!   window's start, so it may include events up to one interval older
+//!   (it errs towards tripping early, never late).
 //! * The P&L rules measure from the P&L at the first evaluation (the start
 //!   of the engine's day); with no P&L (no journal, or a position without a
 //!   reference price) they do not judge and say so in their gauge.
@@ -397,12 +403,16 @@ pub struct RuleBook {
     warnings: u64,
 }
 
-/// Use of a limit in parts per million (1,000,000 = at the limit).
+/// Use of a limit in parts per million, rounded up: 1,000,000 is at the
+/// limit, and anything above the limit is above 1,000,000 (a rule trips
+/// when its value *exceeds* its limit).
 fn usage_ppm(value: i128, limit: i128) -> u64 {
     if limit <= 0 || value <= 0 {
         return 0;
     }
-    (value.saturating_mul(1_000_000) / limit).min(u32::MAX as i128) as u64
+    let scaled = value.saturating_mul(1_000_000);
+    let ceil = scaled / limit + i128::from(scaled % limit != 0);
+    ceil.min(u32::MAX as i128) as u64
 }
 
 impl RuleBook {
@@ -513,7 +523,13 @@ impl RuleBook {
         if let Some(t) = self.throttle {
             let window = t.window.as_nanos().min(u64::MAX as u128) as u64;
             for &(strategy, total) in &obs.strategy_fills {
-                let hist = self.fills.entry(strategy).or_default();
+                // A strategy seen for the first time has filled only since
+                // the runtime started (the registry counts per run): its
+                // history starts from zero, now (errs towards early).
+                let hist = self
+                    .fills
+                    .entry(strategy)
+                    .or_insert_with(|| VecDeque::from([(obs.now_ns, 0)]));
                 hist.push_back((obs.now_ns, total));
                 // Keep one sample at or before the window's start.
                 while hist.len() > 1 && obs.now_ns.saturating_sub(hist[1].0) >= window {
@@ -659,20 +675,19 @@ impl RuleBook {
         let state = self.keys.entry(key).or_default();
         let pct = usage / 10_000;
         // Re-arm the grades this use has left by 5 points or more.
-        while state.grade > 0 && pct + 5 < state.grade as u64 {
+        if pct + 5 < state.grade as u64 {
             state.grade = GRADES
                 .iter()
                 .rev()
-                .find(|&&g| g < state.grade)
+                .find(|&&g| g as u64 <= pct + 5)
                 .copied()
-                .filter(|&g| pct + 5 >= g as u64)
                 .unwrap_or(0);
         }
         let where_ = scope.map_or(String::new(), |(k, i)| match name(k, i) {
             Some(n) => format!(" {k} {n}"),
             None => format!(" {k} #{i}"),
         });
-        if usage >= 1_000_000 {
+        if usage > 1_000_000 {
             if !state.latched {
                 state.latched = true;
                 state.grade = 100;

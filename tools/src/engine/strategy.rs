@@ -60,6 +60,9 @@ pub struct StrategyStats {
     pub refused_by_gateway: u64,
     /// Answers dropped because the answer ring was full.
     pub answers_lost: u64,
+    /// Orders a pre-trade limit refused.
+    #[serde(default)]
+    pub refused_by_limits: u64,
 }
 
 /// Refusals so far, shared with the engine while the thread runs.
@@ -170,6 +173,11 @@ pub fn run(
             Err(SubmitError::RingFull) => {
                 stats.ring_full += 1;
                 std::thread::yield_now();
+            }
+            Err(SubmitError::Limit(_)) => {
+                // A pre-trade limit ([limits]) refused it: the next
+                // decision is another order.
+                stats.refused_by_limits += 1;
             }
         }
     }
