@@ -176,8 +176,10 @@ pub fn run(
             }
             Err(SubmitError::Limit(_)) => {
                 // A pre-trade limit ([limits]) refused it: the next
-                // decision is another order.
+                // decision is another order, a little later (a strategy
+                // whose every order breaks a limit must not spin).
                 stats.refused_by_limits += 1;
+                std::thread::sleep(Duration::from_millis(1));
             }
         }
     }
