@@ -13,7 +13,11 @@
 //! # }
 //! use killswitch::runtime::{RecoveredOrders, Runtime, SnapshotPolicy, SuperviseOptions};
 //! use killswitch::journal::JournalConfig;
+//! use killswitch::limits::LimitConfig;
+//! use killswitch::order::Qty;
+//! use killswitch::rules::{OrderRateRule, RuleConfig};
 //! use killswitch::signals::SignalConfig;
+//! use killswitch::control::Mode;
 //!
 //! let mut rt = Runtime::builder("/dev/shm", "my-engine")
 //!     .venue("XNAS", MyVenue)
@@ -22,6 +26,11 @@
 //!     .panic_hook()
 //!     .snapshot_policy(SnapshotPolicy::EveryBytes(32 << 20))
 //!     .on_recovered_orders(RecoveredOrders::CancelBeforeTrading)
+//!     .limits(LimitConfig { max_order_qty: Some(Qty::from_lots(100)), ..LimitConfig::default() })
+//!     .rules(RuleConfig {
+//!         order_rate: Some(OrderRateRule { max_per_second: 20_000, mode: Mode::HaltNew }),
+//!         ..RuleConfig::default()
+//!     })
 //!     .start()?;
 //! let mm = rt.strategy("mm_btc")?; // move it into the strategy's thread
 //! let supervised = rt.supervise(SuperviseOptions::default());
@@ -49,8 +58,10 @@
 //!    gateway takes no new order, and `start` waits for that.
 //!
 //! Then [`Runtime::strategy`] hands out one [`StrategyHandle`] per strategy
-//! name; [`Runtime::supervise`] does the main loop's duties (see
-//! [`supervise`](Runtime::supervise)); [`Runtime::shutdown`] stops in order:
+//! name (it checks the pre-trade limits, [`crate::limits`], in the
+//! strategy's thread); [`Runtime::supervise`] does the main loop's duties (see
+//! [`supervise`](Runtime::supervise), including the automatic rules,
+//! [`crate::rules`]); [`Runtime::shutdown`] stops in order:
 //! strategies, gateway, drain, journal sync, signal handlers, detach.
 //!
 //! # Threads and handles
