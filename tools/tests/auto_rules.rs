@@ -111,6 +111,18 @@ fn a_rejecting_venue_trips_the_engines_reject_rate_rule() {
         "{}",
         status.stdout()
     );
+    // The gauges as `/metrics` renders them.
+    let metrics = killswitch_tools::admin::metrics::render(
+        &killswitch_tools::admin::view::EngineView::read(&block),
+        &Default::default(),
+        &Default::default(),
+    );
+    for line in [
+        "killswitch_rule_tripped{rule=\"reject-rate\"} 1",
+        "killswitch_rule_warning_grade_percent{rule=\"reject-rate\"} 100",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
     // Only the risk role may undo an automatic trip.
     let reset = run({
         let mut c = ks(d, "rej");
