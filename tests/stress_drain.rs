@@ -117,6 +117,9 @@ fn one_trip(seed: u64, totals: &mut Totals, fault: bool) {
                     match sender.submit(&order) {
                         Ok(_) => sent += 1,
                         Err(SubmitError::RingFull) => std::thread::yield_now(),
+                        Err(SubmitError::Limit(b)) => {
+                            panic!("no pre-trade limit is configured here, yet: {b}")
+                        }
                         // Refused: this strategy (or everything) is killed.
                         // Keep knocking, as a runaway strategy would, but
                         // gently: on 2 cores a spinning loser would starve

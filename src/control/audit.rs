@@ -50,6 +50,10 @@ pub enum AuditKind {
     /// token at the admin endpoint): nothing changed. The reason says what
     /// was asked and from where.
     Unauthorized = 6,
+    /// An automatic rule crossed a warning grade (50, 75, 90 or 95 % of
+    /// its limit; layout 2.2): nothing changed. The reason names the rule,
+    /// the grade and the values; `mode` is what the rule trips to.
+    Warning = 7,
 }
 
 impl AuditKind {
@@ -61,6 +65,7 @@ impl AuditKind {
             4 => AuditKind::ResetRefused,
             5 => AuditKind::ResetNoop,
             6 => AuditKind::Unauthorized,
+            7 => AuditKind::Warning,
             _ => return None,
         })
     }

@@ -28,7 +28,7 @@
 //! | 768    | 64×256 | audit ring ([`AuditSlot`]), slot = ticket % 64 | trip / reset |
 //! | 17152  | 5504   | scope levels, one byte per name: venues 64, strategies 256, instruments 4096, accounts 1024 (5440 bytes, padded) | scoped trip |
 //! | 22656  | 174080 | name tables, 32 bytes per name, same order and sizes | registration |
-//! | 196736 | 41600  | engine telemetry ([`Telemetry`], see [`super::telemetry`]): engine record, shutdown announcement, strategies, venues, positions | the engine's supervisor thread |
+//! | 196736 | 41600  | engine telemetry ([`Telemetry`], see [`super::telemetry`]): engine record (its words 200..256: the automatic rules' gauges, 2.2), shutdown announcement, strategies, venues, positions | the engine's supervisor thread; the rule gauges the runtime's rules |
 //! | 238336 |        | end of file (`FILE_LEN`) | |
 //!
 //! Compatibility: a reader refuses a file whose major version differs from
@@ -49,8 +49,10 @@ pub const VERSION_MAJOR: u16 = 2;
 /// "drain incomplete" record, phase `GatewayAckLate`, audit kind
 /// `ResetNoop`; 1.2 the gateway role word in the gateway line's spare
 /// space, claimed by compare-and-swap; 2.0 the telemetry region, the
-/// risk-role words, and in the audit entry the role bits and the identity.)
-pub const VERSION_MINOR: u16 = 0;
+/// risk-role words, and in the audit entry the role bits and the identity;
+/// 2.2 the automatic rules' gauges in the last 7 spare words of the engine
+/// telemetry record, and audit kind `Warning`.)
+pub const VERSION_MINOR: u16 = 2;
 /// Slots in the audit ring.
 pub const AUDIT_SLOTS: usize = 64;
 /// Bytes of reason text kept per audit entry.
@@ -410,7 +412,13 @@ pub struct EngineTelemetry {
     pub pnl_peak: AtomicU64,
     /// Flattening slippage against the mid at its start (cost > 0), same units.
     pub flatten_slippage: AtomicU64,
-    _reserved: [AtomicU64; 13],
+    _reserved: [AtomicU64; 6],
+    /// One word per automatic rule (layout 2.2, `rules::Rule` order): how
+    /// close it is to its limit and the warning grade reached, written by
+    /// the runtime's rules (its supervisor thread) outside the seqlock;
+    /// each word stands alone (see `rules::RuleGauge`). 0 = the rule is
+    /// not configured.
+    pub rule_gauges: [AtomicU64; 7],
 }
 
 /// The planned shutdown's announcement (256 bytes, own seqlock): set while
@@ -558,6 +566,7 @@ const _: () = {
     assert!(offset_of!(Layout, telemetry) == 196736);
     assert!(size_of::<EngineTelemetry>() == 256);
     assert!(offset_of!(EngineTelemetry, flatten_slippage) == 144);
+    assert!(offset_of!(EngineTelemetry, rule_gauges) == 200);
     assert!(size_of::<AnnouncementSlot>() == 256);
     assert!(size_of::<StrategySlot>() == 64);
     assert!(size_of::<VenueSlot>() == 128);

@@ -27,6 +27,9 @@ pub enum SubmitError {
     /// The ring is full: back-pressure; retry later (nothing was enqueued).
     #[error("gateway order ring is full: the gateway is behind; retry or slow down")]
     RingFull,
+    /// A pre-trade limit refused it ([`crate::limits`]).
+    #[error("order refused by a pre-trade limit: {0}")]
+    Limit(crate::limits::LimitBreach),
 }
 
 /// Why a replace was not enqueued. Nothing was enqueued in any case.

@@ -544,7 +544,8 @@ impl SwitchRecord {
             AuditKind::TripNoop
             | AuditKind::ResetRefused
             | AuditKind::ResetNoop
-            | AuditKind::Unauthorized => return None,
+            | AuditKind::Unauthorized
+            | AuditKind::Warning => return None,
         };
         Some(SwitchRecord {
             reset,

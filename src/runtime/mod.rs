@@ -13,7 +13,11 @@
 //! # }
 //! use killswitch::runtime::{RecoveredOrders, Runtime, SnapshotPolicy, SuperviseOptions};
 //! use killswitch::journal::JournalConfig;
+//! use killswitch::limits::LimitConfig;
+//! use killswitch::order::Qty;
+//! use killswitch::rules::{OrderRateRule, RuleConfig};
 //! use killswitch::signals::SignalConfig;
+//! use killswitch::control::Mode;
 //!
 //! let mut rt = Runtime::builder("/dev/shm", "my-engine")
 //!     .venue("XNAS", MyVenue)
@@ -22,6 +26,11 @@
 //!     .panic_hook()
 //!     .snapshot_policy(SnapshotPolicy::EveryBytes(32 << 20))
 //!     .on_recovered_orders(RecoveredOrders::CancelBeforeTrading)
+//!     .limits(LimitConfig { max_order_qty: Some(Qty::from_lots(100)), ..LimitConfig::default() })
+//!     .rules(RuleConfig {
+//!         order_rate: Some(OrderRateRule { max_per_second: 20_000, mode: Mode::HaltNew }),
+//!         ..RuleConfig::default()
+//!     })
 //!     .start()?;
 //! let mm = rt.strategy("mm_btc")?; // move it into the strategy's thread
 //! let supervised = rt.supervise(SuperviseOptions::default());
@@ -49,8 +58,10 @@
 //!    gateway takes no new order, and `start` waits for that.
 //!
 //! Then [`Runtime::strategy`] hands out one [`StrategyHandle`] per strategy
-//! name; [`Runtime::supervise`] does the main loop's duties (see
-//! [`supervise`](Runtime::supervise)); [`Runtime::shutdown`] stops in order:
+//! name (it checks the pre-trade limits, [`crate::limits`], in the
+//! strategy's thread); [`Runtime::supervise`] does the main loop's duties (see
+//! [`supervise`](Runtime::supervise), including the automatic rules,
+//! [`crate::rules`]); [`Runtime::shutdown`] stops in order:
 //! strategies, gateway, drain, journal sync, signal handlers, detach.
 //!
 //! # Threads and handles
@@ -69,6 +80,7 @@
 mod answers;
 mod journaling;
 mod monitor;
+mod rules;
 mod strategy;
 mod supervise;
 
@@ -85,8 +97,10 @@ use crate::drain::{Drain, DrainConfig, DrainHandle, DrainOutcome};
 use crate::gate::Gate;
 use crate::gateway::{Gateway, GatewayConfig, GatewayError, GatewayHandle, GatewayStats};
 use crate::journal::{JournalConfig, JournalError, JournalWriter, Position, PositionKey};
+use crate::limits::{LimitConfig, PreTradeCheck, ReferencePrices};
 use crate::order::{OrderId, Qty, ScopeIndex};
 use crate::registry::{Anomaly, NoopSink, OrderRecord, RecoveredOrder, Registry, RegistryCounters};
+use crate::rules::{RuleBook, RuleConfig, VenueHeartbeats};
 use crate::signals::{self, ShutdownLevel, SignalConfig, SignalGuard};
 use crate::venue::Venue;
 
@@ -251,6 +265,8 @@ pub struct RuntimeBuilder {
     before_checkpoint: Option<BeforeCheckpoint>,
     recovery_deadline: Option<Duration>,
     send_fence: SendFence,
+    limits: LimitConfig,
+    rules: RuleConfig,
 }
 
 impl RuntimeBuilder {
@@ -351,6 +367,22 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Pre-trade limits every strategy's orders are checked against in
+    /// its own thread ([`crate::limits`]); the execution throttle among
+    /// them is counted by [`Runtime::supervise`]. Default: none (a
+    /// submit then costs what the gate costs).
+    pub fn limits(mut self, cfg: LimitConfig) -> Self {
+        self.limits = cfg;
+        self
+    }
+
+    /// Automatic trips with graded warnings ([`crate::rules`]), evaluated
+    /// by [`Runtime::supervise`]. Default: none.
+    pub fn rules(mut self, cfg: RuleConfig) -> Self {
+        self.rules = cfg;
+        self
+    }
+
     /// Starts everything; see the module docs.
     pub fn start(self) -> Result<Runtime, StartError> {
         let RuntimeBuilder {
@@ -369,12 +401,16 @@ impl RuntimeBuilder {
             before_checkpoint,
             recovery_deadline,
             send_fence,
+            limits,
+            rules,
         } = self;
         if venues.is_empty() {
             return Err(StartError::failed(
                 "no venue: add at least one with .venue(name, session)",
             ));
         }
+        limits.validate().map_err(StartError::failed)?;
+        rules.validate().map_err(StartError::failed)?;
         let block = Arc::new(ControlBlock::open_or_create_with(&dir, &name, access)?);
         let owner = EngineOwner::attach(block.clone())?;
         let tripper = Tripper::new(block.clone());
@@ -493,6 +529,12 @@ impl RuntimeBuilder {
             snapshot_policy,
             send_fence,
             stopped: None,
+            limits,
+            references: ReferencePrices::new(),
+            heartbeats: VenueHeartbeats::default(),
+            rule_book: (rules.any() || limits.execution_throttle.is_some())
+                .then(|| RuleBook::new(rules, limits.execution_throttle)),
+            rules_due_ns: 0,
         })
     }
 }
@@ -528,6 +570,13 @@ pub struct Runtime {
     snapshot_policy: SnapshotPolicy,
     send_fence: SendFence,
     stopped: Option<ShutdownReport>,
+    limits: LimitConfig,
+    references: ReferencePrices,
+    heartbeats: VenueHeartbeats,
+    /// The automatic rules and the execution throttle, if any.
+    rule_book: Option<RuleBook>,
+    /// When the rules are evaluated next (`CLOCK_MONOTONIC` ns).
+    rules_due_ns: u64,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -560,6 +609,8 @@ impl Runtime {
             before_checkpoint: None,
             recovery_deadline: None,
             send_fence: SendFence::Auto,
+            limits: LimitConfig::default(),
+            rules: RuleConfig::default(),
         }
     }
 
@@ -602,6 +653,12 @@ impl Runtime {
             registry: self.registry.clone(),
             block: self.block.clone(),
             stop: self.stop.clone(),
+            limits: self.limits.checks_orders().then(|| {
+                Box::new(std::cell::RefCell::new(PreTradeCheck::new(
+                    self.limits,
+                    self.references.clone(),
+                )))
+            }),
             _alive: alive,
         })
     }
@@ -628,6 +685,27 @@ impl Runtime {
             sender.next_id.clone(),
             strategy,
         ))
+    }
+
+    /// The reference prices: the price collar's anchors and the marks the
+    /// loss rules value positions at. Set them from any thread (market
+    /// data, an operator); cheap to clone.
+    pub fn reference_prices(&self) -> ReferencePrices {
+        self.references.clone()
+    }
+
+    /// The venues' heartbeats the `venue-heartbeat` rule reads: the venue
+    /// adapters (or the main loop) beat them on every sign of life.
+    pub fn venue_heartbeats(&self) -> VenueHeartbeats {
+        self.heartbeats.clone()
+    }
+
+    /// The rules' gauges after their last evaluation (all unconfigured
+    /// without rules).
+    pub fn rule_gauges(&self) -> [crate::rules::RuleGauge; 7] {
+        self.rule_book
+            .as_ref()
+            .map_or([Default::default(); 7], |b| b.gauges())
     }
 
     /// A cheap token that says whether the switch is tripped.

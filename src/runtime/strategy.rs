@@ -2,6 +2,7 @@
 //! replace, answers) and, for anything that only needs to know whether to
 //! stop, a [`TripToken`].
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use crate::backoff::{Backoff, BackoffConfig};
 use crate::control::{ControlBlock, ControlError, Mode, ScopeKind, StateWord};
 use crate::gate::Gate;
 use crate::gateway::{OrderSender, ReplaceError, SubmitError};
+use crate::limits::PreTradeCheck;
 use crate::order::{OrderId, OrderIntent, Price, Qty, ScopeIndex, ScopeTags};
 use crate::registry::OrderRecord;
 use crate::registry::Registry;
@@ -85,6 +87,11 @@ pub struct StrategyHandle {
     pub(crate) registry: Arc<Registry>,
     pub(crate) block: Arc<ControlBlock>,
     pub(crate) stop: Arc<AtomicBool>,
+    /// The strategy's pre-trade checks, when any limit is configured
+    /// (boxed: a handle without limits stays small). A `RefCell` because
+    /// `submit` takes `&self`; the handle is not `Sync`, so only its one
+    /// thread ever borrows it.
+    pub(crate) limits: Option<Box<RefCell<PreTradeCheck>>>,
     /// Dropped with the handle: the runtime sees the strategy is gone.
     pub(crate) _alive: Arc<()>,
 }
@@ -130,12 +137,17 @@ impl StrategyHandle {
     }
 
     /// Checks the order with the gate (one atomic load when nothing is
-    /// tripped), gives it an id and hands it to the gateway, which checks
-    /// the switch again before writing it. Its strategy tag is set to this
-    /// strategy's. Every outcome after `Ok(id)` comes back as an
-    /// [`Answer`]. Never blocks: a full ring is [`SubmitError::RingFull`].
+    /// tripped) and with the pre-trade limits if any are configured
+    /// ([`crate::limits`]: a refusal is [`SubmitError::Limit`]), gives it
+    /// an id and hands it to the gateway, which checks the switch again
+    /// before writing it. Its strategy tag is set to this strategy's.
+    /// Every outcome after `Ok(id)` comes back as an [`Answer`]. Never
+    /// blocks: a full ring is [`SubmitError::RingFull`].
     #[inline]
     pub fn submit(&self, intent: &OrderIntent) -> Result<OrderId, SubmitError> {
+        if let Some(limits) = &self.limits {
+            return self.submit_limited(limits, intent);
+        }
         if intent.tags.strategy == self.strategy {
             self.sender.submit(intent)
         } else {
@@ -145,12 +157,46 @@ impl StrategyHandle {
         }
     }
 
+    /// `submit` with pre-trade limits: the gate first (a tripped switch
+    /// answers as it would without limits), then the limits, then the
+    /// ring; only an order handed on counts towards the message rate and
+    /// the duplicate window.
+    #[inline(never)]
+    fn submit_limited(
+        &self,
+        limits: &RefCell<PreTradeCheck>,
+        intent: &OrderIntent,
+    ) -> Result<OrderId, SubmitError> {
+        let mut own = *intent;
+        own.tags.strategy = self.strategy;
+        if let crate::gate::Verdict::Reject(r) = self.sender.gate().check(&own) {
+            return Err(SubmitError::Refused(r));
+        }
+        let mut limits = limits.borrow_mut();
+        let now = if limits.needs_clock() {
+            crate::clock::mono_ns()
+        } else {
+            0
+        };
+        limits.check(&own, now).map_err(SubmitError::Limit)?;
+        let id = self.sender.submit(&own)?;
+        limits.record_new(&own, now);
+        Ok(id)
+    }
+
     /// Asks the gateway to cancel one of this strategy's orders. Always
     /// allowed (a cancel reduces risk, whatever the switch says); the
     /// outcome comes back as `Canceled`, `CancelRejected` or
     /// `CancelRefused`.
     pub fn cancel(&self, id: OrderId) -> Result<(), SubmitError> {
-        self.sender.cancel(id, self.strategy)
+        self.sender.cancel(id, self.strategy)?;
+        if let Some(limits) = &self.limits {
+            let mut limits = limits.borrow_mut();
+            if limits.needs_clock() {
+                limits.record_cancel(crate::clock::mono_ns());
+            }
+        }
+        Ok(())
     }
 
     /// Replaces one of this strategy's open orders with the same order at
@@ -180,7 +226,21 @@ impl StrategyHandle {
                 .registry
                 .account_position(t.venue, t.instrument, t.account),
         };
-        Ok(self.sender.replace(id, &intent)?)
+        let Some(limits) = &self.limits else {
+            return Ok(self.sender.replace(id, &intent)?);
+        };
+        let mut limits = limits.borrow_mut();
+        let now = if limits.needs_clock() {
+            crate::clock::mono_ns()
+        } else {
+            0
+        };
+        limits
+            .check(&intent, now)
+            .map_err(|b| ReplaceError::Submit(SubmitError::Limit(b)))?;
+        let new = self.sender.replace(id, &intent)?;
+        limits.record_new(&intent, now);
+        Ok(new)
     }
 
     /// The next answer about this strategy's orders, if one is waiting.

@@ -189,7 +189,9 @@ impl Runtime {
     /// The main loop: every `beat` it publishes the open-order count,
     /// journals new trips and resets from the control block's audit ring,
     /// re-arms after a reset, applies the snapshot policy (quick checkpoint
-    /// on this thread, not the gateway's), marks journal durability,
+    /// on this thread, not the gateway's), evaluates the automatic rules
+    /// and the execution throttle every rule interval (warnings audited,
+    /// trips with source `auto`, gauges published), marks journal durability,
     /// prepares the next journal segment, collects the drain's reports,
     /// and notices a dead drain or gateway thread (then it trips KILL,
     /// records it, and returns). Returns once a global KILL that came while
@@ -248,6 +250,7 @@ impl Runtime {
                 out.kill_generation = Some(w.generation());
             }
             self.journal_duties(&mut out);
+            self.rule_duties();
             if let Some(d) = &self.drain {
                 loop {
                     match d.try_outcome() {

@@ -91,6 +91,7 @@ fn recent_actions(v: &EngineView, max: usize) -> Vec<(u64, String)> {
                 AuditKind::ResetRefused => "reset REFUSED".to_string(),
                 AuditKind::ResetNoop => "reset (no-op)".to_string(),
                 AuditKind::Unauthorized => "UNAUTHORIZED request".to_string(),
+                AuditKind::Warning => "warning".to_string(),
             };
             (e.wall_ns, format!("{what} by {who}: \"{}\"", e.reason))
         })

@@ -443,6 +443,29 @@ pub fn render(v: &EngineView, alerts: &AlertConfig, endpoint: &EndpointCounters)
             .collect(),
     );
 
+    // The automatic rules (configured ones only): graded warnings as gauges.
+    let rule_rows = |f: fn(&killswitch::rules::RuleGauge) -> f64| -> Vec<(Labels, f64)> {
+        v.rules
+            .iter()
+            .map(|r| (labels(&[("rule", r.rule)]), f(&r.gauge)))
+            .collect()
+    };
+    o.family(
+        "rule_limit_usage_ratio",
+        "How close each automatic rule is to its limit (1 = at the limit; it trips above).",
+        rule_rows(|g| g.usage_ppm as f64 / 1e6),
+    );
+    o.family(
+        "rule_warning_grade_percent",
+        "Warning grade each automatic rule holds: 0, 50, 75, 90, 95; 100 once tripped.",
+        rule_rows(|g| g.grade as f64),
+    );
+    o.family(
+        "rule_tripped",
+        "1 while an automatic rule has tripped and awaits a reset.",
+        rule_rows(|g| if g.tripped { 1.0 } else { 0.0 }),
+    );
+
     // The endpoint itself.
     let l = |a: &AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     o.counter(

@@ -43,6 +43,19 @@ pub struct EngineView {
     pub telemetry_age_ms: Option<f64>,
     /// The newest audit entries, oldest first (at most 16).
     pub recent_actions: Vec<AuditEntry>,
+    /// The automatic rules that are configured: how close each is to its
+    /// limit, the warning grade it holds, whether it tripped.
+    pub rules: Vec<RuleStatus>,
+}
+
+/// One automatic rule's gauge, by name.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct RuleStatus {
+    /// The rule (`trailing-loss`, `reject-rate`, ...).
+    pub rule: &'static str,
+    /// Its gauge.
+    #[serde(flatten)]
+    pub gauge: killswitch::rules::RuleGauge,
 }
 
 fn since(t0: u64, t: u64) -> Option<u64> {
@@ -78,6 +91,15 @@ impl EngineView {
             telemetry,
             telemetry_age_ms,
             recent_actions,
+            rules: killswitch::rules::Rule::ALL
+                .into_iter()
+                .zip(killswitch::rules::read_gauges(block))
+                .filter(|(_, g)| g.configured)
+                .map(|(r, gauge)| RuleStatus {
+                    rule: r.as_str(),
+                    gauge,
+                })
+                .collect(),
         }
     }
 

@@ -25,6 +25,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::risk_config::{LimitsSection, RulesSection};
+
 /// Whole configuration.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -55,6 +57,10 @@ pub struct EngineConfig {
     pub venues: Vec<VenueSection>,
     /// Strategies.
     pub strategies: Vec<StrategySection>,
+    /// Pre-trade limits (see `risk_config`).
+    pub limits: LimitsSection,
+    /// Automatic trips (see `risk_config`).
+    pub rules: RulesSection,
 }
 
 /// `[drain]`.
@@ -232,6 +238,8 @@ impl Default for EngineConfig {
                     ..StrategySection::default()
                 },
             ],
+            limits: LimitsSection::default(),
+            rules: RulesSection::default(),
         }
     }
 }
@@ -261,6 +269,8 @@ impl EngineConfig {
                 return Err(format!("strategy {}: lots must be positive", s.name));
             }
         }
+        self.limits.to_config()?;
+        self.rules.to_config()?;
         Ok(())
     }
 }

@@ -26,6 +26,7 @@
 pub mod cli;
 pub mod config;
 mod report;
+pub mod risk_config;
 mod strategy;
 pub mod telemetry;
 
@@ -113,18 +114,23 @@ impl Engine {
                 ..GatewayConfig::default()
             })
             .signals(SignalConfig::default())
-            .panic_hook();
+            .panic_hook()
+            .limits(cfg.limits.to_config().map_err(failed)?)
+            .rules(cfg.rules.to_config().map_err(failed)?);
         if cfg.drain.inject_checkpoint_panic {
             builder = builder.before_checkpoint(|_| {
                 panic!("injected fault: the checkpoint hook panics (drain.inject_checkpoint_panic)")
             });
         }
         let mut sims = Vec::new();
+        let mut instrument_indices = Vec::new();
         for v in &cfg.venues {
             let mut instruments = Vec::new();
             for i in &v.instruments {
+                let index = block.register_name(killswitch::control::ScopeKind::Instrument, i)?;
+                instrument_indices.push(index);
                 instruments.push(SimInstrument {
-                    index: block.register_name(killswitch::control::ScopeKind::Instrument, i)?,
+                    index,
                     mid: strategy::MID,
                     tick: Price(PRICE_SCALE / 100),
                 });
@@ -159,6 +165,12 @@ impl Engine {
         }
         drop(block);
         let rt = builder.start()?;
+        // The simulated instruments trade around a fixed mid: it is the
+        // price collar's reference and the loss rules' mark.
+        let references = rt.reference_prices();
+        for &i in &instrument_indices {
+            references.set(i, strategy::MID);
+        }
         if let Some(out) = rt.recovery() {
             eprintln!(
                 "ks-engine: start-up recovery: {} order(s) the journal showed open (an earlier run left them), dealt with before any new order: {} cancelled, {} filled, {} rejected, {} CancelUnknown{}",
@@ -249,6 +261,18 @@ impl Engine {
             stopping,
         };
         let sims = &self.sims;
+        // In-process sessions have no heartbeat messages: a session that is
+        // up and not hung beats on every supervisor beat, as an adapter
+        // would on each message from its venue.
+        let heartbeats = self.rt.venue_heartbeats();
+        let venue_indices: Vec<Option<u16>> = sims
+            .iter()
+            .map(|s| {
+                self.rt
+                    .block()
+                    .lookup_name(killswitch::control::ScopeKind::Venue, &s.name)
+            })
+            .collect();
         let supervised = self.rt.supervise_with(opts, |beat| {
             if !was_armed && beat.armed {
                 eprintln!("ks-engine: switch reset: trading resumes");
@@ -267,6 +291,11 @@ impl Engine {
                     eprintln!("ks-engine: venue {} disconnects (fault injection)", s.name);
                     s.handle.disconnect();
                     disconnected[i] = true;
+                }
+            }
+            for (i, index) in venue_indices.iter().enumerate() {
+                if let (Some(index), false, false) = (index, disconnected[i], hung[i]) {
+                    heartbeats.beat(*index);
                 }
             }
             if let Some(d) = trade_for {

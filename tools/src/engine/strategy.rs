@@ -60,6 +60,9 @@ pub struct StrategyStats {
     pub refused_by_gateway: u64,
     /// Answers dropped because the answer ring was full.
     pub answers_lost: u64,
+    /// Orders a pre-trade limit refused.
+    #[serde(default)]
+    pub refused_by_limits: u64,
 }
 
 /// Refusals so far, shared with the engine while the thread runs.
@@ -170,6 +173,13 @@ pub fn run(
             Err(SubmitError::RingFull) => {
                 stats.ring_full += 1;
                 std::thread::yield_now();
+            }
+            Err(SubmitError::Limit(_)) => {
+                // A pre-trade limit ([limits]) refused it: the next
+                // decision is another order, a little later (a strategy
+                // whose every order breaks a limit must not spin).
+                stats.refused_by_limits += 1;
+                std::thread::sleep(Duration::from_millis(1));
             }
         }
     }

@@ -442,6 +442,7 @@ fn kind_text(e: &AuditEntry) -> &'static str {
         (AuditKind::ResetRefused, _) => "reset refused",
         (AuditKind::ResetNoop, _) => "reset (no-op)",
         (AuditKind::Unauthorized, _) => "UNAUTHORIZED",
+        (AuditKind::Warning, _) => "warning",
     }
 }
 
