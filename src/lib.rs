@@ -57,6 +57,7 @@ pub mod order;
 pub mod registry;
 pub mod runtime;
 pub mod senders;
+pub mod shutdown;
 pub mod signals;
 pub mod venue;
 pub mod watchdog;

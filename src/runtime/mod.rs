@@ -69,6 +69,7 @@
 mod answers;
 mod journaling;
 mod monitor;
+mod planned;
 mod strategy;
 mod supervise;
 
@@ -94,6 +95,7 @@ pub use crate::senders::{SendError, SendFence, SendGuard};
 pub use answers::{Answer, AnswersLost};
 pub use journaling::BeforeCheckpoint;
 pub use monitor::Monitor;
+pub use planned::FLATTEN_STRATEGY;
 pub use strategy::{StrategyHandle, TripToken};
 pub use supervise::{Beat, Flow, ShutdownReport, StopReason, SuperviseOptions, Supervised};
 
@@ -376,6 +378,16 @@ impl RuntimeBuilder {
             ));
         }
         let block = Arc::new(ControlBlock::open_or_create_with(&dir, &name, access)?);
+        // A planned shutdown locked deployments: no engine starts on this
+        // block until it ends (or an operator releases a lock it left).
+        let flags = crate::shutdown::words::change_flags(&block);
+        if flags.locked {
+            return Err(StartError::failed(format!(
+                "deployments are locked on {} (by pid {}, a planned shutdown): wait for it to finish, or if it died, check its report and release the lock with `killswitch unlock`",
+                block.path().display(),
+                flags.locked_by_pid
+            )));
+        }
         let owner = EngineOwner::attach(block.clone())?;
         let tripper = Tripper::new(block.clone());
         let signal_guard = match &signals {
