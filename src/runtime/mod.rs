@@ -705,6 +705,12 @@ impl Runtime {
             .map_or(ShutdownLevel::None, |s| s.state().level())
     }
 
+    /// What the signal handlers record (shared: a supervise hook reads
+    /// the level to start the planned shutdown); `None` without handlers.
+    pub fn signal_state(&self) -> Option<Arc<signals::SignalState>> {
+        self.signals.as_ref().map(|g| g.state().clone())
+    }
+
     /// The journal directory, if any.
     pub fn journal_dir(&self) -> Option<&Path> {
         self.journal_dir.as_deref()
