@@ -127,7 +127,7 @@ fn shutdown_runs_every_step_then_verify_shutdown_passes() {
     for n in 1..=13 {
         let needle = format!("] Step {n}: ");
         let at = text[from..]
-            .find(&format!("{needle}"))
+            .find(&needle)
             .and_then(|i| text[from + i..].find(" ... Done").map(|j| from + i + j))
             .unwrap_or_else(|| panic!("step {n} not done in order:\n{text}\n--- engine\n{log}"));
         from = at;
@@ -327,7 +327,7 @@ fn dry_run_prints_the_plan_and_touches_nothing_and_bad_arguments_are_refused() {
         ],
     ] {
         let mut c = ks(d.path(), "dry");
-        c.args(&bad);
+        c.args(bad.iter());
         let o = run(c);
         assert_eq!(o.code(), 2, "{bad:?}: {}", o.stderr());
     }
