@@ -4,7 +4,10 @@
 //! order. When nothing is tripped it costs one `Acquire` load of the state
 //! word and one compare: no allocation, no lock, no syscall. Only when a mode
 //! or a scope is in force does it take the cold path, which reads the scope
-//! levels for the order's four tags.
+//! levels for the order's four tags; and only when a reduced position limit
+//! is in force (the state word's `LIMITED` bit, set by a planned shutdown's
+//! "reduce position limits") does the cold path also check the order's
+//! resulting position against the limit.
 //!
 //! The gate alone cannot close the race between "checked" and "written to
 //! the venue"; the gateway re-checks the state word before every send and
@@ -14,7 +17,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::control::state::{StateWord, ACTIVE_MASK};
+use crate::control::state::{StateWord, GATE_MASK};
 use crate::control::{ControlBlock, Mode, ScopeKind};
 use crate::order::OrderIntent;
 
@@ -27,6 +30,14 @@ pub enum Rejection {
         mode: Mode,
         /// The scope it came from, `None` for the global mode.
         scope: Option<ScopeKind>,
+        /// State-word generation the decision was made on.
+        generation: u64,
+    },
+    /// The order would take the position beyond the reduced position limit
+    /// in force (a planned shutdown's "reduce position limits").
+    PositionLimit {
+        /// The limit, absolute position.
+        limit: crate::order::Qty,
         /// State-word generation the decision was made on.
         generation: u64,
     },
@@ -103,7 +114,7 @@ impl Gate {
     /// acknowledgement). The scope levels are read now.
     #[inline]
     pub(crate) fn check_word(&self, word: StateWord, intent: &OrderIntent) -> Verdict {
-        if word.0 & ACTIVE_MASK == 0 {
+        if word.0 & GATE_MASK == 0 {
             return Verdict::Allow;
         }
         self.check_tripped(word, intent)
@@ -135,12 +146,48 @@ impl Gate {
             Mode::ReduceOnly => intent.reduces_position(),
             Mode::HaltNew | Mode::Kill => false,
         };
+        if allowed && word.limited() {
+            return self.check_limit(word, intent);
+        }
         if allowed {
             Verdict::Allow
         } else {
             Verdict::Reject(Rejection::Mode {
                 mode,
                 scope: from_scope,
+                generation: word.generation(),
+            })
+        }
+    }
+}
+
+impl Gate {
+    /// The reduced position limit: an order that reduces the position
+    /// passes; any other passes only if the position after a full fill
+    /// stays within the limit.
+    #[cold]
+    fn check_limit(&self, word: StateWord, intent: &OrderIntent) -> Verdict {
+        let raw = self
+            .block
+            .layout()
+            .telemetry
+            .engine
+            .position_limit
+            .load(Ordering::Acquire) as i64;
+        let limit = crate::order::Qty(raw.max(0));
+        if intent.reduces_position() {
+            return Verdict::Allow;
+        }
+        let signed = match intent.side {
+            crate::order::Side::Buy => intent.qty.0,
+            crate::order::Side::Sell => -intent.qty.0,
+        };
+        let after = intent.position.0.saturating_add(signed);
+        if after.unsigned_abs() <= limit.0.unsigned_abs() {
+            Verdict::Allow
+        } else {
+            Verdict::Reject(Rejection::PositionLimit {
+                limit,
                 generation: word.generation(),
             })
         }
@@ -208,6 +255,38 @@ mod tests {
         assert!(!gate
             .check(&order(ScopeTags::default(), Side::Sell, 2, 5))
             .is_allow());
+    }
+
+    #[test]
+    fn reduced_position_limit_refuses_growth_beyond_it_only_while_set() {
+        let (_d, b) = block();
+        let gate = Gate::new(b.clone());
+        let o = order(ScopeTags::default(), Side::Buy, 5, 8);
+        assert!(gate.check(&o).is_allow());
+        crate::shutdown::words::set_position_limit(&b, Some(Qty::from_lots(10)));
+        assert!(matches!(
+            gate.check(&o),
+            Verdict::Reject(Rejection::PositionLimit { .. })
+        ));
+        // Up to the limit passes; reducing always passes; a flip beyond the
+        // limit does not.
+        assert!(gate
+            .check(&order(ScopeTags::default(), Side::Buy, 2, 8))
+            .is_allow());
+        assert!(gate
+            .check(&order(ScopeTags::default(), Side::Sell, 8, 8))
+            .is_allow());
+        assert!(!gate
+            .check(&order(ScopeTags::default(), Side::Sell, 19, 8))
+            .is_allow());
+        // A mode still decides first.
+        b.trip_global(Mode::HaltNew, Source::Api, "halt");
+        assert!(matches!(
+            gate.check(&order(ScopeTags::default(), Side::Buy, 1, 0)),
+            Verdict::Reject(Rejection::Mode { .. })
+        ));
+        crate::shutdown::words::set_position_limit(&b, None);
+        assert!(!b.state().limited());
     }
 
     #[test]

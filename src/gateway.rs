@@ -73,8 +73,10 @@ use crate::venue::{MassCancelScope, NewOrder, Venue, VenueError, VenueEvent};
 use admit::AdmitWords;
 
 pub mod admit;
+mod positions;
 mod rings;
 mod stats;
+pub use positions::{PositionReport, PositionReports};
 pub(crate) use rings::StrategyRequest;
 pub use rings::{CancelSender, DrainLink, OrderSender, ReplaceError, SubmitError, VenueInfo};
 pub use stats::GatewayStats;
@@ -204,6 +206,9 @@ pub struct GatewayCore {
     cancel_batch: Vec<OrderId>,
     cancel_venues: Vec<Option<ScopeIndex>>,
     counters: Arc<Counters>,
+    /// Position reports (planned shutdown); sessions with a pending request.
+    reports: PositionReports,
+    reports_pending: Vec<bool>,
 }
 
 impl GatewayCore {
@@ -256,6 +261,8 @@ impl GatewayCore {
             cancel_batch: Vec::with_capacity(CANCEL_BATCH),
             cancel_venues: Vec::with_capacity(CANCEL_BATCH),
             counters: Arc::new(Counters::default()),
+            reports: PositionReports::default(),
+            reports_pending: Vec::new(),
         })
     }
 
@@ -322,8 +329,12 @@ impl GatewayCore {
         }
         self.turn_word = self.observe();
         let mut work = self.run_cancels();
-        for s in &mut self.sessions {
-            s.venue.poll(&mut self.events);
+        if self.reports_pending.is_empty() {
+            for s in &mut self.sessions {
+                s.venue.poll(&mut self.events);
+            }
+        } else {
+            self.poll_capturing_positions();
         }
         if !self.events.is_empty() {
             work = true;
@@ -364,6 +375,8 @@ impl GatewayCore {
                 }
                 StrategyRequest::Cancel { id, strategy } => self.strategy_cancel(id, strategy),
                 StrategyRequest::Replace { old, new } => self.replace(old, &new),
+                StrategyRequest::RequestPositions => self.request_positions(),
+                StrategyRequest::LogoutAll => self.logout_all(),
             }
         }
         self.publish_counts();
@@ -399,8 +412,12 @@ impl GatewayCore {
             |w| {
                 // REDUCE_ONLY decides on the registry's position, not the
                 // strategy's belief.
-                let position = if w.is_active() {
-                    let t = order.tags;
+                // Under REDUCE_ONLY (global or scoped) the open reducing
+                // orders count, so several together never flip it.
+                let t = order.tags;
+                let position = if w.mode() == crate::control::Mode::ReduceOnly || w.scoped() {
+                    registry.position_net_of_open_reducing(t.venue, t.instrument, t.account)
+                } else if w.is_active() || w.limited() {
                     registry.account_position(t.venue, t.instrument, t.account)
                 } else {
                     Qty::ZERO
@@ -626,7 +643,43 @@ impl GatewayCore {
 
     fn logout_all(&mut self) {
         for s in &mut self.sessions {
-            let _ = s.venue.logout();
+            let r = s.venue.logout();
+            self.reports.logged_out(s.index, r);
+        }
+    }
+
+    /// The position reports the planned shutdown asked for.
+    pub fn position_reports(&self) -> PositionReports {
+        self.reports.clone()
+    }
+
+    fn request_positions(&mut self) {
+        self.reports_pending = vec![false; self.sessions.len()];
+        for (i, s) in self.sessions.iter_mut().enumerate() {
+            let r = s.venue.request_positions();
+            self.reports_pending[i] = r.is_ok();
+            self.reports.start(s.index, r);
+        }
+        if !self.reports_pending.contains(&true) {
+            self.reports_pending.clear();
+        }
+    }
+
+    /// `poll` of every session, handing the new events of a session with a
+    /// pending position request to the reports.
+    fn poll_capturing_positions(&mut self) {
+        for (i, s) in self.sessions.iter_mut().enumerate() {
+            let from = self.events.len();
+            s.venue.poll(&mut self.events);
+            if self.reports_pending.get(i).copied().unwrap_or(false)
+                && self.events.len() > from
+                && self.reports.capture(s.index, &self.events[from..])
+            {
+                self.reports_pending[i] = false;
+            }
+        }
+        if !self.reports_pending.contains(&true) {
+            self.reports_pending.clear();
         }
     }
 }
@@ -648,6 +701,8 @@ impl Gateway {
         let sender = core.order_sender(next_id);
         let link = core.take_drain_link();
         let counters = core.stats_handle();
+        let reports = core.position_reports();
+        let venue_indices: Vec<ScopeIndex> = core.sessions.iter().map(|s| s.index).collect();
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
         let died = Arc::new(OnceLock::new());
@@ -676,6 +731,8 @@ impl Gateway {
             sender,
             link,
             counters,
+            reports,
+            venue_indices,
             stop,
             died,
             join: Some(join),
@@ -710,6 +767,8 @@ pub struct GatewayHandle {
     sender: OrderSender,
     link: Option<DrainLink>,
     counters: Arc<Counters>,
+    reports: PositionReports,
+    venue_indices: Vec<ScopeIndex>,
     stop: Arc<AtomicBool>,
     died: Arc<OnceLock<String>>,
     join: Option<JoinHandle<()>>,
@@ -739,6 +798,27 @@ impl GatewayHandle {
     /// The drain's link; `None` after the first call (one drain per gateway).
     pub fn take_drain_link(&mut self) -> Option<DrainLink> {
         self.link.take()
+    }
+
+    /// Asks every venue session for its positions; the answers arrive in
+    /// [`GatewayHandle::position_reports`].
+    pub fn request_positions(&self) -> Result<(), SubmitError> {
+        self.sender.request_positions()
+    }
+
+    /// Asks the gateway to log out of every venue session.
+    pub fn logout_all(&self) -> Result<(), SubmitError> {
+        self.sender.logout_all()
+    }
+
+    /// The venue scope indices of the sessions, in order.
+    pub fn venue_indices(&self) -> Vec<ScopeIndex> {
+        self.venue_indices.clone()
+    }
+
+    /// The venues' position reports (and logouts) so far.
+    pub fn position_reports(&self) -> Vec<PositionReport> {
+        self.reports.snapshot()
     }
 
     /// Counters.

@@ -59,6 +59,7 @@ pub mod registry;
 pub mod rules;
 pub mod runtime;
 pub mod senders;
+pub mod shutdown;
 pub mod signals;
 pub mod venue;
 pub mod watchdog;

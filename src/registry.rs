@@ -416,6 +416,46 @@ impl Registry {
             .unwrap_or(Qty::ZERO)
     }
 
+    /// The position of one account in one instrument on one venue as a
+    /// reduce-only check must see it: the filled position less what the
+    /// open orders that reduce it may still fill (their leaves). Several
+    /// reducing orders together can then never flip the position. A scan
+    /// of the open orders under the lock: REDUCE_ONLY's slow path only.
+    pub fn position_net_of_open_reducing(
+        &self,
+        venue: ScopeIndex,
+        instrument: ScopeIndex,
+        account: ScopeIndex,
+    ) -> Qty {
+        let g = self.lock();
+        let p = g
+            .positions
+            .get(&(venue, instrument, account))
+            .copied()
+            .unwrap_or(Qty::ZERO)
+            .0;
+        if p == 0 {
+            return Qty::ZERO;
+        }
+        let reducing_side = if p > 0 { Side::Sell } else { Side::Buy };
+        let mut outstanding = 0i64;
+        for &slot in &g.open {
+            let o = &g.orders[slot as usize];
+            if o.side == reducing_side
+                && o.tags.venue == venue
+                && o.tags.instrument == instrument
+                && o.tags.account == account
+            {
+                outstanding = outstanding.saturating_add((o.qty.0 - o.filled.0).max(0));
+            }
+        }
+        if p > 0 {
+            Qty(p.saturating_sub(outstanding).max(0))
+        } else {
+            Qty(p.saturating_add(outstanding).min(0))
+        }
+    }
+
     /// Every non-zero position: ((venue, instrument, account), qty), sorted.
     pub fn positions(&self) -> Vec<((ScopeIndex, ScopeIndex, ScopeIndex), Qty)> {
         let g = self.lock();

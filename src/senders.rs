@@ -354,8 +354,12 @@ impl SendGuard {
         };
         let mut tags = intent.tags;
         tags.strategy = self.strategy;
-        let position = if w.is_active() {
-            // REDUCE_ONLY decides on the registry's position.
+        let position = if w.mode() == crate::control::Mode::ReduceOnly || w.scoped() {
+            // REDUCE_ONLY decides on the registry's position, net of the
+            // open reducing orders (so several never flip it).
+            self.registry
+                .position_net_of_open_reducing(tags.venue, tags.instrument, tags.account)
+        } else if w.is_active() || w.limited() {
             self.registry
                 .account_position(tags.venue, tags.instrument, tags.account)
         } else {

@@ -14,8 +14,11 @@
 //! | `SIGUSR1` | KILL, emergency shutdown | — | — |
 //! | `SIGTERM`, `SIGINT` | KILL, planned shutdown (drain + checkpoint + exit) | escalates to emergency | `_exit(130)` (the kill is already latched) |
 //!
-//! Until the planned-shutdown issue lands, "planned" also trips KILL: the
-//! engine drains with the planned deadline, checkpoints and exits.
+//! By default the first shutdown signal also trips KILL: the engine drains,
+//! checkpoints and exits. With [`SignalConfig::planned_shutdown`] the first
+//! one trips nothing: it only raises the level to `Planned`, and the engine
+//! runs the planned shutdown ([`crate::shutdown`], which takes the switch
+//! to REDUCE_ONLY itself); the second trips KILL as always.
 //!
 //! A panic anywhere trips KILL through [`install_panic_hook`] (with the panic
 //! message in the audit record), and [`KillOnDrop`] trips when a guarded
@@ -73,6 +76,10 @@ pub struct SignalConfig {
     /// After this many shutdown signals, `_exit(130)` from the handler
     /// (`None` never). Default 3.
     pub force_exit_after: Option<u32>,
+    /// The first shutdown signal asks for the planned shutdown without
+    /// tripping (the engine runs [`crate::shutdown`]); the second trips
+    /// KILL. Default false: the first trips KILL.
+    pub planned_shutdown: bool,
 }
 
 impl Default for SignalConfig {
@@ -81,6 +88,7 @@ impl Default for SignalConfig {
             emergency: vec![SIGUSR1],
             shutdown: vec![SIGTERM, SIGINT],
             force_exit_after: Some(3),
+            planned_shutdown: false,
         }
     }
 }
@@ -130,6 +138,7 @@ struct Installed {
     emergency: Vec<i32>,
     shutdown: Vec<i32>,
     force_after: u32,
+    planned: bool,
     /// Each handled signal's disposition before ours.
     previous: Vec<(i32, libc::sigaction)>,
 }
@@ -213,8 +222,10 @@ extern "C" fn on_signal(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
     } else if inst.shutdown.contains(&sig) {
         let n = inst.state.shutdown_signals.fetch_add(1, Ordering::AcqRel) + 1;
         let emergency = n >= 2;
-        inst.block
-            .trip_global(Mode::Kill, Source::Signal, reason_for(sig, emergency));
+        if emergency || !inst.planned {
+            inst.block
+                .trip_global(Mode::Kill, Source::Signal, reason_for(sig, emergency));
+        }
         inst.state.raise(if emergency { 2 } else { 1 }, sig);
         if n >= inst.force_after {
             // The kill is latched in shared memory; nothing is lost by
@@ -279,6 +290,7 @@ pub fn install(tripper: &Tripper, config: &SignalConfig) -> io::Result<SignalGua
         emergency: config.emergency.clone(),
         shutdown: config.shutdown.clone(),
         force_after: config.force_exit_after.unwrap_or(u32::MAX),
+        planned: config.planned_shutdown,
         previous,
     }));
     if INSTALLED

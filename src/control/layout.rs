@@ -20,7 +20,7 @@
 //! | 72     | 32     | `engine_name` (length byte + up to 31 bytes UTF-8) | creator |
 //! | 104    | 8      | `risk_trips`: trips that only the risk role may reset (risk role or automatic rule), ever | trip |
 //! | 112    | 8      | `risk_trips_reset`: the `risk_trips` count the last risk-role reset cleared | reset |
-//! | 120    | 8      | reserved | - |
+//! | 120    | 8      | `change_flags` (2.1): bit 0 deployments and configuration locked, bit 1 a reconciliation mismatch not yet acknowledged (blocks reset), bits 32..64 pid that set the lock; see [`crate::shutdown::words`] | planned shutdown; `killswitch reconcile --ack` |
 //! | 128    | 128    | **state word** (`AtomicU64`, alone on its line), see [`super::state`] | trip / reset |
 //! | 256    | 128    | gateway status: `acked_generation`, `acked_mono_ns`, `orders_sent`, `cancels_sent`, `open_orders`, `role` (the claimed gateway, 1.2) | gateway thread; `role` by compare-and-swap |
 //! | 384    | 256    | drain status ([`DrainStatus`]): live counters (offsets 384..504), drain flags (504), the "drain incomplete" record (512..568), reserved (568..640) | drain thread; the record also `emergency` and reset |
@@ -29,6 +29,7 @@
 //! | 17152  | 5504   | scope levels, one byte per name: venues 64, strategies 256, instruments 4096, accounts 1024 (5440 bytes, padded) | scoped trip |
 //! | 22656  | 174080 | name tables, 32 bytes per name, same order and sizes | registration |
 //! | 196736 | 41600  | engine telemetry ([`Telemetry`], see [`super::telemetry`]): engine record (its words 200..256: the automatic rules' gauges, 2.2), shutdown announcement, strategies, venues, positions | the engine's supervisor thread; the rule gauges the runtime's rules |
+//! | 196888 | 48     | planned shutdown words (2.1, in the engine record's spare space): `shutdown_request`, `shutdown_request_at_wall_ns` (the `killswitch shutdown` command, by compare-and-swap), `shutdown_progress`, `shutdown_started_wall_ns`, `shutdown_outcome` (the engine), `position_limit` (the gate's reduced limit); see [`crate::shutdown::words`] | `killswitch shutdown` / the engine |
 //! | 238336 |        | end of file (`FILE_LEN`) | |
 //!
 //! Compatibility: a reader refuses a file whose major version differs from
@@ -36,7 +37,8 @@
 //! Layout 2.0 appended the telemetry region (the file grew, so the major
 //! changed: a 1.x reader would map too little, and a 2.x reader refuses a
 //! 1.x file with a message naming both versions) and the two risk-role
-//! words of the header.
+//! words of the header. Layout 2.1 (the planned shutdown) named the
+//! header's last word and six spare words of the engine telemetry record.
 
 use std::mem::{offset_of, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
@@ -50,8 +52,10 @@ pub const VERSION_MAJOR: u16 = 2;
 /// `ResetNoop`; 1.2 the gateway role word in the gateway line's spare
 /// space, claimed by compare-and-swap; 2.0 the telemetry region, the
 /// risk-role words, and in the audit entry the role bits and the identity;
-/// 2.2 the automatic rules' gauges in the last 7 spare words of the engine
-/// telemetry record, and audit kind `Warning`.)
+/// 2.1 the planned shutdown's words: the header's `change_flags` and six
+/// words of the engine telemetry record; 2.2 the automatic rules' gauges in
+/// the last 7 spare words of the engine telemetry record, and audit kind
+/// `Warning`.)
 pub const VERSION_MINOR: u16 = 2;
 /// Slots in the audit ring.
 pub const AUDIT_SLOTS: usize = 64;
@@ -105,7 +109,9 @@ pub struct Header {
     /// The `risk_trips` count that the last reset made with the risk role
     /// saw. A risk hold is in force while `risk_trips > risk_trips_reset`.
     pub risk_trips_reset: AtomicU64,
-    _reserved: AtomicU64,
+    /// Layout 2.1: the deployment/configuration lock and the unacknowledged
+    /// reconciliation mismatch (see [`crate::shutdown::words`]).
+    pub change_flags: AtomicU64,
 }
 
 /// What the gateway thread publishes (one line).
@@ -412,7 +418,21 @@ pub struct EngineTelemetry {
     pub pnl_peak: AtomicU64,
     /// Flattening slippage against the mid at its start (cost > 0), same units.
     pub flatten_slippage: AtomicU64,
-    _reserved: [AtomicU64; 6],
+    /// Layout 2.1: a planned shutdown asked of the engine (nonce, options),
+    /// written by `killswitch shutdown` by compare-and-swap; 0 = none.
+    pub shutdown_request: AtomicU64,
+    /// Layout 2.1: when the requested shutdown starts, Unix ns (0 = now).
+    pub shutdown_request_at_wall_ns: AtomicU64,
+    /// Layout 2.1: the engine's progress through the planned shutdown
+    /// (nonce, phase, phase state).
+    pub shutdown_progress: AtomicU64,
+    /// Layout 2.1: when the running phase started, Unix ns.
+    pub shutdown_phase_since_wall_ns: AtomicU64,
+    /// Layout 2.1: the finished shutdown's outcome bits (0 while running).
+    pub shutdown_outcome: AtomicU64,
+    /// Layout 2.1: the reduced position limit the gate enforces while the
+    /// state word's `LIMITED` bit is set, lots (`Qty` units).
+    pub position_limit: AtomicU64,
     /// One word per automatic rule (layout 2.2, `rules::Rule` order): how
     /// close it is to its limit and the warning grade reached, written by
     /// the runtime's rules (its supervisor thread) outside the seqlock;
@@ -567,6 +587,9 @@ const _: () = {
     assert!(size_of::<EngineTelemetry>() == 256);
     assert!(offset_of!(EngineTelemetry, flatten_slippage) == 144);
     assert!(offset_of!(EngineTelemetry, rule_gauges) == 200);
+    assert!(offset_of!(Header, change_flags) == 120);
+    assert!(offset_of!(EngineTelemetry, shutdown_request) == 152);
+    assert!(offset_of!(EngineTelemetry, position_limit) == 192);
     assert!(size_of::<AnnouncementSlot>() == 256);
     assert!(size_of::<StrategySlot>() == 64);
     assert!(size_of::<VenueSlot>() == 128);

@@ -313,6 +313,12 @@ impl ControlBlock {
         if let Some(rec) = self.drain_incomplete() {
             v.push(rec.to_string());
         }
+        if crate::shutdown::words::change_flags(self).reconcile_mismatch {
+            v.push(
+                "the last planned shutdown's reconciliation found positions that differ from the venue's: check its report, then acknowledge with `killswitch reconcile --ack`"
+                    .to_string(),
+            );
+        }
         let unknown = d.orders_unknown.load(Ordering::Acquire);
         if unknown > 0 {
             v.push(format!(

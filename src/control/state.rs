@@ -3,9 +3,15 @@
 //! ```text
 //!  63                                 8 7   4   3      2     1        0
 //! +------------------------------------+-----+------+-----+--------+-------------+
-//! |          generation (56 bits)      | 0   |SCOPED|KILL |HALT_NEW|REDUCE_ONLY  |
+//! |          generation (56 bits)      | 0 |L|SCOPED|KILL |HALT_NEW|REDUCE_ONLY  |
 //! +------------------------------------+-----+------+-----+--------+-------------+
 //! ```
+//!
+//! * `L` = `LIMITED` (bit 4, layout 2.1): a reduced position limit is in
+//!   force (a planned shutdown's "reduce position limits"); the gate's
+//!   slow path checks it. It is not a trip: [`StateWord::is_active`] and
+//!   the mode ignore it, trips and scoped trips keep it, and only
+//!   [`limit_word`] sets or clears it (a reset keeps it too).
 //!
 //! * At most one mode bit is set. The modes are ordered by how much they
 //!   forbid: `REDUCE_ONLY` (only orders that shrink a position) <
@@ -40,10 +46,16 @@ pub const HALT_NEW: u64 = 1 << 1;
 pub const KILL: u64 = 1 << 2;
 /// Bit: per-scope levels exist; consult the scope tables.
 pub const SCOPED: u64 = 1 << 3;
+/// Bit: a reduced position limit is in force; the gate's slow path checks
+/// it (not a trip, see the module docs).
+pub const LIMITED: u64 = 1 << 4;
 /// The three mode bits.
 pub const MODE_MASK: u64 = REDUCE_ONLY | HALT_NEW | KILL;
-/// Any bit that makes the gate look further than the first compare.
+/// Any bit that is a trip (a mode or scopes).
 pub const ACTIVE_MASK: u64 = MODE_MASK | SCOPED;
+/// Any bit that makes the gate look further than the first compare: a trip
+/// or a position limit.
+pub const GATE_MASK: u64 = ACTIVE_MASK | LIMITED;
 /// The generation lives above this shift.
 pub const GENERATION_SHIFT: u32 = 8;
 
@@ -131,6 +143,12 @@ impl StateWord {
     #[inline]
     pub const fn scoped(self) -> bool {
         self.0 & SCOPED != 0
+    }
+
+    /// True when a reduced position limit is in force.
+    #[inline]
+    pub const fn limited(self) -> bool {
+        self.0 & LIMITED != 0
     }
 
     /// True when anything at all is tripped.
@@ -241,7 +259,7 @@ pub fn trip_word<W: AtomicWord + ?Sized>(word: &W, mode: Mode) -> Transition {
         if w.mode() >= mode {
             return Transition::Unchanged(w);
         }
-        let next = w.next((cur & SCOPED) | mode.bit());
+        let next = w.next((cur & (SCOPED | LIMITED)) | mode.bit());
         match word.cas_word(cur, next.0, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => return Transition::Changed { from: w, to: next },
             Err(actual) => cur = actual,
@@ -256,7 +274,7 @@ pub fn scope_word<W: AtomicWord + ?Sized>(word: &W) -> Transition {
     let mut cur = word.load_word(Ordering::Acquire);
     loop {
         let w = StateWord(cur);
-        let next = w.next((cur & ACTIVE_MASK) | SCOPED);
+        let next = w.next((cur & GATE_MASK) | SCOPED);
         match word.cas_word(cur, next.0, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => return Transition::Changed { from: w, to: next },
             Err(actual) => cur = actual,
@@ -282,7 +300,7 @@ pub fn reset_word<W: AtomicWord + ?Sized>(
     if !w.is_active() {
         return Ok(Transition::Unchanged(w));
     }
-    let next = w.next(0);
+    let next = w.next(cur & LIMITED);
     loop {
         match word.cas_word(cur, next.0, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => return Ok(Transition::Changed { from: w, to: next }),
@@ -290,6 +308,26 @@ pub fn reset_word<W: AtomicWord + ?Sized>(
             // that; any real change is refused.
             Err(actual) if actual == cur => {}
             Err(actual) => return Err(StateWord(actual)),
+        }
+    }
+}
+
+/// Sets (`on`) or clears the `LIMITED` bit, bumping the generation when it
+/// changes (so the gateway's acknowledgement covers the new limit); the
+/// caller stores the limit before setting the bit. Modes and scopes are
+/// kept.
+pub fn limit_word<W: AtomicWord + ?Sized>(word: &W, on: bool) -> Transition {
+    let mut cur = word.load_word(Ordering::Acquire);
+    loop {
+        let w = StateWord(cur);
+        if w.limited() == on {
+            return Transition::Unchanged(w);
+        }
+        let flags = (cur & GATE_MASK & !LIMITED) | if on { LIMITED } else { 0 };
+        let next = w.next(flags);
+        match word.cas_word(cur, next.0, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return Transition::Changed { from: w, to: next },
+            Err(actual) => cur = actual,
         }
     }
 }
@@ -334,6 +372,26 @@ mod tests {
         assert!(!now.is_active());
         assert_eq!(now.generation(), 3);
         assert!(matches!(reset_word(&w, 3), Ok(Transition::Unchanged(_))));
+    }
+
+    #[test]
+    fn limited_bit_is_not_a_trip_and_survives_trips_and_resets() {
+        let w = AtomicU64::new(0);
+        let t = limit_word(&w, true);
+        assert!(t.current().limited());
+        assert!(!t.current().is_active());
+        assert_eq!(t.current().mode(), Mode::Normal);
+        assert_eq!(t.current().generation(), 1);
+        assert!(matches!(limit_word(&w, true), Transition::Unchanged(_)));
+        trip_word(&w, Mode::ReduceOnly);
+        scope_word(&w);
+        let now = StateWord(w.load(Ordering::Relaxed));
+        assert!(now.limited() && now.scoped() && now.mode() == Mode::ReduceOnly);
+        let after = reset_word(&w, now.generation()).unwrap().current();
+        assert!(after.limited() && !after.is_active());
+        let off = limit_word(&w, false).current();
+        assert!(!off.limited());
+        assert_eq!(off.generation(), after.generation() + 1);
     }
 
     #[test]

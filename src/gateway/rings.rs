@@ -70,6 +70,11 @@ pub(crate) enum StrategyRequest {
         /// Its replacement (a new id).
         new: NewOrder,
     },
+    /// Ask every venue session for its positions (the planned shutdown's
+    /// reconciliation); answers go to the gateway's position reports.
+    RequestPositions,
+    /// Log out of every venue session (the planned shutdown's disconnect).
+    LogoutAll,
 }
 
 /// What strategies hold to send orders; cheap to clone. With the
@@ -115,6 +120,21 @@ impl OrderSender {
     pub fn cancel(&self, id: OrderId, strategy: ScopeIndex) -> Result<(), SubmitError> {
         self.ring
             .push(StrategyRequest::Cancel { id, strategy })
+            .map_err(|_| SubmitError::RingFull)
+    }
+
+    /// Asks the gateway for every venue's positions (see
+    /// [`super::PositionReports`]).
+    pub(crate) fn request_positions(&self) -> Result<(), SubmitError> {
+        self.ring
+            .push(StrategyRequest::RequestPositions)
+            .map_err(|_| SubmitError::RingFull)
+    }
+
+    /// Asks the gateway to log out of every venue session.
+    pub(crate) fn logout_all(&self) -> Result<(), SubmitError> {
+        self.ring
+            .push(StrategyRequest::LogoutAll)
             .map_err(|_| SubmitError::RingFull)
     }
 

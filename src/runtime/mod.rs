@@ -80,6 +80,7 @@
 mod answers;
 mod journaling;
 mod monitor;
+mod planned;
 mod rules;
 mod strategy;
 mod supervise;
@@ -108,6 +109,7 @@ pub use crate::senders::{SendError, SendFence, SendGuard};
 pub use answers::{Answer, AnswersLost};
 pub use journaling::BeforeCheckpoint;
 pub use monitor::Monitor;
+pub use planned::FLATTEN_STRATEGY;
 pub use strategy::{StrategyHandle, TripToken};
 pub use supervise::{Beat, Flow, ShutdownReport, StopReason, SuperviseOptions, Supervised};
 
@@ -412,6 +414,16 @@ impl RuntimeBuilder {
         limits.validate().map_err(StartError::failed)?;
         rules.validate().map_err(StartError::failed)?;
         let block = Arc::new(ControlBlock::open_or_create_with(&dir, &name, access)?);
+        // A planned shutdown locked deployments: no engine starts on this
+        // block until it ends (or an operator releases a lock it left).
+        let flags = crate::shutdown::words::change_flags(&block);
+        if flags.locked {
+            return Err(StartError::failed(format!(
+                "deployments are locked on {} (by pid {}, a planned shutdown): wait for it to finish, or if it died, check its report and release the lock with `killswitch unlock`",
+                block.path().display(),
+                flags.locked_by_pid
+            )));
+        }
         let owner = EngineOwner::attach(block.clone())?;
         let tripper = Tripper::new(block.clone());
         let signal_guard = match &signals {
@@ -776,6 +788,12 @@ impl Runtime {
         self.signals
             .as_ref()
             .map_or(ShutdownLevel::None, |s| s.state().level())
+    }
+
+    /// What the signal handlers record (shared: a supervise hook reads
+    /// the level to start the planned shutdown); `None` without handlers.
+    pub fn signal_state(&self) -> Option<Arc<signals::SignalState>> {
+        self.signals.as_ref().map(|g| g.state().clone())
     }
 
     /// The journal directory, if any.

@@ -330,7 +330,9 @@ fn a_restarted_engine_stays_latched_until_reset() {
         "trading resumed after the reset"
     );
 
-    // SIGTERM: the handler trips KILL (planned shutdown); the engine drains and exits.
+    // SIGTERM: the planned shutdown (the runbook's 13 steps): the switch
+    // goes to REDUCE_ONLY while strategies stop and orders are cancelled,
+    // never KILL; the engine exits when every step is done.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -350,12 +352,15 @@ fn a_restarted_engine_stays_latched_until_reset() {
     assert!(stderr.contains("trading resumes"), "{stderr}");
     assert_eq!(status.code(), Some(0), "{stderr}");
     let t = block.last_trip().unwrap();
-    assert_eq!(t.source, Source::Signal);
-    assert_eq!(t.reason, "signal SIGTERM: shutdown");
+    assert_eq!(t.source, Source::Api);
+    assert_eq!(t.mode, Mode::ReduceOnly);
+    assert_eq!(t.reason, "planned shutdown: strategies disabled");
     let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(r["verification"]["new_orders_after_ack"], 0);
     assert_eq!(r["verification"]["orders_unaccounted"], 0);
     assert_eq!(r["signal_level"], "Planned");
+    assert_eq!(r["planned_shutdown"]["finished"], true, "{r:#}");
+    assert_eq!(r["planned_shutdown"]["reason"], "signal SIGTERM");
 }
 
 /// The dead-man's switch: a `SIGSTOP`ped engine stops heartbeating, the

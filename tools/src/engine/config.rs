@@ -61,6 +61,73 @@ pub struct EngineConfig {
     pub limits: LimitsSection,
     /// Automatic trips (see `risk_config`).
     pub rules: RulesSection,
+    /// The planned shutdown (`killswitch shutdown`, SIGTERM).
+    pub shutdown: ShutdownSection,
+}
+
+/// `[shutdown]`: the planned shutdown's settings (a `killswitch shutdown`
+/// request overrides `flatten`, `keep_passive` and `reduce_limits_pct`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownSection {
+    /// Flattening on SIGTERM: `none`, `conservative` or `aggressive`.
+    pub flatten: String,
+    /// Keep passive orders (cancel only aggressive ones) when not flattening.
+    pub keep_passive: bool,
+    /// Reduce position limits by this percentage on SIGTERM (none: skip).
+    pub reduce_limits_pct: Option<u8>,
+    /// An order within this many ticks of the mid (or through it) is aggressive.
+    pub aggressive_within_ticks: i64,
+    /// Base position limit, lots (none: the largest position when reducing).
+    pub position_limit_lots: Option<i64>,
+    /// Conservative flattening: how long the limit-at-mid orders work.
+    pub conservative_wait_ms: u64,
+    /// How long the market orders work before what remains is reported.
+    pub market_wait_ms: u64,
+    /// How far through the mid a "market" order is priced, bps.
+    pub market_collar_bps: u32,
+    /// Alert when the flattening slippage exceeds this (currency units).
+    pub loss_alert: Option<f64>,
+    /// Wait for orders (runbook step 6), ms.
+    pub order_wait_ms: u64,
+    /// Wait for the venues' position reports, ms.
+    pub reconcile_wait_ms: u64,
+    /// Each service's graceful stop, ms.
+    pub component_timeout_ms: u64,
+    /// Complete checkpoint directory (none: `<journal_dir>-checkpoints`,
+    /// beside the journal).
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Where the checkpoint goes when the primary directory fails.
+    pub alternate_checkpoint_dir: Option<PathBuf>,
+    /// A command run (through `sh -c`) on announcement and completion, the
+    /// event as one JSON line on its standard input.
+    pub notify_command: Option<String>,
+    /// Fault injection: the engine's risk service ignores its stop (the
+    /// runbook's "Process Not Stopping"): forced after its timeout.
+    pub risk_service_ignores_stop: bool,
+}
+
+impl Default for ShutdownSection {
+    fn default() -> Self {
+        ShutdownSection {
+            flatten: "none".into(),
+            keep_passive: false,
+            reduce_limits_pct: None,
+            aggressive_within_ticks: 0,
+            position_limit_lots: None,
+            conservative_wait_ms: 5000,
+            market_wait_ms: 5000,
+            market_collar_bps: 500,
+            loss_alert: None,
+            order_wait_ms: 60_000,
+            reconcile_wait_ms: 5000,
+            component_timeout_ms: 30_000,
+            checkpoint_dir: None,
+            alternate_checkpoint_dir: None,
+            notify_command: None,
+            risk_service_ignores_stop: false,
+        }
+    }
 }
 
 /// `[drain]`.
@@ -221,6 +288,7 @@ impl Default for EngineConfig {
             drain_core: None,
             heartbeat_us: 1000,
             drain: DrainSection::default(),
+            shutdown: ShutdownSection::default(),
             venues: vec![
                 venue("SIM-A", &["BTC/USD", "ETH/USD"], 11, true, 0),
                 venue("SIM-B", &["BTC/USD", "SOL/USD"], 22, false, 20),
@@ -254,6 +322,15 @@ impl EngineConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.venues.is_empty() {
             return Err("no [[venues]]".into());
+        }
+        if killswitch::shutdown::FlattenMode::parse(&self.shutdown.flatten).is_none() {
+            return Err(format!(
+                "[shutdown] flatten = {:?}: use \"none\", \"conservative\" or \"aggressive\"",
+                self.shutdown.flatten
+            ));
+        }
+        if self.shutdown.reduce_limits_pct.is_some_and(|p| p > 100) {
+            return Err("[shutdown] reduce_limits_pct: a percentage, 0..=100".into());
         }
         for s in &self.strategies {
             let Some(v) = self.venues.iter().find(|v| v.name == s.venue) else {

@@ -25,6 +25,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod planned;
 mod report;
 pub mod risk_config;
 mod strategy;
@@ -65,6 +66,10 @@ pub const EXIT_CHECKPOINT_FAILED: i32 = exit::CHECKPOINT_FAILED;
 /// Exit code: the drain thread died (panicked or ended): nothing cancels
 /// orders on a trip any more.
 pub const EXIT_DRAIN_DIED: i32 = exit::DRAIN_DIED;
+/// Exit code: the planned shutdown ran every step but found something
+/// (stragglers, positions not flat, a reconciliation mismatch, a forced
+/// service, a checkpoint on the alternate path): see its report.
+pub const EXIT_PLANNED_FINDINGS: i32 = 16;
 
 struct Sim {
     name: String,
@@ -113,7 +118,12 @@ impl Engine {
                 core: cfg.gateway_core,
                 ..GatewayConfig::default()
             })
-            .signals(SignalConfig::default())
+            .signals(SignalConfig {
+                // The first SIGTERM runs the planned shutdown; the second
+                // trips KILL (the emergency drain).
+                planned_shutdown: true,
+                ..SignalConfig::default()
+            })
             .panic_hook()
             .limits(cfg.limits.to_config().map_err(failed)?)
             .rules(cfg.rules.to_config().map_err(failed)?);
@@ -273,7 +283,31 @@ impl Engine {
                     .lookup_name(killswitch::control::ScopeKind::Venue, &s.name)
             })
             .collect();
+        let monitor = self.rt.monitor();
+        let signal_state = self.rt.signal_state();
+        // A request left in the block by an earlier run is not ours.
+        let stale_request =
+            killswitch::shutdown::words::read_request(monitor.block()).map(|r| r.nonce);
+        let mut planned: Option<killswitch::shutdown::ShutdownPlan> = None;
+        let cfg = &self.cfg;
         let supervised = self.rt.supervise_with(opts, |beat| {
+            // The planned shutdown: a SIGTERM (that tripped nothing) or a
+            // `killswitch shutdown` request. Not while a KILL is in force:
+            // that drain runs to its end as before.
+            if beat.state.mode() != Mode::Kill && beat.armed {
+                if let Some(s) = &signal_state {
+                    if s.level() == killswitch::signals::ShutdownLevel::Planned {
+                        planned = Some(planned::plan_from_signal(cfg, s.last_signal()));
+                        return Flow::Stop;
+                    }
+                }
+                if let Some(r) = killswitch::shutdown::words::read_request(monitor.block()) {
+                    if Some(r.nonce) != stale_request {
+                        planned = Some(planned::plan_from_request(cfg, monitor.block(), &r));
+                        return Flow::Stop;
+                    }
+                }
+            }
             if !was_armed && beat.armed {
                 eprintln!("ks-engine: switch reset: trading resumes");
             }
@@ -315,6 +349,10 @@ impl Engine {
         if let Some(died) = &supervised.gateway_died {
             eprintln!("ks-engine: FATAL: {died}");
         }
+        let mut planned_report = None;
+        if let Some(plan) = planned {
+            planned_report = Some(self.run_planned(plan));
+        }
         let before: Vec<u64> = self
             .progress
             .iter()
@@ -350,6 +388,89 @@ impl Engine {
             strategies,
         });
         telemetry.finished(&report);
+        let mut report = report;
+        if let Some(p) = planned_report {
+            report.planned_shutdown = Some(planned::report_json(self.rt.block(), &p));
+            if report.exit_code == EXIT_OK && !p.is_clean() {
+                report.exit_code = EXIT_PLANNED_FINDINGS;
+                report.verdict = format!(
+                    "planned shutdown finished with findings (see its report): {}",
+                    p.warnings
+                        .iter()
+                        .chain(p.phases.iter().filter_map(|r| match &r.result {
+                            killswitch::shutdown::PhaseResult::Warning(w)
+                            | killswitch::shutdown::PhaseResult::Failed(w) => Some(w),
+                            _ => None,
+                        }))
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                );
+            } else if report.exit_code == EXIT_OK {
+                report.verdict =
+                    "planned shutdown complete: every step done, status OFFLINE".into();
+            }
+        }
+        report
+    }
+
+    /// Runs the library's planned shutdown with this engine's hooks.
+    fn run_planned(
+        &mut self,
+        plan: killswitch::shutdown::ShutdownPlan,
+    ) -> killswitch::shutdown::PlannedShutdownReport {
+        let block = self.rt.monitor();
+        let mut components: Vec<Box<dyn killswitch::shutdown::Component>> = Vec::new();
+        match planned::ServiceThread::start(
+            "risk-service",
+            self.cfg.shutdown.risk_service_ignores_stop,
+        ) {
+            Ok(s) => components.push(Box::new(s)),
+            Err(e) => eprintln!("ks-engine: risk service thread: {e}"),
+        }
+        let strategy_states = self
+            .cfg
+            .strategies
+            .iter()
+            .zip(&self.progress)
+            .map(|(s, p)| {
+                (
+                    s.name.clone(),
+                    serde_json::json!({
+                        "kind": format!("{:?}", s.kind),
+                        "venue": s.venue,
+                        "instrument": s.instrument,
+                        "signals": p.signals.load(Ordering::Acquire),
+                        "refused": p.refused.load(Ordering::Acquire),
+                    })
+                    .to_string()
+                    .into_bytes(),
+                )
+            })
+            .collect();
+        let mut hooks = planned::EngineHooks {
+            cfg: self.cfg.clone(),
+            block,
+            signals: self.rt.signal_state(),
+            log: vec![format!(
+                "[{}] ks-engine: pid {} planned shutdown: {}",
+                killswitch::clock::format_wall(killswitch::clock::wall_ns()),
+                std::process::id(),
+                plan.reason
+            )],
+            components,
+            strategy_states,
+        };
+        let report = self.rt.planned_shutdown(plan, &mut hooks);
+        eprintln!(
+            "ks-engine: planned shutdown {}: report {}",
+            if report.is_clean() {
+                "complete"
+            } else {
+                "finished with findings"
+            },
+            planned::report_path(self.rt.block().path()).display()
+        );
         report
     }
 

@@ -201,6 +201,8 @@ pub struct EngineReport {
     pub gateway_cancels_sent: u64,
     /// Orders refused by the gateway's re-check after passing the gate.
     pub gateway_refused_on_recheck: u64,
+    /// The planned shutdown's report, when one ran.
+    pub planned_shutdown: Option<serde_json::Value>,
     /// Journal recovery at start-up.
     pub recovery_note: String,
     /// The start-up drain of the orders the journal showed open, if any.
@@ -329,6 +331,7 @@ pub(super) fn build(inputs: Inputs<'_>) -> EngineReport {
         gateway_orders_sent: gateway_stats.orders_sent,
         gateway_cancels_sent: gateway_stats.cancels_sent,
         gateway_refused_on_recheck: gateway_stats.refused_on_recheck,
+        planned_shutdown: None,
         recovery_note: rt.recovery_note().to_string(),
         recovery_drain: supervised.recovery.as_ref().map(DrainSummary::of),
         drain_died: supervised.drain_died.as_ref().map(|d| d.to_string()),

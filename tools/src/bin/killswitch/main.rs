@@ -43,6 +43,7 @@ mod emergency;
 mod firm_cmds;
 mod journal_cmds;
 mod serve_cmd;
+mod shutdown_cmds;
 mod watch;
 
 use std::path::PathBuf;
@@ -109,7 +110,7 @@ impl Target {
     name = "killswitch",
     version,
     about = "Kill switch for automated trading engines: trip, inspect, reset",
-    after_help = "Exit codes: 0 ok, 1 refused / problem found, 2 usage, 3 missing or damaged file, 4 I/O error; emergency: 10 escalated, 11 orders unknown, 12 checkpoint failed, 13 no engine."
+    after_help = "Exit codes: 0 ok, 1 refused / problem found, 2 usage, 3 missing or damaged file, 4 I/O error; emergency: 10 escalated, 11 orders unknown, 12 checkpoint failed, 13 no engine; shutdown: 5 finished with findings, 6 engine gone or follow timed out; verify-shutdown: 32 + mask (1 engine process, 2 sockets, 4 checkpoint, 8 log errors)."
 )]
 struct Cli {
     #[command(flatten)]
@@ -131,6 +132,8 @@ enum Command {
     Engine(killswitch_tools::engine::cli::EngineFileArgs),
     /// Emergency stop: trip KILL, follow the engine's drain, escalate to SIGTERM/SIGKILL if it does not confirm.
     Emergency(emergency::EmergencyArgs),
+    #[command(flatten)]
+    Shutdown(shutdown_cmds::ShutdownCmd),
     /// Create or validate state checkpoints (quick: journal snapshot; complete: .ckpt file).
     #[command(subcommand)]
     Checkpoint(journal_cmds::CheckpointCmd),
@@ -188,6 +191,7 @@ fn main() -> ExitCode {
         Command::Demo => demo::run(),
         Command::Drill(a) => drill::run(a),
         Command::Emergency(a) => emergency::run(a, &cli.target),
+        Command::Shutdown(c) => shutdown_cmds::run(c, &cli.target),
         Command::Engine(a) => std::process::ExitCode::from(
             killswitch_tools::engine::cli::main(&a.into()).clamp(0, 255) as u8,
         ),

@@ -1,0 +1,346 @@
+//! The planned shutdown as real processes: the reference engine
+//! (`killswitch engine`) trading on its simulated venues, `killswitch
+//! shutdown` asking for the runbook's thirteen steps through the control
+//! block and following them, `killswitch verify-shutdown` after; the
+//! troubleshooting paths (a venue that ignores cancels, a service that
+//! ignores its stop); SIGTERM running the same planned shutdown and a
+//! second SIGTERM escalating to the emergency drain.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use killswitch::control::{ControlBlock, Mode, Source};
+use killswitch::shutdown::words::{self, PhaseState};
+use killswitch_tools::engine::EngineConfig;
+use serde_json::Value;
+use support::{ks, run, wait_for, KILLSWITCH};
+
+const LONG: Duration = Duration::from_secs(90);
+
+struct Engine {
+    child: Child,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Engine {
+    fn wait_exit(&mut self) -> Option<i32> {
+        let mut code = None;
+        let exited = wait_for(LONG, || match self.child.try_wait() {
+            Ok(Some(s)) => {
+                code = s.code();
+                true
+            }
+            _ => false,
+        });
+        assert!(exited, "the engine did not exit");
+        code
+    }
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+}
+
+/// A small engine (a few hundred resting orders) with quick waits.
+fn config(dir: &Path, name: &str) -> EngineConfig {
+    let mut cfg = EngineConfig {
+        name: name.into(),
+        control_dir: Some(dir.to_path_buf()),
+        journal_dir: dir.join(format!("journal-{name}")),
+        report_path: Some(dir.join(format!("report-{name}.json"))),
+        ..EngineConfig::default()
+    };
+    for s in &mut cfg.strategies {
+        s.open_orders = s.open_orders.min(150);
+    }
+    cfg.shutdown.order_wait_ms = 10_000;
+    cfg.shutdown.conservative_wait_ms = 300;
+    cfg.shutdown.market_wait_ms = 2000;
+    cfg.shutdown.component_timeout_ms = 5000;
+    cfg
+}
+
+fn start(dir: &Path, cfg: &EngineConfig) -> Engine {
+    let path = dir.join(format!("{}.toml", cfg.name));
+    std::fs::write(&path, toml::to_string(cfg).unwrap()).unwrap();
+    let log = std::fs::File::create(dir.join(format!("engine-{}.log", cfg.name))).unwrap();
+    let child = Command::new(KILLSWITCH)
+        .arg("engine")
+        .arg("--config")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let e = Engine { child };
+    // Trading: attached, and orders resting at the venues.
+    let traded = wait_for(LONG, || {
+        ControlBlock::open(dir, &cfg.name).is_ok_and(|b| {
+            b.owner().alive && killswitch::control::GatewaySnapshot::read(&b).orders_sent > 300
+        })
+    });
+    assert!(
+        traded,
+        "engine never traded:\n{}",
+        engine_log(dir, &cfg.name)
+    );
+    e
+}
+
+fn engine_log(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(format!("engine-{name}.log"))).unwrap_or_default()
+}
+
+fn shutdown_report(dir: &Path, name: &str) -> Value {
+    let p = dir.join(format!("killswitch.{name}.shutdown.json"));
+    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+}
+
+#[test]
+fn shutdown_runs_every_step_then_verify_shutdown_passes() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path(), "eod");
+    let mut engine = start(d.path(), &cfg);
+    let mut cmd = ks(d.path(), "eod");
+    cmd.args([
+        "shutdown",
+        "--reason",
+        "Maintenance",
+        "--reduce-limits",
+        "50",
+    ]);
+    let out = run(cmd);
+    let log = engine_log(d.path(), "eod");
+    out.expect_code(0);
+    let text = out.stdout();
+    // Every step, in order, each with its time.
+    let mut from = 0;
+    for n in 1..=13 {
+        let needle = format!("] Step {n}: ");
+        let at = text[from..]
+            .find(&needle)
+            .and_then(|i| text[from + i..].find(" ... Done").map(|j| from + i + j))
+            .unwrap_or_else(|| panic!("step {n} not done in order:\n{text}\n--- engine\n{log}"));
+        from = at;
+    }
+    assert!(
+        text.contains("Planned shutdown complete: status OFFLINE"),
+        "{text}"
+    );
+    assert_eq!(
+        engine.wait_exit(),
+        Some(0),
+        "{}",
+        engine_log(d.path(), "eod")
+    );
+
+    let r = shutdown_report(d.path(), "eod");
+    assert_eq!(r["clean"], true, "{r:#}");
+    assert_eq!(r["reason"], "Maintenance");
+    assert_eq!(r["phases"].as_array().unwrap().len(), 13);
+    assert!(r["cancelled"].as_u64().unwrap() > 0, "{r:#}");
+    assert!(r["stragglers"].as_array().unwrap().is_empty());
+    assert!(r["position_limit"].is_number(), "{r:#}");
+    // The venues answered the position request: every row checked and OK.
+    for row in r["reconcile"].as_array().unwrap() {
+        assert_eq!(row["status"], "OK", "{r:#}");
+    }
+    // The strategies table: every strategy disabled.
+    let strategies = r["strategies"].as_array().unwrap();
+    assert_eq!(strategies.len(), cfg.strategies.len(), "{r:#}");
+    assert!(
+        strategies.iter().all(|s| s["status"] == "DISABLED"),
+        "{r:#}"
+    );
+    // The complete checkpoint carries the configuration, the strategy
+    // states and the log tail, and its CRC matches the report's.
+    let path = r["checkpoint"]["path"].as_str().unwrap();
+    let ck = killswitch::checkpoint::read(Path::new(path)).unwrap();
+    assert_eq!(
+        format!("0x{:016x}", ck.summary.file_crc64),
+        r["checkpoint"]["crc64"]
+    );
+    assert!(
+        !ck.config.is_empty() && !ck.strategies.is_empty(),
+        "{:?}",
+        ck.summary
+    );
+    assert!(ck.log_tail.contains("planned shutdown"), "{}", ck.log_tail);
+    // The block: OFFLINE, finished, unlocked.
+    let b = ControlBlock::open(d.path(), "eod").unwrap();
+    let p = words::progress(&b).unwrap();
+    assert_eq!((p.phase, p.state), (13, PhaseState::Finished));
+    assert!(!words::change_flags(&b).locked);
+    assert_eq!(
+        killswitch::control::telemetry::TelemetrySnapshot::read(&b)
+            .engine
+            .unwrap()
+            .status,
+        killswitch::control::telemetry::EngineStatus::Offline
+    );
+
+    let mut verify = ks(d.path(), "eod");
+    verify.args(["verify-shutdown", "--log"]);
+    verify.arg(d.path().join("engine-eod.log"));
+    let v = run(verify);
+    v.expect_code(0);
+    assert_eq!(v.stdout().matches('✓').count(), 5, "{}", v.stdout());
+}
+
+#[test]
+fn stuck_cancels_are_forced_locally_and_a_stubborn_service_is_forced_both_reported() {
+    let d = tempfile::tempdir().unwrap();
+    let mut cfg = config(d.path(), "stuck");
+    // "Orders Not Canceling": SIM-B ignores every cancel.
+    cfg.venues[1].ignore_cancels = true;
+    cfg.shutdown.order_wait_ms = 1000;
+    // "Process Not Stopping": the risk service ignores its stop.
+    cfg.shutdown.risk_service_ignores_stop = true;
+    cfg.shutdown.component_timeout_ms = 500;
+    let mut engine = start(d.path(), &cfg);
+    let mut cmd = ks(d.path(), "stuck");
+    cmd.args(["shutdown", "--reason", "maintenance"]);
+    let out = run(cmd);
+    out.expect_code(5);
+    let text = out.stdout();
+    assert!(text.contains("marked CancelUnknown locally"), "{text}");
+    assert!(text.contains("risk-service"), "{text}");
+    assert!(text.contains("WITH FINDINGS"), "{text}");
+    assert_eq!(
+        engine.wait_exit(),
+        Some(16),
+        "{}",
+        engine_log(d.path(), "stuck")
+    );
+    let r = shutdown_report(d.path(), "stuck");
+    let stragglers = r["stragglers"].as_array().unwrap();
+    assert!(!stragglers.is_empty(), "{r:#}");
+    assert_eq!(r["forced_cancel_local"], r["stragglers"]);
+    let risk = r["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "risk-service")
+        .unwrap();
+    assert_eq!(risk["graceful"], false);
+    assert!(
+        risk["forced"].as_str().unwrap().contains("forced"),
+        "{risk}"
+    );
+    // Every other step still ran: the checkpoint is there and valid.
+    let path = r["checkpoint"]["path"].as_str().unwrap();
+    killswitch::checkpoint::validate(Path::new(path)).unwrap();
+}
+
+#[test]
+fn sigterm_runs_the_planned_shutdown_and_a_second_sigterm_escalates_to_emergency() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path(), "term");
+    let mut engine = start(d.path(), &cfg);
+    engine.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(
+        engine.wait_exit(),
+        Some(0),
+        "{}",
+        engine_log(d.path(), "term")
+    );
+    let r = shutdown_report(d.path(), "term");
+    assert_eq!(r["reason"], "signal SIGTERM");
+    assert_eq!(r["clean"], true, "{r:#}");
+    // The switch went to REDUCE_ONLY (strategies disabled), never KILL.
+    let b = ControlBlock::open(d.path(), "term").unwrap();
+    let t = b.last_trip().unwrap();
+    assert_eq!((t.mode, t.source), (Mode::ReduceOnly, Source::Api));
+
+    // Again, with cancels that never come back: the shutdown waits in
+    // step 6, and a second SIGTERM escalates.
+    let mut cfg = config(d.path(), "term2");
+    cfg.venues[1].ignore_cancels = true;
+    cfg.drain.cancel_deadline_ms = 1000;
+    cfg.shutdown.order_wait_ms = 60_000;
+    let mut engine = start(d.path(), &cfg);
+    engine.signal(nix::sys::signal::Signal::SIGTERM);
+    let b = ControlBlock::open(d.path(), "term2").unwrap();
+    assert!(
+        wait_for(LONG, || words::progress(&b).is_some_and(|p| p.phase == 6)),
+        "never reached step 6:\n{}",
+        engine_log(d.path(), "term2")
+    );
+    engine.signal(nix::sys::signal::Signal::SIGTERM);
+    let code = engine.wait_exit();
+    let t = b.last_trip().unwrap();
+    assert_eq!(t.mode, Mode::Kill);
+    assert_eq!(t.reason, "signal SIGTERM (repeated): emergency");
+    let r = shutdown_report(d.path(), "term2");
+    assert_ne!(
+        r["outcome_bits"].as_u64().unwrap() & words::OUTCOME_ESCALATED,
+        0,
+        "{r:#}"
+    );
+    assert_ne!(code, Some(0), "{}", engine_log(d.path(), "term2"));
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_touches_nothing_and_bad_arguments_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path(), "dry");
+    let mut engine = start(d.path(), &cfg);
+    let mut cmd = ks(d.path(), "dry");
+    cmd.args([
+        "shutdown",
+        "--reason",
+        "x",
+        "--dry-run",
+        "--flatten",
+        "conservative",
+    ]);
+    let out = run(cmd);
+    out.expect_code(0);
+    assert!(
+        out.stdout().contains("13. Post-shutdown report"),
+        "{}",
+        out.stdout()
+    );
+    let b = ControlBlock::open(d.path(), "dry").unwrap();
+    assert_eq!(words::read_request(&b), None);
+    assert!(b.owner().alive);
+    for bad in [
+        vec!["shutdown", "--reason", "x", "--at", "25:00"],
+        vec!["shutdown", "--reason", "x", "--flatten", "fast"],
+        vec!["shutdown", "--reason", "x", "--reduce-limits", "0"],
+        vec![
+            "shutdown",
+            "--reason",
+            "x",
+            "--flatten",
+            "aggressive",
+            "--keep-passive",
+        ],
+    ] {
+        let mut c = ks(d.path(), "dry");
+        c.args(bad.iter());
+        let o = run(c);
+        assert_eq!(o.code(), 2, "{bad:?}: {}", o.stderr());
+    }
+    engine.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(
+        engine.wait_exit(),
+        Some(0),
+        "{}",
+        engine_log(d.path(), "dry")
+    );
+    // Nothing left: verify passes; and a second engine start is allowed
+    // (the lock was released).
+    let mut v = ks(d.path(), "dry");
+    v.arg("verify-shutdown");
+    run(v).expect_code(0);
+}
