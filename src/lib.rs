@@ -54,6 +54,7 @@ pub mod gate;
 pub mod gateway;
 pub mod journal;
 pub mod order;
+pub mod realtime;
 pub mod registry;
 pub mod runtime;
 pub mod senders;

@@ -47,6 +47,10 @@ pub struct EngineConfig {
     pub gateway_core: Option<usize>,
     /// Core for the drain thread.
     pub drain_core: Option<usize>,
+    /// `SCHED_FIFO` priority (1..=99) for the gateway and drain threads;
+    /// none: normal scheduling. Refused at start, with what the host needs,
+    /// where the system does not allow it.
+    pub realtime_priority: Option<u8>,
     /// Heartbeat period of the main loop, µs.
     pub heartbeat_us: u64,
     /// Drain settings.
@@ -213,6 +217,7 @@ impl Default for EngineConfig {
             trade_for_ms: 0,
             gateway_core: None,
             drain_core: None,
+            realtime_priority: None,
             heartbeat_us: 1000,
             drain: DrainSection::default(),
             venues: vec![
@@ -246,6 +251,13 @@ impl EngineConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.venues.is_empty() {
             return Err("no [[venues]]".into());
+        }
+        if let Some(p) = self.realtime_priority {
+            if !(1..=99).contains(&p) {
+                return Err(format!(
+                    "realtime_priority = {p}: a SCHED_FIFO priority is 1..=99 (or leave it out)"
+                ));
+            }
         }
         for s in &self.strategies {
             let Some(v) = self.venues.iter().find(|v| v.name == s.venue) else {
