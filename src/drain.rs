@@ -96,6 +96,13 @@ pub struct DrainConfig {
     pub use_mass_cancel: bool,
     /// How the thread waits for a trip.
     pub backoff: BackoffConfig,
+    /// `SCHED_FIFO` priority (1..=99) for the drain thread; `None` keeps
+    /// the normal policy. Refused with a [`crate::realtime::RealtimeError`]
+    /// (and no thread) where the system does not allow it. Give it a
+    /// back-off that sleeps (the default) unless the thread has a core of
+    /// its own: a real-time thread that never sleeps keeps every normal
+    /// thread off its core.
+    pub realtime: Option<u8>,
 }
 
 impl DrainConfig {
@@ -107,6 +114,7 @@ impl DrainConfig {
             cancel_deadline: Duration::from_secs(5),
             use_mass_cancel: true,
             backoff: BackoffConfig::default(),
+            realtime: None,
         }
     }
 
@@ -146,12 +154,20 @@ impl Drain {
         let block = link.block.clone();
         let pid = std::process::id();
         let start_ticks = crate::control::proc_start_ticks(pid).unwrap_or(0);
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let join = std::thread::Builder::new()
             .name("ks-drain".into())
             .spawn(move || {
                 if let Some(id) = cfg.core {
                     core_affinity::set_for_current(core_affinity::CoreId { id });
                 }
+                if let Some(priority) = cfg.realtime {
+                    if let Err(e) = crate::realtime::set_current_thread_fifo("drain", priority) {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                }
+                let _ = ready_tx.send(Ok(()));
                 let mut d = run::Drainer {
                     block,
                     link,
@@ -174,6 +190,13 @@ impl Drain {
                     let _ = tx.send(Err(format!("the drain thread panicked: {msg}")));
                 }
             })?;
+        // The spawn answers for the scheduling policy asked for: a refused
+        // SCHED_FIFO is an error here, not a drain silently at normal
+        // priority.
+        if let Ok(Err(e)) = ready_rx.recv() {
+            let _ = join.join();
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, e));
+        }
         Ok(DrainHandle {
             stop,
             outcomes: rx,

@@ -117,6 +117,10 @@ pub enum GatewayError {
     /// The gateway thread could not be started.
     #[error("cannot start the gateway thread: {0}; check the process's thread limit (ulimit -u)")]
     Thread(#[source] io::Error),
+    /// The real-time scheduling asked for ([`GatewayConfig::realtime`]) was
+    /// refused; the message says what the host needs.
+    #[error(transparent)]
+    Realtime(#[from] crate::realtime::RealtimeError),
 }
 
 /// Gateway settings.
@@ -136,6 +140,13 @@ pub struct GatewayConfig {
     pub orders_per_turn: usize,
     /// Log out of every venue when the gateway stops.
     pub logout_on_shutdown: bool,
+    /// `SCHED_FIFO` priority (1..=99) for the gateway thread; `None` keeps
+    /// the normal policy. Refused with [`GatewayError::Realtime`] (and no
+    /// thread) where the system does not allow it. Give it a back-off that
+    /// sleeps (the default) unless the thread has a core of its own: a
+    /// real-time thread that never sleeps keeps every normal thread off its
+    /// core.
+    pub realtime: Option<u8>,
     /// Fault injection (feature `fault-injection` only): decide each new
     /// order on the state word loaded at the top of the turn instead of a
     /// load made after the acknowledgement (see [`admit`]). Breaks the
@@ -154,6 +165,7 @@ impl Default for GatewayConfig {
             first_order_id: 1,
             orders_per_turn: 64,
             logout_on_shutdown: false,
+            realtime: None,
             #[cfg(feature = "fault-injection")]
             fault_stale_admit: false,
         }
@@ -707,9 +719,18 @@ impl Gateway {
         let thread_stop = stop.clone();
         let died = Arc::new(OnceLock::new());
         let thread_died = died.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let join = std::thread::Builder::new()
             .name("ks-gateway".into())
             .spawn(move || {
+                if let Some(priority) = cfg.realtime {
+                    if let Err(e) = crate::realtime::set_current_thread_fifo("gateway", priority) {
+                        let _ = ready_tx.send(Err(e));
+                        // The core drops here: the gateway role is given back.
+                        return;
+                    }
+                }
+                let _ = ready_tx.send(Ok(()));
                 // A panic (in a venue adapter, most likely) is kept for
                 // `GatewayHandle::check`; the thread then ends, and the role
                 // is given back as the core drops.
@@ -726,6 +747,12 @@ impl Gateway {
                 }
             })
             .map_err(GatewayError::Thread)?;
+        // A refused SCHED_FIFO is an error here, not a gateway silently at
+        // normal priority.
+        if let Ok(Err(e)) = ready_rx.recv() {
+            let _ = join.join();
+            return Err(e.into());
+        }
         Ok(GatewayHandle {
             block,
             sender,

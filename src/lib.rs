@@ -55,6 +55,7 @@ pub mod gateway;
 pub mod journal;
 pub mod limits;
 pub mod order;
+pub mod realtime;
 pub mod registry;
 pub mod rules;
 pub mod runtime;

@@ -229,7 +229,9 @@ impl From<GatewayError> for StartError {
     fn from(e: GatewayError) -> StartError {
         match e {
             GatewayError::Role(c) => c.into(),
-            GatewayError::Thread(_) => StartError::failed(e.to_string()),
+            GatewayError::Thread(_) | GatewayError::Realtime(_) => {
+                StartError::failed(e.to_string())
+            }
         }
     }
 }

@@ -14,5 +14,6 @@ pub mod engine;
 #[cfg(feature = "firm")]
 pub mod firm;
 pub mod fix;
+pub mod hgrm;
 pub mod roles;
 pub mod venue_server;

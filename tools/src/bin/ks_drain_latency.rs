@@ -24,7 +24,16 @@
 //! another process can attach to it: BENCHMARKS.md floods the admin
 //! endpoint serving it (`killswitch --name N serve`) during a run.
 //!
-//! `ks-drain-latency [--rounds N] [--orders N] [--single] [--second-trip] [--name N] [--drain-core C] [--gateway-core C] [--trip-core C]`
+//! `ks-drain-latency [--rounds N] [--orders N] [--single] [--second-trip] [--name N] [--drain-core C] [--gateway-core C] [--trip-core C] [--fifo PRIORITY] [--sleeping-backoff] [--hgrm DIR]`
+//!
+//! `--fifo P` runs the drain and gateway threads under `SCHED_FIFO` at
+//! priority P (refused with the reason where the host does not allow it),
+//! with the library's default back-off (spin, yield, then short sleeps):
+//! a real-time thread that busy-spins never lets a normal thread have its
+//! core. `--sleeping-backoff` gives the same back-off without `SCHED_FIFO`,
+//! the baseline to set beside it;
+//! `--hgrm DIR` writes each measured path's percentile distribution there
+//! (`ks-plot` draws them).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -55,6 +64,28 @@ struct Args {
     /// Control block name (default `drainlat-<pid>`), so that another
     /// process (the admin endpoint under a flood) can attach to it.
     name: Option<String>,
+    /// `SCHED_FIFO` priority for the drain and gateway threads.
+    realtime: Option<u8>,
+    /// Write the percentile distributions (`.hgrm`) here.
+    hgrm: Option<std::path::PathBuf>,
+    /// The drain and gateway sleep when idle (the library's default
+    /// back-off) instead of spinning.
+    sleeping_backoff: bool,
+}
+
+impl Args {
+    /// Busy spinning unless asked otherwise. Never under `SCHED_FIFO`: a
+    /// real-time thread that never sleeps holds its core against every
+    /// normal thread (this tool's own tripping thread included) except for
+    /// the kernel's real-time throttling slack, which on a 2-core machine
+    /// stalls everything.
+    fn backoff(&self) -> BackoffConfig {
+        if self.sleeping_backoff || self.realtime.is_some() {
+            BackoffConfig::default()
+        } else {
+            BackoffConfig::busy()
+        }
+    }
 }
 
 fn parse() -> Result<Args, String> {
@@ -67,6 +98,9 @@ fn parse() -> Result<Args, String> {
         trip_core: None,
         second_trip: false,
         name: None,
+        realtime: None,
+        hgrm: None,
+        sleeping_backoff: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -84,9 +118,20 @@ fn parse() -> Result<Args, String> {
             "--drain-core" => a.drain_core = Some(value("--drain-core")? as usize),
             "--gateway-core" => a.gateway_core = Some(value("--gateway-core")? as usize),
             "--trip-core" => a.trip_core = Some(value("--trip-core")? as usize),
+            "--fifo" => {
+                let p = value("--fifo")?;
+                a.realtime = Some(
+                    u8::try_from(p)
+                        .map_err(|_| format!("--fifo {p}: a SCHED_FIFO priority is 1..=99"))?,
+                )
+            }
+            "--sleeping-backoff" => a.sleeping_backoff = true,
+            "--hgrm" => {
+                a.hgrm = Some(it.next().ok_or("--hgrm needs a directory")?.into())
+            }
             "-h" | "--help" => {
                 return Err(
-                    "usage: ks-drain-latency [--rounds N] [--orders N] [--single] [--second-trip] [--name N] [--drain-core C] [--gateway-core C] [--trip-core C]"
+                    "usage: ks-drain-latency [--rounds N] [--orders N] [--single] [--second-trip] [--name N] [--drain-core C] [--gateway-core C] [--trip-core C] [--fifo PRIORITY] [--sleeping-backoff] [--hgrm DIR]"
                         .into(),
                 )
             }
@@ -142,8 +187,9 @@ fn run(a: &Args) -> Result<(), String> {
         vec![(0, Box::new(venue) as Box<dyn Venue>)],
         GatewayConfig {
             core: a.gateway_core,
-            backoff: BackoffConfig::busy(),
+            backoff: a.backoff(),
             order_ring: 16_384,
+            realtime: a.realtime,
             ..GatewayConfig::default()
         },
     )
@@ -155,7 +201,8 @@ fn run(a: &Args) -> Result<(), String> {
         link,
         DrainConfig {
             core: a.drain_core,
-            backoff: BackoffConfig::busy(),
+            backoff: a.backoff(),
+            realtime: a.realtime,
             ..DrainConfig::emergency()
         },
         None,
@@ -222,21 +269,49 @@ fn run(a: &Args) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     println!(
-        "ks-drain-latency: {} rounds, {} open orders each, {} cancel, drain core {:?}, gateway core {:?}, trip core {:?}, {} cpus",
+        "ks-drain-latency: {} rounds, {} open orders each, {} cancel, drain core {:?}, gateway core {:?}, trip core {:?}, {} cpus, drain and gateway {} with {} back-off, load average {}",
         a.rounds,
         a.orders,
         if a.mass_cancel { "mass" } else { "single" },
         a.drain_core,
         a.gateway_core,
         a.trip_core,
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        a.realtime
+            .map_or("SCHED_OTHER".to_string(), |p| format!("SCHED_FIFO {p}")),
+        if a.backoff().max_sleep.is_zero() { "busy" } else { "sleeping" },
+        std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|s| s.split_whitespace().next().map(str::to_string))
+            .unwrap_or_default()
     );
-    print("trip -> first cancel enqueued", &enq);
-    print("trip -> first cancel on the wire", &wire);
-    print("trip -> all orders confirmed", &done);
-    print("  phase: trip -> drain saw it", &seen);
-    print("  phase: saw it -> gateway ack seen", &acked);
-    print("  phase: ack -> first cancel enqueued", &after_ack);
+    let rows = [
+        (
+            "trip -> first cancel enqueued",
+            "first-cancel-enqueued",
+            &enq,
+        ),
+        (
+            "trip -> first cancel on the wire",
+            "first-cancel-wire",
+            &wire,
+        ),
+        ("trip -> all orders confirmed", "all-confirmed", &done),
+        ("  phase: trip -> drain saw it", "phase-seen", &seen),
+        ("  phase: saw it -> gateway ack seen", "phase-ack", &acked),
+        (
+            "  phase: ack -> first cancel enqueued",
+            "phase-first-cancel",
+            &after_ack,
+        ),
+    ];
+    for (name, file, h) in rows {
+        print(name, h);
+        if let Some(d) = &a.hgrm {
+            killswitch_tools::hgrm::write(&d.join(format!("{file}.hgrm")), h, 1000.0)
+                .map_err(|e| format!("--hgrm {}: {e}", d.display()))?;
+        }
+    }
     drop(drain);
     drop(gateway);
     let _ = std::fs::remove_file(block.path());
@@ -274,8 +349,9 @@ fn second_trip(a: &Args) -> Result<(), String> {
         sessions,
         GatewayConfig {
             core: a.gateway_core,
-            backoff: BackoffConfig::busy(),
+            backoff: a.backoff(),
             order_ring: 16_384,
+            realtime: a.realtime,
             ..GatewayConfig::default()
         },
     )
@@ -287,7 +363,8 @@ fn second_trip(a: &Args) -> Result<(), String> {
         link,
         DrainConfig {
             core: a.drain_core,
-            backoff: BackoffConfig::busy(),
+            backoff: a.backoff(),
+            realtime: a.realtime,
             ..DrainConfig::emergency()
         },
         None,

@@ -16,6 +16,7 @@
 use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,6 +52,16 @@ enum Cmd {
         /// floods the admin endpoint serving it); default: a new temp dir.
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
+        /// The watcher's loop: `pause` (a `pause` instruction between
+        /// reads, as a polite spinner does) or `tight` (back-to-back loads,
+        /// as an order loop that checks the gate between orders).
+        #[arg(long, value_enum, default_value_t = ReaderLoop::Pause)]
+        reader: ReaderLoop,
+        /// Write each path's HdrHistogram percentile distribution
+        /// (`.hgrm`, the format HdrHistogram's plotters read) into this
+        /// directory.
+        #[arg(long)]
+        hgrm: Option<PathBuf>,
     },
     /// kill(SIGUSR1) -> state word set by the handler in the target process.
     Signal {
@@ -72,6 +83,10 @@ enum Cmd {
         /// Runs of each method.
         #[arg(long, default_value_t = 5)]
         runs: u32,
+        /// Write each method's percentile distributions (`.hgrm`) into
+        /// this directory.
+        #[arg(long)]
+        hgrm: Option<PathBuf>,
     },
     /// (internal) A process with the signal handlers installed, idle.
     #[command(hide = true)]
@@ -88,8 +103,23 @@ enum Cmd {
         dir: PathBuf,
         /// Core to pin to.
         core: usize,
+        /// The loop.
+        #[arg(long, value_enum, default_value_t = ReaderLoop::Pause)]
+        reader: ReaderLoop,
     },
 }
+
+/// How the watcher process spins.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ReaderLoop {
+    /// `pause` between reads.
+    Pause,
+    /// Back-to-back reads.
+    Tight,
+}
+
+/// The file beside the control block holding the baseline's cache line.
+const BASELINE_FILE: &str = "bare-line.lat";
 
 fn main() -> ExitCode {
     match Cli::parse().command {
@@ -97,18 +127,20 @@ fn main() -> ExitCode {
             iterations,
             core,
             dir,
-        } => match cross_process(iterations, core, dir) {
+            reader,
+            hgrm,
+        } => match cross_process(iterations, core, dir, reader, hgrm.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ks-latency: error: {e}");
                 ExitCode::FAILURE
             }
         },
-        Cmd::Watch { dir, core } => watch(&dir, core),
+        Cmd::Watch { dir, core, reader } => watch(&dir, core, reader),
         Cmd::SignalTarget { dir, core } => signal_target(&dir, core),
         Cmd::Signal { iterations, core } => report(signal(iterations, core)),
         Cmd::Cli { iterations } => report(cli(iterations)),
-        Cmd::Emergency { runs } => report(emergency(runs)),
+        Cmd::Emergency { runs, hgrm } => report(emergency(runs, hgrm.as_deref())),
     }
 }
 
@@ -121,54 +153,120 @@ fn pin(core: usize) -> bool {
     }
 }
 
-/// Spins on the state word; on every generation change it writes the
-/// generation and the time it saw it (16 bytes, little-endian) to stdout.
-/// The time is taken in the spin loop, before the write, so the pipe's own
-/// latency is not in the measured figure. Runs until the parent kills it.
-fn watch(dir: &std::path::Path, core: usize) -> ExitCode {
+/// A 4 KiB shared mapping of `path` (created by the tripping process) whose
+/// first word is the baseline's cache line: nothing else lives on its page.
+fn bare_line(path: &std::path::Path) -> std::io::Result<memmap2::MmapMut> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    f.set_len(4096)?;
+    // SAFETY: a file of our own in our own directory, mapped shared; it is
+    // only ever accessed through `AtomicU64` (see `line_word`).
+    unsafe { memmap2::MmapMut::map_mut(&f) }
+}
+
+/// The baseline's word: the first 8 bytes of the mapping.
+fn line_word(map: &memmap2::MmapMut) -> &AtomicU64 {
+    // SAFETY: the mapping is 4096 bytes and page-aligned (so aligned for an
+    // AtomicU64), outlives the returned reference, and both processes only
+    // access it atomically.
+    unsafe { &*(map.as_ptr() as *const AtomicU64) }
+}
+
+/// What the watcher saw change.
+const SAW_STATE: u64 = 0;
+const SAW_LINE: u64 = 1;
+
+/// Spins on the state word and on the baseline's cache line, reading both
+/// in the same loop (so both measurements pay the same loop); on every
+/// change it writes what changed, the new value and the time it saw it
+/// (24 bytes, little-endian) to stdout. The time is taken in the spin loop,
+/// before the write, so the pipe's own latency is not in the measured
+/// figure. Runs until the parent kills it.
+fn watch(dir: &std::path::Path, core: usize, reader: ReaderLoop) -> ExitCode {
     pin(core);
     let Ok(block) = ControlBlock::open(dir, "lat") else {
         return ExitCode::FAILURE;
     };
+    let Ok(map) = bare_line(&dir.join(BASELINE_FILE)) else {
+        return ExitCode::FAILURE;
+    };
+    let line = line_word(&map);
+    let gate = killswitch::gate::Gate::new(Arc::new(block));
     let mut out = std::io::stdout().lock();
-    let mut last = block.state().generation();
-    if tell(&mut out, last, mono_ns()).is_err() {
+    let mut last = gate.state().generation();
+    let mut last_line = line.load(Ordering::Acquire);
+    if tell(&mut out, SAW_STATE, last, mono_ns()).is_err() {
         return ExitCode::FAILURE;
     }
     loop {
-        let w = block.state();
-        if w.generation() != last {
+        let w = gate.state().generation();
+        let l = line.load(Ordering::Acquire);
+        if w != last {
             let now = mono_ns();
-            last = w.generation();
-            if tell(&mut out, last, now).is_err() {
+            last = w;
+            if tell(&mut out, SAW_STATE, last, now).is_err() {
                 return ExitCode::FAILURE;
             }
         }
-        std::hint::spin_loop();
+        if l != last_line {
+            let now = mono_ns();
+            last_line = l;
+            if tell(&mut out, SAW_LINE, l, now).is_err() {
+                return ExitCode::FAILURE;
+            }
+        }
+        if reader == ReaderLoop::Pause {
+            std::hint::spin_loop();
+        }
     }
 }
 
-fn tell(out: &mut impl Write, generation: u64, mono_ns: u64) -> std::io::Result<()> {
-    let mut b = [0u8; 16];
-    b[..8].copy_from_slice(&generation.to_le_bytes());
-    b[8..].copy_from_slice(&mono_ns.to_le_bytes());
+fn tell(out: &mut impl Write, what: u64, value: u64, mono_ns: u64) -> std::io::Result<()> {
+    let mut b = [0u8; 24];
+    b[..8].copy_from_slice(&what.to_le_bytes());
+    b[8..16].copy_from_slice(&value.to_le_bytes());
+    b[16..].copy_from_slice(&mono_ns.to_le_bytes());
     out.write_all(&b)?;
     out.flush()
 }
 
-/// The next (generation, time seen) the watcher wrote.
-fn heard(from: &mut impl Read) -> Result<(u64, u64), String> {
-    let mut b = [0u8; 16];
-    from.read_exact(&mut b)
-        .map_err(|e| format!("the watcher process stopped talking: {e}"))?;
+/// The next (what, value, time seen) the watcher wrote. The pipe is
+/// non-blocking and read in a spin: the tripping process never sleeps
+/// between measurements, so another process cannot take its core and
+/// evict its caches while it waits (on this shared machine that made the
+/// trip's own code path, not the transfer, the larger part of the figure).
+fn heard(from: &mut impl Read) -> Result<(u64, u64, u64), String> {
+    let mut b = [0u8; 24];
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got < b.len() {
+        match from.read(&mut b[got..]) {
+            Ok(0) => return Err("the watcher process stopped talking".into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if Instant::now() > deadline {
+                    return Err("the watcher process said nothing for 10 s".into());
+                }
+                std::hint::spin_loop();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("the watcher process stopped talking: {e}")),
+        }
+    }
     let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-    Ok((word(0), word(8)))
+    Ok((word(0), word(8), word(16)))
 }
 
 fn cross_process(
     iterations: u64,
     core: usize,
     dir: Option<std::path::PathBuf>,
+    reader: ReaderLoop,
+    hgrm: Option<&std::path::Path>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let given = dir.is_some();
     let block = match dir {
@@ -183,6 +281,8 @@ fn cross_process(
         .parent()
         .map(|p| p.to_path_buf())
         .unwrap_or_default();
+    let map = bare_line(&dir.join(BASELINE_FILE))?;
+    let line = line_word(&map);
     let block = Arc::new(block);
     let owner = EngineOwner::attach(block.clone())?;
     let operator = Operator::new(block.clone());
@@ -192,20 +292,35 @@ fn cross_process(
         .arg("watch")
         .arg(&dir)
         .arg((core + 1).to_string())
+        .arg("--reader")
+        .arg(match reader {
+            ReaderLoop::Pause => "pause",
+            ReaderLoop::Tight => "tight",
+        })
         .stdout(Stdio::piped())
         .spawn()?;
     let mut from_watcher = child.stdout.take().ok_or("no pipe from the watcher")?;
+    {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        use std::os::fd::AsRawFd;
+        let fd = from_watcher.as_raw_fd();
+        let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+        fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    }
     let pinned = pin(core);
-    let wait_gen = |from: &mut std::process::ChildStdout, g: u64| -> Result<u64, String> {
-        loop {
-            let (seen_gen, seen_at) = heard(from)?;
-            if seen_gen == g {
-                return Ok(seen_at);
+    let wait_for =
+        |from: &mut std::process::ChildStdout, what: u64, v: u64| -> Result<u64, String> {
+            loop {
+                let (seen_what, seen_v, seen_at) = heard(from)?;
+                if seen_what == what && seen_v == v {
+                    return Ok(seen_at);
+                }
             }
-        }
-    };
-    wait_gen(&mut from_watcher, block.state().generation())?;
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+        };
+    wait_for(&mut from_watcher, SAW_STATE, block.state().generation())?;
+    let new_hist = || Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3);
+    let (mut trips, mut stores, mut cas) = (new_hist()?, new_hist()?, new_hist()?);
+    let mut stamped = new_hist()?;
     let reset = ResetRequest {
         source: Source::Api,
         reason: "ks-latency".into(),
@@ -214,20 +329,58 @@ fn cross_process(
     };
     let warmup = iterations / 10;
     let tripper = operator.tripper();
+    let mut value = line.load(Ordering::Acquire);
+    // The three paths take turns, so each sees the same machine.
     for i in 0..iterations + warmup {
+        let measured = i >= warmup;
+        // Baseline: a bare cache-line transfer (one store, Release).
+        value += 1;
+        let t0 = mono_ns();
+        line.store(value, Ordering::Release);
+        let seen = wait_for(&mut from_watcher, SAW_LINE, value)?;
+        if measured {
+            stores.record(seen.saturating_sub(t0).max(1))?;
+        }
+        // The state word's own transition without the trip's stamps and
+        // audit: a load and a compare-and-swap (AcqRel), as `trip_word`.
+        let t0 = mono_ns();
+        let cur = line.load(Ordering::Acquire);
+        let _ = line.compare_exchange(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire);
+        value = cur + 1;
+        let seen = wait_for(&mut from_watcher, SAW_LINE, value)?;
+        if measured {
+            cas.record(seen.saturating_sub(t0).max(1))?;
+        }
+        // The same with the two clock reads the trip took before its
+        // compare-and-swap until issue 16 (monotonic and wall).
+        let t0 = mono_ns();
+        std::hint::black_box((mono_ns(), killswitch::clock::wall_ns()));
+        let cur = line.load(Ordering::Acquire);
+        let _ = line.compare_exchange(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire);
+        value = cur + 1;
+        let seen = wait_for(&mut from_watcher, SAW_LINE, value)?;
+        if measured {
+            stamped.record(seen.saturating_sub(t0).max(1))?;
+        }
+        // The trip.
         let t0 = mono_ns();
         let out = tripper.trip_global(Mode::Kill, Source::Api, "ks-latency");
         let g = out.transition.current().generation();
-        let seen = wait_gen(&mut from_watcher, g)?;
-        if i >= warmup {
-            hist.record(seen.saturating_sub(t0).max(1))?;
+        let seen = wait_for(&mut from_watcher, SAW_STATE, g)?;
+        if measured {
+            trips.record(seen.saturating_sub(t0).max(1))?;
         }
         let r = operator.reset(&reset)?;
-        wait_gen(&mut from_watcher, r.transition.current().generation())?;
+        wait_for(
+            &mut from_watcher,
+            SAW_STATE,
+            r.transition.current().generation(),
+        )?;
     }
     drop(owner);
     let _ = child.kill();
     let _ = child.wait();
+    let _ = std::fs::remove_file(dir.join(BASELINE_FILE));
     if !given {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -236,17 +389,62 @@ fn cross_process(
         std::process::id()
     );
     println!(
-        "cores: tripper {core}, watcher {} ({}); {} samples after {warmup} warm-up",
+        "cores: tripper {core}, watcher {} ({}); watcher loop: {}; {} samples each after {warmup} warm-up; load average {}",
         core + 1,
         if pinned {
             "pinned"
         } else {
             "NOT pinned: affinity unavailable"
         },
-        hist.len()
+        match reader {
+            ReaderLoop::Pause => "load, load, pause",
+            ReaderLoop::Tight => "load, load (no pause)",
+        },
+        trips.len(),
+        load_average()
     );
-    print_percentiles(&hist);
+    let rows = [
+        (
+            "baseline: bare cache-line transfer (store)",
+            "bare-line-store",
+            &stores,
+        ),
+        (
+            "load + compare-and-swap of a line (as trip_word)",
+            "line-load-cas",
+            &cas,
+        ),
+        (
+            "2 clock reads + load + CAS (the old trip's order)",
+            "line-stamps-cas",
+            &stamped,
+        ),
+        ("trip_global -> seen", "trip-seen", &trips),
+    ];
+    for (name, _, h) in rows {
+        print!("{name:<52} ");
+        print_percentiles(h);
+    }
+    let p = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64;
+    println!(
+        "ratio trip/bare line: p50 {:.2}x  p99 {:.2}x",
+        p(&trips, 0.5) / p(&stores, 0.5),
+        p(&trips, 0.99) / p(&stores, 0.99)
+    );
+    if let Some(d) = hgrm {
+        for (_, file, h) in rows {
+            killswitch_tools::hgrm::write(&d.join(format!("{file}.hgrm")), h, 1000.0)?;
+        }
+    }
     Ok(())
+}
+
+/// The 1-minute load average, as `/proc/loadavg` says.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn report(r: Result<(), Box<dyn std::error::Error>>) -> ExitCode {
@@ -395,7 +593,7 @@ fn cli(iterations: u64) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn emergency(runs: u32) -> Result<(), Box<dyn std::error::Error>> {
+fn emergency(runs: u32, hgrm: Option<&std::path::Path>) -> Result<(), Box<dyn std::error::Error>> {
     let exe = killswitch_exe()?;
     let mut rows = Vec::new();
     for method in ["cli", "sigterm"] {
@@ -434,9 +632,17 @@ fn emergency(runs: u32) -> Result<(), Box<dyn std::error::Error>> {
         }
         rows.push((method, last_ack, drain_done, to_exit, open));
     }
+    if let Some(d) = hgrm {
+        for (method, a, done, e, _) in &rows {
+            for (what, h) in [("last-ack", a), ("drain-done", done), ("exit", e)] {
+                killswitch_tools::hgrm::write(&d.join(format!("{method}-{what}.hgrm")), h, 1000.0)?;
+            }
+        }
+    }
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e6;
     println!(
-        "emergency stop of the reference engine ({runs} runs per method, 2 s of trading each)"
+        "emergency stop of the reference engine ({runs} runs per method, 2 s of trading each), load average {}",
+        load_average()
     );
     println!(
         "{:<34} {:>22} {:>26} {:>22}",

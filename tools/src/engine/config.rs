@@ -49,6 +49,10 @@ pub struct EngineConfig {
     pub gateway_core: Option<usize>,
     /// Core for the drain thread.
     pub drain_core: Option<usize>,
+    /// `SCHED_FIFO` priority (1..=99) for the gateway and drain threads;
+    /// none: normal scheduling. Refused at start, with what the host needs,
+    /// where the system does not allow it.
+    pub realtime_priority: Option<u8>,
     /// Heartbeat period of the main loop, µs.
     pub heartbeat_us: u64,
     /// Drain settings.
@@ -286,6 +290,7 @@ impl Default for EngineConfig {
             trade_for_ms: 0,
             gateway_core: None,
             drain_core: None,
+            realtime_priority: None,
             heartbeat_us: 1000,
             drain: DrainSection::default(),
             shutdown: ShutdownSection::default(),
@@ -331,6 +336,13 @@ impl EngineConfig {
         }
         if self.shutdown.reduce_limits_pct.is_some_and(|p| p > 100) {
             return Err("[shutdown] reduce_limits_pct: a percentage, 0..=100".into());
+        }
+        if let Some(p) = self.realtime_priority {
+            if !(1..=99).contains(&p) {
+                return Err(format!(
+                    "realtime_priority = {p}: a SCHED_FIFO priority is 1..=99 (or leave it out)"
+                ));
+            }
         }
         for s in &self.strategies {
             let Some(v) = self.venues.iter().find(|v| v.name == s.venue) else {

@@ -112,10 +112,12 @@ impl Engine {
                 gateway_ack_deadline: Duration::from_millis(cfg.drain.gateway_ack_deadline_ms),
                 cancel_deadline: Duration::from_millis(cfg.drain.cancel_deadline_ms),
                 use_mass_cancel: cfg.drain.mass_cancel,
+                realtime: cfg.realtime_priority,
                 ..DrainConfig::emergency()
             })
             .gateway(GatewayConfig {
                 core: cfg.gateway_core,
+                realtime: cfg.realtime_priority,
                 ..GatewayConfig::default()
             })
             .signals(SignalConfig {
