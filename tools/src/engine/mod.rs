@@ -2,8 +2,9 @@
 //! integrator's would be. It is what `ks-engine` runs and what
 //! `killswitch drill` starts as a child process.
 //!
-//! What is specific to it stays here: its TOML configuration, the built-in
-//! simulated venues and their fault injection, its two strategies, and its
+//! What is specific to it stays here: its TOML configuration, its venues
+//! (the built-in simulated venues and their fault injection, or venues in
+//! other processes over FIX 4.4 — [`wire`]), its two strategies, and its
 //! report. Everything else — control block, signals, panic hook, journal
 //! and recovery, gateway, drain, checkpoints, the main loop's duties, the
 //! ordered stop — is the runtime's ([`Runtime::builder`]):
@@ -28,6 +29,7 @@ pub mod config;
 mod report;
 mod strategy;
 pub mod telemetry;
+pub mod wire;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -46,6 +48,7 @@ use killswitch::venue::sim::{FlowConfig, SimConfig, SimHandle, SimInstrument, Si
 pub use config::EngineConfig;
 pub use report::{EngineReport, Verification};
 pub use strategy::{StrategyProgress, StrategyStats};
+pub use wire::WireLine;
 
 /// Exit code: clean (drained, checkpointed, nothing unknown).
 pub const EXIT_OK: i32 = exit::OK;
@@ -77,6 +80,7 @@ pub struct Engine {
     cfg: EngineConfig,
     rt: Runtime,
     sims: Vec<Sim>,
+    wires: Vec<wire::Wire>,
     strategies: Vec<JoinHandle<StrategyStats>>,
     progress: Vec<Arc<StrategyProgress>>,
 }
@@ -110,6 +114,9 @@ impl Engine {
             })
             .gateway(GatewayConfig {
                 core: cfg.gateway_core,
+                // A session over the wire is logged out (cancelling
+                // first) when the engine stops, not just dropped.
+                logout_on_shutdown: cfg.venues.iter().any(|v| v.is_wire()),
                 ..GatewayConfig::default()
             })
             .signals(SignalConfig::default())
@@ -120,6 +127,7 @@ impl Engine {
             });
         }
         let mut sims = Vec::new();
+        let mut wires = Vec::new();
         for v in &cfg.venues {
             let mut instruments = Vec::new();
             for i in &v.instruments {
@@ -128,6 +136,29 @@ impl Engine {
                     mid: strategy::MID,
                     tick: Price(PRICE_SCALE / 100),
                 });
+            }
+            if v.is_wire() {
+                let symbols = instruments
+                    .iter()
+                    .zip(&v.instruments)
+                    .map(|(i, name)| (i.index, name.clone()))
+                    .collect();
+                let (session, w) = wire::connect(v, &cfg.name, symbols).map_err(failed)?;
+                eprintln!(
+                    "ks-engine: venue {} over FIX at {} as {}: logged on (cancel-on-disconnect asked: {}, dead-man timer: {})",
+                    w.name,
+                    w.addr,
+                    w.comp_id,
+                    if v.cancel_on_disconnect { "yes" } else { "no" },
+                    if v.dead_man_ms > 0 {
+                        format!("{} ms", v.dead_man_ms)
+                    } else {
+                        "off".into()
+                    }
+                );
+                builder = builder.venue(&v.name, session);
+                wires.push(w);
+                continue;
             }
             let flow = if v.flow_interval_us == 0 {
                 FlowConfig::off()
@@ -199,6 +230,7 @@ impl Engine {
             cfg,
             rt,
             sims,
+            wires,
             strategies,
             progress,
         })
@@ -244,6 +276,7 @@ impl Engine {
             progress: &self.progress,
             strategies: &self.strategies,
             sims: &self.sims,
+            wires: &self.wires,
             stopping,
         };
         let sims = &self.sims;
@@ -320,6 +353,7 @@ impl Engine {
                 .iter()
                 .map(|s| (s.name.clone(), s.handle.clone()))
                 .collect(),
+            wires: &self.wires,
             strategies,
         });
         telemetry.finished(&report);

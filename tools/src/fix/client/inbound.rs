@@ -170,6 +170,10 @@ impl FixVenue {
                 self.monitor
                     .dead_man_expiries
                     .fetch_add(1, Ordering::Relaxed);
+                // The venue disarmed it by running it out: arm it again now.
+                if !self.logout_requested {
+                    self.dead_man_refresh = Some(std::time::Instant::now());
+                }
             }
             _ => {}
         }
@@ -344,6 +348,12 @@ impl FixVenue {
                 _ => {}
             }
         }
+        self.monitor
+            .market_data_snapshots
+            .fetch_add(1, Ordering::Relaxed);
+        self.monitor
+            .last_market_data_ms
+            .store(crate::venue_server::wall_ms(), Ordering::Relaxed);
         self.events.push(VenueEvent::TopOfBook {
             instrument,
             bid,
