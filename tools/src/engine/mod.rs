@@ -128,6 +128,19 @@ impl Engine {
         }
         let mut sims = Vec::new();
         let mut wires = Vec::new();
+        // Orders an earlier run left open, by venue, for the sessions over
+        // the wire to take over (the runtime reads the journal again and
+        // cancels them before trading; the session needs their side,
+        // symbol and fills to cancel them and to reconcile what the venue
+        // did meanwhile). A journal that cannot be read here is the
+        // runtime's to report.
+        let left_open = if cfg.venues.iter().any(|v| v.is_wire()) && cfg.journal_dir.exists() {
+            killswitch::journal::rebuild_from_snapshot(&cfg.journal_dir)
+                .map(|r| r.state.open_orders.into_values().collect::<Vec<_>>())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         for v in &cfg.venues {
             let mut instruments = Vec::new();
             for i in &v.instruments {
@@ -143,7 +156,15 @@ impl Engine {
                     .zip(&v.instruments)
                     .map(|(i, name)| (i.index, name.clone()))
                     .collect();
-                let (session, w) = wire::connect(v, &cfg.name, symbols).map_err(failed)?;
+                let (mut session, w) = wire::connect(v, &cfg.name, symbols).map_err(failed)?;
+                let venue_index =
+                    block.register_name(killswitch::control::ScopeKind::Venue, &v.name)?;
+                session.adopt(
+                    left_open
+                        .iter()
+                        .filter(|o| o.tags.venue == venue_index)
+                        .map(|o| (o.id, o.side, o.tags.instrument, o.qty.0, o.filled.0)),
+                );
                 eprintln!(
                     "ks-engine: venue {} over FIX at {} as {}: logged on (cancel-on-disconnect asked: {}, dead-man timer: {})",
                     w.name,

@@ -276,8 +276,19 @@ pub(super) fn build(inputs: Inputs<'_>) -> EngineReport {
         }
     }
     let name = |k, i| block.name_at(k, i).unwrap_or_else(|| format!("#{i}"));
-    let positions = rt
-        .positions()
+    // With a journal, the positions are the journal's mirror: an earlier
+    // run's fills (a restart after a crash) plus this run's. The registry
+    // knows only this run's.
+    let positions: Vec<((u16, u16, u16), killswitch::order::Qty)> = if cfg.journal_dir.exists() {
+        rt.journal_positions()
+            .into_iter()
+            .filter(|(_, p)| p.qty.0 != 0)
+            .map(|(k, p)| ((k.venue, k.instrument, k.account), p.qty))
+            .collect()
+    } else {
+        rt.positions()
+    };
+    let positions = positions
         .into_iter()
         .map(|((venue, instrument, account), qty)| PositionLine {
             venue: name(ScopeKind::Venue, venue),

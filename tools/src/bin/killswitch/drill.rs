@@ -374,6 +374,7 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
         &work.join("engine.log"),
     )?;
     let mut crashed_engine_exit = None;
+    let session = cfg.venues[0].comp_id_for(&cfg.name);
     if args.scenario == Scenario::CrashRestart {
         let resting = GatewaySnapshot::read(&block).open_orders;
         let _ = child.kill();
@@ -388,7 +389,6 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
             .map(|v| v.read_now())
             .transpose()?
             .unwrap_or_default();
-        let session = cfg.venues[0].comp_id_for(&cfg.name);
         let at_venues: Vec<String> = logs
             .iter()
             .map(|(n, e)| {
@@ -407,13 +407,39 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
             .map_err(|e| format!("cannot restart the engine: {e}"))?;
         pid = child.id();
         block = attach(&work, &mut child, "engine-restart.log")?;
+        // The restarted engine trades only once its start-up recovery is
+        // over (the runtime's start returns, the engine says "trading");
+        // then it must rest orders again before the trip.
+        let log = work.join("engine-restart.log");
+        let end = Instant::now() + Duration::from_secs(60);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(" trading; ")
+        {
+            if let Ok(Some(s)) = child.try_wait() {
+                return Err(format!(
+                    "the restarted engine exited at start-up ({s}); see {}",
+                    log.display()
+                ));
+            }
+            if Instant::now() > end {
+                return Err(format!(
+                    "the restarted engine did not start trading within 60 s; see {}",
+                    log.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if let Some(v) = &venues {
+            v.wait_for_new_orders_after_restart(&session)?;
+        }
         trade(
             &block,
             &mut child,
             Duration::from_secs(1),
             args.min_open / 2,
             false,
-            &work.join("engine-restart.log"),
+            &log,
         )?;
         let recovery = std::fs::read_to_string(work.join("engine-restart.log"))
             .unwrap_or_default()
@@ -524,7 +550,6 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
     );
 
     // The venues' own record: stopped first, so their logs are complete.
-    let session = cfg.venues[0].comp_id_for(&cfg.name);
     let logs = match venues.as_mut() {
         Some(v) => Some(v.stop_and_read()?),
         None => None,

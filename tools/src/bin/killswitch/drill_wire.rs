@@ -200,6 +200,39 @@ impl Venues {
         Ok(logs)
     }
 
+    /// Waits until every venue's log shows a new order of `session` after
+    /// its second logon (the restarted engine trades everywhere), 60 s at
+    /// most.
+    pub fn wait_for_new_orders_after_restart(&self, session: &str) -> Result<(), String> {
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            let logs = self.read_now()?;
+            let waiting: Vec<&str> = logs
+                .iter()
+                .filter(|(_, entries)| {
+                    let second = entries
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, e)| is_logon(e, session))
+                        .nth(1)
+                        .map(|(i, _)| i);
+                    !second.is_some_and(|i| entries[i..].iter().any(|e| is_new_order(e, session)))
+                })
+                .map(|(n, _)| n.as_str())
+                .collect();
+            if waiting.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > end {
+                return Err(format!(
+                    "the restarted engine sent no new order to {} within 60 s (see engine-restart.log)",
+                    waiting.join(", ")
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Reads the audit logs as they are now (the venues keep running).
     pub fn read_now(&self) -> Result<Vec<(String, Vec<AuditEntry>)>, String> {
         self.procs

@@ -31,6 +31,15 @@
 //!   checks: no NewOrderSingle after it). It is queued, not flushed: it
 //!   leaves with the drain's first cancel, so it adds no system call to the
 //!   kill path.
+//! * **Orders of an earlier run** ([`FixVenue::adopt`]: what the journal
+//!   shows open when the engine restarts) are cancelled with their own side,
+//!   symbol and quantity; when the venue refuses such a cancel (the order
+//!   filled or was cancelled while no engine was there to hear it), the
+//!   session asks for the order's status once and passes on the answer
+//!   instead of the refusal: cancelled, filled (with the quantity the
+//!   journal lacks), or never received (the engine died before the bytes
+//!   left: `Rejected` with [`RejectReason::NotSent`]). The restart
+//!   reconciles instead of leaving such orders `CancelUnknown`.
 //! * **Market data**: [`Venue::subscribe`] asks for top of book; the
 //!   subscriptions are asked again after a reconnect.
 //! * **Mass cancel** is `35=q`; a venue that answers `35=r` with
@@ -50,6 +59,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use killswitch::order::{OrderId, ScopeIndex, Side};
+#[cfg(doc)]
+use killswitch::venue::RejectReason;
 use killswitch::venue::{MassCancelScope, NewOrder, Venue, VenueError, VenueEvent};
 use rustc_hash::FxHashMap;
 
@@ -191,6 +202,11 @@ pub struct FixVenue {
     frame: Vec<u8>,
     events: Vec<VenueEvent>,
     orders: FxHashMap<OrderId, OrderMeta>,
+    /// Orders of an earlier run whose status is asked for once if the
+    /// venue refuses their cancel.
+    adopted: rustc_hash::FxHashSet<OrderId>,
+    /// Adopted orders whose status was asked after a refused cancel.
+    status_asked: rustc_hash::FxHashSet<OrderId>,
     /// Recent NewOrderSingle sequence numbers (a session Reject names one).
     sent_orders: VecDeque<(u64, OrderId)>,
     pending_mass: HashMap<String, MassCancelScope>,
@@ -228,6 +244,8 @@ impl FixVenue {
             frame: Vec::with_capacity(1024),
             events: Vec::new(),
             orders: FxHashMap::default(),
+            adopted: Default::default(),
+            status_asked: Default::default(),
             sent_orders: VecDeque::new(),
             pending_mass: HashMap::new(),
             positions_left: None,
@@ -268,6 +286,27 @@ impl FixVenue {
         }
         self.events.splice(0..0, held);
         Ok(())
+    }
+
+    /// Takes over orders an earlier run of the engine sent on this session
+    /// (its journal shows them open): `(id, side, instrument, quantity,
+    /// filled so far)`. See the module docs.
+    pub fn adopt(
+        &mut self,
+        orders: impl IntoIterator<Item = (OrderId, Side, ScopeIndex, i64, i64)>,
+    ) {
+        for (id, side, instrument, qty, filled) in orders {
+            self.orders.insert(
+                id,
+                OrderMeta {
+                    side,
+                    instrument,
+                    qty,
+                    delivered: filled,
+                },
+            );
+            self.adopted.insert(id);
+        }
     }
 
     /// True when logged on.
