@@ -11,7 +11,8 @@
 //! * `emergency` — whole emergency stops of the reference engine with about
 //!   10,000 resting orders (`killswitch drill`), tripped by
 //!   `killswitch emergency`, beside the runbook's path: `SIGTERM` and wait
-//!   for the process to exit.
+//!   for the process to exit. `--venues wire` (default, as the drill's) or
+//!   `in-process`.
 
 use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
@@ -72,6 +73,10 @@ enum Cmd {
         /// Runs of each method.
         #[arg(long, default_value_t = 5)]
         runs: u32,
+        /// Where the drill's venues run: `wire` (ks-venue processes over
+        /// FIX, the drill's default) or `in-process`.
+        #[arg(long, default_value = "wire")]
+        venues: String,
     },
     /// (internal) A process with the signal handlers installed, idle.
     #[command(hide = true)]
@@ -108,7 +113,7 @@ fn main() -> ExitCode {
         Cmd::SignalTarget { dir, core } => signal_target(&dir, core),
         Cmd::Signal { iterations, core } => report(signal(iterations, core)),
         Cmd::Cli { iterations } => report(cli(iterations)),
-        Cmd::Emergency { runs } => report(emergency(runs)),
+        Cmd::Emergency { runs, venues } => report(emergency(runs, &venues)),
     }
 }
 
@@ -395,7 +400,7 @@ fn cli(iterations: u64) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn emergency(runs: u32) -> Result<(), Box<dyn std::error::Error>> {
+fn emergency(runs: u32, venues: &str) -> Result<(), Box<dyn std::error::Error>> {
     let exe = killswitch_exe()?;
     let mut rows = Vec::new();
     for method in ["cli", "sigterm"] {
@@ -414,6 +419,8 @@ fn emergency(runs: u32) -> Result<(), Box<dyn std::error::Error>> {
                     "10000",
                     "--method",
                     method,
+                    "--venues",
+                    venues,
                 ])
                 .stderr(Stdio::null())
                 .output()?;
@@ -436,7 +443,7 @@ fn emergency(runs: u32) -> Result<(), Box<dyn std::error::Error>> {
     }
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e6;
     println!(
-        "emergency stop of the reference engine ({runs} runs per method, 2 s of trading each)"
+        "emergency stop of the reference engine ({runs} runs per method, 2 s of trading each, venues {venues})"
     );
     println!(
         "{:<34} {:>22} {:>26} {:>22}",
