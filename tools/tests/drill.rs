@@ -336,13 +336,16 @@ fn a_panicking_strategy_trips_the_switch_itself() {
 }
 
 /// Over the wire the dropped session comes back: the venue cancelled its
-/// orders when it dropped (cancel-on-disconnect), the resend brings those
-/// cancels, and nothing is left unknown.
+/// orders when it dropped (cancel-on-disconnect) and the resend brings those
+/// cancels; what may have been lost in transit is reported, not hidden.
 #[test]
 fn a_dropped_session_over_the_wire_reconnects_and_reconciles() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let v = drill("venue-disconnect", "cli", WIRE, None);
-    assert_eq!(verification(&v)["orders_unknown"], 0);
+    // Orders in the write buffer when the session dropped may never have
+    // reached the venue: reported CancelUnknown (the venue's log, checked
+    // below, shows none of them working), never called cancelled.
+    assert_eq!(verification(&v)["orders_unaccounted"], 0);
     let sim_b = v["engine"]["venues"]
         .as_array()
         .unwrap()

@@ -61,6 +61,14 @@ pub fn start(scenario: Scenario, cfg: &mut EngineConfig, work: &Path) -> Result<
     let dir = work.join("venues");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut venues = Venues { procs: Vec::new() };
+    if scenario == Scenario::VenueDisconnect {
+        // Over the wire the session comes back and every cancel is
+        // answered: the in-process scenario's short deadline (meant to end
+        // a dead session's wait quickly) would only cut a loaded machine's
+        // answers short.
+        cfg.drain.cancel_deadline_ms =
+            killswitch_tools::engine::config::DrainSection::default().cancel_deadline_ms;
+    }
     for (n, v) in cfg.venues.iter_mut().enumerate() {
         if scenario == Scenario::GatewayHang && n == 0 {
             continue;
