@@ -325,8 +325,21 @@ impl GatewayCore {
     fn observe(&mut self) -> StateWord {
         let mut acked = self.acked;
         let w = admit::observe(&self.words(), &mut acked, mono_ns);
-        self.acked = acked;
+        self.note_acked(acked);
         w
+    }
+
+    /// Records the acknowledged generation and, when it moved, tells every
+    /// session ([`Venue::kill_acknowledged`]) before anything else is
+    /// written to it.
+    #[inline]
+    fn note_acked(&mut self, acked: u64) {
+        if acked != self.acked {
+            self.acked = acked;
+            for s in &mut self.sessions {
+                s.venue.kill_acknowledged(acked);
+            }
+        }
     }
 
     /// One turn: acknowledge, cancels, venue answers, then a batch of new
@@ -448,7 +461,7 @@ impl GatewayCore {
             },
             || registry.register(order),
         );
-        self.acked = acked;
+        self.note_acked(acked);
         match admitted {
             Ok(Ok(())) => Some(slot),
             Err(rejection) => {

@@ -234,4 +234,15 @@ pub trait Venue: Send {
     fn logout(&mut self) -> Result<(), VenueError> {
         Ok(())
     }
+    /// The gateway has just acknowledged kill-switch `generation` (it is
+    /// published; from here on the gateway writes no order the state word
+    /// refuses). Called on the gateway thread before any other request of
+    /// this session, so an adapter can leave a mark in its own stream: a
+    /// session over a socket that queues one (FIX: a TestRequest naming the
+    /// generation) lets the venue's log show exactly which orders it
+    /// received before the acknowledgement and which after, whatever the
+    /// transit time. Must not block; the default does nothing.
+    fn kill_acknowledged(&mut self, generation: u64) {
+        let _ = generation;
+    }
 }

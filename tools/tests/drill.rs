@@ -2,7 +2,10 @@
 //! reference engine, trips it from outside and checks the outcome; these
 //! tests read its JSON report and check the facts behind each verdict.
 //! Drills run one at a time: each starts an engine with several threads,
-//! and this machine has two cores.
+//! and this machine has two cores. Most run over the wire (the default:
+//! venues as `killswitch venue` processes, facts read from their audit
+//! logs); a few keep the in-process venues (`--venues in-process`), whose
+//! faults the wire cannot show (a dropped session that stays down).
 
 mod support;
 
@@ -16,7 +19,12 @@ use support::{ks, run, wait_for, KILLSWITCH};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn drill(scenario: &str, method: &str, work: Option<&std::path::Path>) -> Value {
+/// Venues over the wire (the drill's default).
+const WIRE: &str = "wire";
+/// The engine's built-in venues.
+const IN_PROCESS: &str = "in-process";
+
+fn drill(scenario: &str, method: &str, venues: &str, work: Option<&std::path::Path>) -> Value {
     let mut c = Command::new(KILLSWITCH);
     c.args([
         "drill",
@@ -24,6 +32,8 @@ fn drill(scenario: &str, method: &str, work: Option<&std::path::Path>) -> Value 
         scenario,
         "--method",
         method,
+        "--venues",
+        venues,
         "--trade-for",
         "1s",
         "--min-open",
@@ -65,15 +75,35 @@ fn verification(v: &Value) -> &Value {
     &v["engine"]["verification"]
 }
 
+/// What the venues' audit logs say (over the wire).
+fn wire(v: &Value) -> &Value {
+    &v["wire"]
+}
+
+/// The venues' own logs: nothing after the kill acknowledgement mark (found
+/// in every venue's log), nothing working at the drain's end that the
+/// engine did not report, nothing left resting after the stop.
+fn assert_venues_agree(v: &Value) {
+    let w = wire(v);
+    assert_eq!(w["new_orders_after_ack"], 0, "{w}");
+    assert_eq!(w["unaccounted_at_drain_end"], 0, "{w}");
+    assert_eq!(w["resting_at_end"], 0, "{w}");
+    for venue in w["venues"].as_array().unwrap() {
+        assert!(venue["ack_mark_line"].as_u64().is_some(), "{venue}");
+        assert!(venue["new_orders_total"].as_u64().unwrap() > 0, "{venue}");
+    }
+}
+
 #[test]
 fn normal_emergency_drains_everything_and_the_journal_agrees() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let v = drill("normal", "cli", None);
+    let v = drill("normal", "cli", WIRE, None);
     let ver = verification(&v);
-    assert_eq!(ver["new_orders_after_ack"], 0);
     assert_eq!(ver["orders_unaccounted"], 0);
     assert_eq!(ver["orders_unknown"], 0);
-    assert!(ver["new_orders_total"].as_u64().unwrap() >= 2000);
+    assert_venues_agree(&v);
+    assert!(wire(&v)["new_orders_total"].as_u64().unwrap() >= 2000);
+    assert_eq!(v["wire"]["venues"].as_array().unwrap().len(), 2);
     let drain = v["engine"]["drains"]
         .as_array()
         .unwrap()
@@ -156,21 +186,34 @@ fn the_drill_refuses_dir_and_name_it_would_not_use() {
 #[test]
 fn sigusr1_trips_from_inside_the_handler() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let v = drill("normal", "signal", None);
+    let v = drill("normal", "signal", IN_PROCESS, None);
     let first = &v["emergency"]["timeline"][0]["what"];
     assert!(
         first.as_str().unwrap().contains("by signal"),
         "the trip in force came from the signal handler: {first}"
     );
-    assert_eq!(verification(&v)["new_orders_after_ack"], 0);
+    let ver = verification(&v);
+    assert_eq!(ver["new_orders_after_ack"], 0);
+    assert!(ver["new_orders_total"].as_u64().unwrap() >= 2000);
+    assert!(v["wire"].is_null(), "in-process: no venue processes");
 }
 
 #[test]
 fn stuck_cancels_end_in_cancel_unknown_reported_by_id() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let v = drill("stuck-cancels", "cli", None);
+    let v = drill("stuck-cancels", "cli", WIRE, None);
     let unknown = verification(&v)["orders_unknown"].as_u64().unwrap();
     assert!(unknown > 0);
+    // The venue's own log: the orders it still had working when the drain
+    // gave up are exactly among those reported, and its cancel-on-disconnect
+    // removed them when the engine left.
+    let sim_b = &wire(&v)["venues"][1];
+    assert!(
+        sim_b["working_at_drain_end"].as_u64().unwrap() > 0,
+        "{sim_b}"
+    );
+    assert_eq!(wire(&v)["unaccounted_at_drain_end"], 0);
+    assert_eq!(wire(&v)["resting_at_end"], 0);
     let drain = v["engine"]["drains"]
         .as_array()
         .unwrap()
@@ -213,26 +256,42 @@ fn stuck_cancels_end_in_cancel_unknown_reported_by_id() {
 #[test]
 fn a_stopped_engine_is_continued_and_drains() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let v = drill("sigstop", "cli", None);
+    let v = drill("sigstop", "cli", WIRE, None);
     assert_eq!(signals_sent(&v), ["SIGCONT"]);
     assert_eq!(verification(&v)["orders_unaccounted"], 0);
+    assert_venues_agree(&v);
 }
 
 #[test]
 fn a_stuck_engine_is_terminated_then_killed_and_the_journal_survives() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let v = drill("stuck", "cli", None);
+    let v = drill("stuck", "cli", WIRE, None);
     let sent = signals_sent(&v);
     assert_eq!(sent, ["SIGTERM", "SIGKILL"]);
     assert_eq!(v["emergency_exit"], 10);
     assert!(v["engine"].is_null(), "a killed engine writes no report");
     assert!(v["engine_exit"].as_str().unwrap().contains("SIGKILL"));
+    // SIGKILLed with thousands resting: the venues' cancel-on-disconnect
+    // cancelled every one (their own logs say so).
+    let w = wire(&v);
+    assert_eq!(w["resting_at_end"], 0, "{w}");
+    let by_venue: u64 = w["venues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["cancelled_on_disconnect"].as_u64().unwrap())
+        .sum();
+    assert!(by_venue >= 2000, "{w}");
 }
 
 #[test]
 fn a_gateway_stuck_in_a_venue_write_is_escalated_to_sigkill() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let v = drill("gateway-hang", "cli", None);
+    let v = drill("gateway-hang", "cli", WIRE, None);
+    // SIM-A hangs in-process; SIM-B is over the wire and the venue cancels
+    // our orders when the killed engine's connection drops.
+    assert_eq!(wire(&v)["venues"].as_array().unwrap().len(), 1);
+    assert_eq!(wire(&v)["resting_at_end"], 0);
     let sent = signals_sent(&v);
     assert_eq!(
         sent,
@@ -253,7 +312,7 @@ fn a_gateway_stuck_in_a_venue_write_is_escalated_to_sigkill() {
 #[test]
 fn a_dropped_venue_session_leaves_its_orders_reported_unknown() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let v = drill("venue-disconnect", "cli", None);
+    let v = drill("venue-disconnect", "cli", IN_PROCESS, None);
     assert!(verification(&v)["orders_unknown"].as_u64().unwrap() > 0);
     let venues = v["engine"]["venues"].as_array().unwrap();
     assert!(venues
@@ -264,7 +323,7 @@ fn a_dropped_venue_session_leaves_its_orders_reported_unknown() {
 #[test]
 fn a_panicking_strategy_trips_the_switch_itself() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let v = drill("strategy-panic", "cli", None);
+    let v = drill("strategy-panic", "cli", WIRE, None);
     let first = v["emergency"]["timeline"][0]["what"]
         .as_str()
         .unwrap()
@@ -276,13 +335,71 @@ fn a_panicking_strategy_trips_the_switch_itself() {
     assert_eq!(verification(&v)["orders_unaccounted"], 0);
 }
 
+/// Over the wire the dropped session comes back: the venue cancelled its
+/// orders when it dropped (cancel-on-disconnect) and the resend brings those
+/// cancels; what may have been lost in transit is reported, not hidden.
+#[test]
+fn a_dropped_session_over_the_wire_reconnects_and_reconciles() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let v = drill("venue-disconnect", "cli", WIRE, None);
+    // Orders in the write buffer when the session dropped may never have
+    // reached the venue: reported CancelUnknown (the venue's log, checked
+    // below, shows none of them working), never called cancelled.
+    assert_eq!(verification(&v)["orders_unaccounted"], 0);
+    let sim_b = v["engine"]["venues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "SIM-B")
+        .unwrap()
+        .clone();
+    assert!(sim_b["wire"]["logons"].as_u64().unwrap() >= 2, "{sim_b}");
+    let venue_b = &wire(&v)["venues"][1];
+    assert!(
+        venue_b["cancelled_on_disconnect"].as_u64().unwrap() > 0,
+        "{venue_b}"
+    );
+    assert_venues_agree(&v);
+}
+
+/// The restart case: SIGKILL with orders resting at venues that do
+/// not cancel on disconnect; the restarted engine cancels (or reconciles as
+/// filled) every one before its first new order, as the venues' logs show.
+#[test]
+fn a_crashed_engine_s_orders_are_cancelled_by_the_restart_before_it_trades() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let v = drill("crash-restart", "cli", WIRE, None);
+    assert!(v["crashed_engine_exit"]
+        .as_str()
+        .unwrap()
+        .contains("SIGKILL"));
+    let w = wire(&v);
+    let left = w["left_by_crashed_engine"].as_u64().unwrap();
+    assert!(left >= 1000, "{w}");
+    assert_eq!(w["closed_before_first_new_order"].as_u64().unwrap(), left);
+    assert_venues_agree(&v);
+    let recovery = &v["engine"]["recovery_drain"];
+    assert!(
+        recovery["open_at_snapshot"].as_u64().unwrap() >= left,
+        "{recovery}"
+    );
+    assert_eq!(
+        recovery["unknown"].as_array().unwrap().len(),
+        0,
+        "{recovery}"
+    );
+    assert_eq!(v["engine"]["exit_code"], 0);
+}
+
 /// After an emergency the switch stays latched: a restarted engine does not
 /// trade until `reset --confirm`, then trades, then stops on SIGTERM.
 #[test]
 fn a_restarted_engine_stays_latched_until_reset() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let work = tempfile::tempdir().unwrap();
-    drill("normal", "cli", Some(work.path()));
+    // In-process: the restarted engine needs its venues, and the drill's
+    // venue processes are gone with the drill.
+    drill("normal", "cli", IN_PROCESS, Some(work.path()));
     let block = ControlBlock::open(work.path(), "drill").unwrap();
     assert_eq!(
         block.state().mode(),

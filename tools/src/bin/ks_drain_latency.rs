@@ -20,11 +20,18 @@
 //! cancel beside the second (global) trip -> its first cancel (enqueued, and
 //! on SIM-A's wire), and the second trip's phases.
 //!
+//! `--wire`: the venue is a `ks-venue` process (its sibling binary, audit
+//! log off) and the gateway's session a [`FixVenue`] over loopback: the
+//! emergency end to end over the wire. Each round waits until the venue has
+//! acknowledged every order (all `Live`), then trips; "all confirmed" is the
+//! last cancel's ExecutionReport applied. The venue's log is off, so the
+//! "on the wire" line is not printed.
+//!
 //! `--name N` names the control block (`/dev/shm/killswitch.N`) so that
 //! another process can attach to it: BENCHMARKS.md floods the admin
 //! endpoint serving it (`killswitch --name N serve`) during a run.
 //!
-//! `ks-drain-latency [--rounds N] [--orders N] [--single] [--second-trip] [--name N] [--drain-core C] [--gateway-core C] [--trip-core C] [--fifo PRIORITY] [--sleeping-backoff] [--hgrm DIR]`
+//! `ks-drain-latency [--rounds N] [--orders N] [--single] [--second-trip] [--wire] [--name N] [--drain-core C] [--gateway-core C] [--trip-core C] [--fifo PRIORITY] [--sleeping-backoff] [--hgrm DIR]`
 //!
 //! `--fifo P` runs the drain and gateway threads under `SCHED_FIFO` at
 //! priority P (refused with the reason where the host does not allow it),
@@ -52,6 +59,7 @@ use killswitch::order::{OrderIntent, Price, Qty, ScopeTags, Side};
 use killswitch::registry::Registry;
 use killswitch::venue::sim::{FlowConfig, SimConfig, SimVenue, WireMessage};
 use killswitch::venue::Venue;
+use killswitch_tools::fix::client::{FixVenue, FixVenueConfig};
 
 struct Args {
     rounds: u64,
@@ -61,6 +69,8 @@ struct Args {
     gateway_core: Option<usize>,
     trip_core: Option<usize>,
     second_trip: bool,
+    /// The venue over FIX in its own process.
+    wire: bool,
     /// Control block name (default `drainlat-<pid>`), so that another
     /// process (the admin endpoint under a flood) can attach to it.
     name: Option<String>,
@@ -97,6 +107,7 @@ fn parse() -> Result<Args, String> {
         gateway_core: None,
         trip_core: None,
         second_trip: false,
+        wire: false,
         name: None,
         realtime: None,
         hgrm: None,
@@ -114,6 +125,7 @@ fn parse() -> Result<Args, String> {
             "--orders" => a.orders = value("--orders")?.max(1) as usize,
             "--single" => a.mass_cancel = false,
             "--second-trip" => a.second_trip = true,
+            "--wire" => a.wire = true,
             "--name" => a.name = Some(it.next().ok_or("--name needs a block name")?),
             "--drain-core" => a.drain_core = Some(value("--drain-core")? as usize),
             "--gateway-core" => a.gateway_core = Some(value("--gateway-core")? as usize),
@@ -131,7 +143,7 @@ fn parse() -> Result<Args, String> {
             }
             "-h" | "--help" => {
                 return Err(
-                    "usage: ks-drain-latency [--rounds N] [--orders N] [--single] [--second-trip] [--name N] [--drain-core C] [--gateway-core C] [--trip-core C] [--fifo PRIORITY] [--sleeping-backoff] [--hgrm DIR]"
+                    "usage: ks-drain-latency [--rounds N] [--orders N] [--single] [--second-trip] [--wire] [--name N] [--drain-core C] [--gateway-core C] [--trip-core C] [--fifo PRIORITY] [--sleeping-backoff] [--hgrm DIR]"
                         .into(),
                 )
             }
@@ -177,14 +189,20 @@ fn run(a: &Args) -> Result<(), String> {
     );
     let operator = Operator::new(block.clone());
     let registry = Arc::new(Registry::new());
-    let mut cfg = SimConfig::new("SIM", 1, 1);
-    cfg.flow = FlowConfig::off();
-    cfg.mass_cancel = a.mass_cancel;
-    let (venue, sim) = SimVenue::new(cfg);
+    let (venue, sim, _server): (Box<dyn Venue>, _, _) = if a.wire {
+        let (server, fix) = wire_venue(a.mass_cancel)?;
+        (Box::new(fix), None, Some(server))
+    } else {
+        let mut cfg = SimConfig::new("SIM", 1, 1);
+        cfg.flow = FlowConfig::off();
+        cfg.mass_cancel = a.mass_cancel;
+        let (venue, sim) = SimVenue::new(cfg);
+        (Box::new(venue), Some(sim), None)
+    };
     let mut gateway = Gateway::spawn(
         block.clone(),
         registry.clone(),
-        vec![(0, Box::new(venue) as Box<dyn Venue>)],
+        vec![(0, venue)],
         GatewayConfig {
             core: a.gateway_core,
             backoff: a.backoff(),
@@ -225,13 +243,22 @@ fn run(a: &Args) -> Result<(), String> {
             }
         }
         let deadline = Instant::now() + Duration::from_secs(30);
-        while sim.stats().our_resting < a.orders as u64 || registry.open_count() < a.orders {
+        let resting = || match &sim {
+            Some(sim) => sim.stats().our_resting >= a.orders as u64,
+            // Over the wire: every order acknowledged by the venue.
+            None => registry.read(|v| {
+                v.open_orders(|o| o.state == killswitch::order::OrderState::Live)
+                    .len()
+                    >= a.orders
+            }),
+        };
+        while !resting() || registry.open_count() < a.orders {
             if Instant::now() > deadline {
                 return Err(format!("round {round}: orders did not rest within 30 s"));
             }
-            std::thread::yield_now();
+            std::thread::sleep(Duration::from_micros(if sim.is_some() { 0 } else { 500 }));
         }
-        let log_before = sim.log_len();
+        let log_before = sim.as_ref().map_or(0, |s| s.log_len());
         let t0 = mono_ns();
         operator
             .tripper()
@@ -242,15 +269,17 @@ fn run(a: &Args) -> Result<(), String> {
         if !out.is_clean() {
             return Err(format!("round {round}: drain not clean:\n{out}"));
         }
-        let first_wire = sim
-            .log_from(log_before)
-            .iter()
-            .find(|l| matches!(l.msg, WireMessage::Cancel(_) | WireMessage::MassCancel(_)))
-            .map(|l| l.mono_ns)
-            .ok_or_else(|| format!("round {round}: no cancel reached the venue"))?;
         let rec = |h: &mut Histogram<u64>, t: u64| h.saturating_record(t.saturating_sub(t0).max(1));
+        if let Some(sim) = &sim {
+            let first_wire = sim
+                .log_from(log_before)
+                .iter()
+                .find(|l| matches!(l.msg, WireMessage::Cancel(_) | WireMessage::MassCancel(_)))
+                .map(|l| l.mono_ns)
+                .ok_or_else(|| format!("round {round}: no cancel reached the venue"))?;
+            rec(&mut wire, first_wire);
+        }
         rec(&mut enq, out.timings.t_first_cancel);
-        rec(&mut wire, first_wire);
         rec(&mut done, out.timings.t_last_ack);
         let t = &out.timings;
         let span = |h: &mut Histogram<u64>, a: u64, b: u64| {
@@ -269,10 +298,15 @@ fn run(a: &Args) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     println!(
-        "ks-drain-latency: {} rounds, {} open orders each, {} cancel, drain core {:?}, gateway core {:?}, trip core {:?}, {} cpus, drain and gateway {} with {} back-off, load average {}",
+        "ks-drain-latency: {} rounds, {} open orders each, {} cancel, venue {}, drain core {:?}, gateway core {:?}, trip core {:?}, {} cpus, drain and gateway {} with {} back-off, load average {}",
         a.rounds,
         a.orders,
         if a.mass_cancel { "mass" } else { "single" },
+        if a.wire {
+            "ks-venue over FIX on loopback"
+        } else {
+            "in-process"
+        },
         a.drain_core,
         a.gateway_core,
         a.trip_core,
@@ -306,6 +340,9 @@ fn run(a: &Args) -> Result<(), String> {
         ),
     ];
     for (name, file, h) in rows {
+        if file == "first-cancel-wire" && sim.is_none() {
+            continue;
+        }
         print(name, h);
         if let Some(d) = &a.hgrm {
             killswitch_tools::hgrm::write(&d.join(format!("{file}.hgrm")), h, 1000.0)
@@ -316,6 +353,53 @@ fn run(a: &Args) -> Result<(), String> {
     drop(gateway);
     let _ = std::fs::remove_file(block.path());
     Ok(())
+}
+
+/// A `ks-venue` process with one venue (no flow, no audit log) and a
+/// logged-on session to it.
+fn wire_venue(mass_cancel: bool) -> Result<(VenueProcess, FixVenue), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let path = exe.with_file_name("ks-venue");
+    let mut cmd = std::process::Command::new(&path);
+    cmd.args(["--venue", "SIM:0", "--instruments", "I0"]);
+    if !mass_cancel {
+        cmd.arg("--no-mass-cancel");
+    }
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "{}: {e} (build it: cargo build --release -p killswitch-tools)",
+                path.display()
+            )
+        })?;
+    let mut line = String::new();
+    let out = child.stdout.take().ok_or("ks-venue: no stdout")?;
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)
+        .map_err(|e| e.to_string())?;
+    let server = VenueProcess(child);
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .ok_or_else(|| format!("ks-venue said {line:?}, no address"))?;
+    let mut cfg = FixVenueConfig::new("SIM", addr, "DRAINLAT", "SIM");
+    cfg.symbols = vec![(0, "I0".into())];
+    cfg.heartbeat = Duration::from_secs(30);
+    cfg.mass_cancel = mass_cancel;
+    let mut fix = FixVenue::new(cfg);
+    fix.connect(Duration::from_secs(10))?;
+    Ok((server, fix))
+}
+
+/// The venue process, killed when dropped.
+struct VenueProcess(std::process::Child);
+
+impl Drop for VenueProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// `--second-trip`: see the module docs.

@@ -11,7 +11,8 @@
 //! * `emergency` — whole emergency stops of the reference engine with about
 //!   10,000 resting orders (`killswitch drill`), tripped by
 //!   `killswitch emergency`, beside the runbook's path: `SIGTERM` and wait
-//!   for the process to exit.
+//!   for the process to exit. `--venues wire` (default, as the drill's) or
+//!   `in-process`.
 
 use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
@@ -87,6 +88,10 @@ enum Cmd {
         /// this directory.
         #[arg(long)]
         hgrm: Option<PathBuf>,
+        /// Where the drill's venues run: `wire` (ks-venue processes over
+        /// FIX, the drill's default) or `in-process`.
+        #[arg(long, default_value = "wire")]
+        venues: String,
     },
     /// (internal) A process with the signal handlers installed, idle.
     #[command(hide = true)]
@@ -140,7 +145,7 @@ fn main() -> ExitCode {
         Cmd::SignalTarget { dir, core } => signal_target(&dir, core),
         Cmd::Signal { iterations, core } => report(signal(iterations, core)),
         Cmd::Cli { iterations } => report(cli(iterations)),
-        Cmd::Emergency { runs, hgrm } => report(emergency(runs, hgrm.as_deref())),
+        Cmd::Emergency { runs, hgrm, venues } => report(emergency(runs, hgrm.as_deref(), &venues)),
     }
 }
 
@@ -593,7 +598,11 @@ fn cli(iterations: u64) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn emergency(runs: u32, hgrm: Option<&std::path::Path>) -> Result<(), Box<dyn std::error::Error>> {
+fn emergency(
+    runs: u32,
+    hgrm: Option<&std::path::Path>,
+    venues: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
     let exe = killswitch_exe()?;
     let mut rows = Vec::new();
     for method in ["cli", "sigterm"] {
@@ -612,6 +621,8 @@ fn emergency(runs: u32, hgrm: Option<&std::path::Path>) -> Result<(), Box<dyn st
                     "10000",
                     "--method",
                     method,
+                    "--venues",
+                    venues,
                 ])
                 .stderr(Stdio::null())
                 .output()?;
@@ -641,7 +652,7 @@ fn emergency(runs: u32, hgrm: Option<&std::path::Path>) -> Result<(), Box<dyn st
     }
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e6;
     println!(
-        "emergency stop of the reference engine ({runs} runs per method, 2 s of trading each), load average {}",
+        "emergency stop of the reference engine ({runs} runs per method, 2 s of trading each, venues {venues}), load average {}",
         load_average()
     );
     println!(

@@ -12,6 +12,8 @@
 //! [[venues]]
 //! name = "SIM-A"
 //! instruments = ["BTC/USD", "ETH/USD"]
+//! connect = "127.0.0.1:9001"     # over FIX to a ks-venue venue; omit for the in-process simulator
+//! dead_man_ms = 60000             # over the wire: the venue's cancel-all timer, refreshed every 15 s
 //!
 //! [[strategies]]
 //! name = "mm_btc"
@@ -161,7 +163,13 @@ impl Default for DrainSection {
     }
 }
 
-/// `[[venues]]`: one simulated exchange and its fault knobs.
+/// `[[venues]]`: one venue. With `connect` it is a FIX 4.4 session to a
+/// venue in another process (`ks-venue`, see [`crate::fix::client`]): the
+/// fault knobs of the in-process simulator (`ack_latency_us`, `reject_ppm`,
+/// `ignore_cancels`, `drop_cancel_ack_ppm`, `disconnect_after_ms`,
+/// `hang_after_ms`, `flow_interval_us`, `seed`) are then the venue's own
+/// (its flags) and setting one here is refused. Without `connect` it is the
+/// in-process simulated exchange and the `wire` keys do not apply.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VenueSection {
@@ -190,6 +198,58 @@ pub struct VenueSection {
     pub hang_after_ms: Option<u64>,
     /// One participant order every this many µs (0: no synthetic flow).
     pub flow_interval_us: u64,
+    /// Over the wire: the venue's address (`127.0.0.1:9001`); none: the
+    /// in-process simulator.
+    pub connect: Option<String>,
+    /// Over the wire: our CompID, the firm identity the venue keeps our
+    /// orders under (a restarted engine must use the same one to cancel
+    /// what the previous run left); default the engine's name upper-cased.
+    pub comp_id: Option<String>,
+    /// Over the wire: the dead-man timer's timeout in ms (armed on logon,
+    /// refreshed every quarter of it); 0: not armed.
+    pub dead_man_ms: u64,
+    /// Over the wire: FIX HeartBtInt, seconds.
+    pub heartbeat_s: u64,
+    /// Over the wire: how long start-up waits for the first logon.
+    pub logon_timeout_ms: u64,
+    /// Over the wire: subscribe to the instruments' top of book (the
+    /// market-data column of `killswitch status`).
+    pub market_data: bool,
+}
+
+impl VenueSection {
+    /// True when the venue is reached over FIX (`connect` set).
+    pub fn is_wire(&self) -> bool {
+        self.connect.is_some()
+    }
+
+    /// The CompID of our session there.
+    pub fn comp_id_for(&self, engine: &str) -> String {
+        self.comp_id
+            .clone()
+            .unwrap_or_else(|| engine.to_ascii_uppercase())
+    }
+
+    /// Keys that configure the in-process simulator, set to something else
+    /// than their default (refused on a venue over the wire).
+    fn simulator_knobs_set(&self) -> Vec<&'static str> {
+        let d = VenueSection::default();
+        [
+            ("ack_latency_us", self.ack_latency_us != d.ack_latency_us),
+            ("reject_ppm", self.reject_ppm != d.reject_ppm),
+            ("ignore_cancels", self.ignore_cancels != d.ignore_cancels),
+            (
+                "drop_cancel_ack_ppm",
+                self.drop_cancel_ack_ppm != d.drop_cancel_ack_ppm,
+            ),
+            ("disconnect_after_ms", self.disconnect_after_ms.is_some()),
+            ("hang_after_ms", self.hang_after_ms.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, set)| *set)
+        .map(|(k, _)| k)
+        .collect()
+    }
 }
 
 impl Default for VenueSection {
@@ -207,6 +267,12 @@ impl Default for VenueSection {
             disconnect_after_ms: None,
             hang_after_ms: None,
             flow_interval_us: 50,
+            connect: None,
+            comp_id: None,
+            dead_man_ms: 60_000,
+            heartbeat_s: 5,
+            logon_timeout_ms: 5000,
+            market_data: false,
         }
     }
 }
@@ -344,6 +410,28 @@ impl EngineConfig {
                 ));
             }
         }
+        for v in &self.venues {
+            let Some(addr) = &v.connect else {
+                continue;
+            };
+            if crate::engine::wire::resolve(addr).is_err() {
+                return Err(format!(
+                    "venue {}: connect = {addr:?} is not an address (HOST:PORT, e.g. \"127.0.0.1:9001\")",
+                    v.name
+                ));
+            }
+            let knobs = v.simulator_knobs_set();
+            if !knobs.is_empty() {
+                return Err(format!(
+                    "venue {}: {} configure(s) the in-process simulator; a venue over the wire (connect = {addr:?}) has its own: set them on ks-venue (e.g. --latency-us, --reject-ppm, --ignore-cancels, --drop-cancel-ack-ppm, --disconnect-after) or remove them",
+                    v.name,
+                    knobs.join(", ")
+                ));
+            }
+            if v.heartbeat_s == 0 {
+                return Err(format!("venue {}: heartbeat_s must be at least 1", v.name));
+            }
+        }
         for s in &self.strategies {
             let Some(v) = self.venues.iter().find(|v| v.name == s.venue) else {
                 return Err(format!("strategy {}: no venue named {:?}", s.name, s.venue));
@@ -384,5 +472,22 @@ mod tests {
         let mut bad = EngineConfig::default();
         bad.strategies[0].instrument = "DOGE/USD".into();
         assert!(bad.validate().unwrap_err().contains("DOGE/USD"));
+    }
+
+    #[test]
+    fn a_venue_over_the_wire_refuses_simulator_knobs_and_bad_addresses() {
+        let mut c = EngineConfig::default();
+        c.venues[0].connect = Some("127.0.0.1:9001".into());
+        c.validate().unwrap();
+        assert_eq!(c.venues[0].comp_id_for("drill"), "DRILL");
+        c.venues[1].connect = Some("127.0.0.1:9002".into());
+        // SIM-B's default answer latency is an in-process knob.
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("SIM-B") && e.contains("ack_latency_us"), "{e}");
+        c.venues[1].ack_latency_us = 0;
+        c.validate().unwrap();
+        c.venues[1].connect = Some("nowhere".into());
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("nowhere") && e.contains("HOST:PORT"), "{e}");
     }
 }

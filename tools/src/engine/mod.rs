@@ -2,8 +2,9 @@
 //! integrator's would be. It is what `ks-engine` runs and what
 //! `killswitch drill` starts as a child process.
 //!
-//! What is specific to it stays here: its TOML configuration, the built-in
-//! simulated venues and their fault injection, its two strategies, and its
+//! What is specific to it stays here: its TOML configuration, its venues
+//! (the built-in simulated venues and their fault injection, or venues in
+//! other processes over FIX 4.4 — [`wire`]), its two strategies, and its
 //! report. Everything else — control block, signals, panic hook, journal
 //! and recovery, gateway, drain, checkpoints, the main loop's duties, the
 //! ordered stop — is the runtime's ([`Runtime::builder`]):
@@ -30,6 +31,7 @@ mod report;
 pub mod risk_config;
 mod strategy;
 pub mod telemetry;
+pub mod wire;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -48,6 +50,7 @@ use killswitch::venue::sim::{FlowConfig, SimConfig, SimHandle, SimInstrument, Si
 pub use config::EngineConfig;
 pub use report::{EngineReport, Verification};
 pub use strategy::{StrategyProgress, StrategyStats};
+pub use wire::WireLine;
 
 /// Exit code: clean (drained, checkpointed, nothing unknown).
 pub const EXIT_OK: i32 = exit::OK;
@@ -83,6 +86,7 @@ pub struct Engine {
     cfg: EngineConfig,
     rt: Runtime,
     sims: Vec<Sim>,
+    wires: Vec<wire::Wire>,
     strategies: Vec<JoinHandle<StrategyStats>>,
     progress: Vec<Arc<StrategyProgress>>,
 }
@@ -118,6 +122,9 @@ impl Engine {
             .gateway(GatewayConfig {
                 core: cfg.gateway_core,
                 realtime: cfg.realtime_priority,
+                // A session over the wire is logged out (cancelling
+                // first) when the engine stops, not just dropped.
+                logout_on_shutdown: cfg.venues.iter().any(|v| v.is_wire()),
                 ..GatewayConfig::default()
             })
             .signals(SignalConfig {
@@ -136,6 +143,20 @@ impl Engine {
         }
         let mut sims = Vec::new();
         let mut instrument_indices = Vec::new();
+        let mut wires = Vec::new();
+        // Orders an earlier run left open, by venue, for the sessions over
+        // the wire to take over (the runtime reads the journal again and
+        // cancels them before trading; the session needs their side,
+        // symbol and fills to cancel them and to reconcile what the venue
+        // did meanwhile). A journal that cannot be read here is the
+        // runtime's to report.
+        let left_open = if cfg.venues.iter().any(|v| v.is_wire()) && cfg.journal_dir.exists() {
+            killswitch::journal::rebuild_from_snapshot(&cfg.journal_dir)
+                .map(|r| r.state.open_orders.into_values().collect::<Vec<_>>())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         for v in &cfg.venues {
             let mut instruments = Vec::new();
             for i in &v.instruments {
@@ -146,6 +167,37 @@ impl Engine {
                     mid: strategy::MID,
                     tick: Price(PRICE_SCALE / 100),
                 });
+            }
+            if v.is_wire() {
+                let symbols = instruments
+                    .iter()
+                    .zip(&v.instruments)
+                    .map(|(i, name)| (i.index, name.clone()))
+                    .collect();
+                let (mut session, w) = wire::connect(v, &cfg.name, symbols).map_err(failed)?;
+                let venue_index =
+                    block.register_name(killswitch::control::ScopeKind::Venue, &v.name)?;
+                session.adopt(
+                    left_open
+                        .iter()
+                        .filter(|o| o.tags.venue == venue_index)
+                        .map(|o| (o.id, o.side, o.tags.instrument, o.qty.0, o.filled.0)),
+                );
+                eprintln!(
+                    "ks-engine: venue {} over FIX at {} as {}: logged on (cancel-on-disconnect asked: {}, dead-man timer: {})",
+                    w.name,
+                    w.addr,
+                    w.comp_id,
+                    if v.cancel_on_disconnect { "yes" } else { "no" },
+                    if v.dead_man_ms > 0 {
+                        format!("{} ms", v.dead_man_ms)
+                    } else {
+                        "off".into()
+                    }
+                );
+                builder = builder.venue(&v.name, session);
+                wires.push(w);
+                continue;
             }
             let flow = if v.flow_interval_us == 0 {
                 FlowConfig::off()
@@ -223,6 +275,7 @@ impl Engine {
             cfg,
             rt,
             sims,
+            wires,
             strategies,
             progress,
         })
@@ -270,6 +323,7 @@ impl Engine {
             progress: &self.progress,
             strategies: &self.strategies,
             sims: &self.sims,
+            wires: &self.wires,
             stopping,
         };
         let sims = &self.sims;
@@ -387,6 +441,7 @@ impl Engine {
                 .iter()
                 .map(|s| (s.name.clone(), s.handle.clone()))
                 .collect(),
+            wires: &self.wires,
             strategies,
         });
         telemetry.finished(&report);

@@ -106,8 +106,10 @@ impl DrainSummary {
     }
 }
 
-/// The no-escape proof, counted from the simulated venues' own message logs
-/// and the registry after the drain.
+/// The no-escape proof, counted from the in-process simulated venues' own
+/// message logs and the registry after the drain. Venues over the wire are
+/// not counted in `new_orders_*`: their witness is their own audit log,
+/// which the drill reads.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Verification {
     /// Generation whose acknowledgement is the cut-off.
@@ -156,6 +158,10 @@ pub struct VenueLine {
     pub dropped_cancel_acks: u64,
     /// Orders it cancelled on disconnect.
     pub cancelled_on_disconnect: u64,
+    /// Over the wire: the session's figures (the venue's own counts are in
+    /// its audit log, not here; the in-process counts above are then 0).
+    #[serde(default)]
+    pub wire: Option<super::wire::WireLine>,
 }
 
 /// The engine's final report.
@@ -218,6 +224,7 @@ pub(super) struct Inputs<'a> {
     pub supervised: &'a Supervised,
     pub stopped: &'a ShutdownReport,
     pub sims: Vec<(String, SimHandle)>,
+    pub wires: &'a [super::wire::Wire],
     pub strategies: Vec<StrategyStats>,
 }
 
@@ -228,6 +235,7 @@ pub(super) fn build(inputs: Inputs<'_>) -> EngineReport {
         supervised,
         stopped,
         sims,
+        wires,
         strategies,
     } = inputs;
     let block = rt.block();
@@ -270,8 +278,19 @@ pub(super) fn build(inputs: Inputs<'_>) -> EngineReport {
         }
     }
     let name = |k, i| block.name_at(k, i).unwrap_or_else(|| format!("#{i}"));
-    let positions = rt
-        .positions()
+    // With a journal, the positions are the journal's mirror: an earlier
+    // run's fills (a restart after a crash) plus this run's. The registry
+    // knows only this run's.
+    let positions: Vec<((u16, u16, u16), killswitch::order::Qty)> = if cfg.journal_dir.exists() {
+        rt.journal_positions()
+            .into_iter()
+            .filter(|(_, p)| p.qty.0 != 0)
+            .map(|(k, p)| ((k.venue, k.instrument, k.account), p.qty))
+            .collect()
+    } else {
+        rt.positions()
+    };
+    let positions = positions
         .into_iter()
         .map(|((venue, instrument, account), qty)| PositionLine {
             venue: name(ScopeKind::Venue, venue),
@@ -325,8 +344,18 @@ pub(super) fn build(inputs: Inputs<'_>) -> EngineReport {
                     ignored_cancels: s.ignored_cancels,
                     dropped_cancel_acks: s.dropped_cancel_acks,
                     cancelled_on_disconnect: s.cancelled_on_disconnect,
+                    wire: None,
                 }
             })
+            .chain(wires.iter().map(|w| VenueLine {
+                name: w.name.clone(),
+                messages: 0,
+                our_trades: 0,
+                ignored_cancels: 0,
+                dropped_cancel_acks: 0,
+                cancelled_on_disconnect: 0,
+                wire: Some(w.line()),
+            }))
             .collect(),
         gateway_orders_sent: gateway_stats.orders_sent,
         gateway_cancels_sent: gateway_stats.cancels_sent,

@@ -31,6 +31,7 @@ pub(super) struct View<'a> {
     pub progress: &'a [Arc<StrategyProgress>],
     pub strategies: &'a [std::thread::JoinHandle<StrategyStats>],
     pub sims: &'a [Sim],
+    pub wires: &'a [super::wire::Wire],
     /// The engine is stopping its strategies (a finished one is stopped,
     /// not failed).
     pub stopping: bool,
@@ -180,6 +181,42 @@ impl Publisher {
                 // In-process: "alive" is the engine seeing the session
                 // up at this publication.
                 last_heartbeat_wall_ns: if down { 0 } else { now },
+                open_orders: a.open,
+                orders_sent: a.sent,
+                orders_acked: a.acked,
+                orders_rejected: a.rejected,
+                fills: a.fills,
+            };
+            self.writer.publish_venue(index, &row);
+            self.venue_rows.push((index, row));
+        }
+        for w in engine.wires {
+            let Some(index) = block.lookup_name(ScopeKind::Venue, &w.name) else {
+                continue;
+            };
+            let a = venues.get(index as usize).copied().unwrap_or_default();
+            let order_entry = w.order_entry();
+            let state = if order_entry == ConnState::Closed {
+                VenueState::Closed
+            } else if order_entry != ConnState::Up {
+                VenueState::Failed
+            } else if draining {
+                VenueState::Draining
+            } else if level(ScopeKind::Venue, index) >= Mode::HaltNew {
+                VenueState::Halted
+            } else {
+                VenueState::Trading
+            };
+            let row = VenueFigures {
+                order_entry,
+                // Top of book arrives on the order-entry session (one FIX
+                // session per venue): it is up when that session is and
+                // snapshots came.
+                market_data: w.market_data(),
+                state,
+                // The last bytes the venue sent: its heartbeats at the
+                // least, every HeartBtInt.
+                last_heartbeat_wall_ns: w.last_heard_wall_ns(),
                 open_orders: a.open,
                 orders_sent: a.sent,
                 orders_acked: a.acked,

@@ -42,6 +42,7 @@
 //!   venue action, with timestamps ([`audit`]).
 
 pub mod audit;
+pub mod cli;
 mod conn;
 mod orders;
 mod reports;

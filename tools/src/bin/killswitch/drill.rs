@@ -1,14 +1,17 @@
 //! `killswitch drill`: the emergency runbook, end to end, on real processes.
 //!
-//! It starts the reference engine as a child process on the built-in
-//! simulated venues, lets it trade until thousands of orders rest, trips it
-//! from outside (`killswitch emergency`, or `SIGUSR1`), then checks what the
-//! runbook's post-shutdown validation asks and more: no order reached a
-//! venue after the gateway acknowledged the kill, every order is terminal
-//! or reported `CancelUnknown`, the quick checkpoint is in the journal, a
-//! complete checkpoint built from the journal validates, the journal
-//! rebuilds the engine's final state, the process exited and was reaped,
-//! and the whole stop took less than the runbook's 30 seconds.
+//! It starts simulated venues as their own processes (FIX 4.4 on loopback,
+//! [`crate::drill_wire`]; `--venues in-process` keeps them inside the
+//! engine) and the reference engine as a child process connected to them,
+//! lets it trade until thousands of orders rest, trips it from outside
+//! (`killswitch emergency`, or `SIGUSR1`), then checks what the runbook's
+//! post-shutdown validation asks and more: no order reached a venue after
+//! the gateway acknowledged the kill, every order is terminal or reported
+//! `CancelUnknown`, nothing is left resting at the venues (read from the
+//! venues' own audit logs over the wire), the quick checkpoint is in the
+//! journal, a complete checkpoint built from the journal validates, the
+//! journal rebuilds the engine's final state, the process exited and was
+//! reaped, and the whole stop took less than the runbook's 30 seconds.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -40,8 +43,23 @@ pub enum Scenario {
     /// A strategy thread panics; the panic hook trips KILL inside the engine.
     StrategyPanic,
     /// The gateway is stuck in a blocking venue write: it never acknowledges
-    /// the kill, the drain fails, `emergency` escalates to SIGTERM, then SIGKILL.
+    /// the kill, the drain fails, `emergency` escalates to SIGTERM, then SIGKILL
+    /// (SIM-A stays in-process: a FIX session never blocks on a write).
     GatewayHang,
+    /// The engine is SIGKILLed with orders resting at venues without
+    /// cancel-on-disconnect, then restarted: it must cancel what its journal
+    /// shows open before its first new order (over the wire only).
+    CrashRestart,
+}
+
+/// Where the drill's venues run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VenueMode {
+    /// `killswitch venue` child processes, one per venue, over FIX 4.4 on loopback.
+    Wire,
+    /// The engine's built-in simulated venues (fastest; no sockets).
+    InProcess,
 }
 
 /// How the drill trips the engine.
@@ -65,6 +83,9 @@ pub struct DrillArgs {
     /// How to trip.
     #[arg(long, value_enum, default_value = "cli")]
     method: TripMethod,
+    /// Where the venues run.
+    #[arg(long, value_enum, default_value = "wire")]
+    venues: VenueMode,
     /// Trading time before the trip.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "3s")]
     trade_for: Duration,
@@ -100,6 +121,8 @@ pub struct DrillReport {
     pub scenario: Scenario,
     /// Trip method.
     pub method: TripMethod,
+    /// Where the venues ran.
+    pub venues: VenueMode,
     /// Working directory.
     pub work_dir: String,
     /// PASS / FAIL.
@@ -116,6 +139,10 @@ pub struct DrillReport {
     pub engine_exit: String,
     /// Complete checkpoint written from the journal.
     pub checkpoint: Option<String>,
+    /// Over the wire: what the venues' audit logs say.
+    pub wire: Option<crate::drill_wire::WireEvidence>,
+    /// Crash-restart: the crashed engine's exit status.
+    pub crashed_engine_exit: Option<String>,
 }
 
 macro_rules! say {
@@ -169,13 +196,13 @@ fn config_for(args: &DrillArgs, work: &Path) -> EngineConfig {
         Scenario::StrategyPanic => cfg.strategies[1].panic_after_ms = Some(trade_ms),
         // Before the trip: the engine's clock starts a little after the drill's.
         Scenario::GatewayHang => cfg.venues[0].hang_after_ms = Some(trade_ms / 2),
-        Scenario::Normal | Scenario::Sigstop | Scenario::Stuck => {}
+        Scenario::Normal | Scenario::Sigstop | Scenario::Stuck | Scenario::CrashRestart => {}
     }
     cfg
 }
 
-fn spawn_engine(work: &Path, config: &Path) -> std::io::Result<Child> {
-    let log = std::fs::File::create(work.join("engine.log"))?;
+fn spawn_engine(work: &Path, config: &Path, log: &str) -> std::io::Result<Child> {
+    let log = std::fs::File::create(work.join(log))?;
     Command::new(std::env::current_exe()?)
         .arg("engine")
         .arg("--config")
@@ -186,7 +213,10 @@ fn spawn_engine(work: &Path, config: &Path) -> std::io::Result<Child> {
         .spawn()
 }
 
-fn wait_child(child: &mut Child, deadline: Duration) -> Option<std::process::ExitStatus> {
+pub(crate) fn wait_child(
+    child: &mut Child,
+    deadline: Duration,
+) -> Option<std::process::ExitStatus> {
     let end = Instant::now() + deadline;
     loop {
         if let Ok(Some(s)) = child.try_wait() {
@@ -199,14 +229,77 @@ fn wait_child(child: &mut Child, deadline: Duration) -> Option<std::process::Exi
     }
 }
 
+/// Waits until the engine `child` owns the drill's control block.
+fn attach(work: &Path, child: &mut Child, log: &str) -> Result<ControlBlock, String> {
+    let pid = child.id();
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(b) = ControlBlock::open(work, "drill") {
+            if b.owner().pid == pid {
+                return Ok(b);
+            }
+        }
+        if let Ok(Some(s)) = child.try_wait() {
+            return Err(format!(
+                "engine exited at start-up ({s}); see {}",
+                work.join(log).display()
+            ));
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("engine did not attach to its control block within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Lets the engine trade for `trade_for` and until `min_open` orders rest
+/// (30 s more at most); with `stop_on_kill`, until the switch is at KILL.
+fn trade(
+    block: &ControlBlock,
+    child: &mut Child,
+    trade_for: Duration,
+    min_open: u64,
+    stop_on_kill: bool,
+    log: &Path,
+) -> Result<(), String> {
+    let started = Instant::now();
+    let end = started + trade_for + Duration::from_secs(30);
+    loop {
+        let enough =
+            started.elapsed() >= trade_for && GatewaySnapshot::read(block).open_orders >= min_open;
+        let self_tripped = stop_on_kill && block.state().mode() == Mode::Kill;
+        if enough || self_tripped || Instant::now() > end {
+            return Ok(());
+        }
+        if let Ok(Some(s)) = child.try_wait() {
+            return Err(format!(
+                "engine exited while trading ({s}); see {}",
+                log.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
     let q = args.json;
+    let wire = args.venues == VenueMode::Wire;
+    if args.scenario == Scenario::CrashRestart && !wire {
+        return Err("--scenario crash-restart runs over the wire only: in-process venues die with the engine, so nothing is left to cancel after the crash (drop --venues in-process)".into());
+    }
     let work = match &args.work_dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("ks-drill-{}", std::process::id())),
     };
     std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
-    let cfg = config_for(args, &work);
+    let mut cfg = config_for(args, &work);
+    let mut venues = if wire {
+        Some(crate::drill_wire::start(args.scenario, &mut cfg, &work)?)
+    } else {
+        None
+    };
     let config_path = work.join("engine.toml");
     std::fs::write(
         &config_path,
@@ -215,9 +308,14 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
     .map_err(|e| format!("{}: {e}", config_path.display()))?;
     say!(
         q,
-        "killswitch drill: scenario {:?}, trip by {:?}",
+        "killswitch drill: scenario {:?}, trip by {:?}, venues {}",
         args.scenario,
-        args.method
+        args.method,
+        if wire {
+            "over FIX 4.4 on loopback (their own processes)"
+        } else {
+            "in-process"
+        }
     );
     say!(
         q,
@@ -225,58 +323,133 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
         work.display()
     );
 
-    // 1. Start the engine.
-    let mut child =
-        spawn_engine(&work, &config_path).map_err(|e| format!("cannot start the engine: {e}"))?;
-    let pid = child.id();
-    let block = {
-        let end = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(b) = ControlBlock::open(&work, "drill") {
-                if b.owner().pid == pid {
-                    break b;
+    if let Some(v) = &venues {
+        for (p, c) in v
+            .procs
+            .iter()
+            .zip(cfg.venues.iter().filter(|c| c.is_wire()))
+        {
+            say!(
+                q,
+                "0. venue      {} pid {} on {} (audit log venues/{}.audit.jsonl{})",
+                p.name,
+                p.pid(),
+                c.connect.as_deref().unwrap_or(""),
+                p.name,
+                if c.cancel_on_disconnect {
+                    ""
+                } else {
+                    "; no cancel-on-disconnect"
                 }
-            }
-            if let Ok(Some(s)) = child.try_wait() {
-                return Err(format!(
-                    "engine exited at start-up ({s}); see {}",
-                    work.join("engine.log").display()
-                ));
-            }
-            if Instant::now() > end {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err("engine did not attach to its control block within 10 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(5));
+            );
         }
-    };
+    }
+
+    // 1. Start the engine.
+    let mut child = spawn_engine(&work, &config_path, "engine.log")
+        .map_err(|e| format!("cannot start the engine: {e}"))?;
+    let mut pid = child.id();
+    let mut block = attach(&work, &mut child, "engine.log")?;
+    let over_wire = cfg.venues.iter().filter(|v| v.is_wire()).count();
     say!(
         q,
-        "1. engine     pid {pid} trading on {} simulated venues with {} strategies",
+        "1. engine     pid {pid} trading on {} simulated venues{} with {} strategies",
         cfg.venues.len(),
+        match over_wire {
+            0 => String::new(),
+            n if n == cfg.venues.len() => " over FIX".into(),
+            n => format!(" ({n} over FIX)"),
+        },
         cfg.strategies.len()
     );
 
     // 2. Let it trade.
-    let gs = || GatewaySnapshot::read(&block);
     let started = Instant::now();
-    let end = started + args.trade_for + Duration::from_secs(30);
-    loop {
-        let enough = started.elapsed() >= args.trade_for && gs().open_orders >= args.min_open;
-        let self_tripped =
-            args.scenario == Scenario::StrategyPanic && block.state().mode() == Mode::Kill;
-        if enough || self_tripped || Instant::now() > end {
-            break;
+    trade(
+        &block,
+        &mut child,
+        args.trade_for,
+        args.min_open,
+        args.scenario == Scenario::StrategyPanic,
+        &work.join("engine.log"),
+    )?;
+    let mut crashed_engine_exit = None;
+    let session = cfg.venues[0].comp_id_for(&cfg.name);
+    if args.scenario == Scenario::CrashRestart {
+        let resting = GatewaySnapshot::read(&block).open_orders;
+        let _ = child.kill();
+        let status = child.wait().map_err(|e| e.to_string())?;
+        crashed_engine_exit = Some(status.to_string());
+        say!(
+            q,
+            "   SIGKILL    engine pid {pid} killed with {resting} orders resting ({status}); the venues have no cancel-on-disconnect: the orders stay"
+        );
+        let logs = venues
+            .as_ref()
+            .map(|v| v.read_now())
+            .transpose()?
+            .unwrap_or_default();
+        let at_venues: Vec<String> = logs
+            .iter()
+            .map(|(n, e)| {
+                format!(
+                    "{n} {}",
+                    killswitch_tools::venue_server::audit::working_orders(e, &session).len()
+                )
+            })
+            .collect();
+        say!(
+            q,
+            "   venues     still working for the dead engine (their audit logs): {}",
+            at_venues.join(", ")
+        );
+        child = spawn_engine(&work, &config_path, "engine-restart.log")
+            .map_err(|e| format!("cannot restart the engine: {e}"))?;
+        pid = child.id();
+        block = attach(&work, &mut child, "engine-restart.log")?;
+        // The restarted engine trades only once its start-up recovery is
+        // over (the runtime's start returns, the engine says "trading");
+        // then it must rest orders again before the trip.
+        let log = work.join("engine-restart.log");
+        let end = Instant::now() + Duration::from_secs(60);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(" trading; ")
+        {
+            if let Ok(Some(s)) = child.try_wait() {
+                return Err(format!(
+                    "the restarted engine exited at start-up ({s}); see {}",
+                    log.display()
+                ));
+            }
+            if Instant::now() > end {
+                return Err(format!(
+                    "the restarted engine did not start trading within 60 s; see {}",
+                    log.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
-        if let Ok(Some(s)) = child.try_wait() {
-            return Err(format!(
-                "engine exited while trading ({s}); see {}",
-                work.join("engine.log").display()
-            ));
+        if let Some(v) = &venues {
+            v.wait_for_new_orders_after_restart(&session)?;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        trade(
+            &block,
+            &mut child,
+            Duration::from_secs(1),
+            args.min_open / 2,
+            false,
+            &log,
+        )?;
+        let recovery = std::fs::read_to_string(work.join("engine-restart.log"))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.contains("start-up recovery"))
+            .map(|l| l.trim_start_matches("ks-engine: ").to_string())
+            .unwrap_or_else(|| "no start-up recovery reported (see engine-restart.log)".into());
+        say!(q, "   restart    engine pid {pid}: {recovery}");
     }
+    let gs = || GatewaySnapshot::read(&block);
     if args.scenario == Scenario::StrategyPanic {
         let end = Instant::now() + Duration::from_secs(30);
         while block.state().mode() != Mode::Kill && Instant::now() < end {
@@ -376,6 +549,32 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
             .unwrap_or_default()
     );
 
+    // The venues' own record: stopped first, so their logs are complete.
+    let logs = match venues.as_mut() {
+        Some(v) => Some(v.stop_and_read()?),
+        None => None,
+    };
+    let mut wire_evidence = logs
+        .as_ref()
+        .map(|l| crate::drill_wire::evidence(l, &session, engine.as_ref()));
+    let crash_check = match (&logs, wire_evidence.as_mut()) {
+        (Some(l), Some(ev)) if args.scenario == Scenario::CrashRestart => {
+            Some(crate::drill_wire::crash_restart_check(l, &session, ev))
+        }
+        _ => None,
+    };
+    if let Some(ev) = &wire_evidence {
+        say!(
+            q,
+            "   venues     stopped; their audit logs: {}",
+            ev.venues
+                .iter()
+                .map(|v| format!("{} {} lines", v.name, v.log_lines))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+
     // 5. Checks.
     let mut checks = Vec::new();
     let mut check = |name: &str, ok: bool, detail: String| {
@@ -406,13 +605,22 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
                 .collect();
             let every_strategy_refused =
                 !r.strategies.is_empty() && r.strategies.iter().all(|s| s.refused_after_drain > 0);
+            // In-process venues' logs (the engine counts them) plus the
+            // venues' own audit logs over the wire (the drill reads them).
+            let (after_ack, new_total) = match &wire_evidence {
+                Some(ev) => (
+                    v.new_orders_after_ack + ev.new_orders_after_ack,
+                    v.new_orders_total + ev.new_orders_total,
+                ),
+                None => (v.new_orders_after_ack, v.new_orders_total),
+            };
             check(
                 "no new order reached a venue after the gateway acknowledged the kill, while every strategy kept trying",
-                v.new_orders_after_ack == 0 && v.ack_mono_ns != 0 && every_strategy_refused,
+                after_ack == 0 && v.ack_mono_ns != 0 && every_strategy_refused,
                 format!(
                     "{} after the ack, of {} new orders in the venues' logs; refused by the gate after the drain: {}",
-                    v.new_orders_after_ack,
-                    v.new_orders_total,
+                    after_ack,
+                    new_total,
                     if refused.is_empty() {
                         "no strategy ran".to_string()
                     } else {
@@ -440,10 +648,17 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
             );
             // Stuck cancels and a dropped session leave orders nobody can
             // confirm: they must be reported by id, never called cancelled.
-            let expect_unknown = matches!(
-                args.scenario,
-                Scenario::StuckCancels | Scenario::VenueDisconnect
-            );
+            // Over the wire the dropped session comes back, and the resend
+            // brings the venue's cancel-on-disconnect cancels: nothing is
+            // left unknown.
+            let expect_unknown = args.scenario == Scenario::StuckCancels
+                || (args.scenario == Scenario::VenueDisconnect && !wire);
+            let reconnects: u64 = r
+                .venues
+                .iter()
+                .filter_map(|v| v.wire.as_ref())
+                .map(|w| w.logons.saturating_sub(1))
+                .sum();
             let on_disconnect: u64 = r.venues.iter().map(|v| v.cancelled_on_disconnect).sum();
             let first_ids: String = d
                 .map(|d| d.unknown.iter().take(3).map(|u| format!("; {u}")).collect())
@@ -451,15 +666,27 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
             check(
                 match args.scenario {
                     Scenario::StuckCancels => "stuck cancels reported as CancelUnknown, by id",
+                    Scenario::VenueDisconnect if wire => {
+                        "the dropped venue session came back; orders that may have been lost in transit at the drop are reported CancelUnknown, by id (the venues' logs below show none working)"
+                    }
                     Scenario::VenueDisconnect => {
                         "orders on the dropped venue session reported as CancelUnknown, by id"
                     }
                     _ => "no order left in CancelUnknown",
                 },
-                (v.orders_unknown > 0) == expect_unknown,
+                if args.scenario == Scenario::VenueDisconnect && wire {
+                    reconnects > 0
+                } else {
+                    (v.orders_unknown > 0) == expect_unknown
+                },
                 format!(
-                    "{} CancelUnknown{first_ids}{}",
+                    "{} CancelUnknown{first_ids}{}{}",
                     v.orders_unknown,
+                    if reconnects > 0 {
+                        format!("; {reconnects} reconnect(s) over the wire")
+                    } else {
+                        String::new()
+                    },
                     if on_disconnect > 0 {
                         format!("; the venue's cancel-on-disconnect removed {on_disconnect} of ours (reconciliation will show them gone)")
                     } else {
@@ -545,6 +772,13 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
             ),
         );
     }
+    let wire_checks = wire_evidence
+        .as_ref()
+        .map(|ev| crate::drill_wire::checks(ev, engine.as_ref(), args.scenario))
+        .unwrap_or_default();
+    for c in crash_check.into_iter().chain(wire_checks) {
+        check(&c.name, c.ok, c.detail);
+    }
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let ckpt_dir = work.join("checkpoints");
     let created = Command::new(&exe)
@@ -622,6 +856,7 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
     let report = DrillReport {
         scenario: args.scenario,
         method: args.method,
+        venues: args.venues,
         work_dir: work.display().to_string(),
         pass,
         checks,
@@ -630,6 +865,8 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
         engine,
         engine_exit,
         checkpoint,
+        wire: wire_evidence,
+        crashed_engine_exit,
     };
     if pass && !args.keep && args.work_dir.is_none() {
         let _ = std::fs::remove_dir_all(&work);

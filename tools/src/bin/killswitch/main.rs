@@ -38,6 +38,7 @@ mod output {
 mod control_cmds;
 mod demo;
 mod drill;
+mod drill_wire;
 mod emergency;
 #[cfg(feature = "firm")]
 mod firm_cmds;
@@ -130,6 +131,9 @@ enum Command {
     /// The reference engine (what `ks-engine` runs; the drill starts it as a child).
     #[command(hide = true)]
     Engine(killswitch_tools::engine::cli::EngineFileArgs),
+    /// Simulated venues over FIX 4.4 (what `ks-venue` runs; the drill starts them as children).
+    #[command(hide = true)]
+    Venue(killswitch_tools::venue_server::cli::VenueArgs),
     /// Emergency stop: trip KILL, follow the engine's drain, escalate to SIGTERM/SIGKILL if it does not confirm.
     Emergency(emergency::EmergencyArgs),
     #[command(flatten)]
@@ -192,6 +196,7 @@ fn main() -> ExitCode {
         Command::Drill(a) => drill::run(a),
         Command::Emergency(a) => emergency::run(a, &cli.target),
         Command::Shutdown(c) => shutdown_cmds::run(c, &cli.target),
+        Command::Venue(a) => killswitch_tools::venue_server::cli::main(&a),
         Command::Engine(a) => std::process::ExitCode::from(
             killswitch_tools::engine::cli::main(&a.into()).clamp(0, 255) as u8,
         ),

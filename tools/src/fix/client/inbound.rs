@@ -151,7 +151,16 @@ impl FixVenue {
                         Some(b"0") => CancelRejectReason::TooLate,
                         _ => CancelRejectReason::UnknownOrder,
                     };
-                    self.events.push(VenueEvent::CancelRejected { id, reason });
+                    // An earlier run's order: what happened to it while no
+                    // engine listened is in its status (asked once); the
+                    // answer, not this refusal, is what the drain hears.
+                    if self.adopted.remove(&id)
+                        && killswitch::venue::Venue::request_order_status(self, id).is_ok()
+                    {
+                        self.status_asked.insert(id);
+                    } else {
+                        self.events.push(VenueEvent::CancelRejected { id, reason });
+                    }
                 }
             }
             b"r" => self.mass_cancel_report(msg),
@@ -170,6 +179,10 @@ impl FixVenue {
                 self.monitor
                     .dead_man_expiries
                     .fetch_add(1, Ordering::Relaxed);
+                // The venue disarmed it by running it out: arm it again now.
+                if !self.logout_requested {
+                    self.dead_man_refresh = Some(std::time::Instant::now());
+                }
             }
             _ => {}
         }
@@ -246,6 +259,9 @@ impl FixVenue {
     /// (priced at the order's average price: the individual executions are
     /// not in a status answer).
     fn status_report(&mut self, id: OrderId, msg: &Msg<'_>) {
+        if !matches!(msg.get(39), Some(b"8")) {
+            self.status_asked.remove(&id);
+        }
         let fixed = |tag| msg.get(tag).and_then(parse_fixed);
         let cum = fixed(14).unwrap_or(0);
         let leaves = fixed(151).unwrap_or(0);
@@ -269,6 +285,17 @@ impl FixVenue {
             Some(b"4") => {
                 self.orders.remove(&id);
                 self.events.push(VenueEvent::Canceled { id });
+            }
+            // An earlier run's order the venue never received (it was
+            // registered, then the engine died before the bytes left): it
+            // never worked, and no connection that could still carry it is
+            // left.
+            Some(b"8") if msg.get(103) == Some(b"5") && self.status_asked.remove(&id) => {
+                self.orders.remove(&id);
+                self.events.push(VenueEvent::Rejected {
+                    id,
+                    reason: RejectReason::NotSent,
+                });
             }
             Some(b"8") if msg.get(103) == Some(b"5") => {
                 self.events.push(VenueEvent::CancelRejected {
@@ -344,6 +371,12 @@ impl FixVenue {
                 _ => {}
             }
         }
+        self.monitor
+            .market_data_snapshots
+            .fetch_add(1, Ordering::Relaxed);
+        self.monitor
+            .last_market_data_ms
+            .store(crate::venue_server::wall_ms(), Ordering::Relaxed);
         self.events.push(VenueEvent::TopOfBook {
             instrument,
             bid,

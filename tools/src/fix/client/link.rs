@@ -192,13 +192,18 @@ impl FixVenue {
         }
         self.reset_next_logon = false;
         self.monitor.logons.fetch_add(1, Ordering::Relaxed);
-        if self.ever_logged_on {
-            self.events.push(VenueEvent::Reconnected);
-        }
-        self.ever_logged_on = true;
         if let Some(t) = self.cfg.dead_man {
             self.arm_dead_man(t);
         }
+        if self.ever_logged_on {
+            self.events.push(VenueEvent::Reconnected);
+            // A venue that restarted forgot them; one that did not takes
+            // the repeat as a no-op.
+            for i in self.subscribed.clone() {
+                let _ = self.write_subscription(i);
+            }
+        }
+        self.ever_logged_on = true;
     }
 
     fn arm_dead_man(&mut self, timeout: Duration) {

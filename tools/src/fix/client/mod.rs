@@ -19,8 +19,29 @@
 //!   delivered as events after `Reconnected`. We never replay our own
 //!   requests: a ResendRequest from the venue is answered with a gap fill.
 //! * **Reconnect** with back-off (50 ms doubling to 2 s) after any loss.
-//! * **Dead-man timer.** Armed (`U1`) on every logon, refreshed every
-//!   quarter of its timeout (15 s against 60 s by default).
+//! * **Dead-man timer.** Armed (`U1`) on every logon (a reconnect, or a
+//!   logon that reset the sequence numbers, arms it again), refreshed every
+//!   quarter of its timeout (15 s against 60 s by default), and re-armed at
+//!   once when the venue reports that it ran out (the session lives on and
+//!   what it sends next needs the same guard).
+//! * **Kill acknowledgement mark.** When the gateway acknowledges a kill
+//!   generation, a TestRequest `112=KS-ACK-<generation>` is queued ahead of
+//!   anything else: the venue's audit log then shows where the
+//!   acknowledgement falls among the orders it received (what the drill
+//!   checks: no NewOrderSingle after it). It is queued, not flushed: it
+//!   leaves with the drain's first cancel, so it adds no system call to the
+//!   kill path.
+//! * **Orders of an earlier run** ([`FixVenue::adopt`]: what the journal
+//!   shows open when the engine restarts) are cancelled with their own side,
+//!   symbol and quantity; when the venue refuses such a cancel (the order
+//!   filled or was cancelled while no engine was there to hear it), the
+//!   session asks for the order's status once and passes on the answer
+//!   instead of the refusal: cancelled, filled (with the quantity the
+//!   journal lacks), or never received (the engine died before the bytes
+//!   left: `Rejected` with [`RejectReason::NotSent`]). The restart
+//!   reconciles instead of leaving such orders `CancelUnknown`.
+//! * **Market data**: [`Venue::subscribe`] asks for top of book; the
+//!   subscriptions are asked again after a reconnect.
 //! * **Mass cancel** is `35=q`; a venue that answers `35=r` with
 //!   `531=0` (not supported) gets single cancels for the orders this
 //!   session knows to be open, and no more mass cancels.
@@ -38,6 +59,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use killswitch::order::{OrderId, ScopeIndex, Side};
+#[cfg(doc)]
+use killswitch::venue::RejectReason;
 use killswitch::venue::{MassCancelScope, NewOrder, Venue, VenueError, VenueEvent};
 use rustc_hash::FxHashMap;
 
@@ -45,6 +68,13 @@ use super::codec::{utc_timestamp, Body, Field};
 use super::messages::{self, NewOrderFields};
 use super::session::SessionState;
 use link::Link;
+
+/// TestReqID prefix of the kill acknowledgement mark (`KS-ACK-<generation>`).
+pub const KILL_ACK_MARK: &str = "KS-ACK-";
+
+/// How long dropping a session whose logout is under way waits for the
+/// venue's Logout.
+const LOGOUT_LINGER: Duration = Duration::from_secs(2);
 
 /// Settings of one FIX session to a venue.
 #[derive(Clone, Debug)]
@@ -111,6 +141,40 @@ pub struct FixVenueMonitor {
     pub rejects_received: AtomicU64,
     /// Dead-man expiries reported by the venue.
     pub dead_man_expiries: AtomicU64,
+    /// Instruments subscribed to (market data).
+    pub subscriptions: AtomicU64,
+    /// Top-of-book snapshots received.
+    pub market_data_snapshots: AtomicU64,
+    /// Unix ms of the last top-of-book snapshot.
+    pub last_market_data_ms: AtomicU64,
+}
+
+impl FixVenueMonitor {
+    /// The link's state as [`FixVenueMonitor::state`] stores it.
+    pub fn link_state(&self) -> LinkState {
+        match self.state.load(Ordering::Relaxed) {
+            1 => LinkState::Connecting,
+            2 => LinkState::LoggingOn,
+            3 => LinkState::Active,
+            4 => LinkState::LoggedOut,
+            _ => LinkState::Down,
+        }
+    }
+}
+
+/// Where a session's connection is, as a supervisor sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkState {
+    /// No connection (waiting to reconnect).
+    Down,
+    /// TCP connect under way.
+    Connecting,
+    /// Connected, our Logon sent.
+    LoggingOn,
+    /// Logged on.
+    Active,
+    /// Logged out for good.
+    LoggedOut,
 }
 
 /// What we remember of an order we sent (to cancel it, and to tell
@@ -138,6 +202,11 @@ pub struct FixVenue {
     frame: Vec<u8>,
     events: Vec<VenueEvent>,
     orders: FxHashMap<OrderId, OrderMeta>,
+    /// Orders of an earlier run whose status is asked for once if the
+    /// venue refuses their cancel.
+    adopted: rustc_hash::FxHashSet<OrderId>,
+    /// Adopted orders whose status was asked after a refused cancel.
+    status_asked: rustc_hash::FxHashSet<OrderId>,
     /// Recent NewOrderSingle sequence numbers (a session Reject names one).
     sent_orders: VecDeque<(u64, OrderId)>,
     pending_mass: HashMap<String, MassCancelScope>,
@@ -150,6 +219,8 @@ pub struct FixVenue {
     /// Logout waits for the answer to this mass cancel (request id, since).
     logout_after: Option<(String, Instant)>,
     dead_man_refresh: Option<Instant>,
+    /// Instruments subscribed to (asked again after a reconnect).
+    subscribed: Vec<ScopeIndex>,
     last_error: String,
     monitor: Arc<FixVenueMonitor>,
 }
@@ -173,6 +244,8 @@ impl FixVenue {
             frame: Vec::with_capacity(1024),
             events: Vec::new(),
             orders: FxHashMap::default(),
+            adopted: Default::default(),
+            status_asked: Default::default(),
             sent_orders: VecDeque::new(),
             pending_mass: HashMap::new(),
             positions_left: None,
@@ -182,6 +255,7 @@ impl FixVenue {
             logout_requested: false,
             logout_after: None,
             dead_man_refresh: None,
+            subscribed: Vec::new(),
             last_error: String::new(),
             monitor: Arc::new(FixVenueMonitor::default()),
             cfg,
@@ -212,6 +286,27 @@ impl FixVenue {
         }
         self.events.splice(0..0, held);
         Ok(())
+    }
+
+    /// Takes over orders an earlier run of the engine sent on this session
+    /// (its journal shows them open): `(id, side, instrument, quantity,
+    /// filled so far)`. See the module docs.
+    pub fn adopt(
+        &mut self,
+        orders: impl IntoIterator<Item = (OrderId, Side, ScopeIndex, i64, i64)>,
+    ) {
+        for (id, side, instrument, qty, filled) in orders {
+            self.orders.insert(
+                id,
+                OrderMeta {
+                    side,
+                    instrument,
+                    qty,
+                    delivered: filled,
+                },
+            );
+            self.adopted.insert(id);
+        }
     }
 
     /// True when logged on.
@@ -308,6 +403,15 @@ impl FixVenue {
         self.logout_after = None;
         self.write(&messages::logout("gateway logout"), false)
             .map(|_| ())
+    }
+
+    pub(super) fn write_subscription(&mut self, instrument: ScopeIndex) -> Result<(), VenueError> {
+        let body = messages::market_data_request(
+            &format!("MD{instrument}"),
+            &self.symbol(instrument),
+            true,
+        );
+        self.write(&body, true).map(|_| ())
     }
 
     /// Single cancels for the open orders this session knows, in `scope`.
@@ -413,21 +517,34 @@ impl Venue for FixVenue {
     }
 
     fn subscribe(&mut self, instrument: ScopeIndex) -> Result<(), VenueError> {
-        let body = messages::market_data_request(
-            &format!("MD{instrument}"),
-            &self.symbol(instrument),
-            true,
-        );
-        self.write(&body, true).map(|_| ())
+        if !self.subscribed.contains(&instrument) {
+            self.subscribed.push(instrument);
+            self.monitor
+                .subscriptions
+                .store(self.subscribed.len() as u64, Ordering::Relaxed);
+        }
+        self.write_subscription(instrument)
     }
 
     fn unsubscribe(&mut self, instrument: ScopeIndex) -> Result<(), VenueError> {
+        self.subscribed.retain(|i| *i != instrument);
+        self.monitor
+            .subscriptions
+            .store(self.subscribed.len() as u64, Ordering::Relaxed);
         let body = messages::market_data_request(
             &format!("MD{instrument}"),
             &self.symbol(instrument),
             false,
         );
         self.write(&body, true).map(|_| ())
+    }
+
+    fn kill_acknowledged(&mut self, generation: u64) {
+        // Queued only (see the module docs): the next write or poll sends it.
+        if self.link.is_active() {
+            let body = messages::test_request(&format!("{KILL_ACK_MARK}{generation}"));
+            self.session.send(&body, false, &mut self.wbuf);
+        }
     }
 
     fn logout(&mut self) -> Result<(), VenueError> {
@@ -465,6 +582,24 @@ impl Venue for FixVenue {
                 Ok(())
             }
             None => self.finish_logout(),
+        }
+    }
+}
+
+impl Drop for FixVenue {
+    /// A logout under way is finished (the answers to its cancels read, the
+    /// venue's Logout awaited, at most [`LOGOUT_LINGER`]) so the session
+    /// ends with a Logout rather than a reset connection. The answers read
+    /// here reach no registry: the gateway that owned the session is gone.
+    fn drop(&mut self) {
+        if !self.logout_requested {
+            return;
+        }
+        let end = Instant::now() + LOGOUT_LINGER;
+        while !matches!(self.link, link::Link::Closed) && Instant::now() < end {
+            self.drive();
+            self.events.clear();
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 }
