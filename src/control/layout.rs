@@ -22,7 +22,7 @@
 //! | 112    | 8      | `risk_trips_reset`: the `risk_trips` count the last risk-role reset cleared | reset |
 //! | 120    | 8      | reserved | - |
 //! | 128    | 128    | **state word** (`AtomicU64`, alone on its line), see [`super::state`] | trip / reset |
-//! | 256    | 128    | gateway status: `acked_generation`, `acked_mono_ns`, `orders_sent`, `cancels_sent`, `open_orders`, `role` (the claimed gateway, 1.2), then the active-role lease (2.3, see [`super::lease`]): `lease_holder` at 304 (epoch << 32 \| holder pid), `lease_holder_start` at 312 (holder start ticks low 32 bits << 32 \| low 32 bits of the epoch they belong to), `lease_expiry_mono_ns` at 320, `lease_in_send` at 328 (epoch << 1 \| busy: the holder's gateway is inside a turn that may write to venues); reserved 336..384 | gateway thread; `role` and the lease words by compare-and-swap |
+//! | 256    | 128    | gateway status: `acked_generation`, `acked_mono_ns`, `orders_sent`, `cancels_sent`, `open_orders`, `role` (the claimed gateway, 1.2), then the active-role lease (2.3, see [`super::lease`]): `lease_holder` at 304 (epoch << 32 \| holder pid), `lease_holder_start` at 312 (holder start ticks low 32 bits << 32 \| low 32 bits of the epoch they belong to), `lease_expiry_mono_ns` at 320, `lease_in_send` at 328 (epoch << 32 \| pid << 1 \| busy: the holder's gateway is inside a turn that may write to venues); reserved 336..384 | gateway thread; `role` and the lease words by compare-and-swap |
 //! | 384    | 256    | drain status ([`DrainStatus`]): live counters (offsets 384..504), drain flags (504), the "drain incomplete" record (512..568), reserved (568..640) | drain thread; the record also `emergency` and reset |
 //! | 640    | 128    | `audit_head`: tickets handed out to audit writers | trip / reset |
 //! | 768    | 64×256 | audit ring ([`AuditSlot`]), slot = ticket % 64 | trip / reset |
@@ -136,7 +136,7 @@ pub struct GatewayStatus {
     pub lease_holder_start: AtomicU64,
     /// When the lease expires unless renewed, `CLOCK_MONOTONIC` ns.
     pub lease_expiry_mono_ns: AtomicU64,
-    /// epoch << 1 | busy: the holder's gateway sets busy (compare-and-swap,
+    /// epoch << 32 | pid << 1 | busy: the holder's gateway sets busy (compare-and-swap,
     /// never over a newer epoch's value) before a turn that may write to a
     /// venue and clears it after; a taker waits for an older epoch's busy
     /// turn to end before it sends.

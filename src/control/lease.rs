@@ -19,9 +19,11 @@
 //!   holder renews it by compare-and-swap while the epoch is its own; a
 //!   taker reserves it (compare-and-swap from the lapsed value it judged)
 //!   before it raises the epoch.
-//! * `lease_in_send` = epoch << 1 | busy: the holder's gateway sets busy
-//!   before a turn that may write to a venue and clears it after
-//!   ([`enter_sends`], [`exit_sends`]).
+//! * `lease_in_send` = epoch << 32 | pid << 1 | busy: the holder's gateway
+//!   sets busy before a turn that may write to a venue and clears it after
+//!   ([`enter_sends`], [`exit_sends`]). The pid says whose turn it is, so a
+//!   taker can tell when that process is gone, whoever held the lease in
+//!   between.
 //!
 //! A taker may take the lease when it is free (pid 0), lapsed, or its
 //! holder is dead (its pid gone, or reused by a process that started at
@@ -91,7 +93,7 @@ pub struct LeaseWords<'a, W: ?Sized> {
     pub holder_start: &'a W,
     /// Expiry, `CLOCK_MONOTONIC` ns.
     pub expiry: &'a W,
-    /// epoch << 1 | busy.
+    /// epoch << 32 | pid << 1 | busy.
     pub in_send: &'a W,
 }
 
@@ -265,10 +267,10 @@ pub fn release<W: AtomicWord + ?Sized>(words: &LeaseWords<'_, W>, mine: u64) -> 
 #[inline]
 pub fn enter_sends<W: AtomicWord + ?Sized>(words: &LeaseWords<'_, W>, mine: u64) -> bool {
     let epoch = epoch_of(mine);
-    let busy = epoch << 1 | 1;
+    let busy = marker(mine) | 1;
     loop {
         let seen = words.in_send.load_word(Ordering::Relaxed);
-        if seen >> 1 > epoch {
+        if epoch_of(seen) > epoch {
             return false;
         }
         if seen == busy {
@@ -296,15 +298,14 @@ pub fn enter_sends<W: AtomicWord + ?Sized>(words: &LeaseWords<'_, W>, mine: u64)
 /// Leaves a newer epoch's value alone.
 #[inline]
 pub fn exit_sends<W: AtomicWord + ?Sized>(words: &LeaseWords<'_, W>, mine: u64) {
-    let epoch = epoch_of(mine);
-    let busy = epoch << 1 | 1;
+    let busy = marker(mine) | 1;
     loop {
         if words.in_send.load_word(Ordering::Relaxed) != busy {
             return;
         }
         if words
             .in_send
-            .cas_word(busy, epoch << 1, Ordering::Release, Ordering::Relaxed)
+            .cas_word(busy, marker(mine), Ordering::Release, Ordering::Relaxed)
             .is_ok()
         {
             return;
@@ -321,7 +322,19 @@ pub fn predecessor_busy<W: AtomicWord + ?Sized>(
     mine: u64,
 ) -> Option<u64> {
     let seen = words.in_send.load_word(Ordering::SeqCst);
-    (seen & 1 == 1 && seen >> 1 < epoch_of(mine)).then_some(seen)
+    (seen & 1 == 1 && epoch_of(seen) < epoch_of(mine)).then_some(seen)
+}
+
+/// The pid whose turn a `lease_in_send` value marks.
+#[inline]
+pub fn marker_pid(in_send: u64) -> u32 {
+    (in_send as u32) >> 1
+}
+
+/// The `lease_in_send` value (busy bit clear) of the holder of `mine`.
+#[inline]
+fn marker(mine: u64) -> u64 {
+    epoch_of(mine) << 32 | ((pid_of(mine) & 0x7fff_ffff) as u64) << 1
 }
 
 /// `T2`, the wait: true once the busy value `seen` (from

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{
-    enter_sends, epoch_of, exit_sends, pid_of, predecessor_busy, predecessor_done, release, renew,
-    still_held, try_acquire, Acquired, Claimant, LeaseWords, Refused,
+    enter_sends, epoch_of, exit_sends, marker_pid, pid_of, predecessor_busy, predecessor_done,
+    release, renew, still_held, try_acquire, Acquired, Claimant, LeaseWords, Refused,
 };
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::clock::mono_ns;
@@ -207,7 +207,9 @@ impl Lease {
         let Some(seen) = predecessor_busy(&w, self.acquired.word) else {
             return Ok(());
         };
-        let pred = self.acquired.predecessor;
+        // Whose turn it is (the marker says; not necessarily the holder
+        // we took the lease from, if a taker gave up in between).
+        let pred = marker_pid(seen);
         let started = Instant::now();
         let mut wait = Backoff::new(BackoffConfig {
             max_sleep: Duration::from_millis(2),
@@ -388,7 +390,7 @@ impl ControlBlock {
             holder: pid,
             holder_alive: pid != 0 && holder_alive(pid, ticks),
             lapses_in_ns: expiry.saturating_sub(mono_ns()),
-            in_send: in_send & 1 == 1 && in_send >> 1 == epoch,
+            in_send: in_send & 1 == 1 && epoch_of(in_send) == epoch,
         }
     }
 }

@@ -89,7 +89,8 @@ fn a_dead_holders_lease_is_taken_before_it_lapses() {
         Ordering::SeqCst,
     );
     // Even stopped inside a turn: a dead process writes nothing more.
-    gs.lease_in_send.store(7 << 1 | 1, Ordering::SeqCst);
+    gs.lease_in_send
+        .store(7 << 32 | (dead as u64) << 1 | 1, Ordering::SeqCst);
     assert!(!block.lease().holder_alive);
     let lease = Lease::acquire(block.clone(), cfg(60_000)).unwrap();
     assert_eq!((lease.epoch(), lease.predecessor()), (8, dead));
@@ -110,13 +111,21 @@ fn a_predecessor_stuck_inside_a_turn_holds_the_taker_back() {
         }
         other => panic!("taker beside a busy predecessor: {other:?}"),
     }
-    // The taker gave its epoch back; the stuck one is fenced all the same.
+    // The taker gave its epoch back.
     assert_eq!((block.lease().epoch, block.lease().holder), (2, 0));
+    // A taker that finds the lease free (the last one gave up) still
+    // waits for the stuck turn, whose pid the marker names.
+    match Lease::acquire(block.clone(), cfg(60_000)) {
+        Err(LeaseError::PredecessorInSend { epoch, pid, .. }) => {
+            assert_eq!((epoch, pid), (3, std::process::id()))
+        }
+        other => panic!("taker of a free lease beside a busy turn: {other:?}"),
+    }
     old.exit_turn();
-    assert!(!old.enter_turn());
+    assert!(!old.enter_turn(), "the stuck one is fenced all the same");
     // Once the turn has ended, the next taker goes through.
     let taker = Lease::acquire(block.clone(), cfg(60_000)).unwrap();
-    assert_eq!(taker.epoch(), 3);
+    assert_eq!(taker.epoch(), 4);
 }
 
 #[test]
