@@ -34,7 +34,6 @@ use killswitch::gateway::admit::{admit_leased, AdmitWords, Fenced};
 
 /// The block's words: the four lease words and the three the admit step
 /// uses (state word, acknowledged generation and its time).
-#[derive(Default)]
 struct Block {
     holder: AtomicU64,
     holder_start: AtomicU64,
@@ -46,6 +45,18 @@ struct Block {
 }
 
 impl Block {
+    fn new() -> Block {
+        Block {
+            holder: AtomicU64::new(0),
+            holder_start: AtomicU64::new(0),
+            expiry: AtomicU64::new(0),
+            in_send: AtomicU64::new(0),
+            state: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            acked_time: AtomicU64::new(0),
+        }
+    }
+
     fn lease(&self) -> LeaseWords<'_, AtomicU64> {
         LeaseWords {
             holder: &self.holder,
@@ -134,7 +145,7 @@ fn takeover_model(variant: Variant) {
         builder.preemption_bound = Some(3);
     }
     builder.check(move || {
-        let block = Arc::new(Block::default());
+        let block = Arc::new(Block::new());
         // The old holder took the lease at t=0 for 100 ns; the taker
         // comes at t=1000, so it has lapsed (the holder was stopped).
         let old = try_acquire(&block.lease(), OLD, 0, 100, |_, _| true).expect("free lease");
@@ -212,7 +223,7 @@ fn a_gateway_that_does_not_mark_its_turn_is_caught() {
 #[test]
 fn two_takers_of_a_dead_holders_lease_one_wins() {
     loom::model(|| {
-        let block = Arc::new(Block::default());
+        let block = Arc::new(Block::new());
         // The old holder's lease has not lapsed (expiry 10^6 at t=1000),
         // but the holder is dead: only the judge of liveness lets it go.
         try_acquire(&block.lease(), OLD, 0, 1_000_000, |_, _| true).expect("free lease");
