@@ -39,8 +39,10 @@
 //! `lease_in_send` (SeqCst) and, while it shows an older epoch busy, wait
 //! for that value to change (or its holder to die), `T3` only then send.
 //!
-//! All of `G1`, `G2`, `T1`, `T2` are SeqCst, so they sit in one total order
-//! (the store-buffering pattern, as in Dekker's algorithm). Either `G2`
+//! All of `G1`, `G2`, `T1`, `T2` are SeqCst, with a SeqCst fence between
+//! `G1` and `G2` and between `T1` and `T2`, so they sit in one total order
+//! (the store-buffering pattern, as in Dekker's algorithm; the fences are
+//! what the C++/Rust model needs for store-then-load, and what loom checks). Either `G2`
 //! comes after `T1` (then `G2` reads the new epoch: the old gateway writes
 //! nothing in that turn, nor in any later one, since being fenced is
 //! sticky), or `G2` comes before `T1`, so `G1 < G2 < T1 < T2` and `T2`
@@ -80,6 +82,11 @@
 //!   (it is fenced for good; a new lease means a new gateway).
 
 use std::sync::atomic::Ordering;
+
+#[cfg(loom)]
+use loom::sync::atomic::fence;
+#[cfg(not(loom))]
+use std::sync::atomic::fence;
 
 use crate::control::state::AtomicWord;
 
@@ -286,6 +293,13 @@ pub fn enter_sends<W: AtomicWord + ?Sized>(words: &LeaseWords<'_, W>, mine: u64)
             break;
         }
     }
+    // The store-buffering pair with the taker's fence after its epoch
+    // raise. On x86-64 the locked compare-and-swap is already a full
+    // barrier; the fence makes the pairing explicit in the memory model
+    // (SeqCst fences order the two sides' store-then-load; SeqCst
+    // accesses alone are all loom models as AcqRel) and costs one
+    // `mfence` per turn, not per order.
+    fence(Ordering::SeqCst);
     if words.holder.load_word(Ordering::SeqCst) == mine {
         return true;
     }
@@ -321,6 +335,9 @@ pub fn predecessor_busy<W: AtomicWord + ?Sized>(
     words: &LeaseWords<'_, W>,
     mine: u64,
 ) -> Option<u64> {
+    // Pairs with the fence in `enter_sends` (see there): called after the
+    // epoch raise `T1`, before this load `T2`.
+    fence(Ordering::SeqCst);
     let seen = words.in_send.load_word(Ordering::SeqCst);
     (seen & 1 == 1 && epoch_of(seen) < epoch_of(mine)).then_some(seen)
 }
