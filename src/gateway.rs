@@ -48,6 +48,11 @@
 //! * While the registry holds orders recovered from an earlier run that the
 //!   drain has not dealt with yet ([`Registry::recovery_pending`]), no new
 //!   order is taken from the ring: they wait (the ring pushes back).
+//! * Under a lease ([`Gateway::spawn_leased`]), every turn that may write
+//!   is bracketed by the lease's turn marker and each new order's admit
+//!   step checks the epoch ([`admit::admit_leased`]); once a newer epoch is
+//!   seen the gateway is fenced for good: no write, acknowledgement,
+//!   counter or logout from it again (see [`crate::control::lease`]).
 //! * A cancel request is never dropped silently: the drain's push retries
 //!   while the ring is full, up to the cancel deadline, and an order whose
 //!   cancel could not be enqueued by then is reported `CancelNotEnqueued`;
@@ -65,7 +70,7 @@ use crate::backoff::{Backoff, BackoffConfig};
 use crate::clock::mono_ns;
 use crate::control::layout::VENUES;
 use crate::control::state::AtomicWord;
-use crate::control::{ControlBlock, ControlError, GatewayRole, StateWord};
+use crate::control::{ControlBlock, ControlError, GatewayRole, Lease, StateWord};
 use crate::gate::{Gate, Verdict};
 use crate::order::{OrderId, OrderIntent, Qty, ScopeIndex, ScopeTags};
 use crate::registry::{Refusal, Registry};
@@ -84,6 +89,10 @@ use stats::{read_stats, Counters};
 
 /// Single cancels marked in the registry under one lock.
 const CANCEL_BATCH: usize = 256;
+
+/// What a fenced gateway's cancel write reports (nothing was written).
+const FENCED_WRITE: &str =
+    "writes from a fenced gateway: a newer lease epoch holds the active role";
 
 /// Publishes the gateway's acknowledgement of `generation`, made at
 /// `mono_ns`: the time first, then the generation with Release. A reader
@@ -221,6 +230,8 @@ pub struct GatewayCore {
     /// Position reports (planned shutdown); sessions with a pending request.
     reports: PositionReports,
     reports_pending: Vec<bool>,
+    /// The active-role lease, when the engine runs under one.
+    lease: Option<Lease>,
 }
 
 impl GatewayCore {
@@ -232,7 +243,24 @@ impl GatewayCore {
         venues: Vec<(ScopeIndex, Box<dyn Venue>)>,
         cfg: &GatewayConfig,
     ) -> Result<GatewayCore, ControlError> {
-        let role = GatewayRole::claim(block.clone())?;
+        GatewayCore::new_leased(block, registry, venues, cfg, None)
+    }
+
+    /// [`GatewayCore::new`] under an acquired active-role lease: the
+    /// gateway role is taken over from a live claimant only if that is
+    /// the lease's predecessor (fenced by our epoch); every writing turn
+    /// and every admit step then checks the epoch.
+    pub fn new_leased(
+        block: Arc<ControlBlock>,
+        registry: Arc<Registry>,
+        venues: Vec<(ScopeIndex, Box<dyn Venue>)>,
+        cfg: &GatewayConfig,
+        lease: Option<Lease>,
+    ) -> Result<GatewayCore, ControlError> {
+        let role = match &lease {
+            None => GatewayRole::claim(block.clone())?,
+            Some(l) => GatewayRole::claim_from_fenced(block.clone(), l.predecessor())?,
+        };
         let mut by_venue = vec![None; VENUES];
         let sessions: Vec<Session> = venues
             .into_iter()
@@ -275,6 +303,7 @@ impl GatewayCore {
             counters: Arc::new(Counters::default()),
             reports: PositionReports::default(),
             reports_pending: Vec::new(),
+            lease,
         })
     }
 
@@ -344,7 +373,28 @@ impl GatewayCore {
 
     /// One turn: acknowledge, cancels, venue answers, then a batch of new
     /// orders (re-checked one by one). Returns true when it did any work.
+    /// Under a lease the turn runs inside the lease's turn marker, and not
+    /// at all once fenced.
     pub fn turn(&mut self) -> bool {
+        let Some(lease) = &mut self.lease else {
+            return self.run_turn();
+        };
+        if !lease.enter_turn() {
+            return false;
+        }
+        let work = self.run_turn();
+        if let Some(lease) = &self.lease {
+            lease.exit_turn();
+        }
+        work
+    }
+
+    /// The epoch this gateway holds and whether it is fenced, under a lease.
+    pub fn lease_epoch(&self) -> Option<(u64, bool)> {
+        self.lease.as_ref().map(|l| (l.epoch(), l.is_fenced()))
+    }
+
+    fn run_turn(&mut self) -> bool {
         let turns = self.counters.turns.fetch_add(1, Ordering::Relaxed);
         // The engine's heartbeat comes from here, the thread whose stall
         // matters: a gateway stuck in a venue call stops beating and the
@@ -428,39 +478,70 @@ impl GatewayCore {
         // after the acknowledgement, register before the write.
         let (gate, registry) = (&self.gate, &self.registry);
         let mut acked = self.acked;
-        let admitted = admit::admit(
-            &self.words(),
-            &mut acked,
-            mono_ns,
-            self.turn_word,
-            self.stale_admit,
-            |w| {
-                // REDUCE_ONLY decides on the registry's position, not the
-                // strategy's belief.
-                // Under REDUCE_ONLY (global or scoped) the open reducing
-                // orders count, so several together never flip it.
-                let t = order.tags;
-                let position = if w.mode() == crate::control::Mode::ReduceOnly || w.scoped() {
-                    registry.position_net_of_open_reducing(t.venue, t.instrument, t.account)
-                } else if w.is_active() || w.limited() {
-                    registry.account_position(t.venue, t.instrument, t.account)
-                } else {
-                    Qty::ZERO
-                };
-                let intent = OrderIntent {
-                    tags: order.tags,
-                    side: order.side,
-                    qty: order.qty,
-                    price: order.price,
-                    position,
-                };
-                match gate.check_word(w, &intent) {
-                    Verdict::Allow => Ok(()),
-                    Verdict::Reject(r) => Err(r),
+        let decide = |w: StateWord| {
+            // REDUCE_ONLY decides on the registry's position, not the
+            // strategy's belief.
+            // Under REDUCE_ONLY (global or scoped) the open reducing
+            // orders count, so several together never flip it.
+            let t = order.tags;
+            let position = if w.mode() == crate::control::Mode::ReduceOnly || w.scoped() {
+                registry.position_net_of_open_reducing(t.venue, t.instrument, t.account)
+            } else if w.is_active() || w.limited() {
+                registry.account_position(t.venue, t.instrument, t.account)
+            } else {
+                Qty::ZERO
+            };
+            let intent = OrderIntent {
+                tags: order.tags,
+                side: order.side,
+                qty: order.qty,
+                price: order.price,
+                position,
+            };
+            match gate.check_word(w, &intent) {
+                Verdict::Allow => Ok(()),
+                Verdict::Reject(r) => Err(r),
+            }
+        };
+        let register = || registry.register(order);
+        let admitted = match &self.lease {
+            None => admit::admit(
+                &self.words(),
+                &mut acked,
+                mono_ns,
+                self.turn_word,
+                self.stale_admit,
+                decide,
+                register,
+            ),
+            Some(lease) => {
+                let (holder, mine) = lease.fence_words();
+                match admit::admit_leased(
+                    holder,
+                    mine,
+                    &self.words(),
+                    &mut acked,
+                    mono_ns,
+                    self.turn_word,
+                    self.stale_admit,
+                    decide,
+                    register,
+                ) {
+                    Ok(admitted) => admitted,
+                    Err(admit::Fenced) => {
+                        lease.fenced();
+                        self.registry.refused(
+                            order.id,
+                            order.tags,
+                            Refusal::Fenced {
+                                epoch: lease.epoch(),
+                            },
+                        );
+                        return None;
+                    }
                 }
-            },
-            || registry.register(order),
-        );
+            }
+        };
         self.note_acked(acked);
         match admitted {
             Ok(Ok(())) => Some(slot),
@@ -600,6 +681,9 @@ impl GatewayCore {
 
     /// Writes a cancel the registry has marked sent (`venue` is its answer).
     fn write_cancel(&mut self, id: OrderId, venue: Option<ScopeIndex>) -> Result<(), VenueError> {
+        if !self.lease_still_ours() {
+            return Err(VenueError::Unsupported(FENCED_WRITE));
+        }
         let Some(venue) = venue else {
             self.counters
                 .cancels_skipped
@@ -625,6 +709,10 @@ impl GatewayCore {
     }
 
     fn mass_cancel(&mut self, venue: ScopeIndex, scope: MassCancelScope) {
+        if !self.lease_still_ours() {
+            self.counters.cancel_errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let Some(slot) = self.slot(venue) else {
             self.counters.unknown_venue.fetch_add(1, Ordering::Relaxed);
             return;
@@ -666,7 +754,23 @@ impl GatewayCore {
         self.counters.clone()
     }
 
+    /// True without a lease, or while the epoch is still ours (`G3`
+    /// before a cancel).
+    #[inline]
+    fn lease_still_ours(&self) -> bool {
+        self.lease.as_ref().is_none_or(|l| l.still_ours())
+    }
+
     fn logout_all(&mut self) {
+        // A fenced gateway must not log out: the venue could cancel, on
+        // disconnect, orders the new holder now looks after.
+        if self
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.is_fenced() || !l.still_ours())
+        {
+            return;
+        }
         for s in &mut self.sessions {
             let r = s.venue.logout();
             self.reports.logged_out(s.index, r);
@@ -721,7 +825,19 @@ impl Gateway {
         venues: Vec<(ScopeIndex, Box<dyn Venue>)>,
         cfg: GatewayConfig,
     ) -> Result<GatewayHandle, GatewayError> {
-        let mut core = GatewayCore::new(block.clone(), registry, venues, &cfg)?;
+        Gateway::spawn_leased(block, registry, venues, cfg, None)
+    }
+
+    /// [`Gateway::spawn`] under an acquired active-role lease (see
+    /// [`GatewayCore::new_leased`]); the thread owns the lease from then on.
+    pub fn spawn_leased(
+        block: Arc<ControlBlock>,
+        registry: Arc<Registry>,
+        venues: Vec<(ScopeIndex, Box<dyn Venue>)>,
+        cfg: GatewayConfig,
+        lease: Option<Lease>,
+    ) -> Result<GatewayHandle, GatewayError> {
+        let mut core = GatewayCore::new_leased(block.clone(), registry, venues, &cfg, lease)?;
         let next_id = Arc::new(AtomicU64::new(cfg.first_order_id));
         let sender = core.order_sender(next_id);
         let link = core.take_drain_link();

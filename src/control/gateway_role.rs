@@ -70,6 +70,36 @@ impl GatewayRole {
     }
 }
 
+impl GatewayRole {
+    /// Claims the role under an active-role lease this process holds:
+    /// like [`GatewayRole::claim`], but a live claimant whose pid is
+    /// `fenced` (the lease's predecessor, whose epoch ours has replaced,
+    /// so its gateway writes nothing more) is taken over too. Any other
+    /// live claimant is refused: it may be a gateway without a lease,
+    /// which no epoch stops.
+    pub(crate) fn claim_from_fenced(block: Arc<ControlBlock>, fenced: u32) -> Result<GatewayRole> {
+        let pid = std::process::id();
+        let mine = claim_word(pid, proc_start_ticks(pid).unwrap_or(0));
+        let role = &block.gateway_status().role;
+        let mut seen = role.load(Ordering::Acquire);
+        loop {
+            let takeable = seen == 0
+                || !claimant_alive(seen)
+                || (fenced != 0 && fenced != pid && seen as u32 == fenced);
+            if !takeable {
+                return Err(ControlError::GatewayRoleTaken {
+                    path: block.path().to_path_buf(),
+                    pid: seen as u32,
+                });
+            }
+            match role.compare_exchange(seen, mine, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(GatewayRole { block, word: mine }),
+                Err(now) => seen = now,
+            }
+        }
+    }
+}
+
 impl Drop for GatewayRole {
     fn drop(&mut self) {
         // Only our own claim: never one a later gateway made after taking

@@ -22,7 +22,7 @@
 //! | 112    | 8      | `risk_trips_reset`: the `risk_trips` count the last risk-role reset cleared | reset |
 //! | 120    | 8      | `change_flags` (2.1): bit 0 deployments and configuration locked, bit 1 a reconciliation mismatch not yet acknowledged (blocks reset), bits 32..64 pid that set the lock; see [`crate::shutdown::words`] | planned shutdown; `killswitch reconcile --ack` |
 //! | 128    | 128    | **state word** (`AtomicU64`, alone on its line), see [`super::state`] | trip / reset |
-//! | 256    | 128    | gateway status: `acked_generation`, `acked_mono_ns`, `orders_sent`, `cancels_sent`, `open_orders`, `role` (the claimed gateway, 1.2) | gateway thread; `role` by compare-and-swap |
+//! | 256    | 128    | gateway status: `acked_generation`, `acked_mono_ns`, `orders_sent`, `cancels_sent`, `open_orders`, `role` (the claimed gateway, 1.2), then the active-role lease (2.3, see [`super::lease`]): `lease_holder` at 304 (epoch << 32 \| holder pid), `lease_holder_start` at 312 (holder start ticks low 32 bits << 32 \| low 32 bits of the epoch they belong to), `lease_expiry_mono_ns` at 320, `lease_in_send` at 328 (epoch << 32 \| pid << 1 \| busy: the holder's gateway is inside a turn that may write to venues); reserved 336..384 | gateway thread; `role` and the lease words by compare-and-swap |
 //! | 384    | 256    | drain status ([`DrainStatus`]): live counters (offsets 384..504), drain flags (504), the "drain incomplete" record (512..568), reserved (568..640) | drain thread; the record also `emergency` and reset |
 //! | 640    | 128    | `audit_head`: tickets handed out to audit writers | trip / reset |
 //! | 768    | 64×256 | audit ring ([`AuditSlot`]), slot = ticket % 64 | trip / reset |
@@ -55,8 +55,9 @@ pub const VERSION_MAJOR: u16 = 2;
 /// 2.1 the planned shutdown's words: the header's `change_flags` and six
 /// words of the engine telemetry record; 2.2 the automatic rules' gauges in
 /// the last 7 spare words of the engine telemetry record, and audit kind
-/// `Warning`.)
-pub const VERSION_MINOR: u16 = 2;
+/// `Warning`; 2.3 the active-role lease in the gateway line's spare
+/// space.)
+pub const VERSION_MINOR: u16 = 3;
 /// Slots in the audit ring.
 pub const AUDIT_SLOTS: usize = 64;
 /// Bytes of reason text kept per audit entry.
@@ -132,6 +133,23 @@ pub struct GatewayStatus {
     /// in clock ticks (high 32 bits), so a reused pid is not taken for a
     /// live claimant; 0 = unclaimed. See [`super::gateway_role`].
     pub role: AtomicU64,
+    /// The active-role lease (layout 2.3, see [`super::lease`]): epoch
+    /// (high 32 bits, only ever raised) | holder pid (low 32 bits, 0 =
+    /// released). Changed only by compare-and-swap. The holder's gateway
+    /// compares it with its own value in every admit step.
+    pub lease_holder: AtomicU64,
+    /// Low 32 bits of the holder's start ticks (high 32) | low 32 bits of
+    /// the epoch they belong to (low 32), so a reader can tell the start
+    /// time of the current holder from its predecessor's.
+    pub lease_holder_start: AtomicU64,
+    /// When the lease expires unless renewed, `CLOCK_MONOTONIC` ns.
+    pub lease_expiry_mono_ns: AtomicU64,
+    /// epoch << 32 | pid << 1 | busy: the holder's gateway sets busy (compare-and-swap,
+    /// never over a newer epoch's value) before a turn that may write to a
+    /// venue and clears it after; a taker waits for an older epoch's busy
+    /// turn to end before it sends.
+    pub lease_in_send: AtomicU64,
+    _reserved: [AtomicU64; 6],
 }
 
 /// Phase of the drain, as the drain thread publishes it in the block.
@@ -565,6 +583,11 @@ const _: () = {
     assert!(offset_of!(Layout, gateway) == 256);
     assert!(offset_of!(GatewayStatus, role) == 40);
     assert!(size_of::<GatewayStatus>() <= 128);
+    assert!(offset_of!(GatewayStatus, lease_holder) == 48);
+    assert!(offset_of!(GatewayStatus, lease_holder_start) == 56);
+    assert!(offset_of!(GatewayStatus, lease_expiry_mono_ns) == 64);
+    assert!(offset_of!(GatewayStatus, lease_in_send) == 72);
+    assert!(size_of::<GatewayStatus>() == 128);
     assert!(offset_of!(Layout, drain) == 384);
     assert!(size_of::<DrainStatus>() == 256);
     assert!(offset_of!(DrainStatus, t_trip) == 112);

@@ -10,12 +10,18 @@ impl ControlBlock {
     /// Marks the calling process as the engine that owns this block. Fails
     /// while another live process owns it; takes over from a dead owner.
     pub(crate) fn attach_owner(&self) -> Result<()> {
+        self.attach_owner_replacing(0)
+    }
+
+    /// [`ControlBlock::attach_owner`], also replacing a live owner whose
+    /// pid is `fenced` (0: none).
+    pub(crate) fn attach_owner_replacing(&self, fenced: u32) -> Result<()> {
         let h = &self.layout().header;
         let me = std::process::id() as u64;
         let my_ticks = proc_start_ticks(me as u32).unwrap_or(0);
         let _lock = self.lock()?;
         let owner = self.owner();
-        if owner.alive && owner.pid as u64 != me {
+        if owner.alive && owner.pid as u64 != me && (fenced == 0 || owner.pid != fenced) {
             return Err(ControlError::OwnedByLiveProcess {
                 path: self.path.clone(),
                 pid: owner.pid,

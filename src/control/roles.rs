@@ -220,6 +220,14 @@ impl EngineOwner {
         Ok(EngineOwner { block })
     }
 
+    /// Attaches under an active-role lease this process holds: like
+    /// [`EngineOwner::attach`], but a live owner whose pid is `fenced`
+    /// (the lease's predecessor, which writes nothing more) is replaced.
+    pub fn attach_under_lease(block: Arc<ControlBlock>, fenced: u32) -> Result<EngineOwner> {
+        block.attach_owner_replacing(fenced)?;
+        Ok(EngineOwner { block })
+    }
+
     /// Writes the engine's heartbeat now. The gateway also writes it every
     /// 64 turns of its loop (the thread whose stall matters).
     pub fn heartbeat(&self) {

@@ -27,10 +27,21 @@
 //! (`a_gateway_deciding_on_a_stale_load_is_caught`) and the stress test
 //! (`the_stale_admit_fault_is_caught`, with `--features fault-injection`)
 //! must both catch it: they are not vacuous.
+//!
+//! # Under a lease
+//! An engine that holds the active role as a lease
+//! ([`crate::control::lease`]) calls [`admit_leased`] instead: the same
+//! step, after checking that the block's epoch is still its own (`G3`, a
+//! SeqCst load of `lease_holder`). A newer epoch refuses the order
+//! ([`Fenced`]) and the gateway writes nothing more. That check alone
+//! cannot close the gap between a check and its write (a gateway can pass
+//! it, then stop); the turn marker of the lease module closes it for the
+//! taker, which waits for the turn to end (`tests/loom_lease.rs`).
 
 use std::sync::atomic::Ordering;
 
 use super::publish_ack;
+use crate::control::lease::still_held;
 use crate::control::state::AtomicWord;
 use crate::control::StateWord;
 
@@ -86,4 +97,40 @@ pub fn admit<W: AtomicWord + ?Sized, R, E>(
     };
     decide(w)?;
     Ok(register())
+}
+
+/// The admit step refused: the block's lease epoch is no longer the
+/// gateway's (a newer holder took the active role). Write nothing more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fenced;
+
+/// [`admit`] under a lease: first checks that `lease_holder` still holds
+/// `mine` (epoch << 32 | pid), in the same step and before the state
+/// word is observed, so a fenced gateway neither acknowledges nor
+/// decides; then observe, decide, register as [`admit`] does.
+#[allow(clippy::too_many_arguments)] // admit's arguments plus the fence pair
+#[inline]
+pub fn admit_leased<W: AtomicWord + ?Sized, R, E>(
+    lease_holder: &W,
+    mine: u64,
+    words: &AdmitWords<'_, W>,
+    acked: &mut u64,
+    now: impl FnOnce() -> u64,
+    turn_word: StateWord,
+    stale_decision: bool,
+    decide: impl FnOnce(StateWord) -> Result<(), E>,
+    register: impl FnOnce() -> R,
+) -> Result<Result<R, E>, Fenced> {
+    if !still_held(lease_holder, mine) {
+        return Err(Fenced);
+    }
+    Ok(admit(
+        words,
+        acked,
+        now,
+        turn_word,
+        stale_decision,
+        decide,
+        register,
+    ))
 }

@@ -100,6 +100,13 @@ pub enum Refusal {
     NotYours,
     /// The venue session refused to write a cancel (nothing was sent).
     CancelNotWritten(VenueError),
+    /// The gateway's active-role lease was taken by a newer epoch (another
+    /// engine is the active now): nothing was written, and this engine
+    /// writes nothing more.
+    Fenced {
+        /// The epoch this engine held.
+        epoch: u64,
+    },
 }
 
 /// Receives every order event the registry applies. The default methods do

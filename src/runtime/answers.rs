@@ -257,9 +257,10 @@ fn answer_for(event: &RecordedEvent) -> Option<(ScopeIndex, Answer)> {
         RecordedEvent::Refused { id, tags, why } => (
             tags.strategy,
             match why {
-                Refusal::Recheck(_) | Refusal::DuplicateId | Refusal::UnknownVenue => {
-                    Answer::Refused { id, why }
-                }
+                Refusal::Recheck(_)
+                | Refusal::DuplicateId
+                | Refusal::UnknownVenue
+                | Refusal::Fenced { .. } => Answer::Refused { id, why },
                 Refusal::NotOpen | Refusal::NotYours | Refusal::CancelNotWritten(_) => {
                     Answer::CancelRefused { id, why }
                 }

@@ -91,8 +91,10 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::access::Access;
+use crate::control::lease::LeaseState;
 use crate::control::{
-    ControlBlock, ControlError, EngineOwner, Operator, ScopeKind, Status, Tripper,
+    ControlBlock, ControlError, EngineOwner, Lease, LeaseConfig, Operator, ScopeKind, Status,
+    Tripper,
 };
 use crate::drain::{Drain, DrainConfig, DrainHandle, DrainOutcome};
 use crate::gate::Gate;
@@ -271,6 +273,7 @@ pub struct RuntimeBuilder {
     send_fence: SendFence,
     limits: LimitConfig,
     rules: RuleConfig,
+    lease: Option<LeaseConfig>,
 }
 
 impl RuntimeBuilder {
@@ -387,6 +390,20 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Run as the holder of the block's active-role lease (see
+    /// [`crate::control::lease`]): `start` first acquires it (waiting for
+    /// a live holder's lease to lapse, then for that holder's turn in
+    /// progress to end), raising the epoch, and only then attaches as the
+    /// engine (replacing the predecessor it fenced) and starts the gateway,
+    /// which checks the epoch in every admit step and stops writing for
+    /// good once a newer one appears ([`Runtime::lease`] says so). Without
+    /// it nothing of this runs. Every engine sharing a block must use it:
+    /// a gateway without a lease is never fenced.
+    pub fn lease(mut self, cfg: LeaseConfig) -> Self {
+        self.lease = Some(cfg);
+        self
+    }
+
     /// Starts everything; see the module docs.
     pub fn start(self) -> Result<Runtime, StartError> {
         let RuntimeBuilder {
@@ -407,6 +424,7 @@ impl RuntimeBuilder {
             send_fence,
             limits,
             rules,
+            lease,
         } = self;
         if venues.is_empty() {
             return Err(StartError::failed(
@@ -426,7 +444,18 @@ impl RuntimeBuilder {
                 flags.locked_by_pid
             )));
         }
-        let owner = EngineOwner::attach(block.clone())?;
+        let lease = match lease {
+            Some(cfg) => Some(
+                Lease::acquire(block.clone(), cfg)
+                    .map_err(|e| StartError::failed(format!("active-role lease: {e}")))?,
+            ),
+            None => None,
+        };
+        let lease_state = lease.as_ref().map(Lease::state);
+        let owner = match &lease {
+            Some(l) => EngineOwner::attach_under_lease(block.clone(), l.predecessor())?,
+            None => EngineOwner::attach(block.clone())?,
+        };
         let tripper = Tripper::new(block.clone());
         let signal_guard = match &signals {
             Some(cfg) => Some(signals::install(&tripper, cfg).map_err(|e| {
@@ -498,7 +527,8 @@ impl RuntimeBuilder {
             sessions.push((index, session));
         }
         let senders = Arc::new(crate::senders::SenderSet::default());
-        let mut gw = Gateway::spawn(block.clone(), registry.clone(), sessions, gateway)?;
+        let mut gw =
+            Gateway::spawn_leased(block.clone(), registry.clone(), sessions, gateway, lease)?;
         let mut link = gw
             .take_drain_link()
             .ok_or_else(|| StartError::failed("the gateway gave no drain link"))?;
@@ -542,6 +572,7 @@ impl RuntimeBuilder {
             started: Instant::now(),
             snapshot_policy,
             send_fence,
+            lease: lease_state,
             stopped: None,
             limits,
             references: ReferencePrices::new(),
@@ -583,6 +614,7 @@ pub struct Runtime {
     started: Instant,
     snapshot_policy: SnapshotPolicy,
     send_fence: SendFence,
+    lease: Option<Arc<LeaseState>>,
     stopped: Option<ShutdownReport>,
     limits: LimitConfig,
     references: ReferencePrices,
@@ -625,6 +657,7 @@ impl Runtime {
             send_fence: SendFence::Auto,
             limits: LimitConfig::default(),
             rules: RuleConfig::default(),
+            lease: None,
         }
     }
 
@@ -860,6 +893,14 @@ impl Runtime {
             (None, Some(r)) => r.gateway.as_ref().ok().copied(),
             _ => None,
         }
+    }
+
+    /// The active-role lease this engine holds (or held), with
+    /// [`RuntimeBuilder::lease`]: its epoch, and whether the gateway has
+    /// been fenced by a newer one (it then writes nothing more; the
+    /// engine should stop).
+    pub fn lease(&self) -> Option<Arc<LeaseState>> {
+        self.lease.clone()
     }
 
     /// Time since start.
