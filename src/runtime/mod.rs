@@ -866,14 +866,7 @@ impl Runtime {
 
     /// The positions the journal rebuilt at start (an earlier run's).
     pub fn journal_positions(&self) -> Vec<(PositionKey, Position)> {
-        self.journal
-            .as_ref()
-            .and_then(|j| {
-                j.lock()
-                    .ok()
-                    .map(|j| j.mirror.positions.iter().map(|(k, v)| (*k, *v)).collect())
-            })
-            .unwrap_or_default()
+        self.monitor().journal_positions()
     }
 
     /// The registry's counters.

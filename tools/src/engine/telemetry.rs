@@ -2,7 +2,7 @@
 //! control block's telemetry region ([`killswitch::control::telemetry`])
 //! for `killswitch status`, `serve` and `watch`.
 //!
-//! One call per loop turn ([`Publisher::publish`]); it publishes at most
+//! One call per loop turn (`Publisher::publish`); it publishes at most
 //! every [`PUBLISH_INTERVAL`] and reads only what the engine already keeps:
 //! the registry's activity counters (one short lock), the journal's
 //! positions and cash (one short lock), the strategies' progress atomics

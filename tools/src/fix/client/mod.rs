@@ -588,7 +588,7 @@ impl Venue for FixVenue {
 
 impl Drop for FixVenue {
     /// A logout under way is finished (the answers to its cancels read, the
-    /// venue's Logout awaited, at most [`LOGOUT_LINGER`]) so the session
+    /// venue's Logout awaited, at most `LOGOUT_LINGER`) so the session
     /// ends with a Logout rather than a reset connection. The answers read
     /// here reach no registry: the gateway that owned the session is gone.
     fn drop(&mut self) {
