@@ -111,6 +111,11 @@ pub struct ShutdownSection {
     /// Fault injection: the engine's risk service ignores its stop (the
     /// runbook's "Process Not Stopping"): forced after its timeout.
     pub risk_service_ignores_stop: bool,
+    /// What the first SIGTERM does: `true` (default) runs the planned
+    /// shutdown (a second SIGTERM escalates to KILL); `false` trips KILL at
+    /// once, the emergency drain (`killswitch drill --method sigterm` and
+    /// the latency tool's SIGTERM baseline measure that path).
+    pub sigterm_planned: bool,
 }
 
 impl Default for ShutdownSection {
@@ -132,6 +137,7 @@ impl Default for ShutdownSection {
             alternate_checkpoint_dir: None,
             notify_command: None,
             risk_service_ignores_stop: false,
+            sigterm_planned: true,
         }
     }
 }

@@ -129,8 +129,9 @@ impl Engine {
             })
             .signals(SignalConfig {
                 // The first SIGTERM runs the planned shutdown; the second
-                // trips KILL (the emergency drain).
-                planned_shutdown: true,
+                // trips KILL (the emergency drain). Configurable: an
+                // engine may want SIGTERM to be the emergency path.
+                planned_shutdown: cfg.shutdown.sigterm_planned,
                 ..SignalConfig::default()
             })
             .panic_hook()

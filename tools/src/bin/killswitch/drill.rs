@@ -295,6 +295,11 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
     };
     std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
     let mut cfg = config_for(args, &work);
+    // The drill's SIGTERM method checks the emergency drain, not the
+    // planned shutdown (which SIGTERM runs by default).
+    if args.method == TripMethod::Sigterm {
+        cfg.shutdown.sigterm_planned = false;
+    }
     let mut venues = if wire {
         Some(crate::drill_wire::start(args.scenario, &mut cfg, &work)?)
     } else {
