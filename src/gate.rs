@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use crate::control::state::{StateWord, GATE_MASK};
 use crate::control::{ControlBlock, Mode, ScopeKind};
-use crate::order::OrderIntent;
+use crate::order::{OrderIntent, Qty, ScopeTags};
 
 /// Why the gate said no.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,13 +120,13 @@ impl Gate {
         self.check_tripped(word, intent)
     }
 
-    #[cold]
-    #[inline(never)]
-    fn check_tripped(&self, word: StateWord, intent: &OrderIntent) -> Verdict {
+    /// The mode in force for an order with these tags under `word`: the
+    /// global mode, raised by its scopes' levels when the word is scoped
+    /// (and which scope raised it).
+    fn effective_mode(&self, word: StateWord, t: ScopeTags) -> (Mode, Option<ScopeKind>) {
         let mut mode = word.mode();
         let mut from_scope = None;
         if word.scoped() {
-            let t = intent.tags;
             for (kind, idx) in [
                 (ScopeKind::Venue, t.venue),
                 (ScopeKind::Strategy, t.strategy),
@@ -141,6 +141,36 @@ impl Gate {
                 }
             }
         }
+        (mode, from_scope)
+    }
+
+    /// The position the gate decides an order with these tags on, under
+    /// `word`, as the gateway and the senders read it from the registry:
+    /// none while nothing is in force; under REDUCE_ONLY for this order
+    /// (globally or by one of its scopes) the position net of the open
+    /// reducing orders, so several together never flip it (a scan of the
+    /// open orders, paid only then); otherwise the plain position (the
+    /// reduced position limit).
+    pub(crate) fn position_to_decide(
+        &self,
+        word: StateWord,
+        t: ScopeTags,
+        registry: &crate::registry::Registry,
+    ) -> Qty {
+        if word.0 & GATE_MASK == 0 {
+            return Qty::ZERO;
+        }
+        if self.effective_mode(word, t).0 == Mode::ReduceOnly {
+            registry.position_net_of_open_reducing(t.venue, t.instrument, t.account)
+        } else {
+            registry.account_position(t.venue, t.instrument, t.account)
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn check_tripped(&self, word: StateWord, intent: &OrderIntent) -> Verdict {
+        let (mode, from_scope) = self.effective_mode(word, intent.tags);
         let allowed = match mode {
             Mode::Normal => true,
             Mode::ReduceOnly => intent.reduces_position(),

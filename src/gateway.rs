@@ -72,7 +72,7 @@ use crate::control::layout::VENUES;
 use crate::control::state::AtomicWord;
 use crate::control::{ControlBlock, ControlError, GatewayRole, Lease, StateWord};
 use crate::gate::{Gate, Verdict};
-use crate::order::{OrderId, OrderIntent, Qty, ScopeIndex, ScopeTags};
+use crate::order::{OrderId, OrderIntent, ScopeIndex, ScopeTags};
 use crate::registry::{Refusal, Registry};
 use crate::venue::{MassCancelScope, NewOrder, Venue, VenueError, VenueEvent};
 use admit::AdmitWords;
@@ -481,16 +481,7 @@ impl GatewayCore {
         let decide = |w: StateWord| {
             // REDUCE_ONLY decides on the registry's position, not the
             // strategy's belief.
-            // Under REDUCE_ONLY (global or scoped) the open reducing
-            // orders count, so several together never flip it.
-            let t = order.tags;
-            let position = if w.mode() == crate::control::Mode::ReduceOnly || w.scoped() {
-                registry.position_net_of_open_reducing(t.venue, t.instrument, t.account)
-            } else if w.is_active() || w.limited() {
-                registry.account_position(t.venue, t.instrument, t.account)
-            } else {
-                Qty::ZERO
-            };
+            let position = gate.position_to_decide(w, order.tags, registry);
             let intent = OrderIntent {
                 tags: order.tags,
                 side: order.side,

@@ -52,7 +52,7 @@ use crossbeam_utils::CachePadded;
 use crate::control::state::AtomicWord;
 use crate::control::StateWord;
 use crate::gate::{Gate, Rejection, Verdict};
-use crate::order::{OrderId, OrderIntent, Qty, ScopeIndex};
+use crate::order::{OrderId, OrderIntent, ScopeIndex};
 use crate::registry::Registry;
 use crate::venue::{NewOrder, VenueError};
 
@@ -354,17 +354,9 @@ impl SendGuard {
         };
         let mut tags = intent.tags;
         tags.strategy = self.strategy;
-        let position = if w.mode() == crate::control::Mode::ReduceOnly || w.scoped() {
-            // REDUCE_ONLY decides on the registry's position, net of the
-            // open reducing orders (so several never flip it).
-            self.registry
-                .position_net_of_open_reducing(tags.venue, tags.instrument, tags.account)
-        } else if w.is_active() || w.limited() {
-            self.registry
-                .account_position(tags.venue, tags.instrument, tags.account)
-        } else {
-            Qty::ZERO
-        };
+        // REDUCE_ONLY decides on the registry's position, not the
+        // strategy's belief.
+        let position = self.gate.position_to_decide(w, tags, &self.registry);
         let decided = OrderIntent {
             tags,
             position,

@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::control::{Mode, ScopeKind, Source, TripRequest};
-use crate::order::{OrderState, Price, ScopeTags, Side};
+use crate::order::{OrderState, Price, Qty, ScopeTags, Side};
 use crate::venue::sim::{FlowConfig, SimConfig, SimHandle, SimVenue, WireMessage};
 
 struct Rig {
