@@ -348,6 +348,12 @@ impl Engine {
         let mut planned: Option<killswitch::shutdown::ShutdownPlan> = None;
         let cfg = &self.cfg;
         let supervised = self.rt.supervise_with(opts, |beat| {
+            // First: a reset seen on the same beat as a SIGTERM is still
+            // reported (the operator must read that trading resumed).
+            if !was_armed && beat.armed {
+                eprintln!("ks-engine: switch reset: trading resumes");
+            }
+            was_armed = beat.armed;
             // The planned shutdown: a SIGTERM (that tripped nothing) or a
             // `killswitch shutdown` request. Not while a KILL is in force:
             // that drain runs to its end as before.
@@ -365,10 +371,6 @@ impl Engine {
                     }
                 }
             }
-            if !was_armed && beat.armed {
-                eprintln!("ks-engine: switch reset: trading resumes");
-            }
-            was_armed = beat.armed;
             for (i, s) in sims.iter().enumerate() {
                 if !hung[i] && s.hang_after.is_some_and(|d| beat.uptime >= d) {
                     eprintln!(
