@@ -201,13 +201,16 @@ fn dropped_cancel_acks_end_in_cancel_unknown() {
 #[test]
 fn fills_racing_cancels_are_applied_not_lost() {
     let mut cfg = quiet_venue(6, true);
-    cfg.event_latency = Duration::from_millis(30);
+    // Long enough that the fills are still in flight after the trip, the
+    // drain's wake-up, the gateway's ack and the snapshot, even on a loaded
+    // machine; well under the drain's 5 s cancel deadline.
+    cfg.event_latency = Duration::from_millis(500);
     let r = rig(vec![cfg], DrainConfig::emergency(), None);
     let full = submit(&r.sender, &intent(0, 0, Side::Buy, 100, 2));
     let part = submit(&r.sender, &intent(0, 0, Side::Buy, 99, 5));
     wait_state(&r.registry, &[full, part], OrderState::Live);
     // A seller takes all of `full` and 3 of `part`; the fills are on the
-    // wire (30 ms) when the kill lands.
+    // wire (500 ms) when the kill lands.
     let t = r.sims[0].inject(0, Side::Sell, Price::from_units(99), Qty::from_lots(5));
     wait_for("injected order matched", WAIT, || {
         r.sims[0].injected_processed() > t

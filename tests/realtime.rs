@@ -19,28 +19,39 @@ fn venue() -> Vec<(u16, Box<dyn Venue>)> {
     vec![(0, Box::new(SimVenue::new(c).0) as Box<dyn Venue>)]
 }
 
-/// (policy, priority) of this process's thread named `name`, from the
-/// kernel's stat line (fields 40 and 41: rt_priority, policy).
-fn thread_policy(name: &str) -> Option<(u32, u32)> {
-    for task in std::fs::read_dir("/proc/self/task").ok()? {
-        let path = task.ok()?.path();
-        let comm = std::fs::read_to_string(path.join("comm")).ok()?;
-        if comm.trim() != name {
-            continue;
-        }
-        let stat = std::fs::read_to_string(path.join("stat")).ok()?;
-        // Fields after the command name (which may hold spaces) start at 3.
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let rt_priority = f.get(40 - 3)?.parse().ok()?;
-        let policy = f.get(41 - 3)?.parse().ok()?;
-        return Some((policy, rt_priority));
-    }
-    None
+/// The two tests spawn threads of the same names: one at a time, so each
+/// sees only its own.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// (policy, priority) of every thread of this process named `name`, from
+/// the kernel's stat line (fields 40 and 41: rt_priority, policy). A thread
+/// that ends while the directory is walked is skipped, not an error.
+fn thread_policies(name: &str) -> Vec<(u32, u32)> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let path = task.path();
+            let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+            if comm.trim() != name {
+                return None;
+            }
+            let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+            // Fields after the command name (which may hold spaces) start at 3.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let rt_priority = f.get(40 - 3)?.parse().ok()?;
+            let policy = f.get(41 - 3)?.parse().ok()?;
+            Some((policy, rt_priority))
+        })
+        .collect()
 }
 
 #[test]
 fn out_of_range_priority_is_refused_and_starts_no_gateway() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let block = Arc::new(ControlBlock::create(dir.path(), "rt0").unwrap());
     let e = Gateway::spawn(
@@ -71,6 +82,7 @@ fn out_of_range_priority_is_refused_and_starts_no_gateway() {
 
 #[test]
 fn gateway_and_drain_run_under_fifo_or_say_why_not() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let block = Arc::new(ControlBlock::create(dir.path(), "rt1").unwrap());
     let cfg = GatewayConfig {
@@ -87,7 +99,10 @@ fn gateway_and_drain_run_under_fifo_or_say_why_not() {
             return;
         }
     };
-    assert_eq!(thread_policy("ks-gateway"), Some((1, 3)), "SCHED_FIFO is 1");
+    // SCHED_FIFO is policy 1. (A gateway of the other test may still be
+    // ending: look for ours among them.)
+    let gateways = thread_policies("ks-gateway");
+    assert!(gateways.contains(&(1, 3)), "{gateways:?}");
     let drain = Drain::spawn(
         gateway.take_drain_link().unwrap(),
         DrainConfig {
@@ -97,7 +112,8 @@ fn gateway_and_drain_run_under_fifo_or_say_why_not() {
         None,
     )
     .unwrap();
-    assert_eq!(thread_policy("ks-drain"), Some((1, 2)));
+    let drains = thread_policies("ks-drain");
+    assert!(drains.contains(&(1, 2)), "{drains:?}");
     drop(drain);
     drop(gateway);
 }

@@ -648,13 +648,9 @@ fn only_a_reset_signed_by_a_trusted_risk_key_releases_and_junk_holds_kill() {
 fn an_unreachable_nats_raises_the_alarm_or_fails_closed() {
     let root = tempfile::tempdir().unwrap();
     let (_, risk_pub) = keygen(root.path());
-    // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("nats://127.0.0.1:{port}");
+    // A port nothing listens on (port 1, tcpmux, is privileged and unused;
+    // a port freed by a listener could be picked by a parallel test's cluster).
+    let url = "nats://127.0.0.1:1".to_string();
     let metrics = root.path().join("relay.prom");
     let warn = Relay::start(
         &url,

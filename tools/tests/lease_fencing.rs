@@ -241,7 +241,7 @@ fn a_second_engine_is_refused_while_the_active_renews() {
         "A",
         &[
             "--ttl-ms",
-            "1000",
+            "3000",
             "--acquire-wait-ms",
             "60000",
             "--fence-wait-ms",
@@ -254,17 +254,19 @@ fn a_second_engine_is_refused_while_the_active_renews() {
         "A did not start trading\n{}",
         picture(dir, &[&a])
     );
-    // A 3 s wait on A's 1 s lease: A renews it all along.
+    // A 9 s wait on A's 3 s lease: A renews it all along (a lease of 3 s,
+    // not less: A's gateway renews it every ttl/4 from its own turns, and a
+    // loaded machine can leave a thread without a core for most of a second).
     let mut b = Engine::start(
         dir,
         "B",
         &[
             "--ttl-ms",
-            "1000",
-            "--acquire-wait-ms",
             "3000",
+            "--acquire-wait-ms",
+            "9000",
             "--fence-wait-ms",
-            "1000",
+            "3000",
         ],
     );
     let b_code = b.wait_exit("it should be refused the lease");

@@ -74,7 +74,7 @@ fn start_engine(dir: &Path, name: &str) -> std::process::Child {
         &config,
         format!(
             "name = \"{name}\"\ncontrol_dir = \"{d}\"\njournal_dir = \"{d}/journal\"\n\
-             [drain]\ncancel_deadline_ms = 4000\n\
+             [drain]\ncancel_deadline_ms = 10000\n\
              [[venues]]\nname = \"SIM-A\"\ninstruments = [\"BTC/USD\", \"ETH/USD\"]\nmass_cancel = true\n\
              [[venues]]\nname = \"SIM-B\"\ninstruments = [\"BTC/USD\"]\nignore_cancels = true\nseed = 2\n\
              [[strategies]]\nname = \"mm_btc_a\"\nvenue = \"SIM-A\"\ninstrument = \"BTC/USD\"\nopen_orders = 500\n\

@@ -43,6 +43,25 @@ pub struct NatsCluster {
     nodes: Vec<Node>,
 }
 
+/// Why a cluster did not start: a server that exited at start (most likely
+/// a port taken meanwhile: worth another try with new ports) or anything else.
+enum StartError {
+    PortTaken(String),
+    Other(String),
+}
+
+impl From<String> for StartError {
+    fn from(e: String) -> Self {
+        StartError::Other(e)
+    }
+}
+
+/// How waiting for one server to listen ended badly.
+enum Listen {
+    Exited(String),
+    Other(String),
+}
+
 /// `n` distinct free loopback ports (all held while picking, so no duplicates).
 fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
     let held: Vec<TcpListener> = (0..n)
@@ -58,6 +77,21 @@ impl NatsCluster {
     /// accepts connections. JetStream may still be electing its leaders:
     /// callers retry their first requests (the `firm` commands do).
     pub fn start(n: usize) -> Result<NatsCluster, String> {
+        // The ports are free when picked, not held until the servers bind
+        // them: another process (a parallel test's cluster) can take one
+        // meanwhile. A server that cannot bind exits at start: pick again.
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::start_once(n) {
+                Ok(c) => return Ok(c),
+                Err(StartError::PortTaken(e)) => last = e,
+                Err(StartError::Other(e)) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    fn start_once(n: usize) -> Result<NatsCluster, StartError> {
         let binary = nats_server_binary()?;
         let dir = tempfile::Builder::new()
             .prefix("ks-nats-")
@@ -102,7 +136,10 @@ impl NatsCluster {
             cluster.spawn(i)?;
         }
         for i in 0..n {
-            cluster.wait_listening(i)?;
+            cluster.wait_listening(i).map_err(|e| match e {
+                Listen::Exited(e) => StartError::PortTaken(e),
+                Listen::Other(e) => StartError::Other(e),
+            })?;
         }
         Ok(cluster)
     }
@@ -127,24 +164,28 @@ impl NatsCluster {
         Ok(())
     }
 
-    fn wait_listening(&mut self, i: usize) -> Result<(), String> {
+    /// Waits until server `i` itself says it listens on its port (a
+    /// connection alone could reach another process on that port).
+    fn wait_listening(&mut self, i: usize) -> Result<(), Listen> {
         let end = Instant::now() + Duration::from_secs(30);
         let port = self.nodes[i].client_port;
+        let said = format!("Listening for client connections on 127.0.0.1:{port}");
         loop {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            let whole = std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default();
+            if whole.contains(&said) && TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return Ok(());
             }
             if let Some(Ok(Some(status))) = self.nodes[i].child.as_mut().map(|c| c.try_wait()) {
-                return Err(format!(
+                return Err(Listen::Exited(format!(
                     "nats-server n{i} exited at start ({status}):\n{}",
                     self.log(i)
-                ));
+                )));
             }
             if Instant::now() > end {
-                return Err(format!(
+                return Err(Listen::Other(format!(
                     "nats-server n{i} did not listen on port {port} within 30 s:\n{}",
                     self.log(i)
-                ));
+                )));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -175,7 +216,9 @@ impl NatsCluster {
     pub fn restart(&mut self, i: usize) -> Result<(), String> {
         self.kill(i);
         self.spawn(i)?;
-        self.wait_listening(i)
+        self.wait_listening(i).map_err(|e| match e {
+            Listen::Exited(e) | Listen::Other(e) => e,
+        })
     }
 
     /// The log of server `i` (for failure messages).

@@ -457,6 +457,14 @@ impl VenueServer {
     }
 
     fn write_conn(&mut self, slot: usize) {
+        // The audit log never lags what a peer has seen: its lines for these
+        // answers reach the file before the answers reach the socket.
+        if self.conns[slot]
+            .as_ref()
+            .is_some_and(|c| !c.wbuf.is_empty())
+        {
+            self.audit.flush();
+        }
         let Some(c) = self.conns[slot].as_mut() else {
             return;
         };

@@ -232,7 +232,7 @@ pub(crate) fn wait_child(
 /// Waits until the engine `child` owns the drill's control block.
 fn attach(work: &Path, child: &mut Child, log: &str) -> Result<ControlBlock, String> {
     let pid = child.id();
-    let end = Instant::now() + Duration::from_secs(10);
+    let end = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(b) = ControlBlock::open(work, "drill") {
             if b.owner().pid == pid {
@@ -248,7 +248,7 @@ fn attach(work: &Path, child: &mut Child, log: &str) -> Result<ControlBlock, Str
         if Instant::now() > end {
             let _ = child.kill();
             let _ = child.wait();
-            return Err("engine did not attach to its control block within 10 s".into());
+            return Err("engine did not attach to its control block within 60 s".into());
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -283,6 +283,28 @@ fn trade(
     }
 }
 
+/// `ks-drill-<pid>[-n]` in the temporary directory, created by this call.
+fn fresh_work_dir() -> Result<PathBuf, String> {
+    let base = std::env::temp_dir();
+    for n in 0..1000u32 {
+        let name = match n {
+            0 => format!("ks-drill-{}", std::process::id()),
+            n => format!("ks-drill-{}-{n}", std::process::id()),
+        };
+        let d = base.join(name);
+        match std::fs::create_dir(&d) {
+            Ok(()) => return Ok(d),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(format!("{}: {e}", d.display())),
+        }
+    }
+    Err(format!(
+        "{}: 1000 ks-drill-{}* directories already exist; remove old drills' directories or give --work-dir",
+        base.display(),
+        std::process::id()
+    ))
+}
+
 fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
     let q = args.json;
     let wire = args.venues == VenueMode::Wire;
@@ -290,10 +312,15 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
         return Err("--scenario crash-restart runs over the wire only: in-process venues die with the engine, so nothing is left to cancel after the crash (drop --venues in-process)".into());
     }
     let work = match &args.work_dir {
-        Some(d) => d.clone(),
-        None => std::env::temp_dir().join(format!("ks-drill-{}", std::process::id())),
+        Some(d) => {
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            d.clone()
+        }
+        // A fresh directory: a failed drill keeps its own (with a latched
+        // block and a journal), and a later drill that got the same pid must
+        // not start on them.
+        None => fresh_work_dir()?,
     };
-    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
     let mut cfg = config_for(args, &work);
     // The drill's SIGTERM method checks the emergency drain, not the
     // planned shutdown (which SIGTERM runs by default).
@@ -477,7 +504,7 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
         );
         // The stop is asynchronous: wait until the kernel says stopped, as an
         // operator running the runbook's next command would find it.
-        let end = Instant::now() + Duration::from_secs(5);
+        let end = Instant::now() + Duration::from_secs(60);
         while killswitch::control::proc_state(pid) != Some('T') && Instant::now() < end {
             std::thread::sleep(Duration::from_micros(100));
         }
@@ -496,9 +523,17 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
         // emergency below follows it instead of racing it.
         // A stopped engine cannot run its handler until continued.
         let stopped = matches!(args.scenario, Scenario::Sigstop | Scenario::Stuck);
-        let end = Instant::now() + Duration::from_secs(5);
+        let end = Instant::now() + Duration::from_secs(60);
         while !stopped && block.state().mode() != Mode::Kill && Instant::now() < end {
             std::thread::sleep(Duration::from_micros(50));
+        }
+        if !stopped && block.state().mode() != Mode::Kill {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "the engine's {sig:?} handler did not trip KILL within 60 s (engine pid {pid}; see {})",
+                work.join("engine.log").display()
+            ));
         }
         say!(
             q,

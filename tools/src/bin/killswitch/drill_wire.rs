@@ -147,7 +147,7 @@ pub fn start(scenario: Scenario, cfg: &mut EngineConfig, work: &Path) -> Result<
     Ok(venues)
 }
 
-/// Reads the venue's "listening on ADDR" line (10 s at most).
+/// Reads the venue's "listening on ADDR" line (60 s at most: a loaded machine).
 fn listening_on(child: &mut Child, name: &str) -> Result<String, String> {
     let out = child.stdout.take().ok_or("venue stdout not captured")?;
     let (tx, rx) = mpsc::channel();
@@ -158,7 +158,7 @@ fn listening_on(child: &mut Child, name: &str) -> Result<String, String> {
             }
         }
     });
-    let end = Instant::now() + Duration::from_secs(10);
+    let end = Instant::now() + Duration::from_secs(60);
     loop {
         let left = end.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
@@ -171,7 +171,7 @@ fn listening_on(child: &mut Child, name: &str) -> Result<String, String> {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!(
-                    "venue {name} did not say where it listens within 10 s; see venues/{name}.log"
+                    "venue {name} did not say where it listens within 60 s; see venues/{name}.log"
                 ));
             }
         }
