@@ -344,3 +344,62 @@ fn dry_run_prints_the_plan_and_touches_nothing_and_bad_arguments_are_refused() {
     v.arg("verify-shutdown");
     run(v).expect_code(0);
 }
+
+#[test]
+fn the_planned_drill_flattens_reconciles_checkpoints_and_verifies_over_the_wire() {
+    let d = tempfile::tempdir().unwrap();
+    let report = d.path().join("drill-report.json");
+    let mut c = Command::new(KILLSWITCH);
+    c.args([
+        "drill",
+        "--planned",
+        "--trade-for",
+        "1s",
+        "--min-open",
+        "2000",
+        "--json",
+        "--work-dir",
+    ])
+    .arg(d.path().join("work"))
+    .arg("--report")
+    .arg(&report);
+    let out = run(c);
+    out.expect_code(0);
+    let v: Value = serde_json::from_slice(&out.output.stdout).unwrap();
+    // The report file is the JSON printed.
+    let file: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(file, v);
+    assert_eq!(v["pass"], true, "{}", out.stderr());
+    let checks = v["checks"].as_array().unwrap();
+    assert!(checks.iter().all(|c| c["ok"] == true), "{checks:#?}");
+    // The facts behind the verdict, from the engine's own report.
+    let r = &v["shutdown_report"];
+    assert_eq!(r["phases"].as_array().unwrap().len(), 13);
+    assert_eq!(r["flatten"], "conservative");
+    assert_eq!(v["shutdown_exit"], 0);
+    assert_eq!(v["verify_exit"], 0);
+    // Positions were open, and flattening closed every one of them.
+    assert!(
+        v["positions_open_at_request"].as_u64().unwrap() > 0,
+        "{r:#}"
+    );
+    let fr = r["flatten_results"].as_array().unwrap();
+    assert!(!fr.is_empty(), "{r:#}");
+    for p in r["final_positions"].as_array().unwrap() {
+        assert_eq!(p["qty"].as_f64(), Some(0.0), "{r:#}");
+    }
+    // The venues' own logs: nothing of ours left resting.
+    assert_eq!(v["wire"]["resting_at_end"], 0, "{:#}", v["wire"]);
+    assert!(v["verify_output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l == "Shutdown verified ✓"));
+    // Usage: the emergency drill's options do not go with --planned.
+    let mut bad = Command::new(KILLSWITCH);
+    bad.args(["drill", "--planned", "--scenario", "stuck-cancels"]);
+    assert_eq!(run(bad).code(), 2);
+    let mut bad = Command::new(KILLSWITCH);
+    bad.args(["drill", "--flatten", "aggressive"]);
+    assert_eq!(run(bad).code(), 2);
+}

@@ -38,6 +38,7 @@ mod output {
 mod control_cmds;
 mod demo;
 mod drill;
+mod drill_planned;
 mod drill_wire;
 mod emergency;
 #[cfg(feature = "firm")]
