@@ -403,3 +403,76 @@ fn the_planned_drill_flattens_reconciles_checkpoints_and_verifies_over_the_wire(
     bad.args(["drill", "--flatten", "aggressive"]);
     assert_eq!(run(bad).code(), 2);
 }
+
+/// The runbook's "positions not flattening": SIM-B's other participants
+/// withdraw their liquidity (the venue process's fault knob: resting orders
+/// pulled, no flow), so its positions cannot flatten; the planned shutdown
+/// escalates from conservative to aggressive, then reports what remains,
+/// and ends with that as its one finding.
+#[test]
+fn positions_that_will_not_flatten_escalate_then_are_reported_as_remaining() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = Command::new(KILLSWITCH);
+    c.args([
+        "drill",
+        "--planned",
+        "--scenario",
+        "no-liquidity",
+        "--trade-for",
+        "1s",
+        "--min-open",
+        "2000",
+        "--json",
+        "--work-dir",
+    ])
+    .arg(d.path().join("work"))
+    .arg("--report")
+    .arg(d.path().join("report.json"));
+    let out = run(c);
+    out.expect_code(0);
+    let v: Value = serde_json::from_slice(&out.output.stdout).unwrap();
+    assert_eq!(v["pass"], true, "{:#}", v["checks"]);
+    let r = &v["shutdown_report"];
+    assert_eq!(v["shutdown_exit"], 5, "{r:#}");
+    assert!(
+        v["engine_exit"].as_str().unwrap().contains("16"),
+        "{}",
+        v["engine_exit"]
+    );
+    assert_eq!(
+        r["outcome_bits"].as_u64().unwrap(),
+        words::OUTCOME_NOT_FLAT,
+        "{r:#}"
+    );
+    assert_eq!(r["flatten_escalated"], true, "{r:#}");
+    let fr = r["flatten_results"].as_array().unwrap();
+    let dry: Vec<&Value> = fr.iter().filter(|f| f["venue"] == "SIM-B").collect();
+    assert!(!dry.is_empty(), "{r:#}");
+    for f in &dry {
+        // Nothing filled: what remains is what there was.
+        assert_ne!(f["remaining"].as_f64(), Some(0.0), "{r:#}");
+        assert_eq!(f["remaining"], f["start"], "{r:#}");
+    }
+    for f in fr.iter().filter(|f| f["venue"] != "SIM-B") {
+        assert_eq!(f["remaining"].as_f64(), Some(0.0), "{r:#}");
+    }
+    // Reported: step 5's warning names them, and the venue agrees on them.
+    let step5 = &r["phases"][4];
+    assert_eq!(step5["result"], "warning", "{r:#}");
+    assert!(
+        step5["note"]
+            .as_str()
+            .unwrap()
+            .contains("positions not flattened: SIM-B/"),
+        "{step5:#}"
+    );
+    let rows = r["reconcile"].as_array().unwrap();
+    assert!(
+        rows.iter()
+            .any(|row| row["venue"] == "SIM-B" && row["status"] == "OK"),
+        "{r:#}"
+    );
+    // The switch is not reset-blocked by it (the venue agrees), and the
+    // post-shutdown validation passes.
+    assert_eq!(v["verify_exit"], 0);
+}

@@ -50,6 +50,11 @@ pub enum Scenario {
     /// cancel-on-disconnect, then restarted: it must cancel what its journal
     /// shows open before its first new order (over the wire only).
     CrashRestart,
+    /// With --planned only: SIM-B's other participants withdraw their
+    /// liquidity midway (resting orders pulled, no flow): its positions
+    /// will not flatten, flattening escalates to aggressive and reports
+    /// what remains (the runbook's "positions not flattening").
+    NoLiquidity,
 }
 
 /// Where the drill's venues run.
@@ -173,6 +178,10 @@ pub fn run(args: DrillArgs) -> ExitCode {
         eprintln!("killswitch drill: error: --flatten and --report go with --planned only");
         return ExitCode::from(crate::exit::USAGE);
     }
+    if args.scenario == Scenario::NoLiquidity {
+        eprintln!("killswitch drill: error: --scenario no-liquidity is a planned-shutdown path: add --planned");
+        return ExitCode::from(crate::exit::USAGE);
+    }
     match drill(&args) {
         Ok(r) => {
             if args.json {
@@ -216,6 +225,9 @@ pub(crate) fn config_for(args: &DrillArgs, work: &Path) -> EngineConfig {
         Scenario::StrategyPanic => cfg.strategies[1].panic_after_ms = Some(trade_ms),
         // Before the trip: the engine's clock starts a little after the drill's.
         Scenario::GatewayHang => cfg.venues[0].hang_after_ms = Some(trade_ms / 2),
+        // The engine's clock: after the trading time, so SIM-B has traded
+        // into positions first (the drill waits for the withdrawal).
+        Scenario::NoLiquidity => cfg.venues[1].withdraw_liquidity_after_ms = Some(trade_ms + 500),
         Scenario::Normal | Scenario::Sigstop | Scenario::Stuck | Scenario::CrashRestart => {}
     }
     cfg

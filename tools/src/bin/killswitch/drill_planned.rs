@@ -69,9 +69,11 @@ pub struct PlannedDrillReport {
 
 /// Runs the planned drill.
 pub fn run(args: &DrillArgs) -> ExitCode {
-    if args.scenario != Scenario::Normal || args.method != TripMethod::Cli {
+    if !matches!(args.scenario, Scenario::Normal | Scenario::NoLiquidity)
+        || args.method != TripMethod::Cli
+    {
         eprintln!(
-            "killswitch drill: error: --planned runs the planned shutdown on a healthy engine: --scenario and --method are the emergency drill's"
+            "killswitch drill: error: --planned runs on a healthy engine (--scenario normal) or with a venue gone dry (--scenario no-liquidity); the other scenarios and --method are the emergency drill's"
         );
         return ExitCode::from(crate::exit::USAGE);
     }
@@ -134,7 +136,7 @@ fn drill(args: &DrillArgs) -> Result<PlannedDrillReport, String> {
     let mut cfg = crate::drill::config_for(args, &work);
     shutdown_settings(&mut cfg);
     let mut venues = if wire {
-        Some(crate::drill_wire::start(Scenario::Normal, &mut cfg, &work)?)
+        Some(crate::drill_wire::start(args.scenario, &mut cfg, &work)?)
     } else {
         None
     };
@@ -146,7 +148,8 @@ fn drill(args: &DrillArgs) -> Result<PlannedDrillReport, String> {
     .map_err(|e| format!("{}: {e}", config_path.display()))?;
     say!(
         q,
-        "killswitch drill --planned: flatten {}, venues {}",
+        "killswitch drill --planned: scenario {:?}, flatten {}, venues {}",
+        args.scenario,
         args.flatten,
         if wire {
             "over FIX 4.4 on loopback (their own processes)"
@@ -191,6 +194,11 @@ fn drill(args: &DrillArgs) -> Result<PlannedDrillReport, String> {
         false,
         &work.join("engine.log"),
     )?;
+    let dry = args.scenario == Scenario::NoLiquidity;
+    if dry {
+        let said = wait_for_withdrawal(&work, venues.as_ref(), &mut child)?;
+        say!(q, "   fault      {said}");
+    }
     let open_at_request = GatewaySnapshot::read(&block).open_orders;
     let positions_at_request = TelemetrySnapshot::read(&block)
         .engine
@@ -283,6 +291,7 @@ fn drill(args: &DrillArgs) -> Result<PlannedDrillReport, String> {
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     let mut checks = checks(
+        dry,
         r.as_ref(),
         shutdown_exit,
         status,
@@ -294,7 +303,7 @@ fn drill(args: &DrillArgs) -> Result<PlannedDrillReport, String> {
         checks.extend(crate::drill_wire::checks(
             ev,
             engine.as_ref(),
-            Scenario::Normal,
+            args.scenario,
         ));
     }
     let pass = checks.iter().all(|c| c.ok);
@@ -350,8 +359,49 @@ fn check(name: &str, ok: bool, detail: String) -> Check {
     }
 }
 
-/// The checks on the shutdown's own report and the processes' ends.
+/// Waits (30 s at most) until SIM-B's liquidity is withdrawn: its audit
+/// log over the wire, the engine's log in-process. Returns what said so.
+fn wait_for_withdrawal(
+    work: &Path,
+    venues: Option<&crate::drill_wire::Venues>,
+    child: &mut std::process::Child,
+) -> Result<String, String> {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = match venues {
+            Some(v) => v.read_now()?.iter().find_map(|(name, entries)| {
+                entries
+                    .iter()
+                    .any(|e| e.event.as_deref() == Some("liquidity-withdrawn"))
+                    .then(|| format!("{name}: liquidity withdrawn (its audit log)"))
+            }),
+            None => std::fs::read_to_string(work.join("engine.log"))
+                .unwrap_or_default()
+                .lines()
+                .find(|l| l.contains("liquidity withdrawn"))
+                .map(|l| l.trim_start_matches("ks-engine: ").to_string()),
+        };
+        if let Some(s) = seen {
+            return Ok(s);
+        }
+        if let Ok(Some(s)) = child.try_wait() {
+            return Err(format!("engine exited while trading ({s}); see engine.log"));
+        }
+        if Instant::now() > end {
+            return Err(
+                "SIM-B's liquidity was not withdrawn within 30 s (see venues/ and engine.log)"
+                    .into(),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The checks on the shutdown's own report and the processes' ends. `dry`:
+/// SIM-B's liquidity was withdrawn, so its positions must stay, reported,
+/// and the shutdown ends with exactly that finding.
 fn checks(
+    dry: bool,
     r: Option<&Value>,
     shutdown_exit: Option<i32>,
     engine_status: Option<std::process::ExitStatus>,
@@ -361,9 +411,14 @@ fn checks(
 ) -> Vec<Check> {
     let mut out = Vec::new();
     let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok();
+    let want_engine = if dry {
+        killswitch_tools::engine::EXIT_PLANNED_FINDINGS
+    } else {
+        0
+    };
     out.push(check(
-        "engine process exited 0 and was reaped (no zombie)",
-        engine_status.is_some_and(|s| s.success()) && !zombie,
+        &format!("engine process exited {want_engine} and was reaped (no zombie)"),
+        engine_status.is_some_and(|s| s.code() == Some(want_engine)) && !zombie,
         engine_status.map_or("did not exit".into(), |s| s.to_string()),
     ));
     let Some(r) = r else {
@@ -381,12 +436,25 @@ fn checks(
         .filter(|p| p["result"] == "failed" || p["result"] == "running")
         .map(|p| format!("step {} {}", p["step"], p["result"]))
         .collect();
+    // A dry venue's positions are the one finding expected.
+    let (want_exit, want_bits) = if dry {
+        (
+            i32::from(crate::shutdown_cmds::FINDINGS),
+            killswitch::shutdown::words::OUTCOME_NOT_FLAT,
+        )
+    } else {
+        (0, killswitch::shutdown::words::OUTCOME_CLEAN)
+    };
     out.push(check(
-        "`killswitch shutdown` followed all 13 steps, in order, none failed, and exited 0",
+        &format!(
+            "`killswitch shutdown` followed all 13 steps, in order, none failed, and exited {want_exit}{}",
+            if dry { " (finished with the positions not flattened as its one finding)" } else { "" }
+        ),
         steps == (1..=13).collect::<Vec<u64>>()
             && failed.is_empty()
             && r["finished"] == true
-            && shutdown_exit == Some(0),
+            && r["outcome_bits"].as_u64() == Some(want_bits)
+            && shutdown_exit == Some(want_exit),
         format!(
             "steps {steps:?}; {}; exit {shutdown_exit:?}{}",
             if failed.is_empty() {
@@ -428,10 +496,33 @@ fn checks(
     let flatten = r["flatten"].as_str().unwrap_or("none").to_string();
     // With `--flatten none` the positions are kept on purpose (the
     // report's final positions list them): nothing to check here.
+    // The dry venue: every one of its positions stays whole, reported, and
+    // flattening went from conservative to aggressive before giving up.
+    let dry_rows: Vec<&Value> = fr.iter().filter(|f| f["venue"] == "SIM-B").collect();
+    let dry_ok = !dry
+        || (!dry_rows.is_empty()
+            && dry_rows.iter().all(|f| {
+                f["remaining"].as_f64().unwrap_or(0.0) != 0.0 && f["remaining"] == f["start"]
+            })
+            && fr
+                .iter()
+                .filter(|f| f["venue"] != "SIM-B")
+                .all(|f| f["remaining"].as_f64() == Some(0.0))
+            && (flatten != "conservative" || r["flatten_escalated"] == true)
+            && phases.iter().any(|p| {
+                p["step"] == 5
+                    && p["note"]
+                        .as_str()
+                        .is_some_and(|n| n.contains("positions not flattened"))
+            }));
     if flatten != "none" {
         out.push(check(
-            "positions flattened, or what remains reported (flatten results)",
-            !fr.is_empty() && positions_at_request > 0 && unreported.is_empty(),
+            if dry {
+                "SIM-B's positions did not flatten: escalated to aggressive, then reported as remaining (step 5's warning, flatten results); the other venue's flattened"
+            } else {
+                "positions flattened, or what remains reported (flatten results)"
+            },
+            !fr.is_empty() && positions_at_request > 0 && unreported.is_empty() && dry_ok,
             format!(
                 "{} position(s) at the request, {} flattened ({}), {} remaining{}{}; slippage {}",
                 positions_at_request,
