@@ -4,106 +4,19 @@
 //! block and following them, `killswitch verify-shutdown` after; the
 //! troubleshooting paths (a venue that ignores cancels, a service that
 //! ignores its stop); SIGTERM running the same planned shutdown and a
-//! second SIGTERM escalating to the emergency drain.
+//! second SIGTERM escalating to the emergency drain; `killswitch drill
+//! --planned`. More troubleshooting paths: `planned_troubleshooting.rs`.
 
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use killswitch::control::{ControlBlock, Mode, Source};
 use killswitch::shutdown::words::{self, PhaseState};
-use killswitch_tools::engine::EngineConfig;
 use serde_json::Value;
+use support::planned::{config, engine_log, shutdown_report, start, LONG};
 use support::{ks, run, wait_for, KILLSWITCH};
-
-const LONG: Duration = Duration::from_secs(90);
-
-struct Engine {
-    child: Child,
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Engine {
-    fn wait_exit(&mut self) -> Option<i32> {
-        let mut code = None;
-        let exited = wait_for(LONG, || match self.child.try_wait() {
-            Ok(Some(s)) => {
-                code = s.code();
-                true
-            }
-            _ => false,
-        });
-        assert!(exited, "the engine did not exit");
-        code
-    }
-    fn signal(&self, sig: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
-    }
-}
-
-/// A small engine (a few hundred resting orders) with quick waits.
-fn config(dir: &Path, name: &str) -> EngineConfig {
-    let mut cfg = EngineConfig {
-        name: name.into(),
-        control_dir: Some(dir.to_path_buf()),
-        journal_dir: dir.join(format!("journal-{name}")),
-        report_path: Some(dir.join(format!("report-{name}.json"))),
-        ..EngineConfig::default()
-    };
-    for s in &mut cfg.strategies {
-        s.open_orders = s.open_orders.min(150);
-    }
-    cfg.shutdown.order_wait_ms = 10_000;
-    cfg.shutdown.conservative_wait_ms = 300;
-    cfg.shutdown.market_wait_ms = 2000;
-    cfg.shutdown.component_timeout_ms = 5000;
-    cfg
-}
-
-fn start(dir: &Path, cfg: &EngineConfig) -> Engine {
-    let path = dir.join(format!("{}.toml", cfg.name));
-    std::fs::write(&path, toml::to_string(cfg).unwrap()).unwrap();
-    let log = std::fs::File::create(dir.join(format!("engine-{}.log", cfg.name))).unwrap();
-    let child = Command::new(KILLSWITCH)
-        .arg("engine")
-        .arg("--config")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let e = Engine { child };
-    // Trading: attached, and orders resting at the venues.
-    let traded = wait_for(LONG, || {
-        ControlBlock::open(dir, &cfg.name).is_ok_and(|b| {
-            b.owner().alive && killswitch::control::GatewaySnapshot::read(&b).orders_sent > 300
-        })
-    });
-    assert!(
-        traded,
-        "engine never traded:\n{}",
-        engine_log(dir, &cfg.name)
-    );
-    e
-}
-
-fn engine_log(dir: &Path, name: &str) -> String {
-    std::fs::read_to_string(dir.join(format!("engine-{name}.log"))).unwrap_or_default()
-}
-
-fn shutdown_report(dir: &Path, name: &str) -> Value {
-    let p = dir.join(format!("killswitch.{name}.shutdown.json"));
-    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
-}
 
 #[test]
 fn shutdown_runs_every_step_then_verify_shutdown_passes() {
@@ -402,77 +315,4 @@ fn the_planned_drill_flattens_reconciles_checkpoints_and_verifies_over_the_wire(
     let mut bad = Command::new(KILLSWITCH);
     bad.args(["drill", "--flatten", "aggressive"]);
     assert_eq!(run(bad).code(), 2);
-}
-
-/// The runbook's "positions not flattening": SIM-B's other participants
-/// withdraw their liquidity (the venue process's fault knob: resting orders
-/// pulled, no flow), so its positions cannot flatten; the planned shutdown
-/// escalates from conservative to aggressive, then reports what remains,
-/// and ends with that as its one finding.
-#[test]
-fn positions_that_will_not_flatten_escalate_then_are_reported_as_remaining() {
-    let d = tempfile::tempdir().unwrap();
-    let mut c = Command::new(KILLSWITCH);
-    c.args([
-        "drill",
-        "--planned",
-        "--scenario",
-        "no-liquidity",
-        "--trade-for",
-        "1s",
-        "--min-open",
-        "2000",
-        "--json",
-        "--work-dir",
-    ])
-    .arg(d.path().join("work"))
-    .arg("--report")
-    .arg(d.path().join("report.json"));
-    let out = run(c);
-    out.expect_code(0);
-    let v: Value = serde_json::from_slice(&out.output.stdout).unwrap();
-    assert_eq!(v["pass"], true, "{:#}", v["checks"]);
-    let r = &v["shutdown_report"];
-    assert_eq!(v["shutdown_exit"], 5, "{r:#}");
-    assert!(
-        v["engine_exit"].as_str().unwrap().contains("16"),
-        "{}",
-        v["engine_exit"]
-    );
-    assert_eq!(
-        r["outcome_bits"].as_u64().unwrap(),
-        words::OUTCOME_NOT_FLAT,
-        "{r:#}"
-    );
-    assert_eq!(r["flatten_escalated"], true, "{r:#}");
-    let fr = r["flatten_results"].as_array().unwrap();
-    let dry: Vec<&Value> = fr.iter().filter(|f| f["venue"] == "SIM-B").collect();
-    assert!(!dry.is_empty(), "{r:#}");
-    for f in &dry {
-        // Nothing filled: what remains is what there was.
-        assert_ne!(f["remaining"].as_f64(), Some(0.0), "{r:#}");
-        assert_eq!(f["remaining"], f["start"], "{r:#}");
-    }
-    for f in fr.iter().filter(|f| f["venue"] != "SIM-B") {
-        assert_eq!(f["remaining"].as_f64(), Some(0.0), "{r:#}");
-    }
-    // Reported: step 5's warning names them, and the venue agrees on them.
-    let step5 = &r["phases"][4];
-    assert_eq!(step5["result"], "warning", "{r:#}");
-    assert!(
-        step5["note"]
-            .as_str()
-            .unwrap()
-            .contains("positions not flattened: SIM-B/"),
-        "{step5:#}"
-    );
-    let rows = r["reconcile"].as_array().unwrap();
-    assert!(
-        rows.iter()
-            .any(|row| row["venue"] == "SIM-B" && row["status"] == "OK"),
-        "{r:#}"
-    );
-    // The switch is not reset-blocked by it (the venue agrees), and the
-    // post-shutdown validation passes.
-    assert_eq!(v["verify_exit"], 0);
 }

@@ -103,7 +103,8 @@ pub struct ShutdownSection {
     /// Complete checkpoint directory (none: `<journal_dir>-checkpoints`,
     /// beside the journal).
     pub checkpoint_dir: Option<PathBuf>,
-    /// Where the checkpoint goes when the primary directory fails.
+    /// Where the checkpoint goes when the primary directory fails (full,
+    /// unwritable); none: the system temp directory (`$TMPDIR`, else `/tmp`).
     pub alternate_checkpoint_dir: Option<PathBuf>,
     /// A command run (through `sh -c`) on announcement and completion, the
     /// event as one JSON line on its standard input.
