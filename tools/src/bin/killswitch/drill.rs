@@ -12,6 +12,8 @@
 //! journal, a complete checkpoint built from the journal validates, the
 //! journal rebuilds the engine's final state, the process exited and was
 //! reaped, and the whole stop took less than the runbook's 30 seconds.
+//!
+//! `--planned` runs the planned shutdown instead ([`crate::drill_planned`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
