@@ -300,7 +300,7 @@ impl Runtime {
                 .flatten_results
                 .iter()
                 .filter(|r| r.remaining.0 != 0)
-                .map(|r| format!("{:?} {}", r.key, r.remaining))
+                .map(|r| format!("{} {}", self.position_name(r.key), r.remaining))
                 .collect();
             detail.push_str(&format!(
                 "; flatten {}{}: {} position(s), slippage {}",
@@ -516,6 +516,22 @@ impl Runtime {
             run.report.outcome,
         );
         run.report
+    }
+
+    /// `venue/instrument/account` by name (the index where a name is missing).
+    fn position_name(&self, key: (ScopeIndex, ScopeIndex, ScopeIndex)) -> String {
+        use crate::control::ScopeKind;
+        let name = |kind, i: ScopeIndex| {
+            self.block
+                .name_at(kind, i)
+                .unwrap_or_else(|| format!("#{i}"))
+        };
+        format!(
+            "{}/{}/{}",
+            name(ScopeKind::Venue, key.0),
+            name(ScopeKind::Instrument, key.1),
+            name(ScopeKind::Account, key.2)
+        )
     }
 
     fn live_strategies(&self) -> Vec<String> {

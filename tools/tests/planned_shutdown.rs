@@ -4,106 +4,19 @@
 //! block and following them, `killswitch verify-shutdown` after; the
 //! troubleshooting paths (a venue that ignores cancels, a service that
 //! ignores its stop); SIGTERM running the same planned shutdown and a
-//! second SIGTERM escalating to the emergency drain.
+//! second SIGTERM escalating to the emergency drain; `killswitch drill
+//! --planned`. More troubleshooting paths: `planned_troubleshooting.rs`.
 
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use killswitch::control::{ControlBlock, Mode, Source};
 use killswitch::shutdown::words::{self, PhaseState};
-use killswitch_tools::engine::EngineConfig;
 use serde_json::Value;
+use support::planned::{config, engine_log, shutdown_report, start, LONG};
 use support::{ks, run, wait_for, KILLSWITCH};
-
-const LONG: Duration = Duration::from_secs(90);
-
-struct Engine {
-    child: Child,
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Engine {
-    fn wait_exit(&mut self) -> Option<i32> {
-        let mut code = None;
-        let exited = wait_for(LONG, || match self.child.try_wait() {
-            Ok(Some(s)) => {
-                code = s.code();
-                true
-            }
-            _ => false,
-        });
-        assert!(exited, "the engine did not exit");
-        code
-    }
-    fn signal(&self, sig: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
-    }
-}
-
-/// A small engine (a few hundred resting orders) with quick waits.
-fn config(dir: &Path, name: &str) -> EngineConfig {
-    let mut cfg = EngineConfig {
-        name: name.into(),
-        control_dir: Some(dir.to_path_buf()),
-        journal_dir: dir.join(format!("journal-{name}")),
-        report_path: Some(dir.join(format!("report-{name}.json"))),
-        ..EngineConfig::default()
-    };
-    for s in &mut cfg.strategies {
-        s.open_orders = s.open_orders.min(150);
-    }
-    cfg.shutdown.order_wait_ms = 10_000;
-    cfg.shutdown.conservative_wait_ms = 300;
-    cfg.shutdown.market_wait_ms = 2000;
-    cfg.shutdown.component_timeout_ms = 5000;
-    cfg
-}
-
-fn start(dir: &Path, cfg: &EngineConfig) -> Engine {
-    let path = dir.join(format!("{}.toml", cfg.name));
-    std::fs::write(&path, toml::to_string(cfg).unwrap()).unwrap();
-    let log = std::fs::File::create(dir.join(format!("engine-{}.log", cfg.name))).unwrap();
-    let child = Command::new(KILLSWITCH)
-        .arg("engine")
-        .arg("--config")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let e = Engine { child };
-    // Trading: attached, and orders resting at the venues.
-    let traded = wait_for(LONG, || {
-        ControlBlock::open(dir, &cfg.name).is_ok_and(|b| {
-            b.owner().alive && killswitch::control::GatewaySnapshot::read(&b).orders_sent > 300
-        })
-    });
-    assert!(
-        traded,
-        "engine never traded:\n{}",
-        engine_log(dir, &cfg.name)
-    );
-    e
-}
-
-fn engine_log(dir: &Path, name: &str) -> String {
-    std::fs::read_to_string(dir.join(format!("engine-{name}.log"))).unwrap_or_default()
-}
-
-fn shutdown_report(dir: &Path, name: &str) -> Value {
-    let p = dir.join(format!("killswitch.{name}.shutdown.json"));
-    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
-}
 
 #[test]
 fn shutdown_runs_every_step_then_verify_shutdown_passes() {
@@ -343,4 +256,63 @@ fn dry_run_prints_the_plan_and_touches_nothing_and_bad_arguments_are_refused() {
     let mut v = ks(d.path(), "dry");
     v.arg("verify-shutdown");
     run(v).expect_code(0);
+}
+
+#[test]
+fn the_planned_drill_flattens_reconciles_checkpoints_and_verifies_over_the_wire() {
+    let d = tempfile::tempdir().unwrap();
+    let report = d.path().join("drill-report.json");
+    let mut c = Command::new(KILLSWITCH);
+    c.args([
+        "drill",
+        "--planned",
+        "--trade-for",
+        "1s",
+        "--min-open",
+        "2000",
+        "--json",
+        "--work-dir",
+    ])
+    .arg(d.path().join("work"))
+    .arg("--report")
+    .arg(&report);
+    let out = run(c);
+    out.expect_code(0);
+    let v: Value = serde_json::from_slice(&out.output.stdout).unwrap();
+    // The report file is the JSON printed.
+    let file: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(file, v);
+    assert_eq!(v["pass"], true, "{}", out.stderr());
+    let checks = v["checks"].as_array().unwrap();
+    assert!(checks.iter().all(|c| c["ok"] == true), "{checks:#?}");
+    // The facts behind the verdict, from the engine's own report.
+    let r = &v["shutdown_report"];
+    assert_eq!(r["phases"].as_array().unwrap().len(), 13);
+    assert_eq!(r["flatten"], "conservative");
+    assert_eq!(v["shutdown_exit"], 0);
+    assert_eq!(v["verify_exit"], 0);
+    // Positions were open, and flattening closed every one of them.
+    assert!(
+        v["positions_open_at_request"].as_u64().unwrap() > 0,
+        "{r:#}"
+    );
+    let fr = r["flatten_results"].as_array().unwrap();
+    assert!(!fr.is_empty(), "{r:#}");
+    for p in r["final_positions"].as_array().unwrap() {
+        assert_eq!(p["qty"].as_f64(), Some(0.0), "{r:#}");
+    }
+    // The venues' own logs: nothing of ours left resting.
+    assert_eq!(v["wire"]["resting_at_end"], 0, "{:#}", v["wire"]);
+    assert!(v["verify_output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l == "Shutdown verified ✓"));
+    // Usage: the emergency drill's options do not go with --planned.
+    let mut bad = Command::new(KILLSWITCH);
+    bad.args(["drill", "--planned", "--scenario", "stuck-cancels"]);
+    assert_eq!(run(bad).code(), 2);
+    let mut bad = Command::new(KILLSWITCH);
+    bad.args(["drill", "--flatten", "aggressive"]);
+    assert_eq!(run(bad).code(), 2);
 }

@@ -462,3 +462,71 @@ fn a_frozen_venue_is_detected_by_heartbeats_and_the_session_comes_back() {
         "the TestRequest reached the venue once it ran again"
     );
 }
+
+/// The `withdraw_liquidity` knob: the other participants pull their
+/// resting orders (the top of book goes empty on both sides) and send none,
+/// so a buy far through the mid rests unfilled; said in the audit log; with
+/// the knob off the flow comes back and fills it.
+#[test]
+fn withdrawn_liquidity_leaves_a_marketable_order_unfilled_until_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let venue = VenueProc::start(
+        dir.path(),
+        &["SIM-A"],
+        &["--instruments", "I0", "--flow-interval-us", "50"],
+    );
+    let addr = venue.addr("SIM-A");
+    let mut v = FixVenue::new(fix_config(addr, "ENGINE-L", "SIM-A"));
+    v.connect(Duration::from_secs(30)).expect("logon");
+    v.subscribe(0).unwrap();
+    poll_until(&mut v, "a two-sided book", |ev| {
+        ev.iter().any(|e| {
+            matches!(
+                e,
+                VenueEvent::TopOfBook {
+                    bid: Some(_),
+                    ask: Some(_),
+                    ..
+                }
+            )
+        })
+    });
+    let mut control = RawSession::logon(addr, "KS-CONTROL", "SIM-A");
+    control.control("withdraw_liquidity", "1");
+    poll_until(&mut v, "an empty book", |ev| {
+        ev.contains(&VenueEvent::TopOfBook {
+            instrument: 0,
+            bid: None,
+            ask: None,
+        })
+    });
+    let through = NewOrder {
+        price: Price::from_units(110),
+        ..resting_buy(1)
+    };
+    v.send(&through).unwrap();
+    let seen = poll_until(&mut v, "the ack", |ev| {
+        ev.contains(&VenueEvent::Acked { id: OrderId(1) })
+    });
+    // Half a second of a dry market: nothing fills it.
+    let mut later = Vec::new();
+    let end = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < end {
+        v.poll(&mut later);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(
+        !seen
+            .iter()
+            .chain(&later)
+            .any(|e| matches!(e, VenueEvent::Fill { .. })),
+        "{seen:?} {later:?}"
+    );
+    let log = venue.audit("SIM-A");
+    assert_eq!(events(&log, "", "liquidity-withdrawn").len(), 1, "{log:?}");
+    control.control("withdraw_liquidity", "0");
+    poll_until(&mut v, "a fill once the liquidity is back", |ev| {
+        ev.iter()
+            .any(|e| matches!(e, VenueEvent::Fill { id, .. } if *id == OrderId(1)))
+    });
+}

@@ -518,12 +518,30 @@ impl Exchange {
         }
     }
 
-    /// Advances the exchange to `now`: injected orders, synthetic flow,
-    /// then top-of-book updates for subscribers.
+    /// Advances the exchange to `now`: injected orders, synthetic flow
+    /// (or, with the liquidity withdrawn, the participants' orders pulled
+    /// and no flow), then top-of-book updates for subscribers.
     pub fn run(&mut self, now: u64) {
         self.run_injected();
-        self.run_flow(now);
+        if self.shared.liquidity_withdrawn.load(Ordering::Acquire) {
+            self.withdraw_participants();
+            // The flow resumes from when the liquidity comes back, not
+            // with a burst of the arrivals it skipped.
+            self.next_flow_ns = now;
+        } else {
+            self.run_flow(now);
+        }
         self.publish_tops();
+    }
+
+    /// Cancels every participant order resting in the books (a no-op once
+    /// they are gone: the queue of resting participants is empty).
+    fn withdraw_participants(&mut self) {
+        for m in self.markets.values_mut() {
+            while let Some(pid) = m.participants.pop_front() {
+                m.book.cancel_other(pid);
+            }
+        }
     }
 
     /// Advances the synthetic flow to `now`.

@@ -81,6 +81,7 @@ pub(crate) struct Shared {
     pub cancel_on_disconnect: AtomicBool,
     pub mass_cancel: AtomicBool,
     pub disconnected: AtomicBool,
+    pub liquidity_withdrawn: AtomicBool,
     pub log: Mutex<Vec<LogEntry>>,
     pub injected: Mutex<VecDeque<Injected>>,
     pub injected_total: AtomicU64,
@@ -145,6 +146,24 @@ impl SimHandle {
     /// with it).
     pub fn set_mass_cancel(&self, on: bool) {
         self.shared.mass_cancel.store(on, Ordering::Relaxed);
+    }
+
+    /// When true, the other participants withdraw their liquidity: at the
+    /// venue's next poll every participant order resting in the books is
+    /// cancelled, and the synthetic flow sends no new order (passive or
+    /// aggressive) until it is cleared. Our orders then find nothing to
+    /// trade against: a limit or "market" (collared) order rests unfilled
+    /// and an immediate-or-cancel one is cancelled unfilled, the runbook's
+    /// "positions not flattening". Injected orders still arrive and trade
+    /// with what rests at their arrival; what of them rests is pulled at
+    /// the next poll with the rest.
+    pub fn set_liquidity_withdrawn(&self, on: bool) {
+        self.shared.liquidity_withdrawn.store(on, Ordering::Release);
+    }
+
+    /// True while the participants' liquidity is withdrawn.
+    pub fn liquidity_withdrawn(&self) -> bool {
+        self.shared.liquidity_withdrawn.load(Ordering::Acquire)
     }
 
     /// Drops the session (takes effect at the venue's next call).

@@ -291,3 +291,61 @@ fn one_exchange_serves_sessions_with_overlapping_ids() {
     assert_eq!(ex.cancel_all(a), vec![OrderId(1)]);
     assert_eq!(ex.resting_count(a), 0);
 }
+
+#[test]
+fn withdrawn_liquidity_empties_the_book_and_nothing_fills_until_it_returns() {
+    let cfg = SimConfig::new("SIM", 1, 9);
+    let (mut v, h) = SimVenue::new(cfg);
+    v.subscribe(0).unwrap();
+    // Let the flow build a two-sided book.
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut top = (None, None);
+    while !(top.0.is_some() && top.1.is_some()) && Instant::now() < end {
+        for e in poll_all(&mut v) {
+            if let VenueEvent::TopOfBook { bid, ask, .. } = e {
+                top = (bid, ask);
+            }
+        }
+    }
+    assert!(top.0.is_some() && top.1.is_some(), "no two-sided book");
+    h.set_liquidity_withdrawn(true);
+    assert!(h.liquidity_withdrawn());
+    let participants = h.stats().participant_orders;
+    // The next poll pulls every participant order: the book is empty.
+    let ev = poll_all(&mut v);
+    assert!(
+        ev.contains(&VenueEvent::TopOfBook {
+            instrument: 0,
+            bid: None,
+            ask: None
+        }),
+        "{ev:?}"
+    );
+    // A buy far through the mid (a collared "market" order) finds nothing.
+    v.send(&new_order(1, 0, Side::Buy, 110, 3)).unwrap();
+    let deadline = Instant::now() + Duration::from_millis(50);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        seen.extend(poll_all(&mut v));
+    }
+    assert!(
+        !seen.iter().any(|e| matches!(e, VenueEvent::Fill { .. })),
+        "{seen:?}"
+    );
+    assert!(seen.contains(&VenueEvent::Acked { id: OrderId(1) }));
+    assert_eq!(
+        h.stats().participant_orders,
+        participants,
+        "flow kept going"
+    );
+    // Liquidity back: the flow resumes and the resting buy fills.
+    h.set_liquidity_withdrawn(false);
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut filled = false;
+    while !filled && Instant::now() < end {
+        filled = poll_all(&mut v)
+            .iter()
+            .any(|e| matches!(e, VenueEvent::Fill { id, .. } if *id == OrderId(1)));
+    }
+    assert!(filled, "no fill once the liquidity came back");
+}

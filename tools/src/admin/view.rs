@@ -46,6 +46,60 @@ pub struct EngineView {
     /// The automatic rules that are configured: how close each is to its
     /// limit, the warning grade it holds, whether it tripped.
     pub rules: Vec<RuleStatus>,
+    /// The planned shutdown's marks in the block: its progress, the
+    /// deployment lock, a reconciliation mismatch awaiting acknowledgement.
+    pub planned_shutdown: PlannedShutdownView,
+}
+
+/// What the block says of the planned shutdown (`killswitch shutdown`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PlannedShutdownView {
+    /// The step running, or the last one run (1..=13); none if no planned
+    /// shutdown ever ran on this block.
+    pub step: Option<u8>,
+    /// Its title.
+    pub step_title: Option<&'static str>,
+    /// `running` or `finished`.
+    pub state: Option<&'static str>,
+    /// When the step started, Unix ns.
+    pub step_since_wall_ns: Option<u64>,
+    /// The request served (the engine's own id for a signal: 65535).
+    pub request: Option<u16>,
+    /// Once finished: true when every step completed with nothing left.
+    pub clean: Option<bool>,
+    /// Deployments and configuration changes are locked.
+    pub locked: bool,
+    /// By this process.
+    pub locked_by_pid: Option<u32>,
+    /// The last reconciliation found a mismatch, not yet acknowledged
+    /// (`killswitch reconcile --ack`); reset is refused until then.
+    pub reconcile_mismatch: bool,
+}
+
+impl PlannedShutdownView {
+    /// Reads the block's words.
+    pub fn read(block: &ControlBlock) -> PlannedShutdownView {
+        use killswitch::shutdown::words::{self, PhaseState};
+        let flags = words::change_flags(block);
+        let p = words::progress(block);
+        let phase = p.and_then(|p| killswitch::shutdown::Phase::from_number(p.phase));
+        PlannedShutdownView {
+            step: p.map(|p| p.phase),
+            step_title: phase.map(|ph| ph.title()),
+            state: p.map(|p| match p.state {
+                PhaseState::Running => "running",
+                PhaseState::Finished => "finished",
+            }),
+            step_since_wall_ns: p.map(|p| p.phase_since_wall_ns),
+            request: p.map(|p| p.nonce),
+            clean: p
+                .filter(|p| p.state == PhaseState::Finished)
+                .map(|p| p.outcome & words::OUTCOME_CLEAN != 0),
+            locked: flags.locked,
+            locked_by_pid: flags.locked.then_some(flags.locked_by_pid),
+            reconcile_mismatch: flags.reconcile_mismatch,
+        }
+    }
 }
 
 /// One automatic rule's gauge, by name.
@@ -100,6 +154,7 @@ impl EngineView {
                     gauge,
                 })
                 .collect(),
+            planned_shutdown: PlannedShutdownView::read(block),
         }
     }
 

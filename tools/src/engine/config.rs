@@ -103,7 +103,8 @@ pub struct ShutdownSection {
     /// Complete checkpoint directory (none: `<journal_dir>-checkpoints`,
     /// beside the journal).
     pub checkpoint_dir: Option<PathBuf>,
-    /// Where the checkpoint goes when the primary directory fails.
+    /// Where the checkpoint goes when the primary directory fails (full,
+    /// unwritable); none: the system temp directory (`$TMPDIR`, else `/tmp`).
     pub alternate_checkpoint_dir: Option<PathBuf>,
     /// A command run (through `sh -c`) on announcement and completion, the
     /// event as one JSON line on its standard input.
@@ -202,6 +203,11 @@ pub struct VenueSection {
     /// Every write to the session blocks forever after this many ms (a
     /// gateway stuck in a blocking write).
     pub hang_after_ms: Option<u64>,
+    /// The other participants withdraw their liquidity after this many ms
+    /// of trading: their resting orders are pulled and the synthetic flow
+    /// stops, so nothing of ours fills any more (the runbook's "positions
+    /// not flattening"; over the wire: `ks-venue --withdraw-liquidity-after-ms`).
+    pub withdraw_liquidity_after_ms: Option<u64>,
     /// One participant order every this many µs (0: no synthetic flow).
     pub flow_interval_us: u64,
     /// Over the wire: the venue's address (`127.0.0.1:9001`); none: the
@@ -250,6 +256,10 @@ impl VenueSection {
             ),
             ("disconnect_after_ms", self.disconnect_after_ms.is_some()),
             ("hang_after_ms", self.hang_after_ms.is_some()),
+            (
+                "withdraw_liquidity_after_ms",
+                self.withdraw_liquidity_after_ms.is_some(),
+            ),
         ]
         .into_iter()
         .filter(|(_, set)| *set)
@@ -272,6 +282,7 @@ impl Default for VenueSection {
             cancel_on_disconnect: true,
             disconnect_after_ms: None,
             hang_after_ms: None,
+            withdraw_liquidity_after_ms: None,
             flow_interval_us: 50,
             connect: None,
             comp_id: None,

@@ -79,6 +79,7 @@ struct Sim {
     handle: SimHandle,
     disconnect_after: Option<Duration>,
     hang_after: Option<Duration>,
+    withdraw_liquidity_after: Option<Duration>,
 }
 
 /// A running reference engine.
@@ -226,6 +227,7 @@ impl Engine {
                 handle,
                 disconnect_after: v.disconnect_after_ms.map(Duration::from_millis),
                 hang_after: v.hang_after_ms.map(Duration::from_millis),
+                withdraw_liquidity_after: v.withdraw_liquidity_after_ms.map(Duration::from_millis),
             });
         }
         drop(block);
@@ -379,6 +381,15 @@ impl Engine {
                     );
                     s.handle.set_hang_writes(true);
                     hung[i] = true;
+                }
+                if s.withdraw_liquidity_after.is_some_and(|d| beat.uptime >= d)
+                    && !s.handle.liquidity_withdrawn()
+                {
+                    eprintln!(
+                        "ks-engine: venue {} liquidity withdrawn: the other participants pulled their orders and send none (fault injection)",
+                        s.name
+                    );
+                    s.handle.set_liquidity_withdrawn(true);
                 }
                 if !disconnected[i] && s.disconnect_after.is_some_and(|d| beat.uptime >= d) {
                     eprintln!("ks-engine: venue {} disconnects (fault injection)", s.name);

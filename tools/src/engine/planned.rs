@@ -52,6 +52,18 @@ pub fn checkpoint_dir(cfg: &EngineConfig) -> PathBuf {
     })
 }
 
+/// Where the complete checkpoint goes when its directory fails (full,
+/// unwritable, not a directory): `[shutdown] alternate_checkpoint_dir`, or
+/// the system temp directory (`$TMPDIR`, else `/tmp`), which is on another
+/// file system than the data directory on most hosts. The report and step
+/// 8's line say when it was used, and why.
+pub fn alternate_checkpoint_dir(cfg: &EngineConfig) -> PathBuf {
+    cfg.shutdown
+        .alternate_checkpoint_dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir)
+}
+
 fn base_plan(cfg: &EngineConfig) -> ShutdownPlan {
     let s = &cfg.shutdown;
     ShutdownPlan {
@@ -74,7 +86,7 @@ fn base_plan(cfg: &EngineConfig) -> ShutdownPlan {
         reconcile_wait: Duration::from_millis(s.reconcile_wait_ms),
         component_timeout: Duration::from_millis(s.component_timeout_ms),
         checkpoint_dir: Some(checkpoint_dir(cfg)),
-        checkpoint_alternate_dir: s.alternate_checkpoint_dir.clone(),
+        checkpoint_alternate_dir: Some(alternate_checkpoint_dir(cfg)),
         ..ShutdownPlan::default()
     }
 }
@@ -233,22 +245,28 @@ impl EngineHooks {
             "nonce": report.nonce,
         })
         .to_string();
-        // Run beside the shutdown, never in its way: a hung notifier must
-        // not hold the stop.
-        std::thread::spawn(move || {
-            let child = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(&cmd)
-                .stdin(std::process::Stdio::piped())
-                .spawn();
-            if let Ok(mut c) = child {
+        // The event is in the pipe before the shutdown goes on (a pipe holds
+        // far more than one line, so this never waits on the command): the
+        // last event is not lost when the engine exits right after it. The
+        // command itself runs beside the shutdown, never in its way: a hung
+        // notifier must not hold the stop, so only its reaping is on a thread.
+        let child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .stdin(std::process::Stdio::piped())
+            .spawn();
+        match child {
+            Ok(mut c) => {
                 if let Some(mut stdin) = c.stdin.take() {
                     let _ = stdin.write_all(payload.as_bytes());
                     let _ = stdin.write_all(b"\n");
                 }
-                let _ = c.wait();
+                std::thread::spawn(move || {
+                    let _ = c.wait();
+                });
             }
-        });
+            Err(e) => eprintln!("ks-engine: notify_command {cmd:?} did not start: {e}"),
+        }
     }
 }
 

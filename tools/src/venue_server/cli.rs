@@ -73,6 +73,11 @@ pub struct VenueArgs {
     /// Drop the first connection that reaches this many application messages.
     #[arg(long)]
     pub disconnect_after: Option<u64>,
+    /// The other participants withdraw their liquidity this many ms after
+    /// the start: their resting orders are pulled and no flow arrives, so
+    /// nothing of ours fills (positions that will not flatten).
+    #[arg(long, value_name = "MS")]
+    pub withdraw_liquidity_after_ms: Option<u64>,
     /// A connection must log on within this.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
     pub logon_timeout: Duration,
@@ -144,6 +149,7 @@ pub fn main(args: &VenueArgs) -> ExitCode {
         cfg.ignore_cancels = args.ignore_cancels;
         cfg.cancel_on_disconnect = args.cancel_on_disconnect == OnOff::On;
         cfg.disconnect_after = args.disconnect_after;
+        cfg.withdraw_liquidity_after = args.withdraw_liquidity_after_ms.map(Duration::from_millis);
         cfg.logon_timeout = args.logon_timeout;
         cfg.frame_timeout = args.frame_timeout;
         cfg.max_connections = args.max_connections;

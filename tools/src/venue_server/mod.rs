@@ -35,7 +35,11 @@
 //! * **Fault knobs** (flags, or `U9` VenueControl from the control CompID):
 //!   `latency_us`, `reject_ppm`, `drop_cancel_ack_ppm`, `ignore_cancels`,
 //!   `mass_cancel`, `disconnect_after` (the next connection to reach that
-//!   many application messages is dropped, once), `drop_sessions` (drop
+//!   many application messages is dropped, once), `withdraw_liquidity`
+//!   (1: the other participants pull their resting orders and send no
+//!   more, so nothing of ours fills; 0: they come back; the flag
+//!   `--withdraw-liquidity-after-ms` does it once, that long after the
+//!   start), `drop_sessions` (drop
 //!   every other connection now), `inject` (`SYMBOL,buy|sell,PRICE,QTY`:
 //!   another participant's order).
 //! * **Audit log**: every accepted message, every message sent and every
@@ -94,6 +98,10 @@ pub struct VenueConfig {
     pub cancel_on_disconnect: bool,
     /// Drop the first connection that reaches this many application messages.
     pub disconnect_after: Option<u64>,
+    /// The other participants withdraw their liquidity this long after the
+    /// venue starts (their resting orders pulled, no flow): nothing of
+    /// ours fills any more. The `withdraw_liquidity` knob does it at once.
+    pub withdraw_liquidity_after: Option<Duration>,
     /// A connection must log on within this.
     pub logon_timeout: Duration,
     /// A message must be complete this long after its first byte.
@@ -123,6 +131,7 @@ impl VenueConfig {
             ignore_cancels: false,
             cancel_on_disconnect: true,
             disconnect_after: None,
+            withdraw_liquidity_after: None,
             logon_timeout: Duration::from_secs(5),
             frame_timeout: Duration::from_secs(5),
             max_connections: 64,
@@ -176,6 +185,8 @@ pub struct VenueServer {
     answers: Vec<Answer>,
     discard: Vec<u8>,
     disconnect_after: Option<u64>,
+    /// When the liquidity is withdrawn (the knob's time), until it is.
+    withdraw_liquidity_at: Option<Instant>,
     exec_seq: u64,
     clock: crate::fix::codec::Clock,
 }
@@ -219,6 +230,7 @@ impl VenueServer {
         let audit = AuditLog::open(cfg.audit.as_deref())?;
         Ok(VenueServer {
             disconnect_after: cfg.disconnect_after,
+            withdraw_liquidity_at: cfg.withdraw_liquidity_after.map(|d| Instant::now() + d),
             cfg,
             listener,
             exchange,
@@ -306,6 +318,13 @@ impl VenueServer {
 
     /// One turn after the reads: the exchange, its answers, timers, writes.
     fn turn(&mut self) {
+        if self
+            .withdraw_liquidity_at
+            .is_some_and(|at| Instant::now() >= at)
+        {
+            self.withdraw_liquidity_at = None;
+            self.withdraw_liquidity(true, "withdraw_liquidity_after reached");
+        }
         let now = mono_ns();
         self.exchange.run(now);
         for f in 0..self.firms.len() {
@@ -389,6 +408,27 @@ impl VenueServer {
     }
 
     /// Appends an event line to the audit log.
+    /// The fault knob: the other participants pull (or bring back) their
+    /// liquidity; said in the audit log and on stderr.
+    fn withdraw_liquidity(&mut self, on: bool, why: &str) {
+        self.handle.set_liquidity_withdrawn(on);
+        eprintln!(
+            "ks-venue: venue {}: liquidity {} ({why}, fault injection)",
+            self.cfg.name,
+            if on { "withdrawn" } else { "restored" }
+        );
+        self.event(
+            "",
+            if on {
+                "liquidity-withdrawn"
+            } else {
+                "liquidity-restored"
+            },
+            None,
+            Some(why.to_string()),
+        );
+    }
+
     fn event(&mut self, session: &str, event: &str, orders: Option<u64>, detail: Option<String>) {
         let resting = self
             .by_comp

@@ -398,6 +398,10 @@ impl VenueServer {
             "ignore_cancels" => h.set_ignore_cancels(num()? != 0),
             "mass_cancel" => h.set_mass_cancel(num()? != 0),
             "disconnect_after" => self.disconnect_after = Some(num()?),
+            "withdraw_liquidity" => {
+                let on = num()? != 0;
+                self.withdraw_liquidity(on, "venue control");
+            }
             "drop_sessions" => {
                 let keep = self.firms[f].conn;
                 for slot in 0..self.conns.len() {

@@ -80,4 +80,5 @@ pub fn wait_for(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+pub mod planned;
 pub mod venue;

@@ -477,8 +477,42 @@ fn print_telemetry(v: &killswitch_tools::admin::view::EngineView) {
             a.reason
         );
     }
+    print_planned(&v.planned_shutdown);
     for l in killswitch_tools::admin::dashboard::telemetry_tables(v) {
         outln!("{}", l.text);
+    }
+}
+
+/// The planned shutdown's progress, the deployment lock and a
+/// reconciliation mismatch awaiting acknowledgement.
+fn print_planned(p: &killswitch_tools::admin::view::PlannedShutdownView) {
+    if let (Some(step), Some(state)) = (p.step, p.state) {
+        let since = p.step_since_wall_ns.map(format_wall).unwrap_or_default();
+        match state {
+            "running" => outln!(
+                "shutdown    planned shutdown at step {step}/13 \"{}\", running since {since} (request {})",
+                p.step_title.unwrap_or(""),
+                p.request.unwrap_or(0)
+            ),
+            _ => outln!(
+                "shutdown    planned shutdown finished {since} (request {}): {}; `killswitch verify-shutdown` checks what it left",
+                p.request.unwrap_or(0),
+                if p.clean == Some(true) {
+                    "clean"
+                } else {
+                    "WITH FINDINGS (see its report)"
+                }
+            ),
+        }
+    }
+    if p.locked {
+        outln!(
+            "lock        deployments and configuration LOCKED by pid {} (a new engine start or config reload is refused; `killswitch unlock` if that process died)",
+            p.locked_by_pid.unwrap_or(0)
+        );
+    }
+    if p.reconcile_mismatch {
+        outln!("reconcile   MISMATCH found by the last planned shutdown, not acknowledged: `killswitch reconcile` shows the table, `killswitch reconcile --ack` acknowledges it (reset is refused until then)");
     }
 }
 

@@ -12,6 +12,8 @@
 //! journal, a complete checkpoint built from the journal validates, the
 //! journal rebuilds the engine's final state, the process exited and was
 //! reaped, and the whole stop took less than the runbook's 30 seconds.
+//!
+//! `--planned` runs the planned shutdown instead ([`crate::drill_planned`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -50,6 +52,11 @@ pub enum Scenario {
     /// cancel-on-disconnect, then restarted: it must cancel what its journal
     /// shows open before its first new order (over the wire only).
     CrashRestart,
+    /// With --planned only: SIM-B's other participants withdraw their
+    /// liquidity midway (resting orders pulled, no flow): its positions
+    /// will not flatten, flattening escalates to aggressive and reports
+    /// what remains (the runbook's "positions not flattening").
+    NoLiquidity,
 }
 
 /// Where the drill's venues run.
@@ -79,28 +86,41 @@ pub enum TripMethod {
 pub struct DrillArgs {
     /// What goes wrong.
     #[arg(long, value_enum, default_value = "normal")]
-    scenario: Scenario,
+    pub(crate) scenario: Scenario,
     /// How to trip.
     #[arg(long, value_enum, default_value = "cli")]
-    method: TripMethod,
+    pub(crate) method: TripMethod,
     /// Where the venues run.
     #[arg(long, value_enum, default_value = "wire")]
-    venues: VenueMode,
+    pub(crate) venues: VenueMode,
     /// Trading time before the trip.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "3s")]
-    trade_for: Duration,
+    pub(crate) trade_for: Duration,
     /// Wait for at least this many resting orders before the trip (or 30 s more).
     #[arg(long, default_value_t = 8000)]
-    min_open: u64,
+    pub(crate) min_open: u64,
     /// Working directory (control block, journal, checkpoints, logs); default a new temp dir, removed on PASS.
     #[arg(long)]
-    work_dir: Option<PathBuf>,
+    pub(crate) work_dir: Option<PathBuf>,
     /// Keep the working directory even on PASS.
     #[arg(long)]
-    keep: bool,
+    pub(crate) keep: bool,
     /// Print the drill report as JSON on stdout (the narrative goes to stderr).
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
+    /// The planned shutdown instead of the emergency: `killswitch shutdown`
+    /// (the runbook's 13 steps, with flattening) against the trading
+    /// engine, then `killswitch verify-shutdown`.
+    #[arg(long)]
+    pub(crate) planned: bool,
+    /// With --planned: how positions are flattened.
+    #[arg(long, default_value = "conservative", value_parser = ["aggressive", "conservative", "none"])]
+    pub(crate) flatten: String,
+    /// With --planned: where the drill report (JSON) is written; default
+    /// `ks-drill-planned-<pid>.json` in the system temp directory (it
+    /// outlives the work directory, removed on PASS).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) report: Option<PathBuf>,
 }
 
 /// One check and its outcome.
@@ -153,6 +173,17 @@ macro_rules! say {
 
 /// Runs the drill.
 pub fn run(args: DrillArgs) -> ExitCode {
+    if args.planned {
+        return crate::drill_planned::run(&args);
+    }
+    if args.flatten != "conservative" || args.report.is_some() {
+        eprintln!("killswitch drill: error: --flatten and --report go with --planned only");
+        return ExitCode::from(crate::exit::USAGE);
+    }
+    if args.scenario == Scenario::NoLiquidity {
+        eprintln!("killswitch drill: error: --scenario no-liquidity is a planned-shutdown path: add --planned");
+        return ExitCode::from(crate::exit::USAGE);
+    }
     match drill(&args) {
         Ok(r) => {
             if args.json {
@@ -174,7 +205,7 @@ pub fn run(args: DrillArgs) -> ExitCode {
     }
 }
 
-fn config_for(args: &DrillArgs, work: &Path) -> EngineConfig {
+pub(crate) fn config_for(args: &DrillArgs, work: &Path) -> EngineConfig {
     let mut cfg = EngineConfig {
         name: "drill".into(),
         control_dir: Some(work.to_path_buf()),
@@ -196,12 +227,15 @@ fn config_for(args: &DrillArgs, work: &Path) -> EngineConfig {
         Scenario::StrategyPanic => cfg.strategies[1].panic_after_ms = Some(trade_ms),
         // Before the trip: the engine's clock starts a little after the drill's.
         Scenario::GatewayHang => cfg.venues[0].hang_after_ms = Some(trade_ms / 2),
+        // The engine's clock: after the trading time, so SIM-B has traded
+        // into positions first (the drill waits for the withdrawal).
+        Scenario::NoLiquidity => cfg.venues[1].withdraw_liquidity_after_ms = Some(trade_ms + 500),
         Scenario::Normal | Scenario::Sigstop | Scenario::Stuck | Scenario::CrashRestart => {}
     }
     cfg
 }
 
-fn spawn_engine(work: &Path, config: &Path, log: &str) -> std::io::Result<Child> {
+pub(crate) fn spawn_engine(work: &Path, config: &Path, log: &str) -> std::io::Result<Child> {
     let log = std::fs::File::create(work.join(log))?;
     Command::new(std::env::current_exe()?)
         .arg("engine")
@@ -230,7 +264,7 @@ pub(crate) fn wait_child(
 }
 
 /// Waits until the engine `child` owns the drill's control block.
-fn attach(work: &Path, child: &mut Child, log: &str) -> Result<ControlBlock, String> {
+pub(crate) fn attach(work: &Path, child: &mut Child, log: &str) -> Result<ControlBlock, String> {
     let pid = child.id();
     let end = Instant::now() + Duration::from_secs(60);
     loop {
@@ -256,7 +290,7 @@ fn attach(work: &Path, child: &mut Child, log: &str) -> Result<ControlBlock, Str
 
 /// Lets the engine trade for `trade_for` and until `min_open` orders rest
 /// (30 s more at most); with `stop_on_kill`, until the switch is at KILL.
-fn trade(
+pub(crate) fn trade(
     block: &ControlBlock,
     child: &mut Child,
     trade_for: Duration,

@@ -35,6 +35,7 @@ struct VenueFlags {
     no_mass_cancel: bool,
     cancel_on_disconnect_off: bool,
     disconnect_after: Option<u64>,
+    withdraw_liquidity_after_ms: Option<u64>,
 }
 
 /// A venue child process.
@@ -88,6 +89,13 @@ pub fn start(scenario: Scenario, cfg: &mut EngineConfig, work: &Path) -> Result<
                 flags.cancel_on_disconnect_off = true;
                 v.cancel_on_disconnect = false;
             }
+            // The venue's clock starts before the engine's (which takes a
+            // moment, more on a loaded machine, to start and trade): two
+            // seconds more.
+            Scenario::NoLiquidity => {
+                flags.withdraw_liquidity_after_ms =
+                    v.withdraw_liquidity_after_ms.map(|ms| ms + 2000);
+            }
             _ => {}
         }
         let log = std::fs::File::create(dir.join(format!("{}.log", v.name)))
@@ -118,6 +126,9 @@ pub fn start(scenario: Scenario, cfg: &mut EngineConfig, work: &Path) -> Result<
         if let Some(n) = flags.disconnect_after {
             cmd.arg("--disconnect-after").arg(n.to_string());
         }
+        if let Some(ms) = flags.withdraw_liquidity_after_ms {
+            cmd.arg("--withdraw-liquidity-after-ms").arg(ms.to_string());
+        }
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -140,6 +151,7 @@ pub fn start(scenario: Scenario, cfg: &mut EngineConfig, work: &Path) -> Result<
                 drop_cancel_ack_ppm: 0,
                 disconnect_after_ms: None,
                 hang_after_ms: None,
+                withdraw_liquidity_after_ms: None,
                 ..v.clone()
             }
         };

@@ -38,6 +38,7 @@ mod output {
 mod control_cmds;
 mod demo;
 mod drill;
+mod drill_planned;
 mod drill_wire;
 mod emergency;
 #[cfg(feature = "firm")]
@@ -126,7 +127,7 @@ enum Command {
     Control(control_cmds::ControlCmd),
     /// Create a control block, trip it from a child process and show what a gate saw.
     Demo,
-    /// The main job: start the reference engine, trip it from outside, check nothing escaped and nothing was lost.
+    /// The main job: start the reference engine, trip it from outside, check nothing escaped and nothing was lost (--planned: the planned shutdown instead).
     Drill(drill::DrillArgs),
     /// The reference engine (what `ks-engine` runs; the drill starts it as a child).
     #[command(hide = true)]

@@ -13,6 +13,10 @@
 //!   `killswitch emergency`, beside the runbook's path: `SIGTERM` and wait
 //!   for the process to exit. `--venues wire` (default, as the drill's) or
 //!   `in-process`.
+//! * `planned` — whole planned shutdowns of the reference engine with at
+//!   least 10,000 resting orders and conservative flattening (`killswitch
+//!   drill --planned`): the orchestrator's work per phase beside the time
+//!   it spends in configured waits ([`planned`]).
 
 use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
@@ -20,6 +24,8 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod planned;
 
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
@@ -93,6 +99,21 @@ enum Cmd {
         #[arg(long, default_value = "wire")]
         venues: String,
     },
+    /// Planned shutdown of the reference engine: work per phase beside the configured waits.
+    Planned {
+        /// Runs.
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
+        /// Orders resting when the shutdown is asked for, at least.
+        #[arg(long, default_value_t = 10_000)]
+        min_open: u64,
+        /// Where the drill's venues run: `wire` or `in-process`.
+        #[arg(long, default_value = "wire")]
+        venues: String,
+        /// Write the work and wait distributions (`.hgrm`) into this directory.
+        #[arg(long)]
+        hgrm: Option<PathBuf>,
+    },
     /// (internal) A process with the signal handlers installed, idle.
     #[command(hide = true)]
     SignalTarget {
@@ -146,6 +167,12 @@ fn main() -> ExitCode {
         Cmd::Signal { iterations, core } => report(signal(iterations, core)),
         Cmd::Cli { iterations } => report(cli(iterations)),
         Cmd::Emergency { runs, hgrm, venues } => report(emergency(runs, hgrm.as_deref(), &venues)),
+        Cmd::Planned {
+            runs,
+            min_open,
+            venues,
+            hgrm,
+        } => report(planned::run(runs, min_open, &venues, hgrm.as_deref())),
     }
 }
 
