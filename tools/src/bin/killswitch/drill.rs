@@ -317,6 +317,19 @@ pub(crate) fn trade(
     }
 }
 
+/// The drill's work directory: `--work-dir`, or a fresh one. Fresh, because
+/// a failed drill keeps its own (with a latched block and a journal), and a
+/// later drill that got the same pid must not start on them.
+pub(crate) fn work_dir(args: &DrillArgs) -> Result<PathBuf, String> {
+    match &args.work_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            Ok(d.clone())
+        }
+        None => fresh_work_dir(),
+    }
+}
+
 /// `ks-drill-<pid>[-n]` in the temporary directory, created by this call.
 fn fresh_work_dir() -> Result<PathBuf, String> {
     let base = std::env::temp_dir();
@@ -345,16 +358,7 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
     if args.scenario == Scenario::CrashRestart && !wire {
         return Err("--scenario crash-restart runs over the wire only: in-process venues die with the engine, so nothing is left to cancel after the crash (drop --venues in-process)".into());
     }
-    let work = match &args.work_dir {
-        Some(d) => {
-            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
-            d.clone()
-        }
-        // A fresh directory: a failed drill keeps its own (with a latched
-        // block and a journal), and a later drill that got the same pid must
-        // not start on them.
-        None => fresh_work_dir()?,
-    };
+    let work = work_dir(args)?;
     let mut cfg = config_for(args, &work);
     // The drill's SIGTERM method checks the emergency drain, not the
     // planned shutdown (which SIGTERM runs by default).

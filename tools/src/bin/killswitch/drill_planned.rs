@@ -128,11 +128,7 @@ fn killswitch(work: &Path) -> Result<Command, String> {
 fn drill(args: &DrillArgs) -> Result<PlannedDrillReport, String> {
     let q = args.json;
     let wire = args.venues == VenueMode::Wire;
-    let work = match &args.work_dir {
-        Some(d) => d.clone(),
-        None => std::env::temp_dir().join(format!("ks-drill-{}", std::process::id())),
-    };
-    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let work = crate::drill::work_dir(args)?;
     let mut cfg = crate::drill::config_for(args, &work);
     shutdown_settings(&mut cfg);
     let mut venues = if wire {
