@@ -57,6 +57,10 @@ pub struct EngineConfig {
     pub realtime_priority: Option<u8>,
     /// Heartbeat period of the main loop, µs.
     pub heartbeat_us: u64,
+    /// Hold the active role as a lease with this time to live, ms
+    /// (`killswitch::control::lease`): a second engine on the block waits
+    /// for it, and a fenced engine writes nothing more. 0: no lease.
+    pub lease_ttl_ms: u64,
     /// Drain settings.
     pub drain: DrainSection,
     /// Simulated venues.
@@ -364,6 +368,7 @@ impl Default for EngineConfig {
             drain_core: None,
             realtime_priority: None,
             heartbeat_us: 1000,
+            lease_ttl_ms: 0,
             drain: DrainSection::default(),
             shutdown: ShutdownSection::default(),
             venues: vec![

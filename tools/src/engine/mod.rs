@@ -29,6 +29,7 @@ pub mod config;
 pub mod planned;
 mod report;
 pub mod risk_config;
+pub mod standby;
 mod strategy;
 pub mod telemetry;
 pub mod wire;
@@ -137,6 +138,12 @@ impl Engine {
             .panic_hook()
             .limits(cfg.limits.to_config().map_err(failed)?)
             .rules(cfg.rules.to_config().map_err(failed)?);
+        if cfg.lease_ttl_ms > 0 {
+            builder = builder.lease(killswitch::control::LeaseConfig {
+                ttl: Duration::from_millis(cfg.lease_ttl_ms),
+                ..killswitch::control::LeaseConfig::default()
+            });
+        }
         if cfg.drain.inject_checkpoint_panic {
             builder = builder.before_checkpoint(|_| {
                 panic!("injected fault: the checkpoint hook panics (drain.inject_checkpoint_panic)")

@@ -482,6 +482,37 @@ fn print_telemetry(v: &killswitch_tools::admin::view::EngineView) {
     }
 }
 
+/// The active-role lease and the hot standby, when either is in use.
+fn print_lease_and_standby(s: &Status) {
+    let l = &s.lease;
+    if l.epoch != 0 {
+        let holder = if l.holder == 0 {
+            "released (no holder)".to_string()
+        } else {
+            format!(
+                "pid {} {}, expires in {}{}",
+                l.holder,
+                if l.holder_alive { "alive" } else { "DEAD" },
+                format_duration_ns(l.lapses_in_ns),
+                if l.lapses_in_ns == 0 { " (LAPSED)" } else { "" }
+            )
+        };
+        outln!("lease       epoch {}, holder {holder}", l.epoch);
+    }
+    if let Some(sb) = &s.standby {
+        outln!(
+            "standby     pid {} {}: applied to journal seq {}, {} record(s) behind at its last look, lag {} (max {}), published {} ago",
+            sb.pid,
+            if sb.alive { "alive" } else { "DEAD" },
+            sb.applied_seq,
+            sb.behind_records,
+            format_duration_ns(sb.lag_ns),
+            format_duration_ns(sb.max_lag_ns),
+            format_duration_ns(sb.age_ns)
+        );
+    }
+}
+
 fn print_status(s: &Status) {
     let headline = match (s.mode, s.scoped) {
         (Mode::Normal, false) => "NORMAL: trading allowed".to_string(),
@@ -547,6 +578,7 @@ fn print_status(s: &Status) {
             s.gateway_orders_sent
         );
     }
+    print_lease_and_standby(s);
     let d = &s.drain;
     if d.generation != 0 || d.phase != killswitch::control::DrainPhase::Idle {
         let notes: Vec<&str> = [
