@@ -3,9 +3,11 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use killswitch::order::{Qty, Side};
+use killswitch::order::{OrderId, Price, Qty, ScopeTags, Side};
+use killswitch::venue::{NewOrder, Venue, VenueEvent};
+use killswitch_tools::fix::client::{FixVenue, FixVenueConfig};
 use killswitch_tools::fix::messages::{self, NewOrderFields};
 use killswitch_tools::fix::TAG_BACKUP_TAKEOVER;
 use killswitch_tools::venue_server::audit::AuditEntry;
@@ -257,4 +259,195 @@ fn takeovers_can_be_refused() {
         events(&log, "FIRM", "disconnect").is_empty(),
         "the primary stays"
     );
+}
+
+fn fix_config(venue: &VenueProc, comp: &str, takeover: bool) -> FixVenueConfig {
+    let mut cfg = FixVenueConfig::new("SIM", venue.addr("SIM"), comp, "SIM");
+    cfg.symbols = vec![(0, "I0".to_string())];
+    cfg.heartbeat = Duration::from_secs(2);
+    cfg.takeover = takeover;
+    cfg
+}
+
+/// Polls `v` until `pred` holds on the events so far (deadline 30 s).
+fn poll_until(
+    v: &mut FixVenue,
+    what: &str,
+    mut pred: impl FnMut(&[VenueEvent]) -> bool,
+) -> Vec<VenueEvent> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while !pred(&seen) {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within 30 s; events {seen:?}; last error: {}",
+            v.last_error()
+        );
+        v.poll(&mut seen);
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    seen
+}
+
+fn resting_buy(id: u64) -> NewOrder {
+    NewOrder {
+        id: OrderId(id),
+        tags: ScopeTags::default(),
+        side: Side::Buy,
+        price: Price::from_units(90),
+        qty: Qty::from_lots(2),
+    }
+}
+
+/// The engine's side (`FixVenue`): the primary rests five orders, one of
+/// them is half filled by another participant while the primary does not
+/// read (the fill is not in "its journal"), and the primary hands the
+/// session over (Logout with 8014=Y, no cancels) and goes away. The backup
+/// (`takeover = true`) adopts the five orders as the journal shows them
+/// (nothing filled): on logon it asks their status, which adopts them at
+/// the venue and brings the missing fill as a `Fill` event; nothing is
+/// cancelled at the end of the grace period, and the backup can cancel
+/// them itself.
+#[test]
+fn fix_venue_hands_over_and_the_backup_adopts_with_the_fill_it_missed() {
+    let dir = tempfile::tempdir().unwrap();
+    let venue = VenueProc::start(
+        dir.path(),
+        &["SIM"],
+        &["--instruments", "I0", "--takeover-grace-ms", "1000"],
+    );
+    let mut primary = FixVenue::new(fix_config(&venue, "ENGINE", false));
+    primary.connect(Duration::from_secs(30)).expect("logon");
+    for id in 1..=5 {
+        primary.send(&resting_buy(id)).unwrap();
+    }
+    poll_until(&mut primary, "acks", |ev| {
+        ev.iter()
+            .filter(|e| matches!(e, VenueEvent::Acked { .. }))
+            .count()
+            == 5
+    });
+    let mut control = RawSession::logon(venue.addr("SIM"), "KS-CONTROL", "SIM");
+    control.control("inject", "I0,sell,90,1");
+    primary.hand_over().unwrap();
+    // The venue's Logout ends it (the fill report may come before it).
+    let end = Instant::now() + Duration::from_secs(30);
+    while primary.is_active() && Instant::now() < end {
+        primary.poll(&mut Vec::new());
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    assert!(
+        !primary.is_active(),
+        "the venue's Logout ended the primary's session"
+    );
+    drop(primary);
+
+    let mut backup = FixVenue::new(fix_config(&venue, "ENGINE", true));
+    backup.adopt((1..=5).map(|id| (OrderId(id), Side::Buy, 0, Qty::from_lots(2).0, 0)));
+    backup
+        .connect(Duration::from_secs(30))
+        .expect("takeover logon");
+    let seen = poll_until(&mut backup, "the five statuses", |ev| {
+        ev.iter()
+            .filter(|e| matches!(e, VenueEvent::Acked { .. }))
+            .count()
+            == 5
+    });
+    let fills: Vec<_> = seen
+        .iter()
+        .filter(|e| matches!(e, VenueEvent::Fill { .. }))
+        .collect();
+    assert_eq!(
+        fills,
+        vec![&VenueEvent::Fill {
+            id: OrderId(1),
+            qty: Qty::from_lots(1),
+            price: Price::from_units(90),
+            leaves: Qty::from_lots(1),
+        }],
+        "{seen:?}"
+    );
+    let log = venue.wait_audit("SIM", "grace expiry", |log| {
+        !events(log, "ENGINE", "takeover-grace-expired").is_empty()
+    });
+    assert!(!events(&log, "ENGINE", "takeover-hold").is_empty());
+    assert_eq!(event(&log, "ENGINE", "takeover").orders, Some(5));
+    let expired = event(&log, "ENGINE", "takeover-grace-expired");
+    assert_eq!(expired.orders, Some(0), "all five adopted: {expired:?}");
+    assert_eq!(expired.resting, Some(5));
+    assert!(events(&log, "ENGINE", "cancel-on-disconnect").is_empty());
+    for id in 1..=5 {
+        backup.cancel(OrderId(id)).unwrap();
+    }
+    poll_until(&mut backup, "the backup's cancels", |ev| {
+        ev.iter()
+            .filter(|e| matches!(e, VenueEvent::Canceled { .. }))
+            .count()
+            == 5
+    });
+}
+
+/// A primary that is not heard from (stopped: here, simply not polled)
+/// is cut off by the backup's takeover; whatever it writes afterwards
+/// never reaches the venue's books (the venue's log shows no order from
+/// it after the takeover), and its orders are the backup's.
+#[test]
+fn a_stalled_primary_is_cut_off_by_the_takeover_and_its_late_orders_never_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let venue = VenueProc::start(
+        dir.path(),
+        &["SIM"],
+        &["--instruments", "I0", "--takeover-grace-ms", "1000"],
+    );
+    let mut primary = FixVenue::new(fix_config(&venue, "ENGINE", false));
+    primary.connect(Duration::from_secs(30)).expect("logon");
+    for id in 1..=3 {
+        primary.send(&resting_buy(id)).unwrap();
+    }
+    poll_until(&mut primary, "acks", |ev| {
+        ev.iter()
+            .filter(|e| matches!(e, VenueEvent::Acked { .. }))
+            .count()
+            == 3
+    });
+    let mut backup = FixVenue::new(fix_config(&venue, "ENGINE", true));
+    backup.adopt((1..=3).map(|id| (OrderId(id), Side::Buy, 0, Qty::from_lots(2).0, 0)));
+    backup
+        .connect(Duration::from_secs(30))
+        .expect("takeover logon");
+    poll_until(&mut backup, "the three statuses", |ev| {
+        ev.iter()
+            .filter(|e| matches!(e, VenueEvent::Acked { .. }))
+            .count()
+            == 3
+    });
+    let took = venue.wait_audit("SIM", "takeover", |log| {
+        !events(log, "ENGINE", "takeover").is_empty()
+    });
+    let at = event(&took, "ENGINE", "takeover").mono_ns;
+    // The primary wakes up and sends, as if nothing happened.
+    for id in 100..110 {
+        let _ = primary.send(&resting_buy(id));
+        let mut ev = Vec::new();
+        primary.poll(&mut ev);
+    }
+    backup.send(&resting_buy(200)).unwrap();
+    poll_until(&mut backup, "the backup's order", |ev| {
+        ev.contains(&VenueEvent::Acked { id: OrderId(200) })
+    });
+    let log = venue.audit("SIM");
+    let late: Vec<_> = log
+        .iter()
+        .filter(|e| {
+            e.dir == "in"
+                && e.msg_type.as_deref() == Some("D")
+                && e.mono_ns > at
+                && e.field(11) != Some("200")
+        })
+        .collect();
+    assert!(
+        late.is_empty(),
+        "orders after the takeover not from the backup: {late:?}"
+    );
+    assert!(events(&log, "ENGINE", "cancel-on-disconnect").is_empty());
 }
