@@ -125,7 +125,44 @@ impl Drop for StandbyReporter {
     }
 }
 
+/// A failover request in the block: its nonce and who asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailoverRequest {
+    /// Changes with every request.
+    pub nonce: u32,
+    /// The asker's pid.
+    pub pid: u32,
+}
+
+impl super::Operator {
+    /// Asks the active engine of this block to hand over to its hot
+    /// standby (`killswitch failover`): a new nonce in `failover_request`.
+    /// The engine acts on it at its next supervisor beat.
+    pub fn request_failover(&self) -> FailoverRequest {
+        let w = &self.block().drain_status().failover_request;
+        let pid = std::process::id();
+        let mut seen = w.load(Ordering::Acquire);
+        loop {
+            let nonce = ((seen >> 32) as u32).wrapping_add(1).max(1);
+            let next = (nonce as u64) << 32 | pid as u64;
+            match w.compare_exchange(seen, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return FailoverRequest { nonce, pid },
+                Err(now) => seen = now,
+            }
+        }
+    }
+}
+
 impl ControlBlock {
+    /// The last failover request, if any was ever made.
+    pub fn failover_request(&self) -> Option<FailoverRequest> {
+        let w = self.drain_status().failover_request.load(Ordering::Acquire);
+        (w != 0).then_some(FailoverRequest {
+            nonce: (w >> 32) as u32,
+            pid: w as u32,
+        })
+    }
+
     /// The hot standby's last publication; `None` when no standby holds
     /// the role.
     pub fn standby(&self) -> Option<StandbyInfo> {

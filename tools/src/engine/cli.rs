@@ -94,13 +94,21 @@ pub fn main(args: &EngineArgs) -> i32 {
         }
     };
     let report_path = cfg.report_path.clone();
+    let mut cfg = cfg;
     if args.file.standby {
-        let report = super::standby::run(&cfg);
-        eprintln!("ks-engine: {}", report.verdict);
-        if let Some(p) = report_path {
-            write_report(&p, &report);
+        match super::standby::run(&cfg) {
+            super::standby::Outcome::Stopped(report) => {
+                eprintln!("ks-engine: {}", report.verdict);
+                if let Some(p) = report_path {
+                    write_report(&p, &report);
+                }
+                return report.exit_code;
+            }
+            super::standby::Outcome::Promote(report) => {
+                eprintln!("ks-engine: {}", report.verdict);
+                cfg.promoted = true;
+            }
         }
-        return report.exit_code;
     }
     let engine = match Engine::start(cfg) {
         Ok(e) => e,

@@ -73,6 +73,11 @@ pub struct EngineConfig {
     pub rules: RulesSection,
     /// The planned shutdown (`killswitch shutdown`, SIGTERM).
     pub shutdown: ShutdownSection,
+    /// Set (not from the file) when a hot standby is promoted by a
+    /// failover: its sessions log on as the designated backup (takeover)
+    /// and the journal's open orders are adopted, not cancelled.
+    #[serde(skip)]
+    pub promoted: bool,
 }
 
 /// `[shutdown]`: the planned shutdown's settings (a `killswitch shutdown`
@@ -369,6 +374,7 @@ impl Default for EngineConfig {
             realtime_priority: None,
             heartbeat_us: 1000,
             lease_ttl_ms: 0,
+            promoted: false,
             drain: DrainSection::default(),
             shutdown: ShutdownSection::default(),
             venues: vec![

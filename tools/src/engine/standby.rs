@@ -129,26 +129,38 @@ fn report(f: &JournalFollower, max_lag_ns: u64, verdict: String, exit_code: i32)
     }
 }
 
-/// Runs the standby until SIGTERM or SIGINT; returns its report.
-pub fn run(cfg: &EngineConfig) -> StandbyReport {
+/// How the standby ended.
+pub enum Outcome {
+    /// Stopped (a signal, an error): its report.
+    Stopped(StandbyReport),
+    /// A failover: the active released the lease and closed the journal,
+    /// and this standby has applied the last record. Start as the active.
+    Promote(StandbyReport),
+}
+
+/// Runs the standby until SIGTERM or SIGINT, or until a failover
+/// promotes it (see [`Outcome`]).
+pub fn run(cfg: &EngineConfig) -> Outcome {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
-            return failed(format!("cannot install the handler for signal {sig}: {e}"));
+            return Outcome::Stopped(failed(format!(
+                "cannot install the handler for signal {sig}: {e}"
+            )));
         }
     }
     let dir = cfg.control_dir.clone().unwrap_or_else(default_dir);
     let access = match killswitch::access::access_for_group(cfg.control_group.as_deref()) {
         Ok(a) => a,
-        Err(e) => return failed(e.to_string()),
+        Err(e) => return Outcome::Stopped(failed(e.to_string())),
     };
     let block = match ControlBlock::open_or_create_with(&dir, &cfg.name, access) {
         Ok(b) => Arc::new(b),
-        Err(e) => return failed_with(EXIT_BAD_FILE, e.to_string()),
+        Err(e) => return Outcome::Stopped(failed_with(EXIT_BAD_FILE, e.to_string())),
     };
     let mut reporter = match StandbyReporter::claim(block.clone()) {
         Ok(r) => r,
-        Err(e) => return failed(e.to_string()),
+        Err(e) => return Outcome::Stopped(failed(e.to_string())),
     };
     // The active creates its journal; a standby started first waits for it.
     let mut idle = Backoff::new(BackoffConfig {
@@ -157,19 +169,19 @@ pub fn run(cfg: &EngineConfig) -> StandbyReport {
     });
     while !cfg.journal_dir.is_dir() {
         if stop.load(Ordering::Acquire) {
-            return failed_with(
+            return Outcome::Stopped(failed_with(
                 EXIT_OK,
                 format!(
                     "stopped before journal {} existed",
                     cfg.journal_dir.display()
                 ),
-            );
+            ));
         }
         idle.snooze();
     }
     let mut follower = match JournalFollower::open(&cfg.journal_dir) {
         Ok(f) => f,
-        Err(e) => return failed_with(EXIT_BAD_FILE, e.to_string()),
+        Err(e) => return Outcome::Stopped(failed_with(EXIT_BAD_FILE, e.to_string())),
     };
     eprintln!(
         "ks-engine: pid {} STANDBY for {} (control block {}): following journal {}; sends nothing",
@@ -186,19 +198,40 @@ pub fn run(cfg: &EngineConfig) -> StandbyReport {
     });
     let mut last_publish = Instant::now();
     let mut caught_up_once = false;
+    // A failover asked before this standby started is not for it.
+    let stale_failover = block.failover_request().map(|r| r.nonce);
+    let mut next_lease_look = Instant::now();
     while !stop.load(Ordering::Acquire) {
         let batch = match follower.poll(BATCH) {
             Ok(b) => b,
             Err(e) => {
                 let max = reporter.max_lag_ns();
-                return report(
+                return Outcome::Stopped(report(
                     &follower,
                     max,
                     format!("journal damaged, standby stopped (do not fail over to it): {e}"),
                     EXIT_BAD_FILE,
-                );
+                ));
             }
         };
+        // A failover: asked after we started, and the lease given back by
+        // its holder (not lapsed, not a dead holder: those are crashes,
+        // not handed over). Looked at every 200 µs: reading the lease may
+        // read /proc.
+        if cfg.lease_ttl_ms > 0 && Instant::now() >= next_lease_look {
+            next_lease_look = Instant::now() + Duration::from_micros(200);
+            let asked = block
+                .failover_request()
+                .is_some_and(|r| Some(r.nonce) != stale_failover);
+            let lease = block.lease();
+            if asked && lease.epoch > 0 && lease.holder == 0 {
+                super::failover::phase_now(&format!(
+                    "standby saw the lease released (epoch {})",
+                    lease.epoch
+                ));
+                return promote(cfg, access, &mut follower, &mut reporter, &stop);
+            }
+        }
         if batch.records > 0 {
             reporter.publish(follower.last_seq(), batch.records, batch.max_lag_ns);
             last_publish = Instant::now();
@@ -222,7 +255,7 @@ pub fn run(cfg: &EngineConfig) -> StandbyReport {
         }
     }
     let max = reporter.max_lag_ns();
-    report(
+    Outcome::Stopped(report(
         &follower,
         max,
         format!(
@@ -230,7 +263,84 @@ pub fn run(cfg: &EngineConfig) -> StandbyReport {
             follower.last_seq()
         ),
         EXIT_OK,
-    )
+    ))
+}
+
+/// The failover, standby side: waits until the old active has closed the
+/// journal (its writer lock is free), applies every record up to the last,
+/// and gives the standby role back: then start as the active.
+fn promote(
+    cfg: &EngineConfig,
+    access: killswitch::access::Access,
+    follower: &mut JournalFollower,
+    reporter: &mut StandbyReporter,
+    stop: &AtomicBool,
+) -> Outcome {
+    let mut idle = Backoff::new(BackoffConfig {
+        max_sleep: Duration::from_micros(100),
+        ..BackoffConfig::default()
+    });
+    let fail = |follower: &JournalFollower, reporter: &StandbyReporter, why: String| {
+        Outcome::Stopped(report(
+            follower,
+            reporter.max_lag_ns(),
+            why,
+            EXIT_START_FAILED,
+        ))
+    };
+    loop {
+        if stop.load(Ordering::Acquire) {
+            return fail(
+                follower,
+                reporter,
+                "stopped during a failover, before taking over".into(),
+            );
+        }
+        if let Err(e) = follower.poll(BATCH) {
+            return fail(
+                follower,
+                reporter,
+                format!("journal damaged during the failover: {e}"),
+            );
+        }
+        match killswitch::journal::JournalLock::try_acquire(&cfg.journal_dir, access) {
+            // Free: the old active's writer is gone; the runtime takes it next.
+            Ok(Ok(lock)) => {
+                drop(lock);
+                break;
+            }
+            Ok(Err(_holder)) => idle.snooze(),
+            Err(e) => return fail(follower, reporter, format!("journal lock: {e}")),
+        }
+    }
+    loop {
+        match follower.poll(BATCH) {
+            Ok(b) if b.caught_up => break,
+            Ok(_) => {}
+            Err(e) => {
+                return fail(
+                    follower,
+                    reporter,
+                    format!("journal damaged during the failover: {e}"),
+                )
+            }
+        }
+    }
+    super::failover::phase_now(&format!(
+        "caught up to the last record, seq {} ({} open orders)",
+        follower.last_seq(),
+        follower.rebuilt().state.open_orders.len()
+    ));
+    reporter.publish(follower.last_seq(), 0, 0);
+    Outcome::Promote(report(
+        follower,
+        reporter.max_lag_ns(),
+        format!(
+            "promoted at journal seq {}: taking over",
+            follower.last_seq()
+        ),
+        EXIT_OK,
+    ))
 }
 
 fn failed(message: String) -> StandbyReport {

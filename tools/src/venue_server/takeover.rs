@@ -70,6 +70,7 @@ impl VenueServer {
             return false;
         }
         let until = Instant::now() + self.cfg.takeover_grace;
+        self.end_adoption(f, "ended early: the backup hands over in turn");
         self.firms[f].takeover = Some(Takeover::Held { until });
         let comp = self.firms[f].comp_id.clone();
         self.event(
@@ -99,6 +100,7 @@ impl VenueServer {
             );
         }
         let until = Instant::now() + self.cfg.takeover_grace;
+        self.end_adoption(f, "ended early: another takeover");
         let peer = self.conns[slot]
             .as_ref()
             .map(|c| c.peer.to_string())
@@ -174,33 +176,14 @@ impl VenueServer {
             {
                 continue;
             }
-            let sid = self.firms[f].sid;
-            let comp = self.firms[f].comp_id.clone();
-            match self.firms[f].takeover.take() {
-                Some(Takeover::Adopting {
-                    inherited, adopted, ..
-                }) => {
-                    let orphans: Vec<OrderId> = self
-                        .exchange
-                        .resting_orders(sid)
-                        .into_iter()
-                        .filter(|id| inherited.contains(id) && !adopted.contains(id))
-                        .collect();
-                    for &id in &orphans {
-                        self.exchange.cancel(sid, id);
-                    }
-                    self.firms[f]
-                        .orders
-                        .mark_cause(&orphans, "takeover grace expired: not adopted");
-                    self.event(
-                        &comp,
-                        "takeover-grace-expired",
-                        Some(orphans.len() as u64),
-                        Some(format!("{} order(s) adopted", adopted.len())),
-                    );
+            match self.firms[f].takeover {
+                Some(Takeover::Adopting { .. }) => {
+                    self.end_adoption(f, "grace period over");
                     // The backup's own connection ended during the grace
                     // period: what it adopted gets the usual treatment now.
                     if self.firms[f].conn.is_none() && self.firms[f].cancel_on_disconnect {
+                        let sid = self.firms[f].sid;
+                        let comp = self.firms[f].comp_id.clone();
                         let ids = self.exchange.cancel_all(sid);
                         self.firms[f]
                             .orders
@@ -217,9 +200,12 @@ impl VenueServer {
                     }
                 }
                 Some(Takeover::Held { .. }) => {
+                    self.firms[f].takeover = None;
                     if self.firms[f].conn.is_some() || !self.firms[f].cancel_on_disconnect {
                         continue;
                     }
+                    let sid = self.firms[f].sid;
+                    let comp = self.firms[f].comp_id.clone();
                     let ids = self.exchange.cancel_all(sid);
                     self.firms[f]
                         .orders
@@ -234,5 +220,39 @@ impl VenueServer {
                 None => {}
             }
         }
+    }
+
+    /// Ends session `f`'s adoption, if one is under way: the orders that
+    /// rested at its takeover and were not adopted are cancelled, and
+    /// `takeover-grace-expired` logged (`why` in its detail). Called when
+    /// the grace period ends, or earlier when a hand-over or a takeover
+    /// starts the next one.
+    fn end_adoption(&mut self, f: usize, why: &str) {
+        let Some(Takeover::Adopting {
+            inherited, adopted, ..
+        }) = self.firms[f].takeover.take()
+        else {
+            return;
+        };
+        let sid = self.firms[f].sid;
+        let comp = self.firms[f].comp_id.clone();
+        let orphans: Vec<OrderId> = self
+            .exchange
+            .resting_orders(sid)
+            .into_iter()
+            .filter(|id| inherited.contains(id) && !adopted.contains(id))
+            .collect();
+        for &id in &orphans {
+            self.exchange.cancel(sid, id);
+        }
+        self.firms[f]
+            .orders
+            .mark_cause(&orphans, "takeover grace expired: not adopted");
+        self.event(
+            &comp,
+            "takeover-grace-expired",
+            Some(orphans.len() as u64),
+            Some(format!("{} order(s) adopted; {why}", adopted.len())),
+        );
     }
 }

@@ -84,6 +84,22 @@ pub enum ControlCmd {
         #[arg(long)]
         exist_ok: bool,
     },
+    /// Rolling restart: the active engine (lease holder) hands its venue
+    /// sessions and the lease to its hot standby, which adopts the open
+    /// orders and trades on; the old active stops (restart it with
+    /// --standby). Refused without a live lease holder and a live standby.
+    Failover {
+        /// Give up waiting for the standby to hold the lease after this.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+        timeout: std::time::Duration,
+    },
+    /// The failover back to the engine restarted as the standby (the same
+    /// steps as `failover`).
+    Failback {
+        /// Give up waiting for the standby to hold the lease after this.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+        timeout: std::time::Duration,
+    },
     /// Show the switch: mode, scopes, who tripped it and why, engine liveness, drain progress.
     Status {
         /// Print JSON instead of a table.
@@ -418,6 +434,8 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
                 }
             }
         }
+        ControlCmd::Failover { timeout } => return failover(t, "failover", timeout),
+        ControlCmd::Failback { timeout } => return failover(t, "failback", timeout),
         ControlCmd::Remove { confirm, force } => {
             if !confirm {
                 eprintln!(
@@ -480,6 +498,66 @@ fn print_telemetry(v: &killswitch_tools::admin::view::EngineView) {
     for l in killswitch_tools::admin::dashboard::telemetry_tables(v) {
         outln!("{}", l.text);
     }
+}
+
+/// `failover` / `failback`: checks there is someone to hand over to, asks,
+/// and waits until the standby holds a newer epoch.
+fn failover(
+    t: &Target,
+    what: &str,
+    timeout: std::time::Duration,
+) -> Result<ExitCode, ControlError> {
+    let operator = t.operator()?;
+    let block = operator.block();
+    let lease = block.lease();
+    if lease.epoch == 0 || lease.holder == 0 || !lease.holder_alive {
+        eprintln!(
+            "killswitch: refused: {what}: no live engine holds the active-role lease of {} (epoch {}, holder pid {}): nothing to hand over",
+            block.path().display(),
+            lease.epoch,
+            lease.holder
+        );
+        return Ok(ExitCode::from(exit::REFUSED));
+    }
+    let Some(standby) = block.standby().filter(|s| s.alive) else {
+        eprintln!(
+            "killswitch: refused: {what}: no live hot standby follows {}: the active would stop and nobody would trade; start one with `ks-engine --standby` (same configuration) first",
+            block.path().display()
+        );
+        return Ok(ExitCode::from(exit::REFUSED));
+    };
+    let started = std::time::Instant::now();
+    let asked = operator.request_failover();
+    outln!(
+        "{what}: asked active pid {} (epoch {}) to hand over to standby pid {} (request {})",
+        lease.holder,
+        lease.epoch,
+        standby.pid,
+        asked.nonce
+    );
+    while started.elapsed() < timeout {
+        let now = block.lease();
+        if now.epoch > lease.epoch && now.holder != 0 && now.holder_alive {
+            outln!(
+                "{what}: done in {}: active pid {} (epoch {}), was pid {} (epoch {}); each engine's log has its timeline",
+                format_duration_ns(started.elapsed().as_nanos() as u64),
+                now.holder,
+                now.epoch,
+                lease.holder,
+                lease.epoch
+            );
+            return Ok(ExitCode::from(exit::OK));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let now = block.lease();
+    eprintln!(
+        "killswitch: {what}: not done after {timeout:?}: lease epoch {} holder pid {} ({}); check both engines' logs",
+        now.epoch,
+        now.holder,
+        if now.holder_alive { "alive" } else { "none or dead" }
+    );
+    Ok(ExitCode::from(exit::REFUSED))
 }
 
 /// The active-role lease and the hot standby, when either is in use.

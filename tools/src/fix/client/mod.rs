@@ -317,26 +317,6 @@ impl FixVenue {
         }
     }
 
-    /// Hands the session over to a designated backup: a Logout with
-    /// `8014=Y` and no cancels, so the venue holds our resting orders for
-    /// its grace period instead of cancelling them when the connection
-    /// ends. Later requests fail with `LoggedOut`. Only the holder of the
-    /// active role may call it (it writes to the venue).
-    pub fn hand_over(&mut self) -> Result<(), VenueError> {
-        if self.logout_requested {
-            return Err(VenueError::LoggedOut);
-        }
-        if !self.link.is_active() {
-            self.logout_requested = true;
-            self.link.close_for_good();
-            return Err(VenueError::Disconnected);
-        }
-        let mut body = messages::logout("handing over to the designated backup");
-        body.str(crate::fix::TAG_BACKUP_TAKEOVER, "Y");
-        self.logout_requested = true;
-        self.write(&body, false).map(|_| ())
-    }
-
     /// True when logged on.
     pub fn is_active(&self) -> bool {
         self.link.is_active()
@@ -573,6 +553,26 @@ impl Venue for FixVenue {
             let body = messages::test_request(&format!("{KILL_ACK_MARK}{generation}"));
             self.session.send(&body, false, &mut self.wbuf);
         }
+    }
+
+    /// Hands the session over to a designated backup: a Logout with
+    /// `8014=Y` and no cancels, so the venue holds our resting orders for
+    /// its grace period instead of cancelling them when the connection
+    /// ends. Later requests fail with `LoggedOut`. Only the holder of the
+    /// active role may call it (it writes to the venue).
+    fn hand_over(&mut self) -> Result<(), VenueError> {
+        if self.logout_requested {
+            return Err(VenueError::LoggedOut);
+        }
+        if !self.link.is_active() {
+            self.logout_requested = true;
+            self.link.close_for_good();
+            return Err(VenueError::Disconnected);
+        }
+        let mut body = messages::logout("handing over to the designated backup");
+        body.str(crate::fix::TAG_BACKUP_TAKEOVER, "Y");
+        self.logout_requested = true;
+        self.write(&body, false).map(|_| ())
     }
 
     fn logout(&mut self) -> Result<(), VenueError> {
