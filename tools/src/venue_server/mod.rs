@@ -35,7 +35,7 @@
 //! * **Takeover by a designated backup** (`8014=Y` in the Logon, or in a
 //!   Logout announcing one): the backup adopts the session's resting
 //!   orders; cancel-on-disconnect is held for a grace period
-//!   ([`takeover`]).
+//!   (`takeover.rs`).
 //! * **Fault knobs** (flags, or `U9` VenueControl from the control CompID):
 //!   `latency_us`, `reject_ppm`, `drop_cancel_ack_ppm`, `ignore_cancels`,
 //!   `mass_cancel`, `disconnect_after` (the next connection to reach that
@@ -111,7 +111,7 @@ pub struct VenueConfig {
     pub control_comp_id: String,
     /// How long a designated backup has to adopt a session's orders after
     /// taking it over (and how long a Logout announcing one holds them);
-    /// zero: takeovers are not offered ([`takeover`]).
+    /// zero: takeovers are not offered (see the module docs).
     pub takeover_grace: Duration,
 }
 
