@@ -214,17 +214,18 @@ pub fn run(cfg: &EngineConfig) -> Outcome {
                 ));
             }
         };
-        // A failover: asked after we started, and the lease given back by
-        // its holder (not lapsed, not a dead holder: those are crashes,
-        // not handed over). Looked at every 200 µs: reading the lease may
-        // read /proc.
-        if cfg.lease_ttl_ms > 0 && Instant::now() >= next_lease_look {
-            next_lease_look = Instant::now() + Duration::from_micros(200);
-            let asked = block
+        // A failover: asked after we started (one load), and then the
+        // lease given back by its holder (not lapsed, not a dead holder:
+        // those are crashes, not hand-overs). The lease at most every
+        // 200 µs: reading it may read /proc.
+        let asked = cfg.lease_ttl_ms > 0
+            && block
                 .failover_request()
                 .is_some_and(|r| Some(r.nonce) != stale_failover);
+        if asked && Instant::now() >= next_lease_look {
+            next_lease_look = Instant::now() + Duration::from_micros(200);
             let lease = block.lease();
-            if asked && lease.epoch > 0 && lease.holder == 0 {
+            if lease.epoch > 0 && lease.holder == 0 {
                 super::failover::phase_now(&format!(
                     "standby saw the lease released (epoch {})",
                     lease.epoch
