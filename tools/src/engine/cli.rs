@@ -104,9 +104,10 @@ pub fn main(args: &EngineArgs) -> i32 {
                 }
                 return report.exit_code;
             }
-            super::standby::Outcome::Promote(report) => {
+            super::standby::Outcome::Promote(report, open) => {
                 eprintln!("ks-engine: {}", report.verdict);
                 cfg.promoted = true;
+                cfg.hot_open_orders = Some(open);
             }
         }
     }

@@ -78,6 +78,11 @@ pub struct EngineConfig {
     /// and the journal's open orders are adopted, not cancelled.
     #[serde(skip)]
     pub promoted: bool,
+    /// Set (not from the file) with `promoted`: the open orders the
+    /// standby holds, caught up to the journal's last record, so the
+    /// start does not read the journal again for them.
+    #[serde(skip)]
+    pub hot_open_orders: Option<Vec<killswitch::journal::OrderEntry>>,
 }
 
 /// `[shutdown]`: the planned shutdown's settings (a `killswitch shutdown`
@@ -375,6 +380,7 @@ impl Default for EngineConfig {
             heartbeat_us: 1000,
             lease_ttl_ms: 0,
             promoted: false,
+            hot_open_orders: None,
             drain: DrainSection::default(),
             shutdown: ShutdownSection::default(),
             venues: vec![

@@ -104,7 +104,7 @@ fn failed(message: impl Into<String>) -> StartError {
 
 impl Engine {
     /// Starts everything; see the module docs.
-    pub fn start(cfg: EngineConfig) -> Result<Engine, StartError> {
+    pub fn start(mut cfg: EngineConfig) -> Result<Engine, StartError> {
         cfg.validate().map_err(failed)?;
         let dir = cfg.control_dir.clone().unwrap_or_else(default_dir);
         let access = killswitch::access::access_for_group(cfg.control_group.as_deref())?;
@@ -168,7 +168,9 @@ impl Engine {
         // symbol and fills to cancel them and to reconcile what the venue
         // did meanwhile). A journal that cannot be read here is the
         // runtime's to report.
-        let left_open = if cfg.venues.iter().any(|v| v.is_wire()) && cfg.journal_dir.exists() {
+        let left_open = if let Some(hot) = cfg.hot_open_orders.take() {
+            hot
+        } else if cfg.venues.iter().any(|v| v.is_wire()) && cfg.journal_dir.exists() {
             killswitch::journal::rebuild_from_snapshot(&cfg.journal_dir)
                 .map(|r| r.state.open_orders.into_values().collect::<Vec<_>>())
                 .unwrap_or_default()

@@ -134,8 +134,10 @@ pub enum Outcome {
     /// Stopped (a signal, an error): its report.
     Stopped(StandbyReport),
     /// A failover: the active released the lease and closed the journal,
-    /// and this standby has applied the last record. Start as the active.
-    Promote(StandbyReport),
+    /// and this standby has applied the last record. Start as the active,
+    /// with these open orders (its hot state) for the venue sessions to
+    /// adopt.
+    Promote(StandbyReport, Vec<killswitch::journal::OrderEntry>),
 }
 
 /// Runs the standby until SIGTERM or SIGINT, or until a failover
@@ -333,15 +335,24 @@ fn promote(
         follower.rebuilt().state.open_orders.len()
     ));
     reporter.publish(follower.last_seq(), 0, 0);
-    Outcome::Promote(report(
-        follower,
-        reporter.max_lag_ns(),
-        format!(
-            "promoted at journal seq {}: taking over",
-            follower.last_seq()
+    Outcome::Promote(
+        report(
+            follower,
+            reporter.max_lag_ns(),
+            format!(
+                "promoted at journal seq {}: taking over",
+                follower.last_seq()
+            ),
+            EXIT_OK,
         ),
-        EXIT_OK,
-    ))
+        follower
+            .rebuilt()
+            .state
+            .open_orders
+            .values()
+            .copied()
+            .collect(),
+    )
 }
 
 fn failed(message: String) -> StandbyReport {
