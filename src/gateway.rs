@@ -452,6 +452,7 @@ impl GatewayCore {
                 StrategyRequest::Replace { old, new } => self.replace(old, &new),
                 StrategyRequest::RequestPositions => self.request_positions(),
                 StrategyRequest::LogoutAll => self.logout_all(),
+                StrategyRequest::HandOver => self.hand_over_all(),
             }
         }
         self.publish_counts();
@@ -752,6 +753,28 @@ impl GatewayCore {
         self.lease.as_ref().is_none_or(|l| l.still_ours())
     }
 
+    /// The failover's hand-over, inside a turn that holds the lease: every
+    /// session hands over (no cancels: the backup adopts the orders), then
+    /// the lease is given back and this gateway is fenced for good (it
+    /// refuses every later order and writes nothing more, no logout at its
+    /// stop either). Orders admitted before this request went out before
+    /// it (one ring, in order).
+    fn hand_over_all(&mut self) {
+        let Some(lease) = self.lease.as_mut() else {
+            return; // no lease, no backup to hand over to: refused by the runtime
+        };
+        if lease.is_fenced() || !lease.still_ours() {
+            return;
+        }
+        for s in &mut self.sessions {
+            let r = s.venue.hand_over();
+            self.reports.logged_out(s.index, r);
+        }
+        if let Some(lease) = self.lease.as_mut() {
+            lease.release_fenced();
+        }
+    }
+
     fn logout_all(&mut self) {
         // A fenced gateway must not log out: the venue could cancel, on
         // disconnect, orders the new holder now looks after.
@@ -956,6 +979,12 @@ impl GatewayHandle {
     /// Asks the gateway to log out of every venue session.
     pub fn logout_all(&self) -> Result<(), SubmitError> {
         self.sender.logout_all()
+    }
+
+    /// Asks the gateway to hand every venue session over to a designated
+    /// backup and release its lease (see `StrategyRequest::HandOver`).
+    pub fn hand_over(&self) -> Result<(), SubmitError> {
+        self.sender.hand_over()
     }
 
     /// The venue scope indices of the sessions, in order.

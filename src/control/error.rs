@@ -121,6 +121,14 @@ pub enum ControlError {
         /// The holder.
         pid: u32,
     },
+    /// Another live process follows this block's journal as its hot standby.
+    #[error("{path}: the hot-standby role is held by live pid {pid}: one standby per engine; stop that one first")]
+    StandbyTaken {
+        /// The path.
+        path: PathBuf,
+        /// The holder.
+        pid: u32,
+    },
     /// The directory given for control files is not a directory.
     #[error("{dir} is not a directory (it is a {found}): --dir / KILLSWITCH_DIR must name the directory that holds killswitch.<name> files")]
     NotADirectory {

@@ -25,14 +25,14 @@ use super::{proc_start_ticks, ControlBlock, ControlError, Result};
 
 /// Packs a claimant: pid in the low 32 bits, the low 32 bits of its start
 /// ticks in the high 32 (never 0: a pid is never 0).
-fn claim_word(pid: u32, start_ticks: u64) -> u64 {
+pub(super) fn claim_word(pid: u32, start_ticks: u64) -> u64 {
     (start_ticks & 0xffff_ffff) << 32 | pid as u64
 }
 
 /// True when the claimant in `word` is alive: its pid exists and started
 /// at the recorded time (low 32 bits of clock ticks; 2^32 ticks at 100 Hz
 /// is 497 days, so a reused pid that also matches them is out of reach).
-fn claimant_alive(word: u64) -> bool {
+pub(super) fn claimant_alive(word: u64) -> bool {
     let pid = word as u32;
     proc_start_ticks(pid).is_some_and(|t| t & 0xffff_ffff == word >> 32)
 }

@@ -23,7 +23,7 @@
 //! | 120    | 8      | `change_flags` (2.1): bit 0 deployments and configuration locked, bit 1 a reconciliation mismatch not yet acknowledged (blocks reset), bits 32..64 pid that set the lock; see [`crate::shutdown::words`] | planned shutdown; `killswitch reconcile --ack` |
 //! | 128    | 128    | **state word** (`AtomicU64`, alone on its line), see [`super::state`] | trip / reset |
 //! | 256    | 128    | gateway status: `acked_generation`, `acked_mono_ns`, `orders_sent`, `cancels_sent`, `open_orders`, `role` (the claimed gateway, 1.2), then the active-role lease (2.3, see [`super::lease`]): `lease_holder` at 304 (epoch << 32 \| holder pid), `lease_holder_start` at 312 (holder start ticks low 32 bits << 32 \| low 32 bits of the epoch they belong to), `lease_expiry_mono_ns` at 320, `lease_in_send` at 328 (epoch << 32 \| pid << 1 \| busy: the holder's gateway is inside a turn that may write to venues); reserved 336..384 | gateway thread; `role` and the lease words by compare-and-swap |
-//! | 384    | 256    | drain status ([`DrainStatus`]): live counters (offsets 384..504), drain flags (504), the "drain incomplete" record (512..568), reserved (568..640) | drain thread; the record also `emergency` and reset |
+//! | 384    | 256    | drain status ([`DrainStatus`]): live counters (offsets 384..504), drain flags (504), the "drain incomplete" record (512..568), the hot standby's words (2.4, 568..616: `standby_pid`, `standby_applied_seq`, `standby_behind_records`, `standby_lag_ns`, `standby_max_lag_ns`, `standby_updated_mono_ns`, and at 616 `failover_request`; see [`super::standby`]), reserved (624..640) | drain thread; the record also `emergency` and reset; the standby words the standby (`standby_pid` by compare-and-swap) |
 //! | 640    | 128    | `audit_head`: tickets handed out to audit writers | trip / reset |
 //! | 768    | 64×256 | audit ring ([`AuditSlot`]), slot = ticket % 64 | trip / reset |
 //! | 17152  | 5504   | scope levels, one byte per name: venues 64, strategies 256, instruments 4096, accounts 1024 (5440 bytes, padded) | scoped trip |
@@ -56,8 +56,8 @@ pub const VERSION_MAJOR: u16 = 2;
 /// words of the engine telemetry record; 2.2 the automatic rules' gauges in
 /// the last 7 spare words of the engine telemetry record, and audit kind
 /// `Warning`; 2.3 the active-role lease in the gateway line's spare
-/// space.)
-pub const VERSION_MINOR: u16 = 3;
+/// space; 2.4 the hot standby's progress in the drain line's spare space.)
+pub const VERSION_MINOR: u16 = 4;
 /// Slots in the audit ring.
 pub const AUDIT_SLOTS: usize = 64;
 /// Bytes of reason text kept per audit entry.
@@ -302,7 +302,27 @@ pub struct DrainStatus {
     pub incomplete_writer_start: AtomicU64,
     /// Record: when it was last written, Unix ns.
     pub incomplete_wall_ns: AtomicU64,
-    _reserved: [AtomicU64; 9],
+    /// The hot standby (layout 2.4, see [`super::standby`]): its pid (low
+    /// 32 bits) | low 32 bits of its start ticks (high 32 bits); 0 = none.
+    /// Claimed by compare-and-swap.
+    pub standby_pid: AtomicU64,
+    /// Journal sequence of the last record the standby applied.
+    pub standby_applied_seq: AtomicU64,
+    /// Records the standby found committed and not yet applied at its last
+    /// look (the size of its last batch).
+    pub standby_behind_records: AtomicU64,
+    /// Over that batch, the longest time from a record's append to its
+    /// application by the standby, ns.
+    pub standby_lag_ns: AtomicU64,
+    /// The longest such time since the standby started, ns.
+    pub standby_max_lag_ns: AtomicU64,
+    /// When the standby last published, `CLOCK_MONOTONIC` ns.
+    pub standby_updated_mono_ns: AtomicU64,
+    /// A failover asked for (`killswitch failover`): a nonce (high 32 bits,
+    /// changed by every request) | the asker's pid; 0 = never. The active
+    /// engine hands over when it sees a nonce it did not see at its start.
+    pub failover_request: AtomicU64,
+    _reserved: [AtomicU64; 2],
 }
 
 /// One audit entry: a trip, a no-op trip or a reset. A seqlock guards it:
@@ -595,6 +615,9 @@ const _: () = {
     assert!(offset_of!(DrainStatus, incomplete_generation) == 128);
     assert!(offset_of!(DrainStatus, incomplete_meta) == 160);
     assert!(offset_of!(DrainStatus, incomplete_wall_ns) == 176);
+    assert!(offset_of!(DrainStatus, standby_pid) == 184);
+    assert!(offset_of!(DrainStatus, standby_updated_mono_ns) == 224);
+    assert!(offset_of!(DrainStatus, failover_request) == 232);
     assert!(offset_of!(Layout, audit_head) == 640);
     assert!(offset_of!(Layout, audit) == 768);
     assert!(size_of::<AuditSlot>() == 256);

@@ -31,6 +31,7 @@ pub mod lease;
 mod names;
 mod owner;
 mod roles;
+pub mod standby;
 pub mod state;
 pub mod telemetry;
 
@@ -55,6 +56,7 @@ pub use lease::{Lease, LeaseConfig, LeaseError, LeaseInfo};
 pub use names::{valid_name, ScopeKind};
 pub use owner::{proc_start_ticks, proc_state};
 pub use roles::{EngineOwner, Operator, Tripper};
+pub use standby::{FailoverRequest, StandbyInfo, StandbyReporter};
 pub use state::{Mode, StateWord, Transition};
 
 /// Environment variable that overrides the control-file directory.

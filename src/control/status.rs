@@ -162,6 +162,11 @@ pub struct Status {
     pub drain_incomplete: Option<DrainIncomplete>,
     /// Reasons a reset would be refused.
     pub reset_blockers: Vec<String>,
+    /// The active-role lease (epoch 0: never taken; an engine without a
+    /// lease leaves it so).
+    pub lease: super::LeaseInfo,
+    /// The hot standby following the journal, if one holds the role.
+    pub standby: Option<super::StandbyInfo>,
 }
 
 impl Status {
@@ -198,6 +203,8 @@ impl Status {
             drain: DrainSnapshot::read(block),
             drain_incomplete: block.drain_incomplete(),
             reset_blockers: block.reset_blockers(),
+            lease: block.lease(),
+            standby: block.standby(),
         }
     }
 }

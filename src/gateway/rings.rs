@@ -75,6 +75,10 @@ pub(crate) enum StrategyRequest {
     RequestPositions,
     /// Log out of every venue session (the planned shutdown's disconnect).
     LogoutAll,
+    /// Hand every venue session over to a designated backup
+    /// ([`crate::venue::Venue::hand_over`]) and give the lease back: the
+    /// rolling restart's failover. Needs a lease.
+    HandOver,
 }
 
 /// What strategies hold to send orders; cheap to clone. With the
@@ -128,6 +132,13 @@ impl OrderSender {
     pub(crate) fn request_positions(&self) -> Result<(), SubmitError> {
         self.ring
             .push(StrategyRequest::RequestPositions)
+            .map_err(|_| SubmitError::RingFull)
+    }
+
+    /// Asks the gateway to hand every session over and release its lease.
+    pub(crate) fn hand_over(&self) -> Result<(), SubmitError> {
+        self.ring
+            .push(StrategyRequest::HandOver)
             .map_err(|_| SubmitError::RingFull)
     }
 

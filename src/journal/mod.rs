@@ -41,6 +41,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod follow;
 pub mod reader;
 pub mod record;
 pub mod recover;
@@ -57,6 +58,7 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
+pub use follow::{FollowBatch, JournalFollower};
 pub use reader::{
     scan, scan_from, scan_tail, DropKind, Dropped, JournalTail, OwnedRecord, RecordView,
     RecordsAfter, ScanReport, SnapshotAt,

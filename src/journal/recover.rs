@@ -469,7 +469,9 @@ fn rebuild_with(dir: &Path, from: Start) -> Result<Rebuilt, JournalError> {
     Ok(out)
 }
 
-fn replay_one(v: &RecordView<'_>, out: &mut Rebuilt, tail: &mut VecDeque<LogLine>) {
+/// Applies one record to `out` (the one replay step: [`rebuild`] and the
+/// standby's [`super::follow::JournalFollower`] both go through it).
+pub(super) fn replay_one(v: &RecordView<'_>, out: &mut Rebuilt, tail: &mut VecDeque<LogLine>) {
     let issue = |what: String| ReplayIssue {
         seq: v.seq,
         order_id: None,

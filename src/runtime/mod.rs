@@ -78,12 +78,14 @@
 //! them touches the venue sessions or the cancel ring.
 
 mod answers;
+mod handover;
 mod journaling;
 mod monitor;
 mod planned;
 mod rules;
 mod strategy;
 mod supervise;
+pub use handover::HandOver;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};

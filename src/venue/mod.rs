@@ -234,6 +234,15 @@ pub trait Venue: Send {
     fn logout(&mut self) -> Result<(), VenueError> {
         Ok(())
     }
+    /// Hands the session over to a designated backup of the same firm
+    /// identity (a rolling restart's failover): ends it **without**
+    /// cancelling, asking the venue to hold the resting orders for the
+    /// backup, which adopts them. Later requests fail with `LoggedOut`.
+    /// A venue that offers no such takeover says `Unsupported` (and the
+    /// failover must not go on: its orders would be cancelled, or orphaned).
+    fn hand_over(&mut self) -> Result<(), VenueError> {
+        Err(VenueError::Unsupported("hand over to a designated backup"))
+    }
     /// The gateway has just acknowledged kill-switch `generation` (it is
     /// published; from here on the gateway writes no order the state word
     /// refuses). Called on the gateway thread before any other request of

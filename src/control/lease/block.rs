@@ -276,6 +276,15 @@ impl Lease {
         drop(self);
     }
 
+    /// Gives the lease back (pid 0, epoch kept) and fences this holder for
+    /// good: the gateway that owns it writes nothing more. The failover's
+    /// hand-over, from inside a gateway turn.
+    pub(crate) fn release_fenced(&mut self) {
+        release(&words(&self.block), self.acquired.word);
+        // Our epoch with pid 0: "not ours" (never 0: the epoch is >= 1).
+        self.state.fence(self.acquired.epoch << 32);
+    }
+
     /// The gateway, at the top of each turn: renews when due (a clock
     /// read every 16 turns), then marks the turn busy and checks the epoch
     /// (`G1`, `G2`). False: fenced, write nothing (now and ever).

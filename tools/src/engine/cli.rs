@@ -25,6 +25,11 @@ pub struct EngineFileArgs {
     /// Trip KILL by itself after this long (e.g. 5s).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub trade_for: Option<std::time::Duration>,
+    /// Run as the hot standby of the engine of this name: follow its
+    /// journal, keep its state in memory, publish the lag in the control
+    /// block, send nothing; stop on SIGTERM / SIGINT.
+    #[arg(long)]
+    pub standby: bool,
 }
 
 /// Options of `ks-engine`: those of [`EngineFileArgs`] plus the engine's
@@ -89,6 +94,23 @@ pub fn main(args: &EngineArgs) -> i32 {
         }
     };
     let report_path = cfg.report_path.clone();
+    let mut cfg = cfg;
+    if args.file.standby {
+        match super::standby::run(&cfg) {
+            super::standby::Outcome::Stopped(report) => {
+                eprintln!("ks-engine: {}", report.verdict);
+                if let Some(p) = report_path {
+                    write_report(&p, &report);
+                }
+                return report.exit_code;
+            }
+            super::standby::Outcome::Promote(report, open) => {
+                eprintln!("ks-engine: {}", report.verdict);
+                cfg.promoted = true;
+                cfg.hot_open_orders = Some(open);
+            }
+        }
+    }
     let engine = match Engine::start(cfg) {
         Ok(e) => e,
         Err(e) => {
@@ -105,12 +127,16 @@ pub fn main(args: &EngineArgs) -> i32 {
     let report = engine.run();
     eprintln!("ks-engine: {}", report.verdict);
     if let Some(p) = report_path {
-        let json = serde_json::to_string_pretty(&report).expect("report serialises");
-        // Written to a temporary name and renamed: a reader never sees half a report.
-        let tmp = p.with_extension("json.tmp");
-        if let Err(e) = std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, &p)) {
-            eprintln!("ks-engine: cannot write report {}: {e}", p.display());
-        }
+        write_report(&p, &report);
     }
     report.exit_code
+}
+
+/// Written to a temporary name and renamed: a reader never sees half a report.
+fn write_report(p: &std::path::Path, report: &impl serde::Serialize) {
+    let json = serde_json::to_string_pretty(report).expect("report serialises");
+    let tmp = p.with_extension("json.tmp");
+    if let Err(e) = std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, p)) {
+        eprintln!("ks-engine: cannot write report {}: {e}", p.display());
+    }
 }

@@ -57,6 +57,10 @@ pub struct EngineConfig {
     pub realtime_priority: Option<u8>,
     /// Heartbeat period of the main loop, µs.
     pub heartbeat_us: u64,
+    /// Hold the active role as a lease with this time to live, ms
+    /// (`killswitch::control::lease`): a second engine on the block waits
+    /// for it, and a fenced engine writes nothing more. 0: no lease.
+    pub lease_ttl_ms: u64,
     /// Drain settings.
     pub drain: DrainSection,
     /// Simulated venues.
@@ -69,6 +73,16 @@ pub struct EngineConfig {
     pub rules: RulesSection,
     /// The planned shutdown (`killswitch shutdown`, SIGTERM).
     pub shutdown: ShutdownSection,
+    /// Set (not from the file) when a hot standby is promoted by a
+    /// failover: its sessions log on as the designated backup (takeover)
+    /// and the journal's open orders are adopted, not cancelled.
+    #[serde(skip)]
+    pub promoted: bool,
+    /// Set (not from the file) with `promoted`: the open orders the
+    /// standby holds, caught up to the journal's last record, so the
+    /// start does not read the journal again for them.
+    #[serde(skip)]
+    pub hot_open_orders: Option<Vec<killswitch::journal::OrderEntry>>,
 }
 
 /// `[shutdown]`: the planned shutdown's settings (a `killswitch shutdown`
@@ -375,6 +389,9 @@ impl Default for EngineConfig {
             drain_core: None,
             realtime_priority: None,
             heartbeat_us: 1000,
+            lease_ttl_ms: 0,
+            promoted: false,
+            hot_open_orders: None,
             drain: DrainSection::default(),
             shutdown: ShutdownSection::default(),
             venues: vec![

@@ -26,9 +26,11 @@
 
 pub mod cli;
 pub mod config;
+pub mod failover;
 pub mod planned;
 mod report;
 pub mod risk_config;
+pub mod standby;
 mod strategy;
 pub mod telemetry;
 pub mod wire;
@@ -85,6 +87,8 @@ struct Sim {
 /// A running reference engine.
 pub struct Engine {
     cfg: EngineConfig,
+    /// Set when this engine is a promoted standby (a failover).
+    promotion: Option<failover::Promotion>,
     rt: Runtime,
     sims: Vec<Sim>,
     wires: Vec<wire::Wire>,
@@ -101,7 +105,7 @@ fn failed(message: impl Into<String>) -> StartError {
 
 impl Engine {
     /// Starts everything; see the module docs.
-    pub fn start(cfg: EngineConfig) -> Result<Engine, StartError> {
+    pub fn start(mut cfg: EngineConfig) -> Result<Engine, StartError> {
         cfg.validate().map_err(failed)?;
         let dir = cfg.control_dir.clone().unwrap_or_else(default_dir);
         let access = killswitch::access::access_for_group(cfg.control_group.as_deref())?;
@@ -138,6 +142,19 @@ impl Engine {
             .panic_hook()
             .limits(cfg.limits.to_config().map_err(failed)?)
             .rules(cfg.rules.to_config().map_err(failed)?);
+        if cfg.promoted {
+            // A failover: the old active handed its sessions over; the
+            // journal's open orders are adopted at the venues (the
+            // takeover logon asks their status) and kept in the registry.
+            builder = builder
+                .on_recovered_orders(killswitch::runtime::RecoveredOrders::AdoptIntoRegistry);
+        }
+        if cfg.lease_ttl_ms > 0 {
+            builder = builder.lease(killswitch::control::LeaseConfig {
+                ttl: Duration::from_millis(cfg.lease_ttl_ms),
+                ..killswitch::control::LeaseConfig::default()
+            });
+        }
         if cfg.drain.inject_checkpoint_panic {
             builder = builder.before_checkpoint(|_| {
                 panic!("injected fault: the checkpoint hook panics (drain.inject_checkpoint_panic)")
@@ -152,7 +169,9 @@ impl Engine {
         // symbol and fills to cancel them and to reconcile what the venue
         // did meanwhile). A journal that cannot be read here is the
         // runtime's to report.
-        let left_open = if cfg.venues.iter().any(|v| v.is_wire()) && cfg.journal_dir.exists() {
+        let left_open = if let Some(hot) = cfg.hot_open_orders.take() {
+            hot
+        } else if cfg.venues.iter().any(|v| v.is_wire()) && cfg.journal_dir.exists() {
             killswitch::journal::rebuild_from_snapshot(&cfg.journal_dir)
                 .map(|r| r.state.open_orders.into_values().collect::<Vec<_>>())
                 .unwrap_or_default()
@@ -176,15 +195,17 @@ impl Engine {
                     .zip(&v.instruments)
                     .map(|(i, name)| (i.index, name.clone()))
                     .collect();
-                let (mut session, w) = wire::connect(v, &cfg.name, symbols).map_err(failed)?;
                 let venue_index =
                     block.register_name(killswitch::control::ScopeKind::Venue, &v.name)?;
-                session.adopt(
-                    left_open
-                        .iter()
-                        .filter(|o| o.tags.venue == venue_index)
-                        .map(|o| (o.id, o.side, o.tags.instrument, o.qty.0, o.filled.0)),
-                );
+                // Given before the logon: a takeover logon asks their
+                // status at once (that adopts them at the venue).
+                let adopt = left_open
+                    .iter()
+                    .filter(|o| o.tags.venue == venue_index)
+                    .map(|o| (o.id, o.side, o.tags.instrument, o.qty.0, o.filled.0))
+                    .collect();
+                let (session, w) =
+                    wire::connect(v, &cfg.name, symbols, adopt, cfg.promoted).map_err(failed)?;
                 eprintln!(
                     "ks-engine: venue {} over FIX at {} as {}: logged on (cancel-on-disconnect asked: {}, dead-man timer: {})",
                     w.name,
@@ -231,7 +252,9 @@ impl Engine {
             });
         }
         drop(block);
+        let logged_on_mono_ns = killswitch::clock::mono_ns();
         let rt = builder.start()?;
+        let started_mono_ns = killswitch::clock::mono_ns();
         // The simulated instruments trade around a fixed mid: it is the
         // price collar's reference and the loss rules' mark.
         let references = rt.reference_prices();
@@ -274,8 +297,15 @@ impl Engine {
                     .map_err(|e| failed(format!("strategy thread: {e}")))?,
             );
         }
+        let promotion = cfg.promoted.then(|| failover::Promotion {
+            logged_on_mono_ns,
+            started_mono_ns,
+            epoch: rt.lease().map_or(0, |l| l.epoch()),
+            adopted: rt.recovered_orders(),
+        });
         Ok(Engine {
             cfg,
+            promotion,
             rt,
             sims,
             wires,
@@ -348,6 +378,23 @@ impl Engine {
         let stale_request =
             killswitch::shutdown::words::read_request(monitor.block()).map(|r| r.nonce);
         let mut planned: Option<killswitch::shutdown::ShutdownPlan> = None;
+        // A failover asked before we started is not ours either.
+        let leased = self.rt.lease().is_some();
+        let stale_failover = monitor.block().failover_request().map(|r| r.nonce);
+        let mut failover_seen: Option<u64> = None;
+        let mut failover_ignored = false;
+        let sent_at_start = killswitch::control::GatewaySnapshot::read(monitor.block()).orders_sent;
+        let mut first_new_order = self.promotion.is_none();
+        if let Some(p) = &self.promotion {
+            failover::phase("logon (takeover) done", p.logged_on_mono_ns);
+            failover::phase(
+                &format!(
+                    "lease taken (epoch {}), {} open order(s) adopted into the registry",
+                    p.epoch, p.adopted
+                ),
+                p.started_mono_ns,
+            );
+        }
         let cfg = &self.cfg;
         let supervised = self.rt.supervise_with(opts, |beat| {
             // First: a reset seen on the same beat as a SIGTERM is still
@@ -372,6 +419,30 @@ impl Engine {
                         return Flow::Stop;
                     }
                 }
+                // A failover: not while a KILL is in force (that drain
+                // runs to its end here, where the orders are).
+                if let Some(r) = monitor.block().failover_request() {
+                    if Some(r.nonce) != stale_failover {
+                        if leased {
+                            failover_seen = Some(failover::phase_now(&format!(
+                                "stop new orders (asked by pid {})",
+                                r.pid
+                            )));
+                            return Flow::Stop;
+                        }
+                        if !failover_ignored {
+                            failover_ignored = true;
+                            eprintln!("ks-engine: a failover was asked (pid {}) but this engine holds no lease (lease_ttl_ms = 0): ignored", r.pid);
+                        }
+                    }
+                }
+            }
+            if !first_new_order
+                && killswitch::control::GatewaySnapshot::read(monitor.block()).orders_sent
+                    > sent_at_start
+            {
+                first_new_order = true;
+                failover::phase_now("first new order (seen at this beat)");
             }
             for (i, s) in sims.iter().enumerate() {
                 if !hung[i] && s.hang_after.is_some_and(|d| beat.uptime >= d) {
@@ -419,6 +490,30 @@ impl Engine {
         if let Some(died) = &supervised.gateway_died {
             eprintln!("ks-engine: FATAL: {died}");
         }
+        let mut handed_over = None;
+        if failover_seen.is_some() {
+            match self.rt.hand_over(Duration::from_secs(5)) {
+                Ok(h) => {
+                    failover::phase(
+                        &format!(
+                            "sessions handed over, lease released (epoch {}){}",
+                            h.epoch,
+                            if h.failed.is_empty() {
+                                String::new()
+                            } else {
+                                format!("; FAILED: {}", h.failed.join("; "))
+                            }
+                        ),
+                        h.released_mono_ns,
+                    );
+                    handed_over = Some(Ok(h));
+                }
+                Err(e) => {
+                    eprintln!("ks-engine: failover: hand-over failed: {e}");
+                    handed_over = Some(Err(e));
+                }
+            }
+        }
         let mut planned_report = None;
         if let Some(plan) = planned {
             planned_report = Some(self.run_planned(plan));
@@ -434,6 +529,12 @@ impl Engine {
         // The runtime's ordered stop: strategies (they see the stop and
         // drop their handles), gateway, drain, journal sync, signals, detach.
         let stopped = self.rt.shutdown();
+        if let Some(Ok(_)) = &handed_over {
+            failover::phase_now(&format!(
+                "last record seq {} written, journal closed",
+                self.rt.journal_last_seq()
+            ));
+        }
         let strategies: Vec<StrategyStats> = self
             .strategies
             .drain(..)
@@ -460,6 +561,27 @@ impl Engine {
         });
         telemetry.finished(&report);
         let mut report = report;
+        match handed_over {
+            Some(Ok(h)) if report.exit_code == EXIT_OK && h.failed.is_empty() => {
+                report.verdict = format!(
+                    "handed over to the standby (epoch {} released): restart this engine with --standby",
+                    h.epoch
+                );
+            }
+            Some(Ok(h)) => {
+                report.verdict = format!("handed over with findings: {}", h.failed.join("; "));
+                if report.exit_code == EXIT_OK {
+                    report.exit_code = EXIT_START_FAILED;
+                }
+            }
+            Some(Err(e)) => {
+                report.verdict = format!("failover asked, hand-over failed: {e}");
+                if report.exit_code == EXIT_OK {
+                    report.exit_code = EXIT_START_FAILED;
+                }
+            }
+            None => {}
+        }
         if let Some(p) = planned_report {
             report.planned_shutdown = Some(planned::report_json(self.rt.block(), &p));
             if report.exit_code == EXIT_OK && !p.is_clean() {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use killswitch::control::telemetry::ConnState;
-use killswitch::order::ScopeIndex;
+use killswitch::order::{OrderId, ScopeIndex, Side};
 use killswitch::venue::Venue;
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +44,8 @@ pub(super) fn connect(
     v: &VenueSection,
     engine: &str,
     symbols: Vec<(ScopeIndex, String)>,
+    adopt: Vec<(OrderId, Side, ScopeIndex, i64, i64)>,
+    takeover: bool,
 ) -> Result<(FixVenue, Wire), String> {
     let text = v.connect.as_deref().unwrap_or_default();
     let addr = resolve(text).map_err(|e| format!("venue {}: connect {text:?}: {e}", v.name))?;
@@ -54,7 +56,9 @@ pub(super) fn connect(
     cfg.dead_man = (v.dead_man_ms > 0).then(|| Duration::from_millis(v.dead_man_ms));
     cfg.mass_cancel = v.mass_cancel;
     cfg.symbols = symbols.clone();
+    cfg.takeover = takeover;
     let mut session = FixVenue::new(cfg);
+    session.adopt(adopt);
     session
         .connect(Duration::from_millis(v.logon_timeout_ms))
         .map_err(|e| {

@@ -57,6 +57,11 @@ pub mod session;
 
 /// `CancelOrdersOnDisconnect` in Logon (as Coinbase's FIX gateway names it).
 pub const TAG_CANCEL_ON_DISCONNECT: u32 = 8013;
+/// `DesignatedBackupTakeover` (ours): `Y` in a Logon takes over the
+/// session of the same `SenderCompID` and adopts its resting orders; `Y`
+/// in a client's Logout holds them for the backup (`ks-venue`'s
+/// `--takeover-grace-ms`).
+pub const TAG_BACKUP_TAKEOVER: u32 = 8014;
 /// `TimeoutMs` of our dead-man message `U1`.
 pub const TAG_DEADMAN_TIMEOUT_MS: u32 = 7001;
 /// State in `U2`: 0 disarmed, 1 armed, 2 expired (orders cancelled).

@@ -93,6 +93,11 @@ pub struct VenueArgs {
     /// CompID allowed to send U9 VenueControl.
     #[arg(long, default_value = "KS-CONTROL")]
     pub control_comp_id: String,
+    /// Grace period of a designated backup's session takeover (8014=Y):
+    /// orders it has not adopted by then are cancelled; 0 refuses
+    /// takeovers.
+    #[arg(long, default_value_t = 2000)]
+    pub takeover_grace_ms: u64,
 }
 
 fn parse_venue(s: &str) -> Result<(String, u16), String> {
@@ -154,6 +159,7 @@ pub fn main(args: &VenueArgs) -> ExitCode {
         cfg.frame_timeout = args.frame_timeout;
         cfg.max_connections = args.max_connections;
         cfg.control_comp_id = args.control_comp_id.clone();
+        cfg.takeover_grace = Duration::from_millis(args.takeover_grace_ms);
         cfg.audit = args
             .audit_dir
             .as_ref()

@@ -9,7 +9,7 @@ use super::{Conn, Firm, VenueServer};
 use crate::fix::codec::{next_frame, parse_fields, Msg, MAX_BODY};
 use crate::fix::messages;
 use crate::fix::session::{SeqCheck, SessionState, TimerAction};
-use crate::fix::TAG_CANCEL_ON_DISCONNECT;
+use crate::fix::{TAG_BACKUP_TAKEOVER, TAG_CANCEL_ON_DISCONNECT};
 
 use super::orders::FirmOrders;
 
@@ -243,7 +243,13 @@ impl VenueServer {
                     self.answer(f, a);
                 }
                 self.answers = answers;
-                self.send(f, &messages::logout("logout acknowledged"), false);
+                let held = msg.get(TAG_BACKUP_TAKEOVER) == Some(b"Y") && self.hold_for_backup(f);
+                let ack = if held {
+                    "logout acknowledged; orders held for the designated backup"
+                } else {
+                    "logout acknowledged"
+                };
+                self.send(f, &messages::logout(ack), false);
                 if let Some(c) = self.conns[slot].as_mut() {
                     c.closing = Some("logout".into());
                     c.closing_since = Some(Instant::now());
@@ -334,6 +340,11 @@ impl VenueServer {
             }
         };
         let comp = comp.to_string();
+        let takeover = msg.get(TAG_BACKUP_TAKEOVER) == Some(b"Y");
+        if takeover && !self.by_comp.contains_key(&comp) {
+            self.logout_and_close(slot, &format!("no session {comp} to take over"));
+            return;
+        }
         let f = match self.by_comp.get(&comp) {
             Some(&f) => f,
             None => {
@@ -351,16 +362,23 @@ impl VenueServer {
                     cancel_on_disconnect: self.cfg.cancel_on_disconnect,
                     deadman: None,
                     orders: FirmOrders::default(),
+                    takeover: None,
                 });
                 self.by_comp.insert(comp.clone(), self.firms.len() - 1);
                 self.firms.len() - 1
             }
         };
-        if self.firms[f].conn.is_some() {
+        if takeover {
+            if let Err(reason) = self.take_over(slot, f) {
+                self.logout_and_close(slot, &reason);
+                return;
+            }
+        } else if self.firms[f].conn.is_some() {
             self.logout_and_close(slot, &format!("session {comp} is already logged on"));
             return;
         }
-        let reset = msg.get(141) == Some(b"Y");
+        // A backup cannot know the numbers: a takeover starts them again.
+        let reset = takeover || msg.get(141) == Some(b"Y");
         if reset {
             self.firms[f].state.reset();
         }
@@ -395,7 +413,11 @@ impl VenueServer {
         }
         self.log_in(f, msg);
         let granted = self.firms[f].cancel_on_disconnect;
-        self.send(f, &messages::logon(heartbeat, reset, granted), false);
+        let mut answer = messages::logon(heartbeat, reset, granted);
+        if takeover {
+            answer.str(TAG_BACKUP_TAKEOVER, "Y");
+        }
+        self.send(f, &answer, false);
         if let Some((begin, end)) = gap_from {
             self.send(f, &messages::resend_request(begin, end), false);
         }
@@ -496,7 +518,7 @@ impl VenueServer {
         };
         self.firms[f].conn = None;
         let comp = self.firms[f].comp_id.clone();
-        let cancelled = if self.firms[f].cancel_on_disconnect {
+        let cancelled = if self.firms[f].cancel_on_disconnect && !self.held_for_backup(f) {
             let ids = self.exchange.cancel_all(self.firms[f].sid);
             self.firms[f]
                 .orders

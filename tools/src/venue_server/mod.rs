@@ -32,6 +32,10 @@
 //!   the session goes on. No Logon within `logon_timeout`, or a message
 //!   left incomplete for `frame_timeout` (a slow-loris client), gets a
 //!   Logout and a close. Other sessions never notice.
+//! * **Takeover by a designated backup** (`8014=Y` in the Logon, or in a
+//!   Logout announcing one): the backup adopts the session's resting
+//!   orders; cancel-on-disconnect is held for a grace period
+//!   (`takeover.rs`).
 //! * **Fault knobs** (flags, or `U9` VenueControl from the control CompID):
 //!   `latency_us`, `reject_ppm`, `drop_cancel_ack_ppm`, `ignore_cancels`,
 //!   `mass_cancel`, `disconnect_after` (the next connection to reach that
@@ -50,6 +54,7 @@ pub mod cli;
 mod conn;
 mod orders;
 mod reports;
+mod takeover;
 
 use std::collections::HashMap;
 use std::io;
@@ -112,6 +117,10 @@ pub struct VenueConfig {
     pub audit: Option<PathBuf>,
     /// The CompID allowed to send `U9` VenueControl.
     pub control_comp_id: String,
+    /// How long a designated backup has to adopt a session's orders after
+    /// taking it over (and how long a Logout announcing one holds them);
+    /// zero: takeovers are not offered (see the module docs).
+    pub takeover_grace: Duration,
 }
 
 impl VenueConfig {
@@ -137,6 +146,7 @@ impl VenueConfig {
             max_connections: 64,
             audit: None,
             control_comp_id: "KS-CONTROL".to_string(),
+            takeover_grace: Duration::from_secs(2),
         }
     }
 }
@@ -151,6 +161,8 @@ struct Firm {
     /// Dead-man timer: its timeout and when it fires.
     deadman: Option<(u64, Instant)>,
     orders: FirmOrders,
+    /// A designated backup's takeover in progress.
+    takeover: Option<takeover::Takeover>,
 }
 
 /// One TCP connection.
@@ -491,6 +503,7 @@ impl VenueServer {
                 }
             }
         }
+        self.takeover_timers(now);
         for slot in 0..self.conns.len() {
             self.conn_timers(slot, now);
         }

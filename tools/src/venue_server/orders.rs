@@ -96,6 +96,7 @@ impl VenueServer {
 
     /// An application message on session `f` (already sequenced and logged).
     pub(super) fn application(&mut self, f: usize, msg: &Msg<'_>) {
+        self.note_adoption(f, msg);
         let result = match msg.msg_type() {
             b"D" => self.new_order(f, msg),
             b"F" => self.cancel_request(f, msg),

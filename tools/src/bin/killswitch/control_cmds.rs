@@ -84,6 +84,22 @@ pub enum ControlCmd {
         #[arg(long)]
         exist_ok: bool,
     },
+    /// Rolling restart: the active engine (lease holder) hands its venue
+    /// sessions and the lease to its hot standby, which adopts the open
+    /// orders and trades on; the old active stops (restart it with
+    /// --standby). Refused without a live lease holder and a live standby.
+    Failover {
+        /// Give up waiting for the standby to hold the lease after this.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+        timeout: std::time::Duration,
+    },
+    /// The failover back to the engine restarted as the standby (the same
+    /// steps as `failover`).
+    Failback {
+        /// Give up waiting for the standby to hold the lease after this.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+        timeout: std::time::Duration,
+    },
     /// Show the switch: mode, scopes, who tripped it and why, engine liveness, drain progress.
     Status {
         /// Print JSON instead of a table.
@@ -418,6 +434,8 @@ fn execute(cmd: ControlCmd, t: &Target) -> Result<ExitCode, ControlError> {
                 }
             }
         }
+        ControlCmd::Failover { timeout } => return failover(t, "failover", timeout),
+        ControlCmd::Failback { timeout } => return failover(t, "failback", timeout),
         ControlCmd::Remove { confirm, force } => {
             if !confirm {
                 eprintln!(
@@ -516,6 +534,97 @@ fn print_planned(p: &killswitch_tools::admin::view::PlannedShutdownView) {
     }
 }
 
+/// `failover` / `failback`: checks there is someone to hand over to, asks,
+/// and waits until the standby holds a newer epoch.
+fn failover(
+    t: &Target,
+    what: &str,
+    timeout: std::time::Duration,
+) -> Result<ExitCode, ControlError> {
+    let operator = t.operator()?;
+    let block = operator.block();
+    let lease = block.lease();
+    if lease.epoch == 0 || lease.holder == 0 || !lease.holder_alive {
+        eprintln!(
+            "killswitch: refused: {what}: no live engine holds the active-role lease of {} (epoch {}, holder pid {}): nothing to hand over",
+            block.path().display(),
+            lease.epoch,
+            lease.holder
+        );
+        return Ok(ExitCode::from(exit::REFUSED));
+    }
+    let Some(standby) = block.standby().filter(|s| s.alive) else {
+        eprintln!(
+            "killswitch: refused: {what}: no live hot standby follows {}: the active would stop and nobody would trade; start one with `ks-engine --standby` (same configuration) first",
+            block.path().display()
+        );
+        return Ok(ExitCode::from(exit::REFUSED));
+    };
+    let started = std::time::Instant::now();
+    let asked = operator.request_failover();
+    outln!(
+        "{what}: asked active pid {} (epoch {}) to hand over to standby pid {} (request {})",
+        lease.holder,
+        lease.epoch,
+        standby.pid,
+        asked.nonce
+    );
+    while started.elapsed() < timeout {
+        let now = block.lease();
+        if now.epoch > lease.epoch && now.holder != 0 && now.holder_alive {
+            outln!(
+                "{what}: done in {}: active pid {} (epoch {}), was pid {} (epoch {}); each engine's log has its timeline",
+                format_duration_ns(started.elapsed().as_nanos() as u64),
+                now.holder,
+                now.epoch,
+                lease.holder,
+                lease.epoch
+            );
+            return Ok(ExitCode::from(exit::OK));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let now = block.lease();
+    eprintln!(
+        "killswitch: {what}: not done after {timeout:?}: lease epoch {} holder pid {} ({}); check both engines' logs",
+        now.epoch,
+        now.holder,
+        if now.holder_alive { "alive" } else { "none or dead" }
+    );
+    Ok(ExitCode::from(exit::REFUSED))
+}
+
+/// The active-role lease and the hot standby, when either is in use.
+fn print_lease_and_standby(s: &Status) {
+    let l = &s.lease;
+    if l.epoch != 0 {
+        let holder = if l.holder == 0 {
+            "released (no holder)".to_string()
+        } else {
+            format!(
+                "pid {} {}, expires in {}{}",
+                l.holder,
+                if l.holder_alive { "alive" } else { "DEAD" },
+                format_duration_ns(l.lapses_in_ns),
+                if l.lapses_in_ns == 0 { " (LAPSED)" } else { "" }
+            )
+        };
+        outln!("lease       epoch {}, holder {holder}", l.epoch);
+    }
+    if let Some(sb) = &s.standby {
+        outln!(
+            "standby     pid {} {}: applied to journal seq {}, {} record(s) behind at its last look, lag {} (max {}), published {} ago",
+            sb.pid,
+            if sb.alive { "alive" } else { "DEAD" },
+            sb.applied_seq,
+            sb.behind_records,
+            format_duration_ns(sb.lag_ns),
+            format_duration_ns(sb.max_lag_ns),
+            format_duration_ns(sb.age_ns)
+        );
+    }
+}
+
 fn print_status(s: &Status) {
     let headline = match (s.mode, s.scoped) {
         (Mode::Normal, false) => "NORMAL: trading allowed".to_string(),
@@ -581,6 +690,7 @@ fn print_status(s: &Status) {
             s.gateway_orders_sent
         );
     }
+    print_lease_and_standby(s);
     let d = &s.drain;
     if d.generation != 0 || d.phase != killswitch::control::DrainPhase::Idle {
         let notes: Vec<&str> = [

@@ -12,6 +12,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use super::FixVenue;
 use crate::fix::messages;
 use crate::fix::session::TimerAction;
+use killswitch::order::OrderId;
 use killswitch::venue::VenueEvent;
 
 /// How long a connect or a logon may take before we try again.
@@ -174,11 +175,14 @@ impl FixVenue {
         if reset {
             self.session.reset();
         }
-        let body = messages::logon(
+        let mut body = messages::logon(
             self.session.heartbeat.as_secs(),
             reset,
             self.cfg.cancel_on_disconnect,
         );
+        if self.cfg.takeover && !self.ever_logged_on {
+            body.str(crate::fix::TAG_BACKUP_TAKEOVER, "Y");
+        }
         self.send_admin(&body);
     }
 
@@ -194,6 +198,17 @@ impl FixVenue {
         self.monitor.logons.fetch_add(1, Ordering::Relaxed);
         if let Some(t) = self.cfg.dead_man {
             self.arm_dead_man(t);
+        }
+        if self.cfg.takeover && !self.ever_logged_on {
+            // The takeover: name every order we adopt (the venue cancels
+            // the others at the end of its grace period); the answers
+            // bring what happened to them since the journal's last record.
+            let ids: Vec<OrderId> = self.orders.keys().copied().collect();
+            for id in ids {
+                if killswitch::venue::Venue::request_order_status(self, id).is_ok() {
+                    self.status_asked.insert(id);
+                }
+            }
         }
         if self.ever_logged_on {
             self.events.push(VenueEvent::Reconnected);

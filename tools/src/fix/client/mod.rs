@@ -101,6 +101,13 @@ pub struct FixVenueConfig {
     pub reconnect_min: Duration,
     /// Longest reconnect delay.
     pub reconnect_max: Duration,
+    /// Log on as the designated backup taking over the session of this
+    /// CompID (`8014=Y`, first logon only): the venue cuts off a
+    /// connection still up without cancelling, and this session asks the
+    /// status of every order given to [`FixVenue::adopt`] once logged on,
+    /// which adopts it at the venue and delivers what the venue knows
+    /// (fills the journal lacks, cancels) as events.
+    pub takeover: bool,
 }
 
 impl FixVenueConfig {
@@ -119,6 +126,7 @@ impl FixVenueConfig {
             symbols: Vec::new(),
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(2),
+            takeover: false,
         }
     }
 }
@@ -545,6 +553,26 @@ impl Venue for FixVenue {
             let body = messages::test_request(&format!("{KILL_ACK_MARK}{generation}"));
             self.session.send(&body, false, &mut self.wbuf);
         }
+    }
+
+    /// Hands the session over to a designated backup: a Logout with
+    /// `8014=Y` and no cancels, so the venue holds our resting orders for
+    /// its grace period instead of cancelling them when the connection
+    /// ends. Later requests fail with `LoggedOut`. Only the holder of the
+    /// active role may call it (it writes to the venue).
+    fn hand_over(&mut self) -> Result<(), VenueError> {
+        if self.logout_requested {
+            return Err(VenueError::LoggedOut);
+        }
+        if !self.link.is_active() {
+            self.logout_requested = true;
+            self.link.close_for_good();
+            return Err(VenueError::Disconnected);
+        }
+        let mut body = messages::logout("handing over to the designated backup");
+        body.str(crate::fix::TAG_BACKUP_TAKEOVER, "Y");
+        self.logout_requested = true;
+        self.write(&body, false).map(|_| ())
     }
 
     fn logout(&mut self) -> Result<(), VenueError> {

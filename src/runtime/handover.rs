@@ -1,0 +1,94 @@
+//! The failover's hand-over ([`Runtime::hand_over`]): the active engine of
+//! a rolling restart stops sending and gives the active role to its hot
+//! standby, leaving its resting orders at the venues for the standby to
+//! adopt.
+
+use std::time::{Duration, Instant};
+
+use super::Runtime;
+use crate::clock::mono_ns;
+
+/// What the hand-over did, with its times (`CLOCK_MONOTONIC` ns).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandOver {
+    /// When it was asked for.
+    pub asked_mono_ns: u64,
+    /// When the gateway had handed every session over and released the
+    /// lease: from here it refuses every new order and writes nothing.
+    pub released_mono_ns: u64,
+    /// The epoch given back.
+    pub epoch: u64,
+    /// Sessions whose hand-over failed, with why (the venue offers no
+    /// takeover, or the session was down): their orders may be cancelled
+    /// by the venue or stay orphaned; the operator must look.
+    pub failed: Vec<String>,
+}
+
+impl Runtime {
+    /// Hands every venue session over to a designated backup
+    /// ([`crate::venue::Venue::hand_over`]: no cancels) and releases the
+    /// active-role lease, in one gateway turn that holds it; from then on
+    /// the gateway refuses every order and writes nothing more. Orders the
+    /// strategies submitted before this call went out before the
+    /// hand-over. Waits up to `deadline` for the gateway to do it.
+    ///
+    /// Needs a lease ([`super::RuntimeBuilder::lease`]): without one there
+    /// is no fencing, and nothing would stop this engine from sending
+    /// beside the one that takes over. Stop the runtime next
+    /// ([`Runtime::shutdown`]): its journal must be closed before the
+    /// successor opens it.
+    pub fn hand_over(&self, deadline: Duration) -> Result<HandOver, String> {
+        let Some(state) = self.lease.clone() else {
+            return Err("hand-over needs the active-role lease (RuntimeBuilder::lease): without it nothing fences this engine".into());
+        };
+        if let Some(newer) = state.fenced_by() {
+            return Err(format!(
+                "this engine no longer holds the lease (epoch {} replaced by {newer})",
+                state.epoch()
+            ));
+        }
+        let Some(g) = &self.gateway else {
+            return Err("the gateway is stopped".into());
+        };
+        let asked = mono_ns();
+        let end = Instant::now() + deadline;
+        while g.hand_over().is_err() {
+            if Instant::now() >= end {
+                return Err(format!(
+                    "the gateway's request ring stayed full for {deadline:?}"
+                ));
+            }
+            std::thread::yield_now();
+        }
+        while state.fenced_by().is_none() {
+            if Instant::now() >= end {
+                return Err(format!(
+                    "the gateway did not hand over within {deadline:?} (it still holds epoch {})",
+                    state.epoch()
+                ));
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        let released = mono_ns();
+        let failed = g
+            .position_reports()
+            .into_iter()
+            .filter_map(|r| {
+                r.error.map(|e| {
+                    format!(
+                        "venue {}: {e}",
+                        self.block
+                            .name_at(crate::control::ScopeKind::Venue, r.venue)
+                            .unwrap_or_else(|| r.venue.to_string())
+                    )
+                })
+            })
+            .collect();
+        Ok(HandOver {
+            asked_mono_ns: asked,
+            released_mono_ns: released,
+            epoch: state.epoch(),
+            failed,
+        })
+    }
+}
