@@ -24,7 +24,13 @@
 //!    `killswitch emergency` escalates) **and keeps waiting**: when the
 //!    acknowledgement comes, it goes on as below. It gives up only when the
 //!    thread is told to stop, and then the record stays set;
-//! 3. snapshot the registry's open orders in scope;
+//! 3. snapshot the registry's open orders in scope: under one hold of the
+//!    registry lock when a mass cancel goes out in this generation (the
+//!    mass cancel is enqueued first, and its answers cannot close an order
+//!    before the copy); otherwise in chunks (16 orders, then 128 per lock
+//!    hold), each chunk's single cancels enqueued before the next is
+//!    copied, so the first cancel does not wait for the whole book (see
+//!    `RegistryView::open_orders_below` for why no order is missed);
 //! 4. per venue: one mass cancel where the venue supports it and the whole
 //!    venue is killed (a scoped kill of a strategy must not cancel other
 //!    strategies' orders), single cancels otherwise; pushed into the

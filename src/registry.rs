@@ -191,6 +191,42 @@ impl RegistryView<'_> {
     pub fn open_orders(&self, in_scope: impl FnMut(&OrderRecord) -> bool) -> Vec<OrderRecord> {
         self.inner.open_orders(in_scope)
     }
+
+    /// One chunk of a snapshot taken in several lock holds: looks at up to
+    /// `max` open orders, walking the registry's dense list of open orders
+    /// downward from `*cursor` (exclusive; clamped to the number open), and
+    /// appends those `in_scope` to `out`; `*cursor` is left where the walk
+    /// stopped (0: every order was looked at).
+    ///
+    /// Resuming in a later lock hold visits every order that stayed open
+    /// throughout, at least once: an order leaves the list by swap-removal,
+    /// which moves the last entry into the hole, so an entry below the
+    /// cursor (not yet visited) only ever moves further down, never past
+    /// the cursor. An entry already visited can be moved below it and
+    /// visited again: callers drop repeats by id. Orders opened meanwhile
+    /// are appended at the end and are not visited unless the list shrank
+    /// below the cursor (a drain's snapshot wants only orders opened before
+    /// the gateway refused new ones in its scope, which is the case).
+    pub fn open_orders_below(
+        &self,
+        cursor: &mut usize,
+        max: usize,
+        mut in_scope: impl FnMut(&OrderRecord) -> bool,
+        out: &mut Vec<OrderRecord>,
+    ) {
+        let open = &self.inner.open;
+        let end = (*cursor).min(open.len());
+        let start = end.saturating_sub(max);
+        out.extend(
+            open[start..end]
+                .iter()
+                .rev()
+                .map(|&slot| &self.inner.orders[slot as usize])
+                .filter(|r| in_scope(r))
+                .copied(),
+        );
+        *cursor = start;
+    }
 }
 
 impl Registry {

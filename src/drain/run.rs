@@ -24,6 +24,14 @@ use crate::registry::OrderRecord;
 use crate::senders::Quiesce;
 use crate::venue::MassCancelScope;
 
+/// Open orders looked at per hold of the registry lock when a snapshot is
+/// taken in chunks: a few µs of copying, so the first cancel does not wait
+/// for the whole book and the gateway is never locked out for long.
+const SNAPSHOT_CHUNK: usize = 128;
+/// The first chunk is smaller: it is all that stands between the gateway's
+/// acknowledgement and the first cancel.
+const FIRST_CHUNK: usize = 16;
+
 /// The drain thread's state.
 pub(super) struct Drainer {
     pub(super) block: Arc<ControlBlock>,
@@ -334,10 +342,23 @@ impl Drainer {
             cancels, registry, ..
         } = &mut self.link;
         let tracked = &run.tracked;
+        let in_scope = |o: &OrderRecord| kill.kills(o) && !tracked.contains(&o.id);
+        // Without a mass cancel in this generation the snapshot is taken in
+        // chunks, each under its own hold of the registry lock, and each
+        // chunk's cancels are enqueued before the next is copied: the first
+        // cancel leaves after one chunk, not after the whole book, and the
+        // gateway sends (it needs the lock) while the drain copies.
+        let chunked = mass_venues.is_empty();
+        let mut cursor = usize::MAX;
         // Mass cancels go first, under the registry lock: the gateway
         // applies the venue's answers under that lock, so none of the orders
         // they cancel can close before the snapshot below has copied them.
         let snapshot = registry.read(|view| {
+            if chunked {
+                let mut first_chunk = Vec::with_capacity(FIRST_CHUNK);
+                view.open_orders_below(&mut cursor, FIRST_CHUNK, in_scope, &mut first_chunk);
+                return first_chunk;
+            }
             for &venue in &mass_venues {
                 if view.open_on_venue(venue) == 0 {
                     continue;
@@ -353,15 +374,19 @@ impl Drainer {
                     mass_sent.push(venue);
                 }
             }
-            view.open_orders(|o| kill.kills(o) && !tracked.contains(&o.id))
+            view.open_orders(in_scope)
         });
         if first_take {
             out.timings.t_gateway_ack = t_ack;
         }
         out.global |= kill.global;
         set(&ds.generation, a.w.generation());
-        let n = snapshot.len();
-        let batch = self.cancel(snapshot, &mass_venues, &mass_sent, out, &mut first);
+        let batch = if chunked {
+            self.cancel_in_chunks(snapshot, cursor, in_scope, out, &mut first)
+        } else {
+            self.cancel(snapshot, &mass_venues, &mass_sent, out, &mut first)
+        };
+        let n = batch.snapshot.len();
         if first_take {
             out.timings.t_first_cancel = first;
             out.timings.t_last_cancel_enqueued = mono_ns();
@@ -394,6 +419,60 @@ impl Drainer {
         set(&ds.phase, DrainPhase::Cancelling as u64);
         run.kill = Some(kill);
         self.add_batch(run, batch, out);
+    }
+
+    /// Single cancels of the orders in scope, snapshot chunk by chunk:
+    /// enqueues `chunk`'s cancels, then copies the next chunk below `cursor`
+    /// under a new hold of the registry lock (see
+    /// [`crate::registry::RegistryView::open_orders_below`]), until the
+    /// whole open list was walked. An order seen twice is taken once.
+    fn cancel_in_chunks(
+        &mut self,
+        mut chunk: Vec<OrderRecord>,
+        mut cursor: usize,
+        mut in_scope: impl FnMut(&OrderRecord) -> bool,
+        out: &mut DrainOutcome,
+        first: &mut u64,
+    ) -> Batch {
+        let ds = self.block.drain_status();
+        let now = Instant::now();
+        let deadline = now + self.cfg.cancel_deadline;
+        let mut not_sent = FxHashSet::default();
+        let mut b = Backoff::new(BackoffConfig::busy());
+        let mut snapshot: Vec<OrderRecord> = Vec::with_capacity(chunk.len());
+        let mut taken = FxHashSet::default();
+        loop {
+            for o in chunk.drain(..) {
+                if !taken.insert(o.id) {
+                    continue;
+                }
+                match self
+                    .link
+                    .cancels
+                    .push_until(CancelRequest::Cancel(o.id), deadline, &mut b)
+                {
+                    Ok(()) => note_enqueued(out, ds, false, first),
+                    Err(_) => {
+                        not_sent.insert(o.id);
+                    }
+                }
+                snapshot.push(o);
+            }
+            if cursor == 0 {
+                break;
+            }
+            self.link.registry.read(|view| {
+                view.open_orders_below(&mut cursor, SNAPSHOT_CHUNK, &mut in_scope, &mut chunk)
+            });
+        }
+        Batch {
+            pending: snapshot.iter().map(|o| o.id).collect(),
+            snapshot,
+            not_sent,
+            half: deadline - self.cfg.cancel_deadline / 2,
+            deadline,
+            resent: false,
+        }
     }
 
     /// Enqueues the cancels of `snapshot` not covered by a mass cancel

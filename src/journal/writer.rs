@@ -57,6 +57,18 @@ pub struct JournalConfig {
     /// Start a background thread that msyncs on [`JournalWriter::request_sync`]
     /// (quick checkpoints request one automatically).
     pub background_sync: bool,
+    /// Before the background flusher writes pages back, unmap from this
+    /// process the pages the writer has finished with (whole pages below
+    /// the append offset, and closed segments). Writing back a page that is
+    /// still mapped write-protects it, which needs a TLB shootdown (an
+    /// interrupt) on the cores running the writer's threads, landing while
+    /// the engine works; the kernel batches them (measured on the
+    /// development VM: 1–5 per 486 KB snapshot, 0 with this on, and no
+    /// difference in the checkpoint's median either way). The data stays in
+    /// the page cache; nothing is lost or reread by the writer, which never
+    /// writes below its append offset. On by default; off only to measure
+    /// the difference (`ks-journal-latency --only quick`).
+    pub release_synced_pages: bool,
     /// Who besides the owner may write the directory and its files.
     pub access: Access,
 }
@@ -67,6 +79,7 @@ impl Default for JournalConfig {
             segment_size: 64 << 20,
             prefault_write: true,
             background_sync: true,
+            release_synced_pages: true,
             access: Access::OWNER_ONLY,
         }
     }
@@ -79,6 +92,7 @@ impl JournalConfig {
             segment_size: 64 << 10,
             prefault_write: true,
             background_sync: false,
+            release_synced_pages: true,
             access: Access::OWNER_ONLY,
         }
     }
@@ -193,10 +207,23 @@ impl Sink for RawSink {
 }
 
 struct SyncJob {
-    files: Vec<Arc<File>>,
+    /// Closed segments not yet fsynced, with their mappings when they are
+    /// to be released first.
+    files: Vec<ClosedSegment>,
     map: Arc<memmap2::MmapRaw>,
     upto: usize,
+    /// Whole pages `release.0..release.1` of `map` are done with: unmap
+    /// them before the msync (empty when not releasing).
+    release: (usize, usize),
     seq: u64,
+}
+
+/// A closed segment waiting for its fsync.
+struct ClosedSegment {
+    file: Arc<File>,
+    /// Its mapping, unmapped from the process before the fsync
+    /// ([`JournalConfig::release_synced_pages`]); `None`: leave it.
+    map: Option<Arc<memmap2::MmapRaw>>,
 }
 
 struct Flusher {
@@ -255,9 +282,41 @@ impl Drop for Flusher {
 
 fn sync_job(job: &SyncJob) -> std::io::Result<()> {
     for f in &job.files {
-        f.sync_data()?;
+        if let Some(map) = &f.map {
+            release_pages(map, 0, map.len());
+        }
+        f.file.sync_data()?;
     }
+    release_pages(&job.map, job.release.0, job.release.1);
     job.map.flush_range(0, job.upto)
+}
+
+/// Unmaps pages `from..to` (page-aligned) of a shared file mapping from
+/// this process (`MADV_DONTNEED`): their contents stay in the page cache,
+/// dirty pages stay dirty, and a later access maps them again from the
+/// file. Done so that writing them back needs no TLB shootdown per page
+/// (see [`JournalConfig::release_synced_pages`]). A failure is harmless
+/// (the pages stay mapped, as without the release) and is ignored.
+fn release_pages(map: &memmap2::MmapRaw, from: usize, to: usize) {
+    let to = to.min(map.len());
+    if from >= to {
+        return;
+    }
+    debug_assert!(from % 4096 == 0 && to % 4096 == 0);
+    // SAFETY: `from..to` lies inside the mapping (clamped above), which the
+    // `Arc` keeps alive for the call. The mapping is `MAP_SHARED` of a
+    // regular file, for which `MADV_DONTNEED` only drops this process's page
+    // table entries: the bytes stay in the page cache and are read back on
+    // the next access, so no data changes. The writer never writes these
+    // bytes again (they lie below its append offset, or in a closed
+    // segment), and readers in this process that touch them fault them in.
+    unsafe {
+        libc::madvise(
+            map.as_mut_ptr().add(from).cast(),
+            to - from,
+            libc::MADV_DONTNEED,
+        );
+    }
 }
 
 /// Creates the journal directory (and missing parents) if needed, owner-only
@@ -298,7 +357,10 @@ pub struct JournalWriter {
     pos: usize,
     next_seq: u64,
     /// Earlier segments not yet fsynced.
-    unsynced: Vec<Arc<File>>,
+    unsynced: Vec<ClosedSegment>,
+    /// Pages of the current segment below this offset were handed to the
+    /// flusher to be released.
+    released_upto: usize,
     recorded_durable: u64,
     /// The newest snapshot record, named at the start of every new segment
     /// so recovery can start there.
@@ -366,6 +428,7 @@ impl JournalWriter {
                 pos,
                 next_seq,
                 unsynced: Vec::new(),
+                released_upto: 0,
                 recorded_durable: 0,
                 last_snapshot: scan.last_snapshot,
                 since_snapshot: (0, 0),
@@ -515,8 +578,12 @@ impl JournalWriter {
         self.next_seq -= 1;
         let old = std::mem::replace(&mut self.seg, next);
         self.pos = SEGMENT_HEADER_LEN;
+        self.released_upto = 0;
         match old.file.try_clone() {
-            Ok(f) => self.unsynced.push(Arc::new(f)),
+            Ok(f) => self.unsynced.push(ClosedSegment {
+                file: Arc::new(f),
+                map: self.cfg.release_synced_pages.then(|| old.map.clone()),
+            }),
             // Cannot keep a handle: make the old segment durable now instead.
             Err(_) => {
                 let _ = old.map.flush();
@@ -611,14 +678,25 @@ impl JournalWriter {
         let Some(tx) = self.flusher.as_ref().and_then(|f| f.tx.as_ref()) else {
             return false;
         };
+        // Whole pages below the append offset: the writer never writes
+        // there again. The page holding `pos` stays mapped.
+        let release = if self.cfg.release_synced_pages {
+            (self.released_upto, self.pos / 4096 * 4096)
+        } else {
+            (0, 0)
+        };
         let job = SyncJob {
             files: std::mem::take(&mut self.unsynced),
             map: self.seg.map.clone(),
             upto: self.pos,
+            release,
             seq: self.next_seq - 1,
         };
         match tx.try_send(job) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.released_upto = self.released_upto.max(release.1);
+                true
+            }
             Err(TrySendError::Full(job)) | Err(TrySendError::Disconnected(job)) => {
                 self.unsynced = job.files;
                 false
@@ -668,7 +746,8 @@ impl JournalWriter {
     pub fn sync(&mut self) -> Result<DurableAt, JournalError> {
         let t0 = mono_ns();
         for f in &self.unsynced {
-            f.sync_data()
+            f.file
+                .sync_data()
                 .map_err(|e| JournalError::io(&self.dir, "fsync a closed journal segment", e))?;
         }
         self.unsynced.clear();

@@ -12,8 +12,9 @@
 //! then takes the journal's; the checkpoint hook and the supervisor take
 //! only the journal's.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use rustc_hash::FxHashMap;
 
 use crate::control::{ControlBlock, Mode, Source};
 use crate::drain::{CheckpointHook, DrainOutcome};
@@ -106,7 +107,10 @@ pub(crate) struct JournalSink {
     journal: SharedJournal,
     block: Arc<ControlBlock>,
     /// Template record (tags, side, price, qty) and filled quantity per open order.
-    orders: HashMap<OrderId, (OrderEventRecord, Qty)>,
+    /// Looked up once or twice per order event on the gateway thread, under
+    /// the registry lock: Fx, not the default SipHash (order ids are ours,
+    /// not an attacker's).
+    orders: FxHashMap<OrderId, (OrderEventRecord, Qty)>,
     failed: bool,
 }
 
@@ -117,7 +121,7 @@ impl JournalSink {
         JournalSink {
             journal,
             block,
-            orders: HashMap::new(),
+            orders: FxHashMap::default(),
             failed: false,
         }
     }

@@ -9,6 +9,7 @@
 # the .hgrm data under OUT_DIR/data); ROUNDS (default 2000) is the number
 # of trips per ks-drain-latency setting. Takes a few minutes; measure on a
 # quiet machine, and read BENCHMARKS.md for the load each figure had.
+# The ks-latency emergency runs are 20 drills of ~6 s each.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-docs/plots}
@@ -41,8 +42,13 @@ else
     fifo_all=()
 fi
 
-# Emergency end to end on the reference engine, beside the runbook's SIGTERM.
-"$bin/ks-latency" emergency --runs 5 --hgrm "$data/emergency" | tee "$data/emergency.txt"
+# Emergency end to end on the reference engine, beside the runbook's SIGTERM:
+# the drill's in-process simulated venues (the issue-6 target), then the same
+# over FIX to ks-venue processes (the drill's default).
+"$bin/ks-latency" emergency --runs 5 --venues in-process --hgrm "$data/emergency" \
+    | tee "$data/emergency.txt"
+"$bin/ks-latency" emergency --runs 5 --venues wire --hgrm "$data/emergency-wire" \
+    | tee "$data/emergency-wire.txt"
 
 p="$bin/ks-plot"
 "$p" "$out/trip-seen.svg" "Trip -> seen by a process spinning on the state word" \
@@ -58,7 +64,10 @@ p="$bin/ks-plot"
     "sleeping back-off=$data/drain-sleeping/all-confirmed.hgrm" \
     ${fifo_all[@]+"${fifo_all[@]}"} \
     "baseline: trip -> first cancel on the wire (busy)=$data/drain-busy/first-cancel-wire.hgrm"
-"$p" "$out/emergency.svg" "Emergency end to end (reference engine, ~10,000 open orders)" \
+"$p" "$out/emergency.svg" "Emergency end to end (reference engine, in-process venues, ~12,000 open orders)" \
     "killswitch emergency: trip -> drain done=$data/emergency/cli-drain-done.hgrm" \
     "baseline: SIGTERM (runbook) -> drain done=$data/emergency/sigterm-drain-done.hgrm"
+"$p" "$out/emergency-wire.svg" "Emergency end to end over FIX (ks-venue processes, ~12,000 open orders)" \
+    "killswitch emergency: trip -> drain done=$data/emergency-wire/cli-drain-done.hgrm" \
+    "baseline: SIGTERM (runbook) -> drain done=$data/emergency-wire/sigterm-drain-done.hgrm"
 echo "plots written to $out"

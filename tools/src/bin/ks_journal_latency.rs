@@ -212,39 +212,183 @@ fn bench_appends(o: &Opts, base: &Path) {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// Minor faults and involuntary context switches of the calling thread
+/// (`getrusage(RUSAGE_THREAD)`).
+fn thread_faults_and_preemptions() -> (u64, u64) {
+    // SAFETY: `getrusage` writes a `rusage` into the zeroed struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to a `rusage`; RUSAGE_THREAD is Linux's.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    (ru.ru_minflt as u64, ru.ru_nivcsw as u64)
+}
+
+/// TLB-shootdown interrupts received by every CPU so far (`TLB:` in
+/// `/proc/interrupts`; 0 where the kernel does not count them).
+fn tlb_shootdowns() -> u64 {
+    std::fs::read_to_string("/proc/interrupts")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.trim_start().starts_with("TLB:"))
+                .map(|l| {
+                    l.split_whitespace()
+                        .skip(1)
+                        .map_while(|w| w.parse::<u64>().ok())
+                        .sum()
+                })
+        })
+        .unwrap_or(0)
+}
+
+/// 200 quick checkpoints of `state`, back to back as a snapshot policy under
+/// load would take them, with the background flusher on or off; prints the
+/// percentiles and, per checkpoint, the writer thread's minor faults and
+/// involuntary switches and the machine's TLB shootdowns.
+fn quick_series(base: &Path, state: &TradingState, n: u64, background_sync: bool, release: bool) {
+    let d = fresh(base, "quick");
+    let (mut w, _) = JournalWriter::open(
+        &d,
+        JournalConfig {
+            background_sync,
+            release_synced_pages: release,
+            ..JournalConfig::default()
+        },
+    )
+    .expect("open journal");
+    let mut h = hist();
+    let mut bytes = 0;
+    let rounds = 200u64;
+    // Counted around each checkpoint only (not the segment preparation,
+    // whose pre-faulting takes a fault per page by design).
+    let (mut faults, mut preempted, mut tlb) = (0, 0, 0);
+    for _ in 0..rounds {
+        if w.position().1 > (40 << 20) {
+            w.prepare_next_segment().expect("prepare");
+        }
+        let (f0, c0) = thread_faults_and_preemptions();
+        let tlb0 = tlb_shootdowns();
+        let q = timed(&mut h, || {
+            w.quick_checkpoint(state).expect("quick checkpoint")
+        });
+        let (f1, c1) = thread_faults_and_preemptions();
+        tlb += tlb_shootdowns().saturating_sub(tlb0);
+        faults += f1 - f0;
+        preempted += c1 - c0;
+        bytes = q.bytes;
+    }
+    let label = match (background_sync, release) {
+        (false, _) => "baseline: flusher off",
+        (true, true) => "flusher on",
+        (true, false) => "flusher on, pages not released (before)",
+    };
+    report(
+        &format!("quick checkpoint {n} orders ({bytes} B), {label}"),
+        &h,
+    );
+    println!(
+        "{:<44} per checkpoint: {:.1} minor faults, {:.2} preemptions, {:.1} TLB shootdowns (all CPUs)",
+        "",
+        faults as f64 / rounds as f64,
+        preempted as f64 / rounds as f64,
+        tlb as f64 / rounds as f64
+    );
+    let t0 = Instant::now();
+    let dur = w.sync().expect("sync");
+    println!(
+        "{:<44} {} (msync of everything not yet flushed)",
+        format!("  then sync() up to seq {}", dur.up_to_seq),
+        fmt(t0.elapsed().as_nanos() as u64)
+    );
+    drop(w);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// The physical limit of a quick checkpoint: a plain copy of `bytes` from
+/// the heap into consecutive places of a pre-faulted shared file mapping,
+/// as the journal writes (200 times, fresh space each time); and the
+/// encoder's walk of `state` alone, to split the checkpoint's time.
+fn copy_limit(base: &Path, bytes: usize, state: &TradingState) {
+    let d = fresh(base, "copy");
+    let len = (bytes + 4096) * 201;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(d.join("copy"))
+        .expect("create copy file");
+    f.set_len(len as u64).expect("size copy file");
+    // SAFETY: a file of this process's own bench directory, mapped shared;
+    // nothing else maps or truncates it while the map lives.
+    let mut map = unsafe { memmap2::MmapMut::map_mut(&f) }.expect("map copy file");
+    for i in (0..len).step_by(4096) {
+        map[i] = 0;
+    }
+    let src: Vec<u8> = (0..bytes).map(|i| i as u8).collect();
+    let mut h = hist();
+    let mut at = 0;
+    for _ in 0..200 {
+        timed(&mut h, || {
+            map[at..at + bytes].copy_from_slice(&src);
+            std::hint::black_box(&map[at]);
+        });
+        at += bytes;
+    }
+    report(
+        &format!("  baseline: memcpy of {bytes} B into a mapping"),
+        &h,
+    );
+    drop(map);
+    // The encoding's walk alone: the open orders' map walked and each
+    // 48-byte entry built (as the snapshot encoder does), into a reused
+    // heap buffer: no mapping, no CRC.
+    let mut buf: Vec<u8> = Vec::with_capacity(state.open_orders.len() * 48);
+    let mut hw = hist();
+    for _ in 0..200 {
+        buf.clear();
+        timed(&mut hw, || {
+            for o in state.open_orders.values() {
+                let mut b = [0u8; 48];
+                b[0..8].copy_from_slice(&o.id.0.to_le_bytes());
+                b[8..10].copy_from_slice(&o.tags.venue.to_le_bytes());
+                b[10..12].copy_from_slice(&o.tags.strategy.to_le_bytes());
+                b[12..14].copy_from_slice(&o.tags.instrument.to_le_bytes());
+                b[14..16].copy_from_slice(&o.tags.account.to_le_bytes());
+                b[16] = o.side as u8;
+                b[17] = o.state as u8;
+                b[24..32].copy_from_slice(&o.price.0.to_le_bytes());
+                b[32..40].copy_from_slice(&o.qty.0.to_le_bytes());
+                b[40..48].copy_from_slice(&o.filled.0.to_le_bytes());
+                buf.extend_from_slice(&b);
+            }
+            std::hint::black_box(&buf);
+        });
+    }
+    report(
+        &format!(
+            "  baseline: walk of {} open orders into 48 B entries (heap)",
+            state.open_orders.len()
+        ),
+        &hw,
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 fn bench_quick(base: &Path) {
     for n in [10u64, 1_000, 10_000] {
         let state = TradingState::synthetic(n);
-        let d = fresh(base, "quick");
-        let (mut w, _) = JournalWriter::open(
-            &d,
-            JournalConfig {
-                background_sync: true,
-                ..JournalConfig::default()
-            },
-        )
-        .expect("open journal");
-        let mut h = hist();
-        let mut bytes = 0;
-        for _ in 0..200 {
-            if w.position().1 > (40 << 20) {
-                w.prepare_next_segment().expect("prepare");
-            }
-            let q = timed(&mut h, || {
-                w.quick_checkpoint(&state).expect("quick checkpoint")
-            });
-            bytes = q.bytes;
+        // The flusher's effect is what is measured: the baseline without it
+        // runs first and last in the same run, around the series with it.
+        // and the flusher as it was before it released synced pages.
+        quick_series(base, &state, n, false, true);
+        quick_series(base, &state, n, true, false);
+        quick_series(base, &state, n, true, true);
+        if n == 10_000 {
+            copy_limit(base, 486_184, &state);
+            quick_series(base, &state, n, false, true);
+            quick_series(base, &state, n, true, false);
+            quick_series(base, &state, n, true, true);
         }
-        report(&format!("quick checkpoint {n} orders ({bytes} B)"), &h);
-        let t0 = Instant::now();
-        let dur = w.sync().expect("sync");
-        println!(
-            "{:<44} {} (msync of everything since the last flush, incl. 200 snapshots)",
-            format!("  then sync() up to seq {}", dur.up_to_seq),
-            fmt(t0.elapsed().as_nanos() as u64)
-        );
-        drop(w);
-        let _ = std::fs::remove_dir_all(&d);
 
         let d = fresh(base, "dump");
         let mut hj = hist();

@@ -632,11 +632,15 @@ fn emergency(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let exe = killswitch_exe()?;
     let mut rows = Vec::new();
+    let mut split = Vec::new();
     for method in ["cli", "sigterm"] {
         let mut drain_done = Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3)?;
         let mut last_ack = Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3)?;
         let mut to_exit = Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3)?;
         let mut open = Vec::new();
+        let mut phases: Vec<Histogram<u64>> = (0..PHASES.len())
+            .map(|_| Histogram::new_with_bounds(1, 600_000_000_000, 3))
+            .collect::<Result<_, _>>()?;
         for _ in 0..runs {
             let out = Command::new(&exe)
                 .args([
@@ -667,8 +671,12 @@ fn emergency(
             drain_done.record(t(7).saturating_sub(t(0)).max(1))?;
             to_exit.record(v["emergency"]["total_ns"].as_u64().unwrap_or(0).max(1))?;
             open.push(d["open_at_snapshot"].as_u64().unwrap_or(0));
+            for (h, (_, from, to)) in phases.iter_mut().zip(PHASES) {
+                h.record(t(to).saturating_sub(t(from)).max(1))?;
+            }
         }
         rows.push((method, last_ack, drain_done, to_exit, open));
+        split.push((method, phases));
     }
     if let Some(d) = hgrm {
         for (method, a, done, e, _) in &rows {
@@ -702,8 +710,31 @@ fn emergency(
             open
         );
     }
+    println!("phase split (drain timings; p50 / max, ms):");
+    for (method, phases) in &split {
+        let cells: Vec<String> = PHASES
+            .iter()
+            .zip(phases)
+            .map(|((name, _, _), h)| {
+                format!("{name} {:.3} / {:.3}", ms(h, 0.5), h.max() as f64 / 1e6)
+            })
+            .collect();
+        println!("  {method:<8} {}", cells.join(" | "));
+    }
     Ok(())
 }
+
+/// The emergency's phases, as (name, from, to) indexes into a drain
+/// report's `timings_ns`: trip, seen, gateway ack, first cancel enqueued,
+/// last cancel enqueued, last answer, checkpoint done, drain done.
+const PHASES: [(&str, usize, usize); 6] = [
+    ("trip->ack", 0, 2),
+    ("ack->first cancel (snapshot)", 2, 3),
+    ("trip->first cancel", 0, 3),
+    ("cancels out", 3, 4),
+    ("answers in", 4, 5),
+    ("checkpoint", 5, 6),
+];
 
 fn print_percentiles(h: &Histogram<u64>) {
     let us = |v: u64| v as f64 / 1000.0;
