@@ -381,9 +381,13 @@ fn a_crashed_engine_s_orders_are_cancelled_by_the_restart_before_it_trades() {
     assert!(left >= 1000, "{w}");
     assert_eq!(w["closed_before_first_new_order"].as_u64().unwrap(), left);
     assert_venues_agree(&v);
+    // The restart's recovery drain worked on the journal's open orders. Not
+    // "at least `left`": the venues' flow goes on filling resting orders
+    // between the crash and that drain's snapshot, and the restarted engine
+    // learns those fills first (they are among the closed counted above).
     let recovery = &v["engine"]["recovery_drain"];
     assert!(
-        recovery["open_at_snapshot"].as_u64().unwrap() >= left,
+        recovery["open_at_snapshot"].as_u64().unwrap() > 0,
         "{recovery}"
     );
     assert_eq!(
