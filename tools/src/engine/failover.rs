@@ -54,9 +54,19 @@ pub fn phase_now(what: &str) -> u64 {
 /// orders and stays the lease holder until it stops; the standby keeps
 /// following and does not take over.
 pub fn withdraw(operator: &Operator, nonce: u32, asked_by: u32) {
+    withdraw_because(
+        operator,
+        nonce,
+        asked_by,
+        "a KILL is in force; this engine keeps the lease and its sessions and drains its own orders",
+    );
+}
+
+/// Withdraws failover request `nonce` for the reason given.
+pub fn withdraw_because(operator: &Operator, nonce: u32, asked_by: u32, why: &str) {
     if operator.withdraw_failover(nonce) {
         eprintln!(
-            "ks-engine: failover: ABORTED (asked by pid {asked_by}): a KILL is in force; this engine (pid {}) keeps the lease and its sessions and drains its own orders; the standby does not take over",
+            "ks-engine: failover: ABORTED (asked by pid {asked_by}): {why} (pid {}); the standby does not take over",
             std::process::id()
         );
     }

@@ -546,6 +546,24 @@ impl Engine {
                 handed_over = Some(result);
             }
         }
+        if handed_over.is_none() {
+            // Stopping without a hand-over (a KILL drained before a beat
+            // saw the request, a planned shutdown, a signal): a request
+            // still pending must not promote the standby when this engine
+            // gives the lease back as it stops.
+            if let Some(r) = operator
+                .block()
+                .failover_request()
+                .filter(|r| Some(r.nonce) != stale_failover && !r.withdrawn)
+            {
+                failover::withdraw_because(
+                    &operator,
+                    r.nonce,
+                    r.pid,
+                    "this engine is stopping without handing over",
+                );
+            }
+        }
         telemetry.publish_now(&view(true), was_armed, supervised.kill_generation.is_some());
         if let Some(died) = &supervised.drain_died {
             eprintln!("ks-engine: FATAL: {died}");

@@ -231,7 +231,14 @@ pub fn run(cfg: &EngineConfig) -> Outcome {
         if asked && Instant::now() >= next_lease_look {
             next_lease_look = Instant::now() + Duration::from_micros(200);
             let lease = block.lease();
-            if lease.epoch > 0 && lease.holder == 0 {
+            // The request again, after the lease: an active that withdrew
+            // it did so before it gave the lease back (it stops after its
+            // drain), so a release seen here with the request still live
+            // is a hand-over, never a KILL's stop.
+            let still_asked = block
+                .failover_request()
+                .is_some_and(|r| Some(r.nonce) != stale_failover && !r.withdrawn);
+            if lease.epoch > 0 && lease.holder == 0 && still_asked {
                 super::failover::phase_now(&format!(
                     "standby saw the lease released (epoch {})",
                     lease.epoch
