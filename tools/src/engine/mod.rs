@@ -540,7 +540,6 @@ impl Engine {
                 // hand-over: drain it here, where the orders and the lease
                 // still are, exactly as without a failover.
                 failover::withdraw(&operator, asked.nonce, asked.pid);
-                failover_seen.set(None);
                 supervised = self.rt.supervise_with(opts, &mut on_beat);
             } else {
                 handed_over = Some(result);
@@ -619,7 +618,7 @@ impl Engine {
             if killswitch::drain::kill_in_force(block, block.state()) {
                 // Fenced, this engine can send nothing: say who drains.
                 let why = format!(
-                    "a KILL came in force after this engine handed over{}: it is fenced and sent no cancel; the standby drains the orders it adopts when it takes over (its log says what it drained)",
+                    "a KILL came in force after this engine handed over{}: it is fenced (no cancel of its drain went out after the hand-over, and it no longer hears the venue, so its report may show orders CancelUnknown); the standby drains the orders it adopts when it takes over (its log says what it drained)",
                     trip_text(block.last_trip())
                 );
                 eprintln!("ks-engine: failover: {why}");
