@@ -195,7 +195,8 @@ fn no_venue_backstop(log: &[AuditEntry]) {
 /// (a) KILL after the active saw the request, before it hands over: the
 /// active refuses to hand over, withdraws the request, drains its own
 /// orders (it still holds the lease and its session) and exits; the
-/// standby never takes over; `killswitch failover` says it was aborted.
+/// standby never takes over; `killswitch failover` says it was aborted,
+/// and a second `failover` asked while the KILL is in force is refused.
 #[test]
 fn kill_before_the_hand_over_is_drained_by_the_active_and_the_failover_aborts() {
     let hold = tempfile::tempdir().unwrap();
@@ -211,6 +212,16 @@ fn kill_before_the_hand_over_is_drained_by_the_active_and_the_failover_aborts() 
         p.active.log()
     );
     p.trip("KILL between the failover request and the hand-over");
+    // While the KILL is in force a new failover is refused outright.
+    let mut again = ks(p.dir(), "pair");
+    again.args(["failover", "--timeout", "5s"]);
+    let again = run(again);
+    again.expect_code(REFUSED);
+    assert!(
+        again.stderr().contains("a KILL is in force"),
+        "{}",
+        again.stderr()
+    );
     std::fs::write(&release, b"go").unwrap();
 
     let (code, report) = p.active.wait();
