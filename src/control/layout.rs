@@ -319,7 +319,8 @@ pub struct DrainStatus {
     /// When the standby last published, `CLOCK_MONOTONIC` ns.
     pub standby_updated_mono_ns: AtomicU64,
     /// A failover asked for (`killswitch failover`): a nonce (high 32 bits,
-    /// changed by every request) | the asker's pid; 0 = never. The active
+    /// changed by every request) | the asker's pid, bit 31 set when the
+    /// active engine withdrew it (a KILL in force); 0 = never. The active
     /// engine hands over when it sees a nonce it did not see at its start.
     pub failover_request: AtomicU64,
     _reserved: [AtomicU64; 2],

@@ -132,7 +132,15 @@ pub struct FailoverRequest {
     pub nonce: u32,
     /// The asker's pid.
     pub pid: u32,
+    /// The active engine withdrew it without handing over (a KILL was in
+    /// force: the drain runs where the orders are): no standby may take
+    /// over on it.
+    pub withdrawn: bool,
 }
+
+/// Bit of the request word's low half that marks it withdrawn (pids stay
+/// below 2^22 on Linux, so it never collides with the asker's pid).
+const WITHDRAWN: u64 = 1 << 31;
 
 impl super::Operator {
     /// Asks the active engine of this block to hand over to its hot
@@ -146,10 +154,31 @@ impl super::Operator {
             let nonce = ((seen >> 32) as u32).wrapping_add(1).max(1);
             let next = (nonce as u64) << 32 | pid as u64;
             match w.compare_exchange(seen, next, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return FailoverRequest { nonce, pid },
+                Ok(_) => {
+                    return FailoverRequest {
+                        nonce,
+                        pid,
+                        withdrawn: false,
+                    }
+                }
                 Err(now) => seen = now,
             }
         }
+    }
+
+    /// Withdraws failover request `nonce` (the active engine, when a KILL
+    /// is in force: it drains its own orders instead of handing them
+    /// over), so that neither the standby nor `killswitch failover` acts
+    /// on it any more. False when the block holds another request (a newer
+    /// one, or already withdrawn).
+    pub fn withdraw_failover(&self, nonce: u32) -> bool {
+        let w = &self.block().drain_status().failover_request;
+        let seen = w.load(Ordering::Acquire);
+        if (seen >> 32) as u32 != nonce || seen & WITHDRAWN != 0 {
+            return false;
+        }
+        w.compare_exchange(seen, seen | WITHDRAWN, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 }
 
@@ -159,7 +188,8 @@ impl ControlBlock {
         let w = self.drain_status().failover_request.load(Ordering::Acquire);
         (w != 0).then_some(FailoverRequest {
             nonce: (w >> 32) as u32,
-            pid: w as u32,
+            pid: (w & !WITHDRAWN) as u32,
+            withdrawn: w & WITHDRAWN != 0,
         })
     }
 

@@ -443,3 +443,26 @@ fn unauthorized_requests_are_recorded_and_change_nothing() {
     assert_eq!(e.kind, AuditKind::Unauthorized);
     assert!(e.reason.contains("wrong token"));
 }
+
+#[test]
+fn a_withdrawn_failover_request_reads_withdrawn_and_only_its_own_nonce_withdraws() {
+    let d = tmp();
+    let b = Arc::new(ControlBlock::create(d.path(), "fo").unwrap());
+    let op = Operator::new(b.clone());
+    assert_eq!(b.failover_request(), None);
+    let r = op.request_failover();
+    assert_eq!(b.failover_request(), Some(r));
+    assert!(!r.withdrawn);
+    // Another nonce (a newer request's, or a stale one) withdraws nothing.
+    assert!(!op.withdraw_failover(r.nonce.wrapping_add(1)));
+    assert!(op.withdraw_failover(r.nonce));
+    let seen = b.failover_request().unwrap();
+    assert!(seen.withdrawn);
+    assert_eq!((seen.nonce, seen.pid), (r.nonce, std::process::id()));
+    // Once only.
+    assert!(!op.withdraw_failover(r.nonce));
+    // A new request is a live one again.
+    let again = op.request_failover();
+    assert_ne!(again.nonce, r.nonce);
+    assert!(!b.failover_request().unwrap().withdrawn);
+}

@@ -8,6 +8,12 @@ use std::time::{Duration, Instant};
 use super::Runtime;
 use crate::clock::mono_ns;
 
+/// Why [`Runtime::hand_over`] refused when a KILL (global or scoped) is in
+/// force: the drain runs to its end in this engine, which still holds the
+/// lease and its sessions.
+pub const KILL_IN_FORCE: &str =
+    "a KILL is in force: not handing over; this engine's drain cancels its own orders";
+
 /// What the hand-over did, with its times (`CLOCK_MONOTONIC` ns).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HandOver {
@@ -32,6 +38,8 @@ impl Runtime {
     /// strategies submitted before this call went out before the
     /// hand-over. Waits up to `deadline` for the gateway to do it.
     ///
+    /// Refused ([`KILL_IN_FORCE`]) while a KILL is in force.
+    ///
     /// Needs a lease ([`super::RuntimeBuilder::lease`]): without one there
     /// is no fencing, and nothing would stop this engine from sending
     /// beside the one that takes over. Stop the runtime next
@@ -46,6 +54,14 @@ impl Runtime {
                 "this engine no longer holds the lease (epoch {} replaced by {newer})",
                 state.epoch()
             ));
+        }
+        // A KILL in force is drained here, where the orders are: handing
+        // them over mid-drain would leave the drain's cancels to a gateway
+        // that may no longer write. (A KILL that lands after this check is
+        // drained by the successor: it adopts the orders and drains a KILL
+        // in force at its start, see `Runtime::own_kill_in_force`.)
+        if crate::drain::kill_in_force(&self.block, self.block.state()) {
+            return Err(KILL_IN_FORCE.into());
         }
         let Some(g) = &self.gateway else {
             return Err("the gateway is stopped".into());

@@ -85,7 +85,7 @@ mod planned;
 mod rules;
 mod strategy;
 mod supervise;
-pub use handover::HandOver;
+pub use handover::{HandOver, KILL_IN_FORCE};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -818,6 +818,17 @@ impl Runtime {
     /// it as this run's kill, and the engine trades only after a reset.
     pub fn latched_at_start(&self) -> bool {
         self.latched_at_start
+    }
+
+    /// For the successor of a failover: a KILL already in force when this
+    /// runtime started was aimed at the orders it took over (adopted into
+    /// its registry), not an earlier run's latched kill. From here
+    /// [`Runtime::supervise`] counts it as this run's kill (the drain
+    /// thread drains it at start like any other: it cancels the adopted
+    /// orders) and returns once it is drained, as the engine it replaces
+    /// would have. Returns true when there was such a KILL.
+    pub fn own_kill_in_force(&mut self) -> bool {
+        std::mem::take(&mut self.latched_at_start)
     }
 
     /// The shutdown level the signal handlers asked for so far.

@@ -7,119 +7,16 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use killswitch::control::ControlBlock;
 use killswitch::journal::rebuild;
 use killswitch_tools::fix::parse_fixed;
 use killswitch_tools::venue_server::audit::{working_orders, AuditEntry};
+use support::pair::{config, new_orders, Engine, FIRM};
 use support::venue::{events, VenueProc};
-use support::{ks, run, wait_for, KILLSWITCH};
-
-const FIRM: &str = "FIRM";
-
-fn config(dir: &Path, addr: std::net::SocketAddr) -> String {
-    format!(
-        r#"name = "pair"
-control_dir = {dir:?}
-journal_dir = {journal:?}
-lease_ttl_ms = 1000
-
-[[venues]]
-name = "SIM"
-instruments = ["I0"]
-connect = "{addr}"
-comp_id = "{FIRM}"
-cancel_on_disconnect = true
-dead_man_ms = 0
-
-[[strategies]]
-name = "mm"
-venue = "SIM"
-instrument = "I0"
-open_orders = 100
-
-[[strategies]]
-name = "momo"
-kind = "momentum"
-venue = "SIM"
-instrument = "I0"
-interval_us = 2000
-"#,
-        journal = dir.join("journal"),
-    )
-}
-
-struct Engine {
-    child: Child,
-    log: PathBuf,
-    report: PathBuf,
-}
-
-impl Engine {
-    fn spawn(work: &Path, label: &str, standby: bool) -> Engine {
-        let log = work.join(format!("{label}.log"));
-        let report = work.join(format!("{label}.json"));
-        let mut c = Command::new(KILLSWITCH);
-        c.arg("engine")
-            .arg("--config")
-            .arg(work.join("engine.toml"))
-            .arg("--report")
-            .arg(&report);
-        if standby {
-            c.arg("--standby");
-        }
-        let child = c
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Engine { child, log, report }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits for the exit (deadline 60 s); its code and report.
-    fn wait(&mut self) -> (i32, serde_json::Value) {
-        let end = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                let r = std::fs::read_to_string(&self.report)
-                    .ok()
-                    .and_then(|t| serde_json::from_str(&t).ok())
-                    .unwrap_or(serde_json::Value::Null);
-                return (s.code().unwrap_or(-1), r);
-            }
-            assert!(
-                Instant::now() < end,
-                "engine did not exit; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn new_orders(log: &[AuditEntry]) -> Vec<&AuditEntry> {
-    log.iter()
-        .filter(|e| e.session == FIRM && e.dir == "in" && e.msg_type.as_deref() == Some("D"))
-        .collect()
-}
+use support::{ks, run, wait_for};
 
 fn failover_cmd(work: &Path, what: &str) -> String {
     let mut c = ks(work, "pair");

@@ -11,7 +11,17 @@
 //! seen, caught up, logon, lease taken, orders adopted, first new order
 //! (new active).
 
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
 use killswitch::clock::mono_ns;
+use killswitch::control::Operator;
+
+/// Test knob (environment): a path. The active, having seen a failover
+/// request and stopped new orders, waits (at most 60 s) until that path
+/// exists before it hands over, so a process test can trip KILL in that
+/// window deterministically. Unset in production: no wait.
+pub const HOLD_HAND_OVER_ENV: &str = "KS_ENGINE_TEST_HOLD_HAND_OVER";
 
 /// What a promoted standby did while starting, for the timeline.
 #[derive(Clone, Copy, Debug)]
@@ -37,4 +47,42 @@ pub fn phase_now(what: &str) -> u64 {
     let t = mono_ns();
     phase(what, t);
     t
+}
+
+/// Withdraws failover request `nonce` because a KILL is in force (see
+/// [`Operator::withdraw_failover`]) and says so: this engine drains its own
+/// orders and stays the lease holder until it stops; the standby keeps
+/// following and does not take over.
+pub fn withdraw(operator: &Operator, nonce: u32, asked_by: u32) {
+    withdraw_because(
+        operator,
+        nonce,
+        asked_by,
+        "a KILL is in force; this engine keeps the lease and its sessions and drains its own orders",
+    );
+}
+
+/// Withdraws failover request `nonce` for the reason given.
+pub fn withdraw_because(operator: &Operator, nonce: u32, asked_by: u32, why: &str) {
+    if operator.withdraw_failover(nonce) {
+        eprintln!(
+            "ks-engine: failover: ABORTED (asked by pid {asked_by}): {why} (pid {}); the standby does not take over",
+            std::process::id()
+        );
+    }
+}
+
+/// The test knob [`HOLD_HAND_OVER_ENV`]: waits for its path, if set.
+pub fn test_hold_before_hand_over() {
+    let Some(path) = std::env::var_os(HOLD_HAND_OVER_ENV).map(PathBuf::from) else {
+        return;
+    };
+    eprintln!(
+        "ks-engine: failover: holding before the hand-over until {} exists ({HOLD_HAND_OVER_ENV}, a test knob)",
+        path.display()
+    );
+    let end = Instant::now() + Duration::from_secs(60);
+    while !path.exists() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }

@@ -328,11 +328,34 @@ impl Engine {
     pub fn run(mut self) -> EngineReport {
         // The runtime's own reading at start (a reset may already have
         // landed since): the same one its supervisor arms from.
-        if self.rt.latched_at_start() {
+        let trip_text = |t: Option<killswitch::control::AuditEntry>| {
+            t.map(|t| {
+                format!(
+                    " (\"{}\", by {} pid {})",
+                    t.reason,
+                    t.source.as_str(),
+                    t.pid
+                )
+            })
+            .unwrap_or_default()
+        };
+        if self.promotion.is_some() && self.rt.own_kill_in_force() {
+            // A KILL that came in force during the failover (after the old
+            // active handed over, or as this engine took over): the orders
+            // it was aimed at are the ones just adopted, and no one else
+            // can cancel them now (the old active is fenced). The drain
+            // thread drains it at start; this engine stops once it has.
+            eprintln!(
+                "ks-engine: failover: KILL in force at the takeover{}: this engine (pid {}) drains the {} order(s) adopted from the old active before anything else, then stops",
+                trip_text(self.rt.block().last_trip()),
+                std::process::id(),
+                self.rt.recovered_orders()
+            );
+        } else if self.rt.latched_at_start() {
             let t = self.rt.block().last_trip();
             eprintln!(
                 "ks-engine: the switch is LATCHED at KILL{}: not trading until `killswitch reset --confirm`",
-                t.map(|t| format!(" (\"{}\", by {} pid {})", t.reason, t.source.as_str(), t.pid)).unwrap_or_default()
+                trip_text(t)
             );
         }
         let opts = SuperviseOptions {
@@ -381,7 +404,11 @@ impl Engine {
         // A failover asked before we started is not ours either.
         let leased = self.rt.lease().is_some();
         let stale_failover = monitor.block().failover_request().map(|r| r.nonce);
-        let mut failover_seen: Option<u64> = None;
+        // Read between the two supervise calls while the beat closure
+        // still lives: a Cell, not a captured `&mut`.
+        let failover_seen: std::cell::Cell<Option<(u64, killswitch::control::FailoverRequest)>> =
+            std::cell::Cell::new(None);
+        let mut failover_withdrawn: Option<u32> = None;
         let mut failover_ignored = false;
         let sent_at_start = killswitch::control::GatewaySnapshot::read(monitor.block()).orders_sent;
         let mut first_new_order = self.promotion.is_none();
@@ -396,7 +423,8 @@ impl Engine {
             );
         }
         let cfg = &self.cfg;
-        let supervised = self.rt.supervise_with(opts, |beat| {
+        let operator = self.rt.operator();
+        let mut on_beat = |beat: &killswitch::runtime::Beat| -> Flow {
             // First: a reset seen on the same beat as a SIGTERM is still
             // reported (the operator must read that trading resumed).
             if !was_armed && beat.armed {
@@ -420,13 +448,16 @@ impl Engine {
                     }
                 }
                 // A failover: not while a KILL is in force (that drain
-                // runs to its end here, where the orders are).
+                // runs to its end here, where the orders are; see below).
                 if let Some(r) = monitor.block().failover_request() {
-                    if Some(r.nonce) != stale_failover {
+                    if Some(r.nonce) != stale_failover && !r.withdrawn {
                         if leased {
-                            failover_seen = Some(failover::phase_now(&format!(
-                                "stop new orders (asked by pid {})",
-                                r.pid
+                            failover_seen.set(Some((
+                                failover::phase_now(&format!(
+                                    "stop new orders (asked by pid {})",
+                                    r.pid
+                                )),
+                                r,
                             )));
                             return Flow::Stop;
                         }
@@ -434,6 +465,20 @@ impl Engine {
                             failover_ignored = true;
                             eprintln!("ks-engine: a failover was asked (pid {}) but this engine holds no lease (lease_ttl_ms = 0): ignored", r.pid);
                         }
+                    }
+                }
+            }
+            // A failover asked while a KILL is in force is withdrawn: this
+            // engine drains its own orders, and the standby must not take
+            // over on the lease this engine gives back when it stops.
+            if leased && killswitch::drain::kill_in_force(monitor.block(), beat.state) {
+                if let Some(r) = monitor.block().failover_request() {
+                    if Some(r.nonce) != stale_failover
+                        && !r.withdrawn
+                        && failover_withdrawn != Some(r.nonce)
+                    {
+                        failover_withdrawn = Some(r.nonce);
+                        failover::withdraw(&operator, r.nonce, r.pid);
                     }
                 }
             }
@@ -482,7 +527,42 @@ impl Engine {
             let draining = beat.state.mode() == Mode::Kill && beat.armed;
             telemetry.publish(&view(false), beat.armed, draining);
             Flow::Continue
-        });
+        };
+        let mut supervised = self.rt.supervise_with(opts.clone(), &mut on_beat);
+        let mut handed_over = None;
+        if let Some((_, asked)) = failover_seen.get() {
+            failover::test_hold_before_hand_over();
+            let result = self.rt.hand_over(Duration::from_secs(5));
+            if result.is_err()
+                && killswitch::drain::kill_in_force(self.rt.block(), self.rt.block().state())
+            {
+                // A KILL came after the request was seen, before the
+                // hand-over: drain it here, where the orders and the lease
+                // still are, exactly as without a failover.
+                failover::withdraw(&operator, asked.nonce, asked.pid);
+                supervised = self.rt.supervise_with(opts, &mut on_beat);
+            } else {
+                handed_over = Some(result);
+            }
+        }
+        if handed_over.is_none() {
+            // Stopping without a hand-over (a KILL drained before a beat
+            // saw the request, a planned shutdown, a signal): a request
+            // still pending must not promote the standby when this engine
+            // gives the lease back as it stops.
+            if let Some(r) = operator
+                .block()
+                .failover_request()
+                .filter(|r| Some(r.nonce) != stale_failover && !r.withdrawn)
+            {
+                failover::withdraw_because(
+                    &operator,
+                    r.nonce,
+                    r.pid,
+                    "this engine is stopping without handing over",
+                );
+            }
+        }
         telemetry.publish_now(&view(true), was_armed, supervised.kill_generation.is_some());
         if let Some(died) = &supervised.drain_died {
             eprintln!("ks-engine: FATAL: {died}");
@@ -490,9 +570,8 @@ impl Engine {
         if let Some(died) = &supervised.gateway_died {
             eprintln!("ks-engine: FATAL: {died}");
         }
-        let mut handed_over = None;
-        if failover_seen.is_some() {
-            match self.rt.hand_over(Duration::from_secs(5)) {
+        if let Some(result) = handed_over.take() {
+            match result {
                 Ok(h) => {
                     failover::phase(
                         &format!(
@@ -529,11 +608,22 @@ impl Engine {
         // The runtime's ordered stop: strategies (they see the stop and
         // drop their handles), gateway, drain, journal sync, signals, detach.
         let stopped = self.rt.shutdown();
+        let mut kill_after_hand_over = None;
         if let Some(Ok(_)) = &handed_over {
             failover::phase_now(&format!(
                 "last record seq {} written, journal closed",
                 self.rt.journal_last_seq()
             ));
+            let block = self.rt.block();
+            if killswitch::drain::kill_in_force(block, block.state()) {
+                // Fenced, this engine can send nothing: say who drains.
+                let why = format!(
+                    "a KILL came in force after this engine handed over{}: it is fenced (no cancel of its drain went out after the hand-over, and it no longer hears the venue, so its report may show orders CancelUnknown); the standby drains the orders it adopts when it takes over (its log says what it drained)",
+                    trip_text(block.last_trip())
+                );
+                eprintln!("ks-engine: failover: {why}");
+                kill_after_hand_over = Some(why);
+            }
         }
         let strategies: Vec<StrategyStats> = self
             .strategies
@@ -564,12 +654,20 @@ impl Engine {
         match handed_over {
             Some(Ok(h)) if report.exit_code == EXIT_OK && h.failed.is_empty() => {
                 report.verdict = format!(
-                    "handed over to the standby (epoch {} released): restart this engine with --standby",
-                    h.epoch
+                    "handed over to the standby (epoch {} released): restart this engine with --standby{}",
+                    h.epoch,
+                    kill_after_hand_over
+                        .map(|k| format!("; {k}"))
+                        .unwrap_or_default()
                 );
             }
             Some(Ok(h)) => {
-                report.verdict = format!("handed over with findings: {}", h.failed.join("; "));
+                let mut findings = h.failed.clone();
+                if report.exit_code != EXIT_OK {
+                    findings.push(report.verdict.clone());
+                }
+                findings.extend(kill_after_hand_over);
+                report.verdict = format!("handed over with findings: {}", findings.join("; "));
                 if report.exit_code == EXIT_OK {
                     report.exit_code = EXIT_START_FAILED;
                 }

@@ -216,18 +216,29 @@ pub fn run(cfg: &EngineConfig) -> Outcome {
                 ));
             }
         };
-        // A failover: asked after we started (one load), and then the
-        // lease given back by its holder (not lapsed, not a dead holder:
-        // those are crashes, not hand-overs). The lease at most every
-        // 200 µs: reading it may read /proc.
+        // A failover: asked after we started (one load), not withdrawn
+        // (the active withdraws it when a KILL is in force and drains its
+        // own orders), and then the lease given back by its holder (not
+        // lapsed, not a dead holder: those are crashes, not hand-overs).
+        // A KILL that came in force after the hand-over does not stop the
+        // promotion: the orders were handed over, and this engine is the
+        // only one that can still cancel them (it drains that KILL at
+        // start). The lease at most every 200 µs: reading it may read /proc.
         let asked = cfg.lease_ttl_ms > 0
             && block
                 .failover_request()
-                .is_some_and(|r| Some(r.nonce) != stale_failover);
+                .is_some_and(|r| Some(r.nonce) != stale_failover && !r.withdrawn);
         if asked && Instant::now() >= next_lease_look {
             next_lease_look = Instant::now() + Duration::from_micros(200);
             let lease = block.lease();
-            if lease.epoch > 0 && lease.holder == 0 {
+            // The request again, after the lease: an active that withdrew
+            // it did so before it gave the lease back (it stops after its
+            // drain), so a release seen here with the request still live
+            // is a hand-over, never a KILL's stop.
+            let still_asked = block
+                .failover_request()
+                .is_some_and(|r| Some(r.nonce) != stale_failover && !r.withdrawn);
+            if lease.epoch > 0 && lease.holder == 0 && still_asked {
                 super::failover::phase_now(&format!(
                     "standby saw the lease released (epoch {})",
                     lease.epoch

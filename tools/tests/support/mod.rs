@@ -80,5 +80,6 @@ pub fn wait_for(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+pub mod pair;
 pub mod planned;
 pub mod venue;

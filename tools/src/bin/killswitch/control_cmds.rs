@@ -560,6 +560,14 @@ fn failover(
         );
         return Ok(ExitCode::from(exit::REFUSED));
     };
+    if killswitch::drain::kill_in_force(block, block.state()) {
+        eprintln!(
+            "killswitch: refused: {what}: a KILL is in force on {}: the active (pid {}) drains its own orders where they are; handing over mid-drain could leave them to no one. Let the drain end (`killswitch status`), reset, then ask again",
+            block.path().display(),
+            lease.holder
+        );
+        return Ok(ExitCode::from(exit::REFUSED));
+    }
     let started = std::time::Instant::now();
     let asked = operator.request_failover();
     outln!(
@@ -569,7 +577,24 @@ fn failover(
         standby.pid,
         asked.nonce
     );
+    let mut kill_said = false;
     while started.elapsed() < timeout {
+        if block
+            .failover_request()
+            .is_some_and(|r| r.nonce == asked.nonce && r.withdrawn)
+        {
+            eprintln!(
+                "killswitch: {what}: ABORTED by the active pid {}: a KILL came in force before it handed over; it keeps the lease and drains its own orders (its log and report say what it drained); the standby pid {} does not take over",
+                lease.holder, standby.pid
+            );
+            return Ok(ExitCode::from(exit::REFUSED));
+        }
+        if !kill_said && killswitch::drain::kill_in_force(block, block.state()) {
+            kill_said = true;
+            outln!(
+                "{what}: a KILL came in force during the failover: the active drains it if it has not handed over yet, otherwise the standby drains it as it takes over (each engine's log says which)"
+            );
+        }
         let now = block.lease();
         if now.epoch > lease.epoch && now.holder != 0 && now.holder_alive {
             outln!(
@@ -581,6 +606,15 @@ fn failover(
                 lease.epoch
             );
             return Ok(ExitCode::from(exit::OK));
+        }
+        if now.epoch > lease.epoch && now.holder == 0 {
+            // Taken and already given back: the new active stopped (a KILL
+            // in force at its takeover is drained and then it stops).
+            eprintln!(
+                "killswitch: {what}: the standby pid {} took over (epoch {}) and has stopped since, giving the lease back: nobody is active now; its log and report say why (a KILL drained at the takeover stops it)",
+                standby.pid, now.epoch
+            );
+            return Ok(ExitCode::from(exit::REFUSED));
         }
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
