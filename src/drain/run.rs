@@ -15,8 +15,8 @@ use crate::backoff::{Backoff, BackoffConfig};
 use crate::clock::{mono_ns, wall_ns};
 use crate::control::layout::DRAIN_FLAG_RECOVERY;
 use crate::control::{
-    ControlBlock, DrainIncomplete, DrainPhase, DrainStatus, IncompleteWriter, Mode, ScopeKind,
-    StateWord,
+    AuditKind, ControlBlock, DrainIncomplete, DrainPhase, DrainStatus, IncompleteWriter, Mode,
+    ScopeKind, StateWord,
 };
 use crate::gateway::{CancelRequest, DrainLink};
 use crate::order::{OrderId, OrderState, ScopeIndex};
@@ -390,17 +390,16 @@ impl Drainer {
         if first_take {
             out.timings.t_first_cancel = first;
             out.timings.t_last_cancel_enqueued = mono_ns();
-            if let Some(t) = block.last_trip() {
-                out.timings.t_trip = t.mono_ns;
-                set(&ds.t_trip, t.mono_ns);
+            // This generation's own record: the tripper writes it after its
+            // compare-and-swap, so it may not be there yet (then `finish`
+            // looks again), and the newest trip in the ring may be an older one.
+            let t = trip_time(&block, a.w.generation());
+            if t != 0 {
+                out.timings.t_trip = t;
+                set(&ds.t_trip, t);
             }
         } else {
-            let t_trip = block
-                .audit()
-                .iter()
-                .rev()
-                .find(|e| e.generation == a.w.generation())
-                .map_or(0, |e| e.mono_ns);
+            let t_trip = trip_time(&block, a.w.generation());
             set(&ds.t_trip, t_trip);
             out.escalations.push(Escalation {
                 generation: a.w.generation(),
@@ -574,6 +573,13 @@ impl Drainer {
                 self.block.record_drain_incomplete(&rec);
             }
         }
+        if out.timings.t_trip == 0 && !out.recovery {
+            let t = trip_time(&self.block, out.generation);
+            if t != 0 {
+                out.timings.t_trip = t;
+                set(&ds.t_trip, t);
+            }
+        }
         out.timings.t_done = mono_ns();
         set(&ds.t_done, out.timings.t_done);
         let phase = if out.error.is_some() {
@@ -601,4 +607,15 @@ impl Drainer {
                 .collect()
         })
     }
+}
+
+/// When the trip that made `generation` was made (its audit record,
+/// `CLOCK_MONOTONIC` ns), or 0 when that record is not (yet) in the ring.
+fn trip_time(block: &ControlBlock, generation: u64) -> u64 {
+    block
+        .audit()
+        .iter()
+        .rev()
+        .find(|e| e.kind == AuditKind::Trip && e.generation == generation)
+        .map_or(0, |e| e.mono_ns)
 }

@@ -112,8 +112,11 @@ pub struct RuleStatus {
     pub gauge: killswitch::rules::RuleGauge,
 }
 
+/// `t - t0` when both happened. The trip's time is read by the tripper just
+/// after its compare-and-swap, so a step of a fast drain on another core can
+/// carry an earlier time: that is 0, not "not yet".
 fn since(t0: u64, t: u64) -> Option<u64> {
-    (t0 != 0 && t >= t0).then(|| t - t0)
+    (t0 != 0 && t != 0).then(|| t.saturating_sub(t0))
 }
 
 impl EngineView {
@@ -122,11 +125,26 @@ impl EngineView {
         let status = Status::read(block);
         let telemetry = TelemetrySnapshot::read(block);
         let d = &status.drain;
+        // The drain copies the trip's time from its audit record; a record
+        // written after the drain looked (a tripper descheduled between its
+        // compare-and-swap and the record) is read here instead.
+        let t_trip = if d.t_trip != 0 {
+            d.t_trip
+        } else {
+            block
+                .audit()
+                .iter()
+                .rev()
+                .find(|e| {
+                    e.kind == killswitch::control::AuditKind::Trip && e.generation == d.generation
+                })
+                .map_or(0, |e| e.mono_ns)
+        };
         let kill_path = KillPath {
-            trip_to_gateway_ack_ns: since(d.t_trip, d.t_gateway_ack),
-            trip_to_first_cancel_ns: since(d.t_trip, d.t_first_cancel),
-            trip_to_last_cancel_ack_ns: since(d.t_trip, d.t_last_ack),
-            trip_to_done_ns: since(d.t_trip, d.t_done),
+            trip_to_gateway_ack_ns: since(t_trip, d.t_gateway_ack),
+            trip_to_first_cancel_ns: since(t_trip, d.t_first_cancel),
+            trip_to_last_cancel_ack_ns: since(t_trip, d.t_last_ack),
+            trip_to_done_ns: since(t_trip, d.t_done),
         };
         let now = mono_ns();
         let telemetry_age_ms = telemetry
