@@ -205,6 +205,28 @@ pub fn run(args: DrillArgs) -> ExitCode {
     }
 }
 
+/// Starts the drill's venue processes when it runs over the wire (they set
+/// the venues' addresses in `cfg`), then writes the engine's configuration
+/// to `engine.toml` in `work`: both drills begin this way.
+pub(crate) fn start_venues_and_config(
+    args: &DrillArgs,
+    cfg: &mut EngineConfig,
+    work: &Path,
+) -> Result<(Option<crate::drill_wire::Venues>, PathBuf), String> {
+    let venues = if args.venues == VenueMode::Wire {
+        Some(crate::drill_wire::start(args.scenario, cfg, work)?)
+    } else {
+        None
+    };
+    let config_path = work.join("engine.toml");
+    std::fs::write(
+        &config_path,
+        toml::to_string(&*cfg).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("{}: {e}", config_path.display()))?;
+    Ok((venues, config_path))
+}
+
 pub(crate) fn config_for(args: &DrillArgs, work: &Path) -> EngineConfig {
     let mut cfg = EngineConfig {
         name: "drill".into(),
@@ -365,17 +387,7 @@ fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
     if args.method == TripMethod::Sigterm {
         cfg.shutdown.sigterm_planned = false;
     }
-    let mut venues = if wire {
-        Some(crate::drill_wire::start(args.scenario, &mut cfg, &work)?)
-    } else {
-        None
-    };
-    let config_path = work.join("engine.toml");
-    std::fs::write(
-        &config_path,
-        toml::to_string(&cfg).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| format!("{}: {e}", config_path.display()))?;
+    let (mut venues, config_path) = crate::drill::start_venues_and_config(args, &mut cfg, &work)?;
     say!(
         q,
         "killswitch drill: scenario {:?}, trip by {:?}, venues {}",

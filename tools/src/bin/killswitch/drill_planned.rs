@@ -131,17 +131,7 @@ fn drill(args: &DrillArgs) -> Result<PlannedDrillReport, String> {
     let work = crate::drill::work_dir(args)?;
     let mut cfg = crate::drill::config_for(args, &work);
     shutdown_settings(&mut cfg);
-    let mut venues = if wire {
-        Some(crate::drill_wire::start(args.scenario, &mut cfg, &work)?)
-    } else {
-        None
-    };
-    let config_path = work.join("engine.toml");
-    std::fs::write(
-        &config_path,
-        toml::to_string(&cfg).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| format!("{}: {e}", config_path.display()))?;
+    let (mut venues, config_path) = crate::drill::start_venues_and_config(args, &mut cfg, &work)?;
     say!(
         q,
         "killswitch drill --planned: scenario {:?}, flatten {}, venues {}",
