@@ -129,6 +129,42 @@ fn bench_gate(c: &mut Criterion) {
                 .count()
         })
     });
+    // Two more like-for-like baselines, to tell what the gate's loop pays
+    // for: the same reject path on an 8-byte word tested against a mask (the
+    // gate's shape, on the heap), and on a byte in a shared file mapping
+    // (the gate's memory, the flag's width).
+    let word = std::sync::atomic::AtomicU64::new(0);
+    g.bench_function("baseline_atomic_u64_mask_with_reject_path", |b| {
+        b.iter(|| {
+            let w = black_box(&word);
+            (0..1000)
+                .filter(|_| w.load(Ordering::Acquire) & 0x1f == 0 || rejected_slow_path(&o))
+                .count()
+        })
+    });
+    let mapped = dir.path().join("mapped-flag");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&mapped)
+        .unwrap();
+    file.set_len(4096).unwrap();
+    // SAFETY: a fresh file of this bench's own, mapped shared, read and
+    // written only through the atomic below while the map lives.
+    let map = unsafe { memmap2::MmapMut::map_mut(&file).unwrap() };
+    // SAFETY: the mapping is page-aligned and 4096 bytes long; an
+    // AtomicBool has alignment 1 and lives inside it for the map's life.
+    let mapped_flag = unsafe { &*(map.as_ptr() as *const AtomicBool) };
+    g.bench_function("baseline_mapped_atomic_bool_with_reject_path", |b| {
+        b.iter(|| {
+            let f = black_box(mapped_flag);
+            (0..1000)
+                .filter(|_| !f.load(Ordering::Acquire) || rejected_slow_path(&o))
+                .count()
+        })
+    });
     g.finish();
 }
 
