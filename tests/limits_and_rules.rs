@@ -155,6 +155,31 @@ fn submit_until_refused(h: &StrategyHandle, tags: ScopeTags, side: Side) -> Reje
     }
 }
 
+/// The strategy was refused by a global HaltNew, and the block's audit
+/// holds exactly one automatic trip, whose reason says each of `says`.
+fn halted_by_one_rule(
+    refusal: &Rejection,
+    block: &killswitch::control::ControlBlock,
+    says: &[&str],
+) {
+    assert!(
+        matches!(
+            refusal,
+            Rejection::Mode {
+                mode: Mode::HaltNew,
+                scope: None,
+                ..
+            }
+        ),
+        "{refusal:?}"
+    );
+    let trips = auto_trips(block);
+    assert_eq!(trips.len(), 1, "{trips:?}");
+    for s in says {
+        assert!(trips[0].reason.contains(s), "{}", trips[0].reason);
+    }
+}
+
 #[test]
 fn pre_trade_limits_refuse_with_a_verdict_and_nothing_reaches_the_venue() {
     let dir = shm();
@@ -434,22 +459,10 @@ fn trailing_loss_trips_on_a_drawdown_while_still_in_profit() {
         submit_until_refused(&mm, tags, Side::Buy)
     });
     let refusal = supervise_until(&mut rt, strategy);
-    assert!(matches!(
-        refusal,
-        Rejection::Mode {
-            mode: Mode::HaltNew,
-            scope: None,
-            ..
-        }
-    ));
-    let trips = auto_trips(rt.block());
-    assert_eq!(trips.len(), 1, "{trips:?}");
-    assert!(
-        trips[0]
-            .reason
-            .contains("trailing-loss: drawdown 60 from peak 100 (P&L 40)"),
-        "{}",
-        trips[0].reason
+    halted_by_one_rule(
+        &refusal,
+        rt.block(),
+        &["trailing-loss: drawdown 60 from peak 100 (P&L 40)"],
     );
 }
 
@@ -472,25 +485,10 @@ fn a_rejecting_venue_trips_the_reject_rate_rule() {
         submit_until_refused(&mm, tags, Side::Buy)
     });
     let refusal = supervise_until(&mut rt, strategy);
-    assert!(matches!(
-        refusal,
-        Rejection::Mode {
-            mode: Mode::HaltNew,
-            scope: None,
-            ..
-        }
-    ));
-    let trips = auto_trips(rt.block());
-    assert_eq!(trips.len(), 1, "{trips:?}");
-    assert!(
-        trips[0].reason.contains("reject-rate"),
-        "{}",
-        trips[0].reason
-    );
-    assert!(
-        trips[0].reason.contains("100.00 %, limit 5.00 %"),
-        "{}",
-        trips[0].reason
+    halted_by_one_rule(
+        &refusal,
+        rt.block(),
+        &["reject-rate", "100.00 %, limit 5.00 %"],
     );
 }
 
@@ -511,21 +509,7 @@ fn an_order_burst_trips_the_order_rate_rule() {
         submit_until_refused(&mm, tags, Side::Buy)
     });
     let refusal = supervise_until(&mut rt, strategy);
-    assert!(matches!(
-        refusal,
-        Rejection::Mode {
-            mode: Mode::HaltNew,
-            scope: None,
-            ..
-        }
-    ));
-    let trips = auto_trips(rt.block());
-    assert_eq!(trips.len(), 1, "{trips:?}");
-    assert!(
-        trips[0].reason.contains("order-rate"),
-        "{}",
-        trips[0].reason
-    );
+    halted_by_one_rule(&refusal, rt.block(), &["order-rate"]);
 }
 
 #[test]
