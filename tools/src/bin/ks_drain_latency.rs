@@ -53,8 +53,8 @@ use killswitch::control::{
     ControlBlock, DrainPhase, DrainSnapshot, Mode, Operator, ResetRequest, ScopeKind, Source,
     TripRequest,
 };
-use killswitch::drain::{Drain, DrainConfig};
-use killswitch::gateway::{Gateway, GatewayConfig};
+use killswitch::drain::{Drain, DrainConfig, DrainHandle};
+use killswitch::gateway::{Gateway, GatewayConfig, GatewayHandle};
 use killswitch::order::{OrderIntent, Price, Qty, ScopeTags, Side};
 use killswitch::registry::Registry;
 use killswitch::venue::sim::{FlowConfig, SimConfig, SimVenue, WireMessage};
@@ -89,6 +89,44 @@ impl Args {
     /// normal thread (this tool's own tripping thread included) except for
     /// the kernel's real-time throttling slack, which on a 2-core machine
     /// stalls everything.
+    /// The gateway on `venues` and its drain, on the cores and with the
+    /// back-off and scheduling these arguments ask for.
+    fn spawn(
+        &self,
+        block: &Arc<ControlBlock>,
+        registry: &Arc<Registry>,
+        venues: Vec<(u16, Box<dyn Venue>)>,
+    ) -> Result<(GatewayHandle, DrainHandle), String> {
+        let mut gateway = Gateway::spawn(
+            block.clone(),
+            registry.clone(),
+            venues,
+            GatewayConfig {
+                core: self.gateway_core,
+                backoff: self.backoff(),
+                order_ring: 16_384,
+                realtime: self.realtime,
+                ..GatewayConfig::default()
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        let link = gateway
+            .take_drain_link()
+            .ok_or("gateway gave no drain link")?;
+        let drain = Drain::spawn(
+            link,
+            DrainConfig {
+                core: self.drain_core,
+                backoff: self.backoff(),
+                realtime: self.realtime,
+                ..DrainConfig::emergency()
+            },
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok((gateway, drain))
+    }
+
     fn backoff(&self) -> BackoffConfig {
         if self.sleeping_backoff || self.realtime.is_some() {
             BackoffConfig::default()
@@ -199,33 +237,7 @@ fn run(a: &Args) -> Result<(), String> {
         let (venue, sim) = SimVenue::new(cfg);
         (Box::new(venue), Some(sim), None)
     };
-    let mut gateway = Gateway::spawn(
-        block.clone(),
-        registry.clone(),
-        vec![(0, venue)],
-        GatewayConfig {
-            core: a.gateway_core,
-            backoff: a.backoff(),
-            order_ring: 16_384,
-            realtime: a.realtime,
-            ..GatewayConfig::default()
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    let link = gateway
-        .take_drain_link()
-        .ok_or("gateway gave no drain link")?;
-    let drain = Drain::spawn(
-        link,
-        DrainConfig {
-            core: a.drain_core,
-            backoff: a.backoff(),
-            realtime: a.realtime,
-            ..DrainConfig::emergency()
-        },
-        None,
-    )
-    .map_err(|e| e.to_string())?;
+    let (gateway, drain) = a.spawn(&block, &registry, vec![(0, venue)])?;
     let sender = gateway.order_sender();
     let intent = OrderIntent {
         tags: ScopeTags::default(),
@@ -427,33 +439,7 @@ fn second_trip(a: &Args) -> Result<(), String> {
         sessions.push((index, Box::new(venue)));
         sims.push((index, sim));
     }
-    let mut gateway = Gateway::spawn(
-        block.clone(),
-        registry.clone(),
-        sessions,
-        GatewayConfig {
-            core: a.gateway_core,
-            backoff: a.backoff(),
-            order_ring: 16_384,
-            realtime: a.realtime,
-            ..GatewayConfig::default()
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    let link = gateway
-        .take_drain_link()
-        .ok_or("gateway gave no drain link")?;
-    let drain = Drain::spawn(
-        link,
-        DrainConfig {
-            core: a.drain_core,
-            backoff: a.backoff(),
-            realtime: a.realtime,
-            ..DrainConfig::emergency()
-        },
-        None,
-    )
-    .map_err(|e| e.to_string())?;
+    let (gateway, drain) = a.spawn(&block, &registry, sessions)?;
     let sender = gateway.order_sender();
     let (sim_a, sim_b) = (&sims[0].1, &sims[1].1);
     let (mut first, mut second, mut second_wire) = (hist(), hist(), hist());
