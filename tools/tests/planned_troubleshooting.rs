@@ -226,9 +226,8 @@ fn a_full_checkpoint_directory_sends_the_checkpoint_to_the_alternate_path_report
 /// venue that ignores cancels): the announcement, the step, the deployment
 /// lock and who holds it; after it: finished, unlocked; and a
 /// reconciliation mismatch awaiting `reconcile --ack` (recorded on the
-/// block by the test, as step 7 records one: the simulated venues keep
-/// positions in step with the engine, so a real mismatch is not produced
-/// here), cleared by the acknowledgement.
+/// block by the test, as step 7 records one: the next test produces a real
+/// one), cleared by the acknowledgement.
 #[test]
 fn status_shows_the_announcement_the_step_the_lock_and_a_mismatch_awaiting_ack() {
     let d = tempfile::tempdir().unwrap();
@@ -307,4 +306,77 @@ fn status_shows_the_announcement_the_step_the_lock_and_a_mismatch_awaiting_ack()
     s.arg("status");
     let text = run(s).stdout();
     assert!(!text.contains("MISMATCH"), "{text}");
+}
+
+/// A real reconciliation mismatch, end to end: the first venue books 3 lots
+/// for the engine's account that the engine is never told of (the
+/// simulator's fault knob: a lost fill report, a bust, an adjustment by the
+/// venue). The planned shutdown's step 7 asks the venue for its positions,
+/// finds the difference, reports it (outcome bit, the reconcile table) and
+/// leaves the flag on the block: `status` shows it, a reset is refused
+/// until `reconcile --ack`, and then allowed.
+#[test]
+fn a_position_the_venue_booked_unseen_is_a_mismatch_that_blocks_reset_until_acknowledged() {
+    let d = tempfile::tempdir().unwrap();
+    let mut cfg = config(d.path(), "rec");
+    cfg.venues[0].unreported_position_lots = 3;
+    let mut engine = start(d.path(), &cfg);
+    let mut cmd = ks(d.path(), "rec");
+    cmd.args(["shutdown", "--reason", "end of day"]);
+    let out = run(cmd);
+    out.expect_code(5);
+    let text = out.stdout();
+    assert!(text.contains("MISMATCH"), "{text}");
+    engine.wait_exit();
+    let r = shutdown_report(d.path(), "rec");
+    assert_ne!(
+        r["outcome_bits"].as_u64().unwrap() & words::OUTCOME_RECONCILE_MISMATCH,
+        0,
+        "{r:#}"
+    );
+    let venue = cfg.venues[0].name.as_str();
+    let instrument = cfg.venues[0].instruments[0].as_str();
+    let rows = r["reconcile"].as_array().unwrap();
+    let bad: Vec<&Value> = rows
+        .iter()
+        .filter(|row| row["status"] == "MISMATCH")
+        .collect();
+    assert_eq!(bad.len(), 1, "{rows:#?}");
+    assert_eq!(bad[0]["venue"], venue, "{rows:#?}");
+    assert_eq!(bad[0]["instrument"], instrument, "{rows:#?}");
+    // The venue holds 3 lots more than the engine knows of.
+    let lots = |v: &Value| {
+        v.as_str()
+            .and_then(|s| s.parse::<f64>().ok())
+            .or(v.as_f64())
+    };
+    let (int, at) = (lots(&bad[0]["internal"]), lots(&bad[0]["at_venue"]));
+    assert_eq!(at.zip(int).map(|(a, i)| a - i), Some(3.0), "{:#}", bad[0]);
+    for row in rows.iter().filter(|row| row["status"] != "MISMATCH") {
+        assert_eq!(row["status"], "OK", "{rows:#?}");
+    }
+
+    let b = ControlBlock::open(d.path(), "rec").unwrap();
+    assert!(words::change_flags(&b).reconcile_mismatch);
+    let mut s = ks(d.path(), "rec");
+    s.arg("status");
+    let text = run(s).stdout();
+    assert!(text.contains("reconcile   MISMATCH"), "{text}");
+    let mut reset = ks(d.path(), "rec");
+    reset.args(["reset", "--confirm", "--reason", "next day"]);
+    let refused = run(reset);
+    assert_ne!(refused.code(), 0, "{}", refused.stdout());
+    assert!(
+        format!("{}{}", refused.stdout(), refused.stderr()).contains("reconcile --ack"),
+        "{}{}",
+        refused.stdout(),
+        refused.stderr()
+    );
+    let mut ack = ks(d.path(), "rec");
+    ack.args(["reconcile", "--ack"]);
+    run(ack).expect_code(0);
+    let mut reset = ks(d.path(), "rec");
+    reset.args(["reset", "--confirm", "--reason", "next day"]);
+    let out = run(reset);
+    assert_eq!(out.code(), 0, "{}{}", out.stdout(), out.stderr());
 }

@@ -399,6 +399,17 @@ impl Exchange {
     /// Answers a position request: one `Position` per (instrument, account)
     /// the session has traded, then `PositionsEnd`.
     pub fn positions(&mut self, session: SessionId) {
+        let unreported = self
+            .shared
+            .unreported
+            .lock()
+            .map(|mut u| std::mem::take(&mut *u))
+            .unwrap_or_default();
+        if let Some(s) = self.sessions.get_mut(session as usize) {
+            for (instrument, account, lots) in unreported {
+                *s.positions.entry((instrument, account)).or_insert(0) += lots;
+            }
+        }
         let mut lines: Vec<_> = self
             .sessions
             .get(session as usize)

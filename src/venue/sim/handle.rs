@@ -82,6 +82,9 @@ pub(crate) struct Shared {
     pub mass_cancel: AtomicBool,
     pub disconnected: AtomicBool,
     pub liquidity_withdrawn: AtomicBool,
+    /// Position changes booked at the venue that the engine is not told
+    /// of: (instrument, account, lots), applied at the next position request.
+    pub unreported: Mutex<Vec<(ScopeIndex, ScopeIndex, i64)>>,
     pub log: Mutex<Vec<LogEntry>>,
     pub injected: Mutex<VecDeque<Injected>>,
     pub injected_total: AtomicU64,
@@ -159,6 +162,17 @@ impl SimHandle {
     /// the next poll with the rest.
     pub fn set_liquidity_withdrawn(&self, on: bool) {
         self.shared.liquidity_withdrawn.store(on, Ordering::Release);
+    }
+
+    /// Books `qty` lots of `instrument` for `account` at the venue without
+    /// any answer to the engine: a trade it never saw (a lost fill report,
+    /// a trade bust or an adjustment by the venue's operations desk). The
+    /// venue's next position report includes it, so the planned shutdown's
+    /// reconciliation finds a real mismatch.
+    pub fn book_unreported_position(&self, instrument: ScopeIndex, account: ScopeIndex, qty: Qty) {
+        if let Ok(mut u) = self.shared.unreported.lock() {
+            u.push((instrument, account, qty.0));
+        }
     }
 
     /// True while the participants' liquidity is withdrawn.

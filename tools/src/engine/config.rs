@@ -222,6 +222,11 @@ pub struct VenueSection {
     /// stops, so nothing of ours fills any more (the runbook's "positions
     /// not flattening"; over the wire: `ks-venue --withdraw-liquidity-after-ms`).
     pub withdraw_liquidity_after_ms: Option<u64>,
+    /// Lots of the venue's first instrument that the venue books for the
+    /// first strategy's account at start without telling the engine (a
+    /// trade it never saw: a lost fill report, a bust, an adjustment by the
+    /// venue). 0: none. The planned shutdown's reconciliation must find it.
+    pub unreported_position_lots: i64,
     /// One participant order every this many µs (0: no synthetic flow).
     pub flow_interval_us: u64,
     /// Over the wire: the venue's address (`127.0.0.1:9001`); none: the
@@ -274,6 +279,10 @@ impl VenueSection {
                 "withdraw_liquidity_after_ms",
                 self.withdraw_liquidity_after_ms.is_some(),
             ),
+            (
+                "unreported_position_lots",
+                self.unreported_position_lots != 0,
+            ),
         ]
         .into_iter()
         .filter(|(_, set)| *set)
@@ -297,6 +306,7 @@ impl Default for VenueSection {
             disconnect_after_ms: None,
             hang_after_ms: None,
             withdraw_liquidity_after_ms: None,
+            unreported_position_lots: 0,
             flow_interval_us: 50,
             connect: None,
             comp_id: None,

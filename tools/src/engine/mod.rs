@@ -230,6 +230,7 @@ impl Engine {
                     ..FlowConfig::default()
                 }
             };
+            let first_instrument = instruments.first().map_or(0, |i| i.index);
             let (venue, handle) = SimVenue::new(SimConfig {
                 name: v.name.clone(),
                 instruments,
@@ -241,6 +242,23 @@ impl Engine {
                 cancel_on_disconnect: v.cancel_on_disconnect,
             });
             handle.set_ignore_cancels(v.ignore_cancels);
+            if v.unreported_position_lots != 0 {
+                let account = cfg
+                    .strategies
+                    .first()
+                    .map_or("desk-1", |s| s.account.as_str());
+                let account =
+                    block.register_name(killswitch::control::ScopeKind::Account, account)?;
+                eprintln!(
+                    "ks-engine: venue {} books {} lots of {} for account index {account} that the engine is not told of (fault injection)",
+                    v.name, v.unreported_position_lots, v.instruments.first().map_or("-", String::as_str)
+                );
+                handle.book_unreported_position(
+                    first_instrument,
+                    account,
+                    killswitch::order::Qty::from_lots(v.unreported_position_lots),
+                );
+            }
             handle.set_drop_cancel_ack_ppm(v.drop_cancel_ack_ppm);
             builder = builder.venue(&v.name, venue);
             sims.push(Sim {
