@@ -74,7 +74,7 @@ impl JournalEnd {
 /// What [`JournalWriter::open_after`] did.
 pub enum OpenAfter {
     /// Opened at the followed end: the follower's state is the journal's.
-    AtFollowedEnd(JournalWriter),
+    AtFollowedEnd(Box<JournalWriter>),
     /// Not possible (why): the lock is given back for a full open
     /// ([`JournalWriter::open_with_lock`]) and a rebuild.
     Refused(JournalLock, String),
@@ -225,7 +225,7 @@ impl JournalWriter {
             lock: Some(lock),
         };
         w.request_sync();
-        Ok(OpenAfter::AtFollowedEnd(w))
+        Ok(OpenAfter::AtFollowedEnd(Box::new(w)))
     }
 }
 
@@ -335,7 +335,7 @@ mod tests {
         )
         .unwrap()
         {
-            OpenAfter::AtFollowedEnd(w) => w,
+            OpenAfter::AtFollowedEnd(w) => *w,
             OpenAfter::Refused(_, why) => panic!("refused: {why}"),
         };
         assert_eq!(new.next_seq(), end.next_seq);

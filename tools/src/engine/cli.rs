@@ -109,7 +109,7 @@ pub fn main(args: &EngineArgs) -> i32 {
                 eprintln!("ks-engine: {}", report.verdict);
                 cfg.promoted = true;
                 cfg.hot_open_orders = Some(open);
-                taken_over = Some(journal);
+                taken_over = Some(*journal);
             }
         }
     }

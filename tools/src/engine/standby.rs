@@ -140,7 +140,7 @@ pub enum Outcome {
     Promote(
         StandbyReport,
         Vec<killswitch::journal::OrderEntry>,
-        TakenOver,
+        Box<TakenOver>,
     ),
 }
 
@@ -385,7 +385,7 @@ fn promote(
                 follower.rebuilt().state.open_orders.len(),
                 follower.rebuilt().state.positions.len()
             ),
-            writer,
+            writer: *writer,
             state: follower.rebuilt().state.clone(),
         },
         Ok(killswitch::journal::OpenAfter::Refused(lock, why)) => {
@@ -437,7 +437,7 @@ fn promote(
             EXIT_OK,
         ),
         open,
-        taken,
+        Box::new(taken),
     )
 }
 
