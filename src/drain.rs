@@ -161,6 +161,7 @@ impl Drain {
         let pid = std::process::id();
         let start_ticks = crate::control::proc_start_ticks(pid).unwrap_or(0);
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let cfg_realtime = cfg.realtime.is_some();
         let join = std::thread::Builder::new()
             .name("ks-drain".into())
             .spawn(move || {
@@ -199,7 +200,11 @@ impl Drain {
         // The spawn answers for the scheduling policy asked for: a refused
         // SCHED_FIFO is an error here, not a drain silently at normal
         // priority.
-        if let Ok(Err(e)) = ready_rx.recv() {
+        // Waited for only when a policy was asked for: otherwise waiting
+        // for the new thread to be scheduled (milliseconds on a loaded
+        // machine) would only delay the start (a promoted standby's first
+        // order). The thread acts on whatever it finds when it runs.
+        if let Some(Err(e)) = cfg_realtime.then(|| ready_rx.recv().ok()).flatten() {
             let _ = join.join();
             return Err(io::Error::new(io::ErrorKind::PermissionDenied, e));
         }

@@ -863,6 +863,7 @@ impl Gateway {
         let died = Arc::new(OnceLock::new());
         let thread_died = died.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let cfg_realtime = cfg.realtime.is_some();
         let join = std::thread::Builder::new()
             .name("ks-gateway".into())
             .spawn(move || {
@@ -892,7 +893,11 @@ impl Gateway {
             .map_err(GatewayError::Thread)?;
         // A refused SCHED_FIFO is an error here, not a gateway silently at
         // normal priority.
-        if let Ok(Err(e)) = ready_rx.recv() {
+        // Waited for only when a policy was asked for: otherwise waiting
+        // for the new thread to be scheduled (milliseconds on a loaded
+        // machine) would only delay the start (a promoted standby's first
+        // order). The thread acts on whatever it finds when it runs.
+        if let Some(Err(e)) = cfg_realtime.then(|| ready_rx.recv().ok()).flatten() {
             let _ = join.join();
             return Err(e.into());
         }

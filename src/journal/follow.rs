@@ -11,10 +11,10 @@
 use std::collections::VecDeque;
 use std::path::Path;
 
-use super::reader::{JournalTail, RecordView};
+use super::reader::{note_snapshot, JournalTail, RecordView, SnapshotAt};
 use super::record::RecordType;
 use super::recover::{replay_one, LogLine, Rebuilt};
-use super::JournalError;
+use super::{JournalEnd, JournalError};
 use crate::clock::mono_ns;
 
 /// Follows a journal another process writes and keeps the rebuilt state
@@ -24,6 +24,9 @@ pub struct JournalFollower {
     rebuilt: Rebuilt,
     log_tail: VecDeque<LogLine>,
     applied: u64,
+    /// The newest snapshot met (a writer opened at the end names it in
+    /// the next segment's index record).
+    last_snapshot: Option<SnapshotAt>,
 }
 
 /// What one [`JournalFollower::poll`] applied.
@@ -49,6 +52,7 @@ impl JournalFollower {
             rebuilt: Rebuilt::default(),
             log_tail: VecDeque::new(),
             applied: 0,
+            last_snapshot: None,
         })
     }
 
@@ -71,6 +75,7 @@ impl JournalFollower {
                 mono_ns: rec.mono_ns,
                 payload: &rec.payload,
             };
+            note_snapshot(&view, &mut self.last_snapshot);
             replay_one(&view, &mut self.rebuilt, &mut self.log_tail);
             batch.records += 1;
             batch.max_lag_ns = batch.max_lag_ns.max(mono_ns().saturating_sub(rec.mono_ns));
@@ -89,6 +94,24 @@ impl JournalFollower {
     /// Journal sequence of the last record applied (0: none yet).
     pub fn last_seq(&self) -> u64 {
         self.rebuilt.state.last_seq
+    }
+
+    /// Where the journal ends as far as this follower has applied it: the
+    /// position and sequence of the next record (what
+    /// [`crate::journal::JournalWriter::open_after`] compares with the
+    /// previous writer's close mark).
+    pub fn end(&self) -> JournalEnd {
+        let (segment, offset, expected) = self.tail.position();
+        JournalEnd {
+            segment,
+            offset,
+            next_seq: expected.unwrap_or(self.rebuilt.state.last_seq + 1),
+        }
+    }
+
+    /// The newest snapshot record applied (or named by a segment's index).
+    pub fn last_snapshot(&self) -> Option<SnapshotAt> {
+        self.last_snapshot
     }
 
     /// Records applied since [`JournalFollower::open`].

@@ -68,7 +68,9 @@ pub use recover::{
     RecoveryMode,
 };
 pub use state::{OrderEntry, Position, PositionKey, ReplayIssue, TradingState};
-pub use writer::{Appended, DurableAt, JournalConfig, JournalWriter, QuickCheckpoint};
+pub use writer::{
+    Appended, DurableAt, JournalConfig, JournalEnd, JournalWriter, OpenAfter, QuickCheckpoint,
+};
 
 /// Name of the lock file in a journal directory.
 pub const LOCK_FILE: &str = "journal.lock";
@@ -216,6 +218,18 @@ impl JournalLock {
         dir: &Path,
         access: Access,
     ) -> Result<Result<JournalLock, String>, JournalError> {
+        Ok(Self::try_acquire_after(dir, access)?.map(|(lock, _)| lock))
+    }
+
+    /// [`JournalLock::try_acquire`] for the successor of a failover: also
+    /// returns where the previous holder's journal ended if it closed for a
+    /// successor ([`JournalWriter::close_for_successor`] leaves that in the
+    /// lock file before it unlocks; a holder that died leaves nothing, and
+    /// every acquisition overwrites it, so a mark is never stale).
+    pub fn try_acquire_after(
+        dir: &Path,
+        access: Access,
+    ) -> Result<Result<(JournalLock, Option<JournalEnd>), String>, JournalError> {
         check_dir(dir, access)?;
         let path = dir.join(LOCK_FILE);
         let file = OpenOptions::new()
@@ -233,6 +247,12 @@ impl JournalLock {
         })?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(mut lock) => {
+                let mut before = String::new();
+                let closed = lock
+                    .rewind()
+                    .and_then(|_| lock.read_to_string(&mut before))
+                    .ok()
+                    .and_then(|_| JournalEnd::parse_mark(&before));
                 let pid = std::process::id();
                 let write = (|| -> io::Result<()> {
                     lock.set_len(0)?;
@@ -242,7 +262,7 @@ impl JournalLock {
                 })();
                 write
                     .map_err(|e| JournalError::io(&path, "write our pid into the lock file", e))?;
-                Ok(Ok(JournalLock { _flock: lock }))
+                Ok(Ok((JournalLock { _flock: lock }, closed)))
             }
             Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => Ok(Err(holder(&mut file))),
             Err((_, errno)) => Err(JournalError::io(&path, "lock the journal", errno.into())),
@@ -258,6 +278,16 @@ impl JournalLock {
                 holder,
             }),
         }
+    }
+
+    /// Writes into the lock file, while still holding it, that this
+    /// holder's journal ends at `end` and nothing more will be appended
+    /// (see [`JournalLock::try_acquire_after`]).
+    pub(crate) fn mark_closed(&mut self, end: JournalEnd) -> io::Result<()> {
+        let f = &mut *self._flock;
+        f.set_len(0)?;
+        f.rewind()?;
+        write!(f, "{}\n{}\n", std::process::id(), end.mark())
     }
 
     /// For readers (`journal inspect`, `checkpoint create`): needs only read
@@ -302,7 +332,7 @@ impl JournalLock {
 fn holder(file: &mut File) -> String {
     let mut s = String::new();
     let _ = file.rewind().and_then(|_| file.read_to_string(&mut s));
-    match s.trim().parse::<u32>() {
+    match s.lines().next().unwrap_or("").trim().parse::<u32>() {
         Ok(pid) => format!("pid {pid}"),
         Err(_) => "another process (pid unknown)".to_string(),
     }

@@ -147,7 +147,7 @@ pub struct ScanReport {
 /// Keeps `last` on the newest snapshot: a snapshot record itself, or the
 /// one a segment's snapshot-index record names (always older than anything
 /// in that segment).
-fn note_snapshot(v: &RecordView<'_>, last: &mut Option<SnapshotAt>) {
+pub(crate) fn note_snapshot(v: &RecordView<'_>, last: &mut Option<SnapshotAt>) {
     match v.rtype {
         Some(RecordType::Snapshot) => {
             *last = Some(SnapshotAt {

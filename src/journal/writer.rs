@@ -17,6 +17,8 @@
 //! * A new segment exists on disk (renamed into place, directory fsynced)
 //!   before the segment-end record that points to it is committed.
 
+mod handoff;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -38,6 +40,8 @@ use super::state::{SnapshotPayload, TradingState};
 use super::{JournalError, JournalLock};
 use crate::access::Access;
 use crate::clock::{mono_ns, wall_ns};
+
+pub use handoff::{JournalEnd, OpenAfter};
 
 /// Bytes kept free at the end of every segment for its segment-end record.
 pub const END_RESERVE: usize = record_len(8);
@@ -342,6 +346,19 @@ fn create_dir(dir: &Path, access: Access) -> Result<(), JournalError> {
         .map_err(|e| JournalError::io(dir, "give the journal directory its group", e))
 }
 
+fn check_config(cfg: &JournalConfig) -> Result<(), JournalError> {
+    if cfg.segment_size < MIN_SEGMENT_SIZE
+        || cfg.segment_size % 4096 != 0
+        || cfg.segment_size > u32::MAX as usize
+    {
+        return Err(JournalError::Config(format!(
+            "segment_size {} must be a multiple of 4096 between {MIN_SEGMENT_SIZE} and 4 GiB",
+            cfg.segment_size
+        )));
+    }
+    Ok(())
+}
+
 /// The single writer of a journal directory (one per directory, across
 /// processes: a file lock). `Send`, not `Sync`: one thread appends; the
 /// runtime keeps it behind a mutex shared by the registry's sink, the
@@ -368,8 +385,10 @@ pub struct JournalWriter {
     /// Records and bytes appended since that snapshot (for a snapshot policy).
     since_snapshot: (u64, u64),
     flusher: Option<Flusher>,
-    // Dropped last: the lock outlives every mapping.
-    _lock: JournalLock,
+    // Dropped last: the lock outlives every mapping. `None` once the
+    // journal was closed for a successor (`close_for_successor`): nothing
+    // more is appended.
+    lock: Option<JournalLock>,
 }
 
 impl JournalWriter {
@@ -380,17 +399,19 @@ impl JournalWriter {
         dir: &Path,
         cfg: JournalConfig,
     ) -> Result<(JournalWriter, RecoveryReport), JournalError> {
-        if cfg.segment_size < MIN_SEGMENT_SIZE
-            || cfg.segment_size % 4096 != 0
-            || cfg.segment_size > u32::MAX as usize
-        {
-            return Err(JournalError::Config(format!(
-                "segment_size {} must be a multiple of 4096 between {MIN_SEGMENT_SIZE} and 4 GiB",
-                cfg.segment_size
-            )));
-        }
+        check_config(&cfg)?;
         create_dir(dir, cfg.access)?;
         let lock = JournalLock::acquire(dir, cfg.access)?;
+        Self::open_locked(dir, cfg, lock)
+    }
+
+    /// [`JournalWriter::open`] with the lock already held.
+    fn open_locked(
+        dir: &Path,
+        cfg: JournalConfig,
+        lock: JournalLock,
+    ) -> Result<(JournalWriter, RecoveryReport), JournalError> {
+        check_config(&cfg)?;
         let report = recover_locked(dir, RecoveryMode::TailOnly)?;
         let scan = &report.scan;
         let next_seq = scan.last_seq + 1;
@@ -433,7 +454,7 @@ impl JournalWriter {
                 last_snapshot: scan.last_snapshot,
                 since_snapshot: (0, 0),
                 flusher,
-                _lock: lock,
+                lock: Some(lock),
             },
             report,
         ))
@@ -475,6 +496,9 @@ impl JournalWriter {
         len: usize,
         fill: impl FnOnce(&mut RawSink),
     ) -> Result<Appended, JournalError> {
+        if self.lock.is_none() {
+            return Err(self.handed_to_successor());
+        }
         if self.pos + record_len(len) + END_RESERVE > self.seg.size() {
             self.roll(len)?;
         }

@@ -44,8 +44,10 @@ impl Runtime {
     /// is no fencing, and nothing would stop this engine from sending
     /// beside the one that takes over. Stop the runtime next
     /// ([`Runtime::shutdown`]): its journal must be closed before the
-    /// successor opens it.
-    pub fn hand_over(&self, deadline: Duration) -> Result<HandOver, String> {
+    /// successor opens it. After a hand-over that stop closes the journal
+    /// for the successor ([`crate::journal::JournalWriter::close_for_successor`]:
+    /// no msync, the successor finishes durability) instead of syncing it.
+    pub fn hand_over(&mut self, deadline: Duration) -> Result<HandOver, String> {
         let Some(state) = self.lease.clone() else {
             return Err("hand-over needs the active-role lease (RuntimeBuilder::lease): without it nothing fences this engine".into());
         };
@@ -86,6 +88,7 @@ impl Runtime {
             std::thread::sleep(Duration::from_micros(50));
         }
         let released = mono_ns();
+        self.handed_over = true;
         let failed = g
             .position_reports()
             .into_iter()

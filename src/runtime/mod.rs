@@ -255,6 +255,13 @@ pub enum RuntimeError {
     Stopping,
 }
 
+/// A journal a promoted standby took over ([`RuntimeBuilder::journal_taken_over`]).
+struct TakenOverJournal {
+    writer: JournalWriter,
+    state: crate::journal::TradingState,
+    note: String,
+}
+
 /// Builds a [`Runtime`]; see the module docs for what `start` does.
 #[must_use = "a builder does nothing until start()"]
 pub struct RuntimeBuilder {
@@ -263,6 +270,7 @@ pub struct RuntimeBuilder {
     access: Access,
     venues: Vec<(String, Box<dyn Venue>)>,
     journal: Option<(PathBuf, JournalConfig)>,
+    taken_over: Option<TakenOverJournal>,
     drain: DrainConfig,
     gateway: GatewayConfig,
     signals: Option<SignalConfig>,
@@ -304,6 +312,26 @@ impl RuntimeBuilder {
     /// checkpointed and a restart knows no earlier orders.
     pub fn journal(mut self, dir: impl AsRef<Path>, cfg: JournalConfig) -> Self {
         self.journal = Some((dir.as_ref().to_path_buf(), cfg));
+        self
+    }
+
+    /// A failover's promoted standby: the journal writer it already holds
+    /// (opened where its follower stands, [`JournalWriter::open_after`], or
+    /// fully recovered) and the trading state its follower (or a rebuild)
+    /// holds at that writer's position, so `start` neither scans nor
+    /// replays the journal. `note` says how it was opened (the recovery
+    /// note). Replaces [`RuntimeBuilder::journal`].
+    pub fn journal_taken_over(
+        mut self,
+        writer: JournalWriter,
+        state: crate::journal::TradingState,
+        note: impl Into<String>,
+    ) -> Self {
+        self.taken_over = Some(TakenOverJournal {
+            writer,
+            state,
+            note: note.into(),
+        });
         self
     }
 
@@ -414,6 +442,7 @@ impl RuntimeBuilder {
             access,
             venues,
             journal,
+            taken_over,
             drain,
             mut gateway,
             signals,
@@ -475,8 +504,12 @@ impl RuntimeBuilder {
         let routes = Arc::new(answers::RouteTable::default());
         let mut recovery_note = "no journal".to_string();
         let mut open_in_journal: Vec<RecoveredOrder> = Vec::new();
-        let (shared, registry, journal_dir) = match journal {
-            Some((jdir, mut cfg)) => {
+        let opened = match (taken_over, journal) {
+            (Some(t), _) => {
+                recovery_note = t.note;
+                Some((t.writer.dir().to_path_buf(), t.writer, t.state))
+            }
+            (None, Some((jdir, mut cfg))) => {
                 cfg.access = access;
                 let (writer, recovery) = JournalWriter::open(&jdir, cfg)?;
                 let rebuilt = crate::journal::rebuild_from(&jdir, writer.last_snapshot())?;
@@ -492,16 +525,20 @@ impl RuntimeBuilder {
                     rebuilt.state.open_orders.len(),
                     rebuilt.state.positions.len()
                 );
-                gateway.first_order_id =
-                    gateway.first_order_id.max(rebuilt.state.max_order_id.0 + 1);
-                open_in_journal = rebuilt
-                    .state
+                Some((jdir, writer, rebuilt.state))
+            }
+            (None, None) => None,
+        };
+        let (shared, registry, journal_dir) = match opened {
+            Some((jdir, writer, state)) => {
+                gateway.first_order_id = gateway.first_order_id.max(state.max_order_id.0 + 1);
+                open_in_journal = state
                     .open_orders
                     .values()
                     .map(RecoveredOrder::from)
                     .collect();
                 let shared: journaling::SharedJournal = Arc::new(Mutex::new(
-                    journaling::JournalState::new(writer, rebuilt.state, &block),
+                    journaling::JournalState::new(writer, state, &block),
                 ));
                 let sink = journaling::JournalSink::new(shared.clone(), block.clone());
                 let registry = Registry::with_sink(Box::new(answers::AnswerSink::new(
@@ -575,6 +612,7 @@ impl RuntimeBuilder {
             snapshot_policy,
             send_fence,
             lease: lease_state,
+            handed_over: false,
             stopped: None,
             limits,
             references: ReferencePrices::new(),
@@ -617,6 +655,9 @@ pub struct Runtime {
     snapshot_policy: SnapshotPolicy,
     send_fence: SendFence,
     lease: Option<Arc<LeaseState>>,
+    /// [`Runtime::hand_over`] succeeded: the stop closes the journal for
+    /// the successor instead of syncing it.
+    handed_over: bool,
     stopped: Option<ShutdownReport>,
     limits: LimitConfig,
     references: ReferencePrices,
@@ -647,6 +688,7 @@ impl Runtime {
             access: Access::OWNER_ONLY,
             venues: Vec::new(),
             journal: None,
+            taken_over: None,
             drain: DrainConfig::emergency(),
             gateway: GatewayConfig::default(),
             signals: None,

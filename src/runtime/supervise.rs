@@ -177,8 +177,12 @@ pub struct ShutdownReport {
     pub gateway: Result<GatewayStats, String>,
     /// The drain thread's stop (`Err`: it had panicked).
     pub drain: Result<(), String>,
-    /// The journal's final sync (`None`: no journal).
+    /// The journal's final sync (`None`: no journal, or it was closed for
+    /// a successor instead).
     pub durable: Option<Result<DurableAt, String>>,
+    /// After a hand-over: the journal was closed for the successor at this
+    /// end, not synced (the successor makes it durable).
+    pub closed_for_successor: Option<crate::journal::JournalEnd>,
     /// The journal's last sequence after the sync (0: no journal).
     pub journal_last_seq: u64,
     /// The shutdown level the signal handlers had asked for.
@@ -378,7 +382,9 @@ impl Runtime {
             if live.is_empty() || Instant::now() >= end {
                 break live;
             }
-            std::thread::sleep(Duration::from_millis(1));
+            // Short: after a failover's hand-over the successor waits
+            // for this stop (the journal's lock) with the venues idle.
+            std::thread::sleep(Duration::from_micros(100));
         };
         let gateway = match self.gateway.take() {
             Some(g) => g.shutdown(),
@@ -388,12 +394,29 @@ impl Runtime {
             Some(d) => d.shutdown(),
             None => Ok(()),
         };
-        let durable = self.journal.as_ref().map(|j| match j.lock() {
+        let mut closed_for_successor = None;
+        let durable = self.journal.as_ref().and_then(|j| match j.lock() {
             Ok(mut j) => {
                 let _ = j.append_switch_events(&self.block);
-                j.writer.sync().map_err(|e| e.to_string())
+                if self.handed_over {
+                    // The successor waits for this lock with the venues
+                    // handed over: no msync here (~15 ms of write-back on
+                    // the failover's critical path). The records stay in
+                    // the page cache both processes map, and the successor
+                    // msyncs them in the background as soon as it opens
+                    // (see `journal::writer::handoff`).
+                    match j.writer.close_for_successor() {
+                        Ok(end) => {
+                            closed_for_successor = Some(end);
+                            None
+                        }
+                        Err(e) => Some(Err(e.to_string())),
+                    }
+                } else {
+                    Some(j.writer.sync().map_err(|e| e.to_string()))
+                }
             }
-            Err(_) => Err("journal mutex poisoned".into()),
+            Err(_) => Some(Err("journal mutex poisoned".into())),
         });
         let journal_last_seq = self.journal_last_seq();
         let signal_level = self.signal_level();
@@ -406,6 +429,7 @@ impl Runtime {
             gateway,
             drain,
             durable,
+            closed_for_successor,
             journal_last_seq,
             signal_level,
         };

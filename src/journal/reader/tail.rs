@@ -53,6 +53,12 @@ impl JournalTail {
         })
     }
 
+    /// Where the next record is looked for: segment index, offset, and the
+    /// sequence it must carry (`None` before the first record).
+    pub fn position(&self) -> (u64, u64, Option<u64>) {
+        (self.index, self.pos as u64, self.expected_seq)
+    }
+
     /// The next committed record, or `None` if there is none yet.
     pub fn next_record(&mut self) -> Result<Option<OwnedRecord>, JournalError> {
         loop {

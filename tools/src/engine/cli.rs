@@ -95,6 +95,7 @@ pub fn main(args: &EngineArgs) -> i32 {
     };
     let report_path = cfg.report_path.clone();
     let mut cfg = cfg;
+    let mut taken_over = None;
     if args.file.standby {
         match super::standby::run(&cfg) {
             super::standby::Outcome::Stopped(report) => {
@@ -104,14 +105,15 @@ pub fn main(args: &EngineArgs) -> i32 {
                 }
                 return report.exit_code;
             }
-            super::standby::Outcome::Promote(report, open) => {
+            super::standby::Outcome::Promote(report, open, journal) => {
                 eprintln!("ks-engine: {}", report.verdict);
                 cfg.promoted = true;
                 cfg.hot_open_orders = Some(open);
+                taken_over = Some(*journal);
             }
         }
     }
-    let engine = match Engine::start(cfg) {
+    let engine = match Engine::start_with(cfg, taken_over) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("ks-engine: cannot start: {e}");

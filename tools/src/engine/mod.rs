@@ -105,7 +105,16 @@ fn failed(message: impl Into<String>) -> StartError {
 
 impl Engine {
     /// Starts everything; see the module docs.
-    pub fn start(mut cfg: EngineConfig) -> Result<Engine, StartError> {
+    pub fn start(cfg: EngineConfig) -> Result<Engine, StartError> {
+        Self::start_with(cfg, None)
+    }
+
+    /// [`Engine::start`] for a promoted standby, with the journal it took
+    /// over (no scan, no replay at start).
+    pub fn start_with(
+        mut cfg: EngineConfig,
+        taken_over: Option<standby::TakenOver>,
+    ) -> Result<Engine, StartError> {
         cfg.validate().map_err(failed)?;
         let dir = cfg.control_dir.clone().unwrap_or_else(default_dir);
         let access = killswitch::access::access_for_group(cfg.control_group.as_deref())?;
@@ -113,9 +122,12 @@ impl Engine {
         // simulators are built (they need the instrument indices); the
         // runtime opens the same block again and keeps it.
         let block = ControlBlock::open_or_create_with(&dir, &cfg.name, access)?;
-        let mut builder = Runtime::builder(&dir, &cfg.name)
-            .access(access)
-            .journal(&cfg.journal_dir, JournalConfig::default())
+        let mut builder = Runtime::builder(&dir, &cfg.name).access(access);
+        builder = match taken_over {
+            Some(t) => builder.journal_taken_over(t.writer, t.state, t.note),
+            None => builder.journal(&cfg.journal_dir, JournalConfig::default()),
+        };
+        builder = builder
             .drain(DrainConfig {
                 core: cfg.drain_core,
                 gateway_ack_deadline: Duration::from_millis(cfg.drain.gateway_ack_deadline_ms),

@@ -309,7 +309,13 @@ pub(super) fn build(inputs: Inputs<'_>) -> EngineReport {
     let journal_sync = match &stopped.durable {
         Some(Ok(d)) => format!("durable up to seq {}", d.up_to_seq),
         Some(Err(e)) => format!("FAILED: {e}"),
-        None => "no journal".into(),
+        None => match &stopped.closed_for_successor {
+            Some(end) => format!(
+                "closed for the successor after seq {} (no sync here: the successor's flusher makes it durable)",
+                end.next_seq.saturating_sub(1)
+            ),
+            None => "no journal".into(),
+        },
     };
     let (exit_code, verdict) = supervised.verdict();
     let verdict = match gateway_error {

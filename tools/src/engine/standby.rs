@@ -136,8 +136,24 @@ pub enum Outcome {
     /// A failover: the active released the lease and closed the journal,
     /// and this standby has applied the last record. Start as the active,
     /// with these open orders (its hot state) for the venue sessions to
-    /// adopt.
-    Promote(StandbyReport, Vec<killswitch::journal::OrderEntry>),
+    /// adopt, and the journal it took over.
+    Promote(
+        StandbyReport,
+        Vec<killswitch::journal::OrderEntry>,
+        Box<TakenOver>,
+    ),
+}
+
+/// The journal a promoted standby holds: the writer (its lock taken) and
+/// the trading state at the writer's position, for
+/// [`killswitch::runtime::RuntimeBuilder::journal_taken_over`].
+pub struct TakenOver {
+    /// The writer, opened where the follower stands (or fully recovered).
+    pub writer: killswitch::journal::JournalWriter,
+    /// The state at its position.
+    pub state: killswitch::journal::TradingState,
+    /// How it was opened, for the start-up line.
+    pub note: String,
 }
 
 /// Runs the standby until SIGTERM or SIGINT, or until a failover
@@ -302,7 +318,7 @@ fn promote(
             EXIT_START_FAILED,
         ))
     };
-    loop {
+    let (lock, closed) = loop {
         if stop.load(Ordering::Acquire) {
             return fail(
                 follower,
@@ -317,16 +333,14 @@ fn promote(
                 format!("journal damaged during the failover: {e}"),
             );
         }
-        match killswitch::journal::JournalLock::try_acquire(&cfg.journal_dir, access) {
-            // Free: the old active's writer is gone; the runtime takes it next.
-            Ok(Ok(lock)) => {
-                drop(lock);
-                break;
-            }
+        match killswitch::journal::JournalLock::try_acquire_after(&cfg.journal_dir, access) {
+            // Free: the old active closed its writer; this engine is the
+            // journal's writer from here (the runtime gets the lock).
+            Ok(Ok(taken)) => break taken,
             Ok(Err(_holder)) => idle.snooze(),
             Err(e) => return fail(follower, reporter, format!("journal lock: {e}")),
         }
-    }
+    };
     loop {
         match follower.poll(BATCH) {
             Ok(b) if b.caught_up => break,
@@ -346,6 +360,72 @@ fn promote(
         follower.rebuilt().state.open_orders.len()
     ));
     reporter.publish(follower.last_seq(), 0, 0);
+    let journal_cfg = killswitch::journal::JournalConfig {
+        access,
+        ..killswitch::journal::JournalConfig::default()
+    };
+    let end = follower.end();
+    let opened = killswitch::journal::JournalWriter::open_after(
+        &cfg.journal_dir,
+        journal_cfg.clone(),
+        lock,
+        closed,
+        end,
+        follower.last_snapshot(),
+    );
+    let at_end = matches!(opened, Ok(killswitch::journal::OpenAfter::AtFollowedEnd(_)));
+    let taken = match opened {
+        Ok(killswitch::journal::OpenAfter::AtFollowedEnd(writer)) => TakenOver {
+            note: format!(
+                "journal {}: taken over at the followed end (segment {} offset {}, next seq {}) where the old active closed it: no scan, no replay; {} open orders and {} positions followed",
+                cfg.journal_dir.display(),
+                end.segment,
+                end.offset,
+                end.next_seq,
+                follower.rebuilt().state.open_orders.len(),
+                follower.rebuilt().state.positions.len()
+            ),
+            writer: *writer,
+            state: follower.rebuilt().state.clone(),
+        },
+        Ok(killswitch::journal::OpenAfter::Refused(lock, why)) => {
+            // The slow, always-correct way: recover and rebuild, as any start.
+            let opened = killswitch::journal::JournalWriter::open_with_lock(
+                &cfg.journal_dir,
+                journal_cfg,
+                lock,
+            )
+            .and_then(|(w, _)| {
+                killswitch::journal::rebuild_from(&cfg.journal_dir, w.last_snapshot())
+                    .map(|r| (w, r))
+            });
+            match opened {
+                Ok((writer, rebuilt)) => TakenOver {
+                    note: format!(
+                        "journal {}: not taken over at the followed end ({why}): recovered and rebuilt, {} open orders and {} positions",
+                        cfg.journal_dir.display(),
+                        rebuilt.state.open_orders.len(),
+                        rebuilt.state.positions.len()
+                    ),
+                    writer,
+                    state: rebuilt.state,
+                },
+                Err(e) => return fail(follower, reporter, format!("journal: {e}")),
+            }
+        }
+        Err(e) => return fail(follower, reporter, format!("journal: {e}")),
+    };
+    super::failover::phase_now(&format!(
+        "journal writer opened at seq {} ({})",
+        taken.writer.next_seq(),
+        if at_end {
+            "at the followed end, no scan"
+        } else {
+            "recovered and rebuilt"
+        }
+    ));
+    let open: Vec<killswitch::journal::OrderEntry> =
+        taken.state.open_orders.values().copied().collect();
     Outcome::Promote(
         report(
             follower,
@@ -356,13 +436,8 @@ fn promote(
             ),
             EXIT_OK,
         ),
-        follower
-            .rebuilt()
-            .state
-            .open_orders
-            .values()
-            .copied()
-            .collect(),
+        open,
+        Box::new(taken),
     )
 }
 

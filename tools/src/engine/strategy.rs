@@ -93,6 +93,7 @@ pub fn run(
     let mut signal: i64 = 0;
     let mut next_count = Instant::now();
     let mut open = 0usize;
+    let mut first_signal_sent = false;
     while !handle.stop_requested() {
         loop {
             match handle.try_answer() {
@@ -144,7 +145,12 @@ pub fn run(
                 }
             }
             StrategyKind::Momentum => {
-                std::thread::sleep(Duration::from_micros(cfg.interval_us));
+                // The first signal at once (a promoted standby's first
+                // order is not held back by a sleep), then one per interval.
+                if first_signal_sent {
+                    std::thread::sleep(Duration::from_micros(cfg.interval_us));
+                }
+                first_signal_sent = true;
                 // A drifting signal; cross the spread by 5 ticks its way.
                 signal += rng.below(3) as i64 - 1;
                 let side = if signal >= 0 { Side::Buy } else { Side::Sell };
