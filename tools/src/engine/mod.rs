@@ -29,6 +29,7 @@ pub mod config;
 pub mod failover;
 pub mod planned;
 mod report;
+pub mod restart;
 pub mod risk_config;
 pub mod standby;
 mod strategy;
@@ -653,6 +654,7 @@ impl Engine {
         let mut report = report;
         match handed_over {
             Some(Ok(h)) if report.exit_code == EXIT_OK && h.failed.is_empty() => {
+                report.handed_over_epoch = Some(h.epoch);
                 report.verdict = format!(
                     "handed over to the standby (epoch {} released): restart this engine with --standby{}",
                     h.epoch,
