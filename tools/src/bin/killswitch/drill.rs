@@ -13,7 +13,8 @@
 //! journal rebuilds the engine's final state, the process exited and was
 //! reaped, and the whole stop took less than the runbook's 30 seconds.
 //!
-//! `--planned` runs the planned shutdown instead ([`crate::drill_planned`]).
+//! `--planned` runs the planned shutdown instead ([`crate::drill_planned`]);
+//! `--scenario rolling-restart` the rolling restart ([`crate::drill_rolling`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
