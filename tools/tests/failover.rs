@@ -1,8 +1,9 @@
 //! The rolling restart as real processes: two reference engines (an
 //! active holding the lease, a hot standby following its journal) trading
 //! with a `ks-venue` process; `killswitch failover`, the old active
-//! restarted as the standby, `killswitch failback`, then a KILL. The
-//! venue's audit log is the witness.
+//! restarting itself as the standby (`[failover] restart_as_standby`, the
+//! same pid re-executed with `--standby`), `killswitch failback` with no
+//! restart by hand, then a KILL. The venue's audit log is the witness.
 
 mod support;
 
@@ -46,6 +47,37 @@ fn gap_around(log: &[AuditEntry], at: u64) -> u64 {
         (Some(b), Some(a)) => a - b,
         _ => 0,
     }
+}
+
+/// Waits until `e` (same pid) follows the active as its standby; the
+/// journal sequence it applied.
+fn following(block: &ControlBlock, e: &mut Engine, what: &str) -> u64 {
+    let mut seq = 0;
+    assert!(
+        wait_for(Duration::from_secs(60), || block.standby().is_some_and(
+            |s| {
+                seq = s.applied_seq;
+                s.pid == e.pid() && s.applied_seq > 0
+            }
+        )),
+        "{what}; log:\n{}",
+        e.log()
+    );
+    assert!(e.running(), "{what}: still running; log:\n{}", e.log());
+    assert!(
+        e.log().contains("restarting as the standby"),
+        "{what}; log:\n{}",
+        e.log()
+    );
+    seq
+}
+
+/// The report an engine wrote when it handed epoch `epoch` over (kept
+/// beside its report: the standby it restarts as writes its own there).
+fn handover_report(work: &Path, label: &str, epoch: u64) -> serde_json::Value {
+    let p = work.join(format!("{label}.handover-{epoch}.json"));
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap()
 }
 
 fn timeline(log: &str) -> Vec<String> {
@@ -116,34 +148,42 @@ fn orders_flow_through_a_failover_and_a_failback_with_nothing_lost_or_doubled() 
     // Failover: a -> b.
     let out = failover_cmd(w, "failover");
     assert!(out.contains(&format!("active pid {}", b.pid())), "{out}");
-    let (code, report) = a.wait();
-    assert_eq!(code, 0, "old active: {report}\n{}", a.log());
+    // The old active restarts by itself as the standby of the new active
+    // (`[failover] restart_as_standby`, on by default): the same process,
+    // re-executed with --standby.
+    let a_standby = following(&block, &mut a, "the old active restarted as the standby");
+    let handed = handover_report(w, "a1", 1);
+    assert_eq!(handed["exit_code"].as_i64(), Some(0), "{handed}");
     assert!(
-        report["verdict"].as_str().unwrap().contains("handed over"),
-        "{report}"
+        handed["verdict"]
+            .as_str()
+            .unwrap()
+            .contains("restarting as its standby"),
+        "{handed}"
     );
     let n = wait_orders(&venue, n, 150, "the new active trades");
+    assert!(a_standby > 0);
 
-    // The old active comes back as the standby; failback: b -> a.
-    let mut a2 = Engine::spawn(w, "a2", true);
-    assert!(
-        wait_for(Duration::from_secs(60), || block
-            .standby()
-            .is_some_and(|s| s.pid == a2.pid() && s.applied_seq > 0)),
-        "restarted standby following; log:\n{}",
-        a2.log()
-    );
+    // Failback: b -> a, without any restart by hand; b in turn restarts as
+    // the standby.
     let out = failover_cmd(w, "failback");
-    assert!(out.contains(&format!("active pid {}", a2.pid())), "{out}");
-    let (code, report) = b.wait();
-    assert_eq!(code, 0, "b: {report}\n{}", b.log());
+    assert!(out.contains(&format!("active pid {}", a.pid())), "{out}");
+    following(&block, &mut b, "the new active restarted as the standby");
+    let handed = handover_report(w, "b1", 2);
+    assert_eq!(handed["exit_code"].as_i64(), Some(0), "{handed}");
     wait_orders(&venue, n, 150, "trading after the failback");
 
     let mut trip = ks(w, "pair");
     trip.args(["trip", "--reason", "end of the rolling restart test"]);
     run(trip).expect_code(0);
-    let (code, report) = a2.wait();
-    assert_eq!(code, 0, "a2: {report}\n{}", a2.log());
+    let (code, report) = a.wait();
+    assert_eq!(code, 0, "a (active again): {report}\n{}", a.log());
+    // The standby does not stop on a KILL (it sends nothing): SIGTERM.
+    b.signal(nix::sys::signal::Signal::SIGTERM);
+    let (code, report) = b.wait();
+    assert_eq!(code, 0, "b (standby): {report}\n{}", b.log());
+    assert_eq!(report["role"].as_str(), Some("standby"), "{report}");
+    assert_eq!(report["orders_sent"].as_u64(), Some(0), "{report}");
 
     // The drain cancelled what the engine knew; an order no engine knew
     // (lost) would still rest until the last grace period ends, and be
@@ -233,7 +273,7 @@ fn orders_flow_through_a_failover_and_a_failback_with_nothing_lost_or_doubled() 
         d.len(),
         longest as f64 / 1e6
     );
-    for (label, e) in [("a1", &a), ("b1", &b), ("a2", &a2)] {
+    for (label, e) in [("a1", &a), ("b1", &b)] {
         for l in timeline(&e.log()) {
             eprintln!("{label}: {l}");
         }

@@ -61,7 +61,11 @@ fn start_pair(active_env: &[(&str, &Path)]) -> Pair {
             "600000",
         ],
     );
-    std::fs::write(w.join("engine.toml"), config(w, venue.addr("SIM"))).unwrap();
+    // The old active exits after handing over (it does not restart as
+    // the standby): each window below waits for that exit and reads its
+    // report.
+    let cfg = config(w, venue.addr("SIM")) + "\n[failover]\nrestart_as_standby = false\n";
+    std::fs::write(w.join("engine.toml"), cfg).unwrap();
     let active = Engine::spawn_env(w, "active", false, active_env);
     let mut block = None;
     assert!(

@@ -113,6 +113,13 @@ pub fn main(args: &EngineArgs) -> i32 {
             }
         }
     }
+    let after_hand_over = (
+        cfg.failover.clone(),
+        cfg.control_dir
+            .clone()
+            .unwrap_or_else(killswitch::control::default_dir),
+        cfg.name.clone(),
+    );
     let engine = match Engine::start_with(cfg, taken_over) {
         Ok(e) => e,
         Err(e) => {
@@ -126,12 +133,75 @@ pub fn main(args: &EngineArgs) -> i32 {
         engine.block_path().display(),
         engine.recovery_note()
     );
-    let report = engine.run();
+    let mut report = engine.run();
+    if let Some(epoch) = report.handed_over_epoch {
+        let (failover, dir, name) = after_hand_over;
+        if failover.restart_as_standby {
+            restart_after_hand_over(&mut report, epoch, &failover, &dir, &name, &report_path);
+        }
+    }
     eprintln!("ks-engine: {}", report.verdict);
     if let Some(p) = report_path {
         write_report(&p, &report);
     }
     report.exit_code
+}
+
+/// `[failover] restart_as_standby`: once the successor holds the lease,
+/// re-executes this engine as its standby ([`super::restart`]); returns
+/// only when it does not (the report says why).
+fn restart_after_hand_over(
+    report: &mut super::EngineReport,
+    epoch: u64,
+    failover: &super::config::FailoverSection,
+    dir: &std::path::Path,
+    name: &str,
+    report_path: &Option<PathBuf>,
+) {
+    use super::restart::{self, Successor};
+    let wait = std::time::Duration::from_millis(failover.takeover_wait_ms);
+    match restart::wait_for_successor(dir, name, epoch, wait) {
+        Successor::Active { pid, epoch: theirs } => {
+            report.verdict = format!(
+                "handed over to the standby (epoch {epoch} released); pid {pid} holds epoch {theirs}: restarting as its standby ([failover] restart_as_standby)"
+            );
+            eprintln!("ks-engine: {}", report.verdict);
+            if let Some(p) = report_path {
+                // The standby writes its own report to the same path when it
+                // stops: the hand-over's is kept beside it.
+                write_report(&restart::handover_report_path(p, epoch), &*report);
+                write_report(p, &*report);
+            }
+            super::failover::phase_now("restarting as the standby (re-exec with --standby)");
+            let e = restart::exec_as_standby();
+            report.verdict = format!(
+                "handed over (epoch {epoch} released), but cannot restart as the standby: {e}; restart this engine with --standby"
+            );
+            report.exit_code = EXIT_START_FAILED;
+        }
+        Successor::KillInForce => {
+            report.verdict.push_str(
+                "; a KILL is in force: not restarting as a standby (the engine that took over drains it and stops)",
+            );
+        }
+        Successor::StoppedSince { epoch: theirs } => {
+            report.verdict = format!(
+                "handed over to the standby (epoch {epoch} released); it took epoch {theirs} and has stopped since: nobody is active, so this engine does not restart as a standby (see the other engine's log)"
+            );
+        }
+        Successor::NotTaken { epoch: now } => {
+            report.verdict = format!(
+                "handed over (epoch {epoch} released), but nobody took the lease within {wait:?} (epoch now {now}): not restarting as a standby; nobody is active and the venues hold the orders for their takeover grace period only: look at the standby's log; starting this engine again without --standby recovers the journal's open orders and cancels them before it trades"
+            );
+            report.exit_code = EXIT_START_FAILED;
+        }
+        Successor::NoBlock(e) => {
+            report.verdict = format!(
+                "handed over (epoch {epoch} released), but cannot read the control block to restart as the standby: {e}; restart this engine with --standby"
+            );
+            report.exit_code = EXIT_START_FAILED;
+        }
+    }
 }
 
 /// Written to a temporary name and renamed: a reader never sees half a report.

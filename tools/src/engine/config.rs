@@ -73,6 +73,8 @@ pub struct EngineConfig {
     pub rules: RulesSection,
     /// The planned shutdown (`killswitch shutdown`, SIGTERM).
     pub shutdown: ShutdownSection,
+    /// What the active does after handing over (`killswitch failover`).
+    pub failover: FailoverSection,
     /// Set (not from the file) when a hot standby is promoted by a
     /// failover: its sessions log on as the designated backup (takeover)
     /// and the journal's open orders are adopted, not cancelled.
@@ -153,6 +155,33 @@ impl Default for ShutdownSection {
             notify_command: None,
             risk_service_ignores_stop: false,
             sigterm_planned: true,
+        }
+    }
+}
+
+/// `[failover]`: what an active engine does once it has handed its
+/// sessions and the lease over to its hot standby.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FailoverSection {
+    /// After a clean hand-over, wait until the standby holds the newer
+    /// epoch, then re-execute this engine (same binary path, same
+    /// arguments, plus `--standby`, same pid) as the hot standby of the new
+    /// active, so that `killswitch failback` needs no manual restart.
+    /// `false`: exit 0 ("handed over ... restart this engine with
+    /// --standby") and leave the restart to the operator or supervisor.
+    pub restart_as_standby: bool,
+    /// How long the handed-over engine waits for its successor to take the
+    /// lease before restarting as its standby, ms. Not taken by then (the
+    /// standby died or hangs): it does not restart, exits 1 and says so.
+    pub takeover_wait_ms: u64,
+}
+
+impl Default for FailoverSection {
+    fn default() -> Self {
+        FailoverSection {
+            restart_as_standby: true,
+            takeover_wait_ms: 60_000,
         }
     }
 }
@@ -404,6 +433,7 @@ impl Default for EngineConfig {
             hot_open_orders: None,
             drain: DrainSection::default(),
             shutdown: ShutdownSection::default(),
+            failover: FailoverSection::default(),
             venues: vec![
                 venue("SIM-A", &["BTC/USD", "ETH/USD"], 11, true, 0),
                 venue("SIM-B", &["BTC/USD", "SOL/USD"], 22, false, 20),

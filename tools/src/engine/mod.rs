@@ -29,6 +29,7 @@ pub mod config;
 pub mod failover;
 pub mod planned;
 mod report;
+pub mod restart;
 pub mod risk_config;
 pub mod standby;
 mod strategy;
@@ -89,6 +90,9 @@ pub struct Engine {
     cfg: EngineConfig,
     /// Set when this engine is a promoted standby (a failover).
     promotion: Option<failover::Promotion>,
+    /// The failover request in the block before this engine took the
+    /// lease: not for it (see [`Engine::start`]).
+    stale_failover: Option<u32>,
     rt: Runtime,
     sims: Vec<Sim>,
     wires: Vec<wire::Wire>,
@@ -281,6 +285,13 @@ impl Engine {
                 withdraw_liquidity_after: v.withdraw_liquidity_after_ms.map(Duration::from_millis),
             });
         }
+        // Read before the lease is taken: `killswitch failover` asks only
+        // a live lease holder, so a request made after this read is made
+        // to this engine. Read later (in `run`), a failback asked the
+        // moment the failover that promoted this engine returned (it
+        // returns once the lease is taken, before the runtime runs) would
+        // be taken for an old one and ignored.
+        let stale_failover = block.failover_request().map(|r| r.nonce);
         drop(block);
         let logged_on_mono_ns = killswitch::clock::mono_ns();
         let rt = builder.start()?;
@@ -336,6 +347,7 @@ impl Engine {
         Ok(Engine {
             cfg,
             promotion,
+            stale_failover,
             rt,
             sims,
             wires,
@@ -433,7 +445,7 @@ impl Engine {
         let mut planned: Option<killswitch::shutdown::ShutdownPlan> = None;
         // A failover asked before we started is not ours either.
         let leased = self.rt.lease().is_some();
-        let stale_failover = monitor.block().failover_request().map(|r| r.nonce);
+        let stale_failover = self.stale_failover;
         // Read between the two supervise calls while the beat closure
         // still lives: a Cell, not a captured `&mut`.
         let failover_seen: std::cell::Cell<Option<(u64, killswitch::control::FailoverRequest)>> =
@@ -683,6 +695,7 @@ impl Engine {
         let mut report = report;
         match handed_over {
             Some(Ok(h)) if report.exit_code == EXIT_OK && h.failed.is_empty() => {
+                report.handed_over_epoch = Some(h.epoch);
                 report.verdict = format!(
                     "handed over to the standby (epoch {} released): restart this engine with --standby{}",
                     h.epoch,

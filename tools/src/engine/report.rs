@@ -215,6 +215,10 @@ pub struct EngineReport {
     pub recovery_drain: Option<DrainSummary>,
     /// Why the drain thread died, if it did.
     pub drain_died: Option<String>,
+    /// Set when this engine handed its sessions and the lease over to the
+    /// standby cleanly (no failed session, exit 0): the epoch it gave back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handed_over_epoch: Option<u64>,
 }
 
 /// Everything the report is made from, gathered by the engine as it stops.
@@ -370,5 +374,6 @@ pub(super) fn build(inputs: Inputs<'_>) -> EngineReport {
         recovery_note: rt.recovery_note().to_string(),
         recovery_drain: supervised.recovery.as_ref().map(DrainSummary::of),
         drain_died: supervised.drain_died.as_ref().map(|d| d.to_string()),
+        handed_over_epoch: None,
     }
 }

@@ -176,6 +176,13 @@ pub fn run(cfg: &EngineConfig) -> Outcome {
         Ok(b) => Arc::new(b),
         Err(e) => return Outcome::Stopped(failed_with(EXIT_BAD_FILE, e.to_string())),
     };
+    // A failover asked before this standby claimed its role is not for it.
+    // Read before the claim: `killswitch failover` asks only when a live
+    // standby holds the role, so any later request is this one's (read
+    // after, a failback asked the moment `status` shows this standby, as
+    // after a restart by `[failover] restart_as_standby`, would be
+    // ignored).
+    let stale_failover = block.failover_request().map(|r| r.nonce);
     let mut reporter = match StandbyReporter::claim(block.clone()) {
         Ok(r) => r,
         Err(e) => return Outcome::Stopped(failed(e.to_string())),
@@ -216,8 +223,6 @@ pub fn run(cfg: &EngineConfig) -> Outcome {
     });
     let mut last_publish = Instant::now();
     let mut caught_up_once = false;
-    // A failover asked before this standby started is not for it.
-    let stale_failover = block.failover_request().map(|r| r.nonce);
     let mut next_lease_look = Instant::now();
     while !stop.load(Ordering::Acquire) {
         let batch = match follower.poll(BATCH) {

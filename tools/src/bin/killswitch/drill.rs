@@ -13,7 +13,8 @@
 //! journal rebuilds the engine's final state, the process exited and was
 //! reaped, and the whole stop took less than the runbook's 30 seconds.
 //!
-//! `--planned` runs the planned shutdown instead ([`crate::drill_planned`]).
+//! `--planned` runs the planned shutdown instead ([`crate::drill_planned`]);
+//! `--scenario rolling-restart` the rolling restart ([`crate::drill_rolling`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -52,6 +53,12 @@ pub enum Scenario {
     /// cancel-on-disconnect, then restarted: it must cancel what its journal
     /// shows open before its first new order (over the wire only).
     CrashRestart,
+    /// The rolling restart (over the wire only): an active engine and its
+    /// hot standby; `killswitch failover`, the old active restarting as
+    /// the standby, `killswitch failback`, then `killswitch emergency`;
+    /// lost 0, duplicated 0, positions and the gap in order flow read from
+    /// the venues' audit logs.
+    RollingRestart,
     /// With --planned only: SIM-B's other participants withdraw their
     /// liquidity midway (resting orders pulled, no flow): its positions
     /// will not flatten, flattening escalates to aggressive and reports
@@ -173,6 +180,9 @@ macro_rules! say {
 
 /// Runs the drill.
 pub fn run(args: DrillArgs) -> ExitCode {
+    if args.scenario == Scenario::RollingRestart {
+        return crate::drill_rolling::run(&args);
+    }
     if args.planned {
         return crate::drill_planned::run(&args);
     }
@@ -252,7 +262,11 @@ pub(crate) fn config_for(args: &DrillArgs, work: &Path) -> EngineConfig {
         // The engine's clock: after the trading time, so SIM-B has traded
         // into positions first (the drill waits for the withdrawal).
         Scenario::NoLiquidity => cfg.venues[1].withdraw_liquidity_after_ms = Some(trade_ms + 500),
-        Scenario::Normal | Scenario::Sigstop | Scenario::Stuck | Scenario::CrashRestart => {}
+        Scenario::Normal
+        | Scenario::Sigstop
+        | Scenario::Stuck
+        | Scenario::CrashRestart
+        | Scenario::RollingRestart => {}
     }
     cfg
 }

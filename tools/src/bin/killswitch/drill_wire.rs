@@ -36,6 +36,7 @@ struct VenueFlags {
     cancel_on_disconnect_off: bool,
     disconnect_after: Option<u64>,
     withdraw_liquidity_after_ms: Option<u64>,
+    takeover_grace_ms: Option<u64>,
 }
 
 /// A venue child process.
@@ -96,6 +97,11 @@ pub fn start(scenario: Scenario, cfg: &mut EngineConfig, work: &Path) -> Result<
                 flags.withdraw_liquidity_after_ms =
                     v.withdraw_liquidity_after_ms.map(|ms| ms + 2000);
             }
+            // The designated backup's session takeover, with a grace
+            // period longer than the drill (see drill_rolling).
+            Scenario::RollingRestart => {
+                flags.takeover_grace_ms = Some(crate::drill_rolling::TAKEOVER_GRACE_MS);
+            }
             _ => {}
         }
         let log = std::fs::File::create(dir.join(format!("{}.log", v.name)))
@@ -128,6 +134,9 @@ pub fn start(scenario: Scenario, cfg: &mut EngineConfig, work: &Path) -> Result<
         }
         if let Some(ms) = flags.withdraw_liquidity_after_ms {
             cmd.arg("--withdraw-liquidity-after-ms").arg(ms.to_string());
+        }
+        if let Some(ms) = flags.takeover_grace_ms {
+            cmd.arg("--takeover-grace-ms").arg(ms.to_string());
         }
         let mut child = cmd
             .stdin(Stdio::null())

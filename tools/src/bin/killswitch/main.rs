@@ -39,6 +39,7 @@ mod control_cmds;
 mod demo;
 mod drill;
 mod drill_planned;
+mod drill_rolling;
 mod drill_wire;
 mod emergency;
 #[cfg(feature = "firm")]
