@@ -426,6 +426,30 @@ mod tests {
             parse_fields(b"8=FIX.4.4\x019=5\x0149=A\x01", &mut fields),
             Err(ParseError::NoMsgType)
         );
+        // The one-pass parser's edges: tag 0, a tag past u32, a tag of 19
+        // digits, a field with no `=` at the very end, and SOH before `=`.
+        for (bad, offset) in [
+            (&b"8=FIX.4.4\x019=5\x010=1\x01"[..], 14),
+            (b"8=FIX.4.4\x019=5\x014294967296=1\x01", 14),
+            (b"8=FIX.4.4\x019=5\x011234567890123456789=1\x01", 14),
+            (b"8=FIX.4.4\x019=5\x0135", 14),
+            (b"8=FIX.4.4\x019=5\x0135\x01=1", 14),
+            (b"=1\x01", 0),
+        ] {
+            assert_eq!(
+                parse_fields(bad, &mut fields),
+                Err(ParseError::BadField { offset }),
+                "{}",
+                printable(bad)
+            );
+        }
+        // A value may hold `=`; the largest tag is read whole.
+        parse_fields(b"8=FIX.4.4\x019=5\x0135=0\x014294967295=a=b", &mut fields).unwrap();
+        let m = Msg {
+            frame: b"8=FIX.4.4\x019=5\x0135=0\x014294967295=a=b",
+            fields: &fields,
+        };
+        assert_eq!(m.get(u32::MAX), Some(&b"a=b"[..]));
         let mut body = Body::new("D");
         body.str(58, "a\x01b");
         assert_eq!(body.fields, b"58=a b\x01");
