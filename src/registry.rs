@@ -123,6 +123,9 @@ impl Drop for Locked<'_> {
     fn drop(&mut self) {
         // Runs before the mutex guard (a field) is dropped: still locked.
         let g = &mut *self.0;
+        // The sink writes what it buffered under this hold first: the
+        // drain, woken by the count below, checkpoints the journal.
+        g.sink.flush();
         if g.closed_unpublished != 0 {
             g.closed
                 .fetch_add(std::mem::take(&mut g.closed_unpublished), Ordering::Release);
@@ -617,11 +620,13 @@ impl Inner {
                 } else if !was_open && next.is_open() {
                     self.add_open(slot);
                 }
+                let order = self.orders[slot as usize];
                 self.sink.record(&RecordedEvent::Order {
                     id,
                     tags,
                     event,
                     state: next,
+                    order,
                 });
                 true
             }
@@ -691,7 +696,7 @@ impl Inner {
         let overfill = filled > ordered;
         rec.filled = Qty(filled);
         rec.fills = rec.fills.saturating_add(1);
-        let (side, tags) = (rec.side, rec.tags);
+        let (side, tags, order) = (rec.side, rec.tags, *rec);
         self.counters.fills += 1;
         self.activity(tags, |a| a.fills += 1);
         if overfill {
@@ -709,6 +714,7 @@ impl Inner {
             qty,
             price,
             position,
+            order,
         });
         self.apply_event(
             id,
