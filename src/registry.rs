@@ -10,7 +10,8 @@
 //!
 //! Every change is handed to the registry's [`EventSink`] under the same
 //! lock that applies it, so a journal sees order events in exactly the
-//! order the registry applied them.
+//! order the registry applied them; the sink may buffer them and write a
+//! whole lock hold's at its end ([`EventSink::flush`], still under the lock).
 //!
 //! Money is fixed-point: positions are [`Qty`] sums of fills, per
 //! (venue, instrument) and per (venue, instrument, account).
