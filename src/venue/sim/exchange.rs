@@ -206,11 +206,7 @@ impl Exchange {
     }
 
     fn answer(&mut self, session: SessionId, a: Answer) {
-        // Without latency an answer is due at once: no clock read (a mass
-        // cancel answers thousands of orders in one call). The queue stays
-        // in order: `take_due` stops at the first answer not due yet.
-        let latency = self.shared.event_latency_ns.load(Ordering::Relaxed);
-        let due = if latency == 0 { 0 } else { mono_ns() + latency };
+        let due = mono_ns() + self.shared.event_latency_ns.load(Ordering::Relaxed);
         if let Some(s) = self.session_mut(session) {
             s.outbound.push_back((due, a));
         }
