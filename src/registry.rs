@@ -10,7 +10,8 @@
 //!
 //! Every change is handed to the registry's [`EventSink`] under the same
 //! lock that applies it, so a journal sees order events in exactly the
-//! order the registry applied them.
+//! order the registry applied them; the sink may buffer them and write a
+//! whole lock hold's at its end ([`EventSink::flush`], still under the lock).
 //!
 //! Money is fixed-point: positions are [`Qty`] sums of fills, per
 //! (venue, instrument) and per (venue, instrument, account).
@@ -123,6 +124,9 @@ impl Drop for Locked<'_> {
     fn drop(&mut self) {
         // Runs before the mutex guard (a field) is dropped: still locked.
         let g = &mut *self.0;
+        // The sink writes what it buffered under this hold first: the
+        // drain, woken by the count below, checkpoints the journal.
+        g.sink.flush();
         if g.closed_unpublished != 0 {
             g.closed
                 .fetch_add(std::mem::take(&mut g.closed_unpublished), Ordering::Release);
@@ -617,11 +621,13 @@ impl Inner {
                 } else if !was_open && next.is_open() {
                     self.add_open(slot);
                 }
+                let order = self.orders[slot as usize];
                 self.sink.record(&RecordedEvent::Order {
                     id,
                     tags,
                     event,
                     state: next,
+                    order,
                 });
                 true
             }
@@ -691,7 +697,7 @@ impl Inner {
         let overfill = filled > ordered;
         rec.filled = Qty(filled);
         rec.fills = rec.fills.saturating_add(1);
-        let (side, tags) = (rec.side, rec.tags);
+        let (side, tags, order) = (rec.side, rec.tags, *rec);
         self.counters.fills += 1;
         self.activity(tags, |a| a.fills += 1);
         if overfill {
@@ -709,6 +715,7 @@ impl Inner {
             qty,
             price,
             position,
+            order,
         });
         self.apply_event(
             id,

@@ -481,12 +481,28 @@ impl JournalWriter {
     #[inline]
     pub fn append<P: Encode>(&mut self, rec: &P) -> Result<Appended, JournalError> {
         let len = rec.encoded_len();
-        self.append_with(rec.record_type() as u16, len, |s| rec.encode(s))
+        self.append_with(rec.record_type() as u16, len, mono_ns(), |s| rec.encode(s))
+    }
+
+    /// [`append`](JournalWriter::append) with the record's monotonic stamp
+    /// given: for a batch of records appended together under one hold of
+    /// the writer, stamped with one clock read (`mono_ns` from
+    /// [`crate::clock::mono_ns`], read after the previous record was
+    /// appended, so stamps never go backwards). Thousands of records in
+    /// an emergency drain: the clock read was a tenth of their cost.
+    #[inline]
+    pub fn append_stamped<P: Encode>(
+        &mut self,
+        rec: &P,
+        mono_ns: u64,
+    ) -> Result<Appended, JournalError> {
+        let len = rec.encoded_len();
+        self.append_with(rec.record_type() as u16, len, mono_ns, |s| rec.encode(s))
     }
 
     /// Appends a record of a raw type with the given payload bytes.
     pub fn append_bytes(&mut self, rtype: u16, payload: &[u8]) -> Result<Appended, JournalError> {
-        self.append_with(rtype, payload.len(), |s| s.put(payload))
+        self.append_with(rtype, payload.len(), mono_ns(), |s| s.put(payload))
     }
 
     #[inline]
@@ -494,6 +510,7 @@ impl JournalWriter {
         &mut self,
         rtype: u16,
         len: usize,
+        mono: u64,
         fill: impl FnOnce(&mut RawSink),
     ) -> Result<Appended, JournalError> {
         if self.lock.is_none() {
@@ -502,7 +519,7 @@ impl JournalWriter {
         if self.pos + record_len(len) + END_RESERVE > self.seg.size() {
             self.roll(len)?;
         }
-        Ok(self.write_record(rtype, len, fill))
+        Ok(self.write_record(rtype, len, mono, fill))
     }
 
     /// Writes a record at `pos`; the caller checked that it fits.
@@ -511,6 +528,7 @@ impl JournalWriter {
         &mut self,
         rtype: u16,
         len: usize,
+        mono: u64,
         fill: impl FnOnce(&mut RawSink),
     ) -> Appended {
         let p = self.pos;
@@ -521,7 +539,7 @@ impl JournalWriter {
         head[off::LEN..off::LEN + 4].copy_from_slice(&(len as u32).to_le_bytes());
         head[off::TYPE..off::TYPE + 2].copy_from_slice(&rtype.to_le_bytes());
         head[off::SEQ..off::SEQ + 8].copy_from_slice(&seq.to_le_bytes());
-        head[off::MONO..off::MONO + 8].copy_from_slice(&mono_ns().to_le_bytes());
+        head[off::MONO..off::MONO + 8].copy_from_slice(&mono.to_le_bytes());
         // SAFETY: `p + total <= segment size` (checked by the callers), so
         // every pointer below stays inside the mapping, which lives as long
         // as `self.seg`. The bytes `p..p+total` are past every committed
@@ -590,7 +608,7 @@ impl JournalWriter {
             Some(s) => s,
             None => self.new_segment(next_index)?,
         };
-        self.write_record(RecordType::SegmentEnd as u16, 8, |s| {
+        self.write_record(RecordType::SegmentEnd as u16, 8, mono_ns(), |s| {
             SegmentEndRecord {
                 next_segment: next_index,
             }
@@ -627,9 +645,12 @@ impl JournalWriter {
                 offset: s.offset,
                 seq: s.seq,
             });
-        self.write_record(RecordType::SnapshotIndex as u16, index.encoded_len(), |s| {
-            index.encode(s)
-        });
+        self.write_record(
+            RecordType::SnapshotIndex as u16,
+            index.encoded_len(),
+            mono_ns(),
+            |s| index.encode(s),
+        );
         Ok(())
     }
 

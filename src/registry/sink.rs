@@ -56,6 +56,10 @@ pub enum RecordedEvent {
         event: OrderEvent,
         /// State after it.
         state: OrderState,
+        /// The order's record after it (what a journal writes the event
+        /// with: side, price, quantity), so a sink keeps no copy of every
+        /// open order of its own.
+        order: OrderRecord,
     },
     /// A fill, with the position it leaves (also reported as `Order`).
     Fill {
@@ -71,6 +75,12 @@ pub enum RecordedEvent {
         price: Price,
         /// Position of (venue, instrument, account) after the fill.
         position: Qty,
+        /// The order's record with this fill counted (`filled`, `fills`)
+        /// but its `state` still the one before the fill: the state event
+        /// that follows says where the fill took it. A fill on an order
+        /// already terminal (it crossed our cancel) moves the position but
+        /// no order state.
+        order: OrderRecord,
     },
     /// A mass cancel was written to a venue.
     MassCancelSent {
@@ -117,6 +127,16 @@ pub trait EventSink: Send {
     fn record(&mut self, event: &RecordedEvent) {
         let _ = event;
     }
+
+    /// The registry is about to release its lock: every event recorded
+    /// since the last flush belongs to one hold of it (a batch of venue
+    /// answers, a mass cancel, one order). A sink may buffer events in
+    /// [`record`](EventSink::record) and write them here, all at once;
+    /// this is still under the registry lock, so the sink's output keeps
+    /// the registry's order and nothing outside the registry sees the
+    /// change before it is written (a new order is journaled before the
+    /// gateway writes it; the drain counts a close only after it).
+    fn flush(&mut self) {}
 }
 
 /// An [`EventSink`] that records nothing.

@@ -171,7 +171,11 @@ impl AnswerSink {
     }
 
     fn take_new_routes(&mut self) {
-        if !self.table.any_pending.swap(false, Ordering::AcqRel) {
+        // A plain load first: this runs for every event, and a new route
+        // is rare (a swap is a locked instruction each time).
+        if !self.table.any_pending.load(Ordering::Acquire)
+            || !self.table.any_pending.swap(false, Ordering::AcqRel)
+        {
             return;
         }
         let mut p = self.table.pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -208,6 +212,7 @@ fn answer_for(event: &RecordedEvent) -> Option<(ScopeIndex, Answer)> {
             tags,
             event,
             state,
+            ..
         } => {
             let answer = match event {
                 OrderEvent::Acked => Answer::Accepted { id },
@@ -273,6 +278,10 @@ fn answer_for(event: &RecordedEvent) -> Option<(ScopeIndex, Answer)> {
 }
 
 impl EventSink for AnswerSink {
+    fn flush(&mut self) {
+        self.inner.flush();
+    }
+
     fn record(&mut self, event: &RecordedEvent) {
         self.inner.record(event);
         self.take_new_routes();

@@ -190,26 +190,45 @@ pub struct Field {
 /// cleared first and reused between messages (no allocation once warm).
 pub fn parse_fields(frame: &[u8], fields: &mut Vec<Field>) -> Result<(), ParseError> {
     fields.clear();
+    let n = frame.len();
     let mut pos = 0;
-    while pos < frame.len() {
-        let end = frame[pos..]
+    // One pass: the tag's digits are read as they are scanned for `=`,
+    // then the value is scanned for SOH (every ExecutionReport of a mass
+    // cancel comes through here; the earlier two scans per field and a
+    // second pass over the tag showed in profiles).
+    while pos < n {
+        let bad = ParseError::BadField { offset: pos };
+        let mut i = pos;
+        let mut tag = 0u64;
+        loop {
+            let Some(&b) = frame.get(i) else {
+                return Err(bad); // no `=` before the end
+            };
+            if b == b'=' {
+                break;
+            }
+            // A non-digit (SOH included: no `=` in the field) or a tag
+            // longer than any number we read.
+            if !b.is_ascii_digit() || i - pos >= 18 {
+                return Err(bad);
+            }
+            tag = tag * 10 + u64::from(b - b'0');
+            i += 1;
+        }
+        if i == pos || tag == 0 || tag > u64::from(u32::MAX) {
+            return Err(bad);
+        }
+        let start = i + 1;
+        let end = frame[start..]
             .iter()
             .position(|&b| b == SOH)
-            .map_or(frame.len(), |e| pos + e);
-        let item = &frame[pos..end];
-        let eq = item
-            .iter()
-            .position(|&b| b == b'=')
-            .ok_or(ParseError::BadField { offset: pos })?;
-        let tag = parse_uint(&item[..eq])
-            .filter(|&t| t > 0 && t <= u64::from(u32::MAX))
-            .ok_or(ParseError::BadField { offset: pos })? as u32;
-        if eq + 1 == item.len() {
-            return Err(ParseError::BadField { offset: pos });
+            .map_or(n, |e| start + e);
+        if end == start {
+            return Err(bad); // empty value
         }
         fields.push(Field {
-            tag,
-            start: (pos + eq + 1) as u32,
+            tag: tag as u32,
+            start: start as u32,
             end: end as u32,
         });
         pos = end + 1;
@@ -407,6 +426,30 @@ mod tests {
             parse_fields(b"8=FIX.4.4\x019=5\x0149=A\x01", &mut fields),
             Err(ParseError::NoMsgType)
         );
+        // The one-pass parser's edges: tag 0, a tag past u32, a tag of 19
+        // digits, a field with no `=` at the very end, and SOH before `=`.
+        for (bad, offset) in [
+            (&b"8=FIX.4.4\x019=5\x010=1\x01"[..], 14),
+            (b"8=FIX.4.4\x019=5\x014294967296=1\x01", 14),
+            (b"8=FIX.4.4\x019=5\x011234567890123456789=1\x01", 14),
+            (b"8=FIX.4.4\x019=5\x0135", 14),
+            (b"8=FIX.4.4\x019=5\x0135\x01=1", 14),
+            (b"=1\x01", 0),
+        ] {
+            assert_eq!(
+                parse_fields(bad, &mut fields),
+                Err(ParseError::BadField { offset }),
+                "{}",
+                printable(bad)
+            );
+        }
+        // A value may hold `=`; the largest tag is read whole.
+        parse_fields(b"8=FIX.4.4\x019=5\x0135=0\x014294967295=a=b", &mut fields).unwrap();
+        let m = Msg {
+            frame: b"8=FIX.4.4\x019=5\x0135=0\x014294967295=a=b",
+            fields: &fields,
+        };
+        assert_eq!(m.get(u32::MAX), Some(&b"a=b"[..]));
         let mut body = Body::new("D");
         body.str(58, "a\x01b");
         assert_eq!(body.fields, b"58=a b\x01");

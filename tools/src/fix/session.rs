@@ -210,6 +210,25 @@ impl SessionState {
     /// `out`. Application messages (`store`) are kept for resends on the
     /// venue side. Returns the sequence number used.
     pub fn send(&mut self, body: &Body, store: bool, out: &mut Vec<u8>) -> u64 {
+        let seq = self.stamp(body, out);
+        if store && self.keep_store {
+            self.keep(seq, body.clone());
+        }
+        seq
+    }
+
+    /// [`SessionState::send`] for a body the caller is done with: it is
+    /// moved into the resend store, not copied (a mass cancel's thousands
+    /// of ExecutionReports on the venue side).
+    pub fn send_owned(&mut self, body: Body, store: bool, out: &mut Vec<u8>) -> u64 {
+        let seq = self.stamp(&body, out);
+        if store && self.keep_store {
+            self.keep(seq, body);
+        }
+        seq
+    }
+
+    fn stamp(&mut self, body: &Body, out: &mut Vec<u8>) -> u64 {
         let seq = self.next_out;
         self.next_out += 1;
         self.tick_clock();
@@ -221,14 +240,15 @@ impl SessionState {
             orig_sending_time: None,
         };
         encode(&header, body, out);
-        if store && self.keep_store {
-            if self.store.len() >= STORE_LIMIT {
-                self.store.pop_front();
-            }
-            self.store.push_back((seq, self.clock_text.0, body.clone()));
-        }
         self.sent = true;
         seq
+    }
+
+    fn keep(&mut self, seq: u64, body: Body) {
+        if self.store.len() >= STORE_LIMIT {
+            self.store.pop_front();
+        }
+        self.store.push_back((seq, self.clock_text.0, body));
     }
 
     /// Answers a ResendRequest for `begin..=end` (`end` 0: to the last sent):

@@ -463,7 +463,7 @@ impl VenueServer {
         if c.closing.is_some() {
             // A peer that does not read our Logout is not waited for long.
             let since = c.closing_since.unwrap_or(c.opened);
-            if now.duration_since(since) > self.cfg.logon_timeout && !c.wbuf.is_empty() {
+            if now.duration_since(since) > self.cfg.logon_timeout && c.unwritten() > 0 {
                 let reason = c.closing.clone().unwrap_or_default();
                 self.close(slot, &reason);
             }
@@ -503,12 +503,13 @@ impl VenueServer {
             stream,
             firm,
             mut wbuf,
+            wpos,
             ..
         } = conn;
         // Last words (our Logout) go out if the socket takes them.
-        if !wbuf.is_empty() {
+        if wpos < wbuf.len() {
             let mut s = &stream;
-            let _ = io::Write::write(&mut s, &wbuf);
+            let _ = io::Write::write(&mut s, &wbuf[wpos..]);
             wbuf.clear();
         }
         drop(stream);

@@ -170,7 +170,16 @@ struct Conn {
     stream: TcpStream,
     peer: SocketAddr,
     rbuf: Vec<u8>,
+    /// Outbound bytes; those before `wpos` are written already.
     wbuf: Vec<u8>,
+    /// How much of `wbuf` the socket has taken. A mass cancel queues
+    /// megabytes the socket takes a slice at a time: shifting the rest
+    /// down after every slice moved the whole backlog each time.
+    wpos: usize,
+    /// The socket's send buffer was full at the last write: a burst is
+    /// not written again until poll says it is writable (one failing
+    /// write per encoded message otherwise).
+    blocked: bool,
     firm: Option<usize>,
     opened: Instant,
     partial_since: Option<Instant>,
@@ -277,7 +286,7 @@ impl VenueServer {
             for (i, c) in self.conns.iter().enumerate() {
                 if let Some(c) = c {
                     let mut ev = libc::POLLIN;
-                    if !c.wbuf.is_empty() {
+                    if c.unwritten() > 0 {
                         ev |= libc::POLLOUT;
                     }
                     fds.push(pollfd(c.stream.as_raw_fd(), ev));
@@ -299,7 +308,13 @@ impl VenueServer {
                 self.accept_all();
             }
             for (k, &slot) in slots.iter().enumerate() {
-                if fds[k + 1].revents != 0 {
+                let revents = fds[k + 1].revents;
+                if revents & libc::POLLOUT != 0 {
+                    if let Some(c) = self.conns[slot].as_mut() {
+                        c.blocked = false;
+                    }
+                }
+                if revents != 0 {
                     self.read_conn(slot);
                 }
             }
@@ -350,7 +365,7 @@ impl VenueServer {
                 if let Some(slot) = self.firms[f].conn {
                     if self.conns[slot]
                         .as_ref()
-                        .is_some_and(|c| c.wbuf.len() >= 32 * 1024)
+                        .is_some_and(|c| !c.blocked && c.unwritten() >= 32 * 1024)
                     {
                         self.write_conn(slot);
                     }
@@ -388,6 +403,8 @@ impl VenueServer {
                         peer,
                         rbuf: Vec::with_capacity(4096),
                         wbuf: Vec::with_capacity(4096),
+                        wpos: 0,
+                        blocked: false,
                         firm: None,
                         opened: Instant::now(),
                         partial_since: None,
@@ -463,6 +480,12 @@ impl VenueServer {
     /// Sends `body` on session `f` (queued for resend only while it has no
     /// connection). `app`: kept for resends.
     fn send(&mut self, f: usize, body: &Body, app: bool) {
+        self.send_owned(f, body.clone(), app);
+    }
+
+    /// [`VenueServer::send`] of a body built for this message alone: it
+    /// moves into the resend store instead of being copied.
+    fn send_owned(&mut self, f: usize, body: Body, app: bool) {
         let conn = self.firms[f].conn;
         let mut buf = match conn.and_then(|c| self.conns[c].as_mut()) {
             Some(c) => std::mem::take(&mut c.wbuf),
@@ -472,7 +495,8 @@ impl VenueServer {
             }
         };
         let start = buf.len();
-        let seq = self.firms[f].state.send(body, app, &mut buf);
+        let msg_type = body.msg_type;
+        let seq = self.firms[f].state.send_owned(body, app, &mut buf);
         if self.audit.enabled() {
             let entry = AuditEntry {
                 mono_ns: mono_ns(),
@@ -480,7 +504,7 @@ impl VenueServer {
                 venue: self.cfg.name.clone(),
                 session: self.firms[f].comp_id.clone(),
                 dir: "out".into(),
-                msg_type: Some(body.msg_type.to_string()),
+                msg_type: Some(msg_type.to_string()),
                 seq: Some(seq),
                 sent: Some(conn.is_some()),
                 fix: Some(crate::fix::codec::printable(&buf[start..])),
@@ -512,23 +536,23 @@ impl VenueServer {
     fn write_conn(&mut self, slot: usize) {
         // The audit log never lags what a peer has seen: its lines for these
         // answers reach the file before the answers reach the socket.
-        if self.conns[slot]
-            .as_ref()
-            .is_some_and(|c| !c.wbuf.is_empty())
-        {
+        if self.conns[slot].as_ref().is_some_and(|c| c.unwritten() > 0) {
             self.audit.flush();
         }
         let Some(c) = self.conns[slot].as_mut() else {
             return;
         };
-        // Written by offset, the buffer shifted once: a mass cancel queues
-        // megabytes that the socket takes a slice at a time.
-        let mut written = 0;
-        while written < c.wbuf.len() {
-            match io::Write::write(&mut c.stream, &c.wbuf[written..]) {
+        while c.wpos < c.wbuf.len() {
+            match io::Write::write(&mut c.stream, &c.wbuf[c.wpos..]) {
                 Ok(0) => break,
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Ok(n) => {
+                    c.wpos += n;
+                    c.blocked = false;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.blocked = true;
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     self.close(slot, &format!("write failed: {e}"));
@@ -536,14 +560,30 @@ impl VenueServer {
                 }
             }
         }
-        c.wbuf.drain(..written);
-        if c.wbuf.is_empty() {
+        if c.wpos == c.wbuf.len() {
+            c.wbuf.clear();
+            c.wpos = 0;
             if let Some(reason) = c.closing.clone() {
                 self.close(slot, &reason);
             }
-        } else if c.wbuf.len() > MAX_UNREAD {
-            self.close(slot, "slow consumer: 64 MiB unread");
+        } else {
+            // Written bytes are dropped once they are most of the buffer:
+            // each byte is moved at most once on average.
+            if c.wpos > c.wbuf.len() / 2 {
+                c.wbuf.drain(..c.wpos);
+                c.wpos = 0;
+            }
+            if c.unwritten() > MAX_UNREAD {
+                self.close(slot, "slow consumer: 64 MiB unread");
+            }
         }
+    }
+}
+
+impl Conn {
+    /// Bytes queued and not yet taken by the socket.
+    fn unwritten(&self) -> usize {
+        self.wbuf.len() - self.wpos
     }
 }
 

@@ -115,7 +115,7 @@ impl VenueServer {
             _ => {}
         }
         self.firms[f].orders.info.insert(id, o);
-        self.send(f, &b, true);
+        self.send_owned(f, b, true);
     }
 
     fn order_fields(

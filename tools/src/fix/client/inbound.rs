@@ -20,25 +20,26 @@ fn order_id(cl_ord_id: &[u8]) -> Option<OrderId> {
 
 impl FixVenue {
     pub(super) fn handle_frames(&mut self) {
-        // Frames are consumed by offset and the buffer shifted once at the
-        // end: draining each frame off the front would move the rest of a
-        // 64 KiB read once per message.
+        // Frames are read where they lie: the buffer is taken out while its
+        // frames are handled (no copy per message) and put back with the
+        // handled ones dropped once at the end (draining each frame off the
+        // front would move the rest of a 64 KiB read once per message).
+        let mut rbuf = std::mem::take(&mut self.rbuf);
         let mut pos = 0;
+        let mut live = true;
         loop {
             if self.link.stream().is_none() {
-                return; // lost(): the buffer is gone with the connection
+                live = false; // lost(): the buffer is gone with the connection
+                break;
             }
-            match next_frame(&self.rbuf[pos..]) {
+            match next_frame(&rbuf[pos..]) {
                 Ok(Some(n)) => {
-                    let mut frame = std::mem::take(&mut self.frame);
-                    frame.clear();
-                    frame.extend_from_slice(&self.rbuf[pos..pos + n]);
+                    let frame = &rbuf[pos..pos + n];
                     pos += n;
-                    self.on_frame(&frame);
+                    self.on_frame(frame);
                     while let Some(queued) = self.session.take_queued() {
                         self.on_frame(&queued);
                     }
-                    self.frame = frame;
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -46,11 +47,19 @@ impl FixVenue {
                     let reason = e.to_string();
                     self.send_admin(&messages::logout(&reason));
                     self.lost(&format!("garbled frame from the venue: {reason}"));
-                    return;
+                    live = false;
+                    break;
                 }
             }
         }
-        self.rbuf.drain(..pos);
+        if live {
+            rbuf.drain(..pos);
+        } else {
+            rbuf.clear();
+        }
+        // Whatever `lost()` cleared meanwhile was the empty placeholder;
+        // the buffer (and its capacity) comes back.
+        self.rbuf = rbuf;
     }
 
     fn on_frame(&mut self, frame: &[u8]) {

@@ -207,7 +207,6 @@ pub struct FixVenue {
     chunk: Vec<u8>,
     wbuf: Vec<u8>,
     fields: Vec<Field>,
-    frame: Vec<u8>,
     events: Vec<VenueEvent>,
     orders: FxHashMap<OrderId, OrderMeta>,
     /// Orders of an earlier run whose status is asked for once if the
@@ -249,7 +248,6 @@ impl FixVenue {
             chunk: vec![0; 64 * 1024],
             wbuf: Vec::with_capacity(64 * 1024),
             fields: Vec::with_capacity(64),
-            frame: Vec::with_capacity(1024),
             events: Vec::new(),
             orders: FxHashMap::default(),
             adopted: Default::default(),
