@@ -299,9 +299,23 @@ fn kill_after_the_hand_over_before_the_takeover_is_drained_by_the_standby() {
     // takeover is the one the standby must drain.
     let resting = takeovers[0].orders.unwrap_or(0);
     assert!(resting > 0, "orders rested at the takeover");
+    // Between the takeover and the drain's snapshot the venue's flow may
+    // fill some of them (seen 1 in 247 under load): those are not in the
+    // snapshot. No new order goes out under the KILL, so every full fill
+    // the venue reported after the takeover is of a taken-over order.
+    let filled_since = venue_log
+        .iter()
+        .filter(|e| {
+            e.session == FIRM
+                && e.dir == "out"
+                && e.msg_type.as_deref() == Some("8")
+                && e.mono_ns > takeovers[0].mono_ns
+                && e.fix.as_deref().is_some_and(|f| f.contains("|39=2|"))
+        })
+        .count() as u64;
     assert!(
-        open >= resting,
-        "the drain held every order resting at the takeover ({resting}): {report}"
+        open + filled_since >= resting,
+        "the drain held every order resting at the takeover ({resting}) but those filled since ({filled_since}): {report}"
     );
     no_venue_backstop(&venue_log);
     eprintln!("(b) {working_at_hand_over} order(s) held at the venue; the promoted standby drained {open}: {cancelled} cancelled, {filled} filled");

@@ -325,6 +325,21 @@ impl VenueServer {
                 self.close(slot, "venue shutting down");
             }
         }
+        // Every answer still queued, due or not, reaches the audit log
+        // (stored for resend: the sessions are closed). A peer found dead
+        // by a failed write in the last turn had its orders cancelled
+        // there (cancel-on-disconnect) but their reports only queued:
+        // stopped right after, the venue's log showed them still working.
+        for f in 0..self.firms.len() {
+            let mut answers = std::mem::take(&mut self.answers);
+            answers.clear();
+            self.exchange
+                .take_due(self.firms[f].sid, u64::MAX, &mut answers);
+            for a in answers.drain(..) {
+                self.answer(f, a);
+            }
+            self.answers = answers;
+        }
         self.audit.flush();
     }
 
