@@ -194,15 +194,26 @@ pub fn run(args: DrillArgs) -> ExitCode {
         eprintln!("killswitch drill: error: --scenario no-liquidity is a planned-shutdown path: add --planned");
         return ExitCode::from(crate::exit::USAGE);
     }
-    match drill(&args) {
+    finish(drill(&args), args.json, |r| r.pass)
+}
+
+/// A drill's exit: its report on stdout with `--json`, exit 0 when `pass`
+/// says it passed, 1 when not, the I/O code when it could not run (the
+/// error on stderr).
+pub(crate) fn finish<R: serde::Serialize>(
+    out: Result<R, String>,
+    json: bool,
+    pass: impl Fn(&R) -> bool,
+) -> ExitCode {
+    match out {
         Ok(r) => {
-            if args.json {
+            if json {
                 outln!(
                     "{}",
                     serde_json::to_string_pretty(&r).expect("report serialises")
                 );
             }
-            if r.pass {
+            if pass(&r) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

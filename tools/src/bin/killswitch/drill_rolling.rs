@@ -89,25 +89,7 @@ pub fn run(args: &DrillArgs) -> ExitCode {
         eprintln!("killswitch drill: error: --scenario rolling-restart ends with `killswitch emergency`: --planned and --method do not apply");
         return ExitCode::from(crate::exit::USAGE);
     }
-    match rolling(args) {
-        Ok(r) => {
-            if args.json {
-                outln!(
-                    "{}",
-                    serde_json::to_string_pretty(&r).expect("report serialises")
-                );
-            }
-            if r.pass {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
-        Err(e) => {
-            eprintln!("killswitch drill: error: {e}");
-            ExitCode::from(crate::exit::IO)
-        }
-    }
+    crate::drill::finish(rolling(args), args.json, |r| r.pass)
 }
 
 /// Prints a line of the narrative (stderr under --json).
