@@ -15,7 +15,7 @@ use killswitch::control::ControlBlock;
 use killswitch::journal::rebuild;
 use killswitch_tools::fix::parse_fixed;
 use killswitch_tools::venue_server::audit::{working_orders, AuditEntry};
-use support::pair::{config, new_orders, Engine, FIRM};
+use support::pair::{config, new_orders, work_and_venue, Engine, FIRM};
 use support::venue::{events, VenueProc};
 use support::{ks, run, wait_for};
 
@@ -99,27 +99,10 @@ fn timeline(log: &str) -> Vec<String> {
 /// flow around each takeover is printed (measured, never asserted).
 #[test]
 fn orders_flow_through_a_failover_and_a_failback_with_nothing_lost_or_doubled() {
-    // KS_KEEP=1 keeps the directory (logs, audit, journal) for a look.
-    let work = tempfile::Builder::new()
-        .disable_cleanup(std::env::var_os("KS_KEEP").is_some())
-        .tempdir()
-        .unwrap();
+    // Generous grace: a promotion starts a whole runtime (journal open,
+    // rebuild), slow in a debug build on a loaded machine.
+    let (work, venue) = work_and_venue(15_000);
     let w = work.path();
-    eprintln!("work dir {}", w.display());
-    let venue = VenueProc::start(
-        w,
-        &["SIM"],
-        &[
-            "--instruments",
-            "I0",
-            "--flow-interval-us",
-            "500",
-            // Generous: a promotion starts a whole runtime (journal
-            // open, rebuild), slow in a debug build on a loaded machine.
-            "--takeover-grace-ms",
-            "15000",
-        ],
-    );
     std::fs::write(w.join("engine.toml"), config(w, venue.addr("SIM"))).unwrap();
     let mut a = Engine::spawn(w, "a1", false);
     let mut block = None;

@@ -24,7 +24,7 @@ use killswitch::control::ControlBlock;
 use killswitch_tools::venue_server::audit::{working_orders, AuditEntry};
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use support::pair::{config, new_orders, Engine, FIRM};
+use support::pair::{config, new_orders, work_and_venue, Engine, FIRM};
 use support::venue::{events, VenueProc};
 use support::{ks, run, wait_for};
 
@@ -41,26 +41,10 @@ struct Pair {
 }
 
 fn start_pair(active_env: &[(&str, &Path)]) -> Pair {
-    let work = tempfile::Builder::new()
-        .disable_cleanup(std::env::var_os("KS_KEEP").is_some())
-        .tempdir()
-        .unwrap();
+    // A grace far longer than the test: if nothing working is left, the
+    // venue's end-of-grace cancel (its backstop) did not do it.
+    let (work, venue) = work_and_venue(600_000);
     let w = work.path();
-    eprintln!("work dir {}", w.display());
-    let venue = VenueProc::start(
-        w,
-        &["SIM"],
-        &[
-            "--instruments",
-            "I0",
-            "--flow-interval-us",
-            "500",
-            // Far longer than the test: if nothing working is left, the
-            // venue's end-of-grace cancel (its backstop) did not do it.
-            "--takeover-grace-ms",
-            "600000",
-        ],
-    );
     // The old active exits after handing over (it does not restart as
     // the standby): each window below waits for that exit and reads its
     // report.

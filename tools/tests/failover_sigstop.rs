@@ -34,30 +34,14 @@ use killswitch::clock::mono_ns;
 use killswitch::control::ControlBlock;
 use killswitch_tools::venue_server::audit::working_orders;
 use nix::sys::signal::Signal;
-use support::pair::{config, new_orders, Engine, FIRM};
-use support::venue::{events, VenueProc};
+use support::pair::{config, new_orders, work_and_venue, Engine, FIRM};
+use support::venue::events;
 use support::{ks, run, wait_for};
 
 #[test]
 fn an_old_active_stopped_mid_failover_sends_nothing_after_the_new_epoch() {
-    let work = tempfile::Builder::new()
-        .disable_cleanup(std::env::var_os("KS_KEEP").is_some())
-        .tempdir()
-        .unwrap();
+    let (work, venue) = work_and_venue(600_000);
     let w = work.path();
-    eprintln!("work dir {}", w.display());
-    let venue = VenueProc::start(
-        w,
-        &["SIM"],
-        &[
-            "--instruments",
-            "I0",
-            "--flow-interval-us",
-            "500",
-            "--takeover-grace-ms",
-            "600000",
-        ],
-    );
     // A heartbeat interval far longer than the stop: the venue must not
     // end the stopped engine's session for silence (cancel-on-disconnect)
     // while it sleeps; what is tested is the failover, not that.

@@ -9,6 +9,32 @@ use killswitch_tools::venue_server::audit::AuditEntry;
 
 use super::KILLSWITCH;
 
+/// A pair test's work directory (`KS_KEEP=1` keeps it: logs, audit,
+/// journal) and its venue: `ks-venue` with one venue `SIM` listing `I0`,
+/// synthetic flow every 500 µs, and the session takeover's grace period
+/// `grace_ms`.
+pub fn work_and_venue(grace_ms: u64) -> (tempfile::TempDir, super::venue::VenueProc) {
+    let work = tempfile::Builder::new()
+        .disable_cleanup(std::env::var_os("KS_KEEP").is_some())
+        .tempdir()
+        .unwrap();
+    eprintln!("work dir {}", work.path().display());
+    let grace = grace_ms.to_string();
+    let venue = super::venue::VenueProc::start(
+        work.path(),
+        &["SIM"],
+        &[
+            "--instruments",
+            "I0",
+            "--flow-interval-us",
+            "500",
+            "--takeover-grace-ms",
+            &grace,
+        ],
+    );
+    (work, venue)
+}
+
 /// The firm's FIX identity (the venue's session name).
 pub const FIRM: &str = "FIRM";
 
