@@ -413,3 +413,29 @@ fn a_dead_drain_thread_trips_records_and_exits_14() {
     assert_eq!(status.mode, Mode::Kill);
     assert!(status.drain_incomplete.is_some(), "recorded for reset");
 }
+
+/// A failover with a venue that cannot hand its session over (the
+/// in-process simulator offers no takeover) is refused before anything
+/// is asked of the gateway: the engine keeps the lease and keeps trading,
+/// nothing is cancelled or orphaned.
+#[test]
+fn a_hand_over_is_refused_when_a_venue_cannot_hand_its_session_over() {
+    let dir = shm();
+    let (venue, _sim) = SimVenue::new(quiet("SIM"));
+    let mut rt = Runtime::builder(dir.path(), "handover")
+        .venue("SIM", venue)
+        .lease(killswitch::control::LeaseConfig::default())
+        .start()
+        .unwrap();
+    let err = rt.hand_over(Duration::from_secs(5)).unwrap_err();
+    assert!(
+        err.contains("SIM") && err.contains("offer no session hand-over"),
+        "{err}"
+    );
+    let lease = rt.lease().expect("started with a lease");
+    assert_eq!(lease.fenced_by(), None, "the lease is still ours");
+    let h = rt.strategy("mm").unwrap();
+    let tags = h.tags("SIM", "I0", "desk-1").unwrap();
+    assert!(h.submit(&buy(tags, 100)).is_ok(), "still trading");
+    rt.shutdown();
+}

@@ -65,6 +65,15 @@ impl Runtime {
         if crate::drain::kill_in_force(&self.block, self.block.state()) {
             return Err(KILL_IN_FORCE.into());
         }
+        // Before anything is asked of the gateway: once some sessions have
+        // handed over, a session that cannot would have its orders
+        // cancelled or orphaned, and nothing takes the others back.
+        if !self.no_hand_over.is_empty() {
+            return Err(format!(
+                "venue(s) {} offer no session hand-over to a designated backup (Venue::offers_hand_over): their orders would be cancelled or orphaned; no failover with them",
+                self.no_hand_over.join(", ")
+            ));
+        }
         let Some(g) = &self.gateway else {
             return Err("the gateway is stopped".into());
         };

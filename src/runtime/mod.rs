@@ -462,6 +462,11 @@ impl RuntimeBuilder {
                 "no venue: add at least one with .venue(name, session)",
             ));
         }
+        let no_hand_over: Vec<String> = venues
+            .iter()
+            .filter(|(_, v)| !v.offers_hand_over())
+            .map(|(name, _)| name.clone())
+            .collect();
         limits.validate().map_err(StartError::failed)?;
         rules.validate().map_err(StartError::failed)?;
         let block = Arc::new(ControlBlock::open_or_create_with(&dir, &name, access)?);
@@ -613,6 +618,7 @@ impl RuntimeBuilder {
             send_fence,
             lease: lease_state,
             handed_over: false,
+            no_hand_over,
             stopped: None,
             limits,
             references: ReferencePrices::new(),
@@ -658,6 +664,9 @@ pub struct Runtime {
     /// [`Runtime::hand_over`] succeeded: the stop closes the journal for
     /// the successor instead of syncing it.
     handed_over: bool,
+    /// Venues whose session cannot be handed over
+    /// ([`Venue::offers_hand_over`] false): a failover is refused.
+    no_hand_over: Vec<String>,
     stopped: Option<ShutdownReport>,
     limits: LimitConfig,
     references: ReferencePrices,

@@ -243,6 +243,15 @@ pub trait Venue: Send {
     fn hand_over(&mut self) -> Result<(), VenueError> {
         Err(VenueError::Unsupported("hand over to a designated backup"))
     }
+    /// True when [`Venue::hand_over`] is implemented (the venue holds the
+    /// session's orders for a designated backup). Asked once when the
+    /// runtime starts: [`crate::runtime::Runtime::hand_over`] refuses a
+    /// failover up front when any session says false, because a hand-over
+    /// cannot be taken back once other sessions have handed over. The
+    /// default says false, as the default `hand_over` refuses.
+    fn offers_hand_over(&self) -> bool {
+        false
+    }
     /// The gateway has just acknowledged kill-switch `generation` (it is
     /// published; from here on the gateway writes no order the state word
     /// refuses). Called on the gateway thread before any other request of

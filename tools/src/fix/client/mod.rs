@@ -558,6 +558,10 @@ impl Venue for FixVenue {
     /// its grace period instead of cancelling them when the connection
     /// ends. Later requests fail with `LoggedOut`. Only the holder of the
     /// active role may call it (it writes to the venue).
+    fn offers_hand_over(&self) -> bool {
+        true
+    }
+
     fn hand_over(&mut self) -> Result<(), VenueError> {
         if self.logout_requested {
             return Err(VenueError::LoggedOut);
