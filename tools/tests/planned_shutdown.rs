@@ -316,3 +316,19 @@ fn the_planned_drill_flattens_reconciles_checkpoints_and_verifies_over_the_wire(
     bad.args(["drill", "--flatten", "aggressive"]);
     assert_eq!(run(bad).code(), 2);
 }
+
+/// `verify-shutdown --report FILE` on a report from outside with the
+/// checkpoint's keys missing: each check says what failed, no panic.
+#[test]
+fn verify_shutdown_reports_a_checkpoint_without_its_keys_as_a_failed_check() {
+    let d = tempfile::tempdir().unwrap();
+    let report = d.path().join("report.json");
+    std::fs::write(&report, r#"{"checkpoint": {}}"#).unwrap();
+    let mut v = ks(d.path(), "nobody");
+    v.arg("verify-shutdown").arg("--report").arg(&report);
+    let out = run(v);
+    // Bits 1 (no engine process known) and 4 (checkpoint) failed.
+    out.expect_code(32 + 1 + 4);
+    assert!(out.stdout().contains("✗ checkpoint"), "{}", out.stdout());
+    assert!(!out.stderr().contains("panicked"), "{}", out.stderr());
+}

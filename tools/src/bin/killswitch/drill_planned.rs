@@ -564,7 +564,9 @@ fn checks(
                 .collect::<String>()
         ),
     ));
-    let ck = r["checkpoint"].as_object();
+    // A `Value` (a missing key reads as null), not a `Map` (whose index
+    // panics): the report is the engine's file.
+    let ck = Some(&r["checkpoint"]).filter(|c| c.is_object());
     let ck_check = ck.and_then(|c| {
         let path = PathBuf::from(c["path"].as_str()?);
         let s = killswitch::checkpoint::validate(&path).ok()?;

@@ -56,7 +56,10 @@ pub(super) fn verify(a: VerifyArgs, t: &Target) -> ExitCode {
         sockets == 0,
         format!("no open sockets of the engine ({sockets})"),
     );
-    match r["checkpoint"].as_object() {
+    // Indexed as a `Value` (a missing key reads as null), not as a
+    // `Map` (whose index panics): the report is a file from outside.
+    let ck = &r["checkpoint"];
+    match ck.is_object().then_some(ck) {
         Some(c) => {
             let cp = PathBuf::from(c["path"].as_str().unwrap_or(""));
             match killswitch::checkpoint::validate(&cp) {
