@@ -667,6 +667,11 @@ impl JournalWriter {
     }
 
     fn new_segment(&self, index: u64) -> Result<Segment, JournalError> {
+        // Closed for its successor: segment `index` may be the successor's
+        // to create (or already written by it); never rename over it.
+        if self.lock.is_none() {
+            return Err(self.handed_to_successor());
+        }
         let s = Segment::create(&self.dir, index, self.cfg.segment_size)?;
         if self.cfg.prefault_write {
             prefault_for_write(&s.map, SEGMENT_HEADER_LEN);

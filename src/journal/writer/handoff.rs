@@ -194,6 +194,12 @@ impl JournalWriter {
             // critical path): the page tables are filled in the background
             // while this writer appends (see `populate_in_background`).
             populate_in_background(seg.map.clone(), pos);
+            // The predecessor's spare too: its first roll-over would
+            // otherwise fault every page in this process, under the
+            // registry lock.
+            if let Some(s) = &spare {
+                populate_in_background(s.map.clone(), SEGMENT_HEADER_LEN);
+            }
         }
         // Closed segments the predecessor may not have fsynced: the
         // flusher fsyncs them with its first job (a clean file's fsync
