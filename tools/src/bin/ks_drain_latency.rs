@@ -84,11 +84,6 @@ struct Args {
 }
 
 impl Args {
-    /// Busy spinning unless asked otherwise. Never under `SCHED_FIFO`: a
-    /// real-time thread that never sleeps holds its core against every
-    /// normal thread (this tool's own tripping thread included) except for
-    /// the kernel's real-time throttling slack, which on a 2-core machine
-    /// stalls everything.
     /// The gateway on `venues` and its drain, on the cores and with the
     /// back-off and scheduling these arguments ask for.
     fn spawn(
@@ -127,6 +122,11 @@ impl Args {
         Ok((gateway, drain))
     }
 
+    /// Busy spinning unless asked otherwise. Never under `SCHED_FIFO`: a
+    /// real-time thread that never sleeps holds its core against every
+    /// normal thread (this tool's own tripping thread included) except for
+    /// the kernel's real-time throttling slack, which on a 2-core machine
+    /// stalls everything.
     fn backoff(&self) -> BackoffConfig {
         if self.sleeping_backoff || self.realtime.is_some() {
             BackoffConfig::default()

@@ -451,7 +451,6 @@ impl VenueServer {
         }
     }
 
-    /// Appends an event line to the audit log.
     /// The fault knob: the other participants pull (or bring back) their
     /// liquidity; said in the audit log and on stderr.
     fn withdraw_liquidity(&mut self, on: bool, why: &str) {
@@ -473,6 +472,7 @@ impl VenueServer {
         );
     }
 
+    /// Appends an event line to the audit log.
     fn event(&mut self, session: &str, event: &str, orders: Option<u64>, detail: Option<String>) {
         let resting = self
             .by_comp

@@ -80,31 +80,14 @@ pub fn run(args: &DrillArgs) -> ExitCode {
     let report_file = args.report.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("ks-drill-planned-{}.json", std::process::id()))
     });
-    match drill(args) {
-        Ok(r) => {
-            let text = serde_json::to_string_pretty(&r).expect("report serialises");
-            if let Err(e) = std::fs::write(&report_file, &text) {
-                eprintln!(
-                    "killswitch drill: cannot write the report {}: {e}",
-                    report_file.display()
-                );
-                return ExitCode::from(crate::exit::IO);
-            }
-            if args.json {
-                outln!("{text}");
-            }
-            say!(args.json, "report {}", report_file.display());
-            if r.pass {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(crate::exit::REFUSED)
-            }
-        }
-        Err(e) => {
-            eprintln!("killswitch drill: error: {e}");
-            ExitCode::from(crate::exit::IO)
-        }
-    }
+    let out = drill(args).and_then(|r| {
+        let text = serde_json::to_string_pretty(&r).expect("report serialises");
+        std::fs::write(&report_file, &text)
+            .map_err(|e| format!("cannot write the report {}: {e}", report_file.display()))?;
+        say!(args.json, "report {}", report_file.display());
+        Ok(r)
+    });
+    crate::drill::finish(out, args.json, |r| r.pass)
 }
 
 /// The drill's planned-shutdown settings: the runbook's conservative
