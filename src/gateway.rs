@@ -770,9 +770,7 @@ impl GatewayCore {
             let r = s.venue.hand_over();
             self.reports.logged_out(s.index, r);
         }
-        if let Some(lease) = self.lease.as_mut() {
-            lease.release_fenced();
-        }
+        lease.release_fenced();
     }
 
     fn logout_all(&mut self) {

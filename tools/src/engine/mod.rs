@@ -448,7 +448,7 @@ impl Engine {
         let stale_failover = self.stale_failover;
         // Read between the two supervise calls while the beat closure
         // still lives: a Cell, not a captured `&mut`.
-        let failover_seen: std::cell::Cell<Option<(u64, killswitch::control::FailoverRequest)>> =
+        let failover_seen: std::cell::Cell<Option<killswitch::control::FailoverRequest>> =
             std::cell::Cell::new(None);
         let mut failover_withdrawn: Option<u32> = None;
         let mut failover_ignored = false;
@@ -494,13 +494,11 @@ impl Engine {
                 if let Some(r) = monitor.block().failover_request() {
                     if Some(r.nonce) != stale_failover && !r.withdrawn {
                         if leased {
-                            failover_seen.set(Some((
-                                failover::phase_now(&format!(
-                                    "stop new orders (asked by pid {})",
-                                    r.pid
-                                )),
-                                r,
-                            )));
+                            failover::phase_now(&format!(
+                                "stop new orders (asked by pid {})",
+                                r.pid
+                            ));
+                            failover_seen.set(Some(r));
                             return Flow::Stop;
                         }
                         if !failover_ignored {
@@ -572,7 +570,7 @@ impl Engine {
         };
         let mut supervised = self.rt.supervise_with(opts.clone(), &mut on_beat);
         let mut handed_over = None;
-        if let Some((_, asked)) = failover_seen.get() {
+        if let Some(asked) = failover_seen.get() {
             failover::test_hold_before_hand_over();
             let result = self.rt.hand_over(Duration::from_secs(5));
             if result.is_err()
