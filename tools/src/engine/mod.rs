@@ -189,7 +189,7 @@ impl Engine {
             hot
         } else if cfg.venues.iter().any(|v| v.is_wire()) && cfg.journal_dir.exists() {
             killswitch::journal::rebuild_from_snapshot(&cfg.journal_dir)
-                .map(|r| r.state.open_orders.into_values().collect::<Vec<_>>())
+                .map(|r| r.state.open_orders.into_values())
                 .unwrap_or_default()
         } else {
             Vec::new()
