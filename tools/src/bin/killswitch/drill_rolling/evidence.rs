@@ -265,7 +265,7 @@ pub(super) fn final_positions(
         Err(e) => return (false, format!("control block: {e}")),
     };
     let key = |venue: u16, instrument: u16| {
-        let name = |kind, i: u16| block.name_at(kind, i).unwrap_or_else(|| i.to_string());
+        let name = |kind, i| killswitch_tools::scope_names::scope_name(&block, kind, i);
         format!(
             "{}/{}",
             name(ScopeKind::Venue, venue),
