@@ -28,12 +28,6 @@ use serde_json::Value;
 
 use crate::drill::{Check, DrillArgs, Scenario, TripMethod, VenueMode};
 
-macro_rules! say {
-    ($quiet:expr, $($t:tt)*) => {
-        if $quiet { eprintln!($($t)*) } else { outln!($($t)*) }
-    };
-}
-
 /// The planned drill's result (the report file).
 #[derive(Debug, Serialize)]
 pub struct PlannedDrillReport {
