@@ -50,7 +50,7 @@ pub struct FailoverEvidence {
 
 pub(super) fn new_orders<'a>(log: &'a [AuditEntry], session: &str) -> Vec<&'a AuditEntry> {
     log.iter()
-        .filter(|e| e.session == session && e.dir == "in" && e.msg_type.as_deref() == Some("D"))
+        .filter(|e| e.is_new_order_from(session))
         .collect()
 }
 
@@ -68,7 +68,7 @@ pub(super) fn merged_new_orders<'a>(
 
 pub(super) fn events<'a>(log: &'a [AuditEntry], session: &str, event: &str) -> Vec<&'a AuditEntry> {
     log.iter()
-        .filter(|e| e.session == session && e.dir == "event" && e.event.as_deref() == Some(event))
+        .filter(|e| e.is_event_of(session, event))
         .collect()
 }
 
