@@ -90,9 +90,9 @@ pub struct Engine {
     cfg: EngineConfig,
     /// Set when this engine is a promoted standby (a failover).
     promotion: Option<failover::Promotion>,
-    /// The failover request in the block before this engine took the
-    /// lease: not for it (see [`Engine::start`]).
-    stale_failover: Option<u32>,
+    /// The failover requests that are this engine's (read before it took
+    /// the lease, see [`Engine::start`]).
+    failover_requests: failover::FailoverRequests,
     rt: Runtime,
     sims: Vec<Sim>,
     wires: Vec<wire::Wire>,
@@ -291,7 +291,7 @@ impl Engine {
         // moment the failover that promoted this engine returned (it
         // returns once the lease is taken, before the runtime runs) would
         // be taken for an old one and ignored.
-        let stale_failover = block.failover_request().map(|r| r.nonce);
+        let failover_requests = failover::FailoverRequests::at_start(&block);
         drop(block);
         let logged_on_mono_ns = killswitch::clock::mono_ns();
         let rt = builder.start()?;
@@ -347,7 +347,7 @@ impl Engine {
         Ok(Engine {
             cfg,
             promotion,
-            stale_failover,
+            failover_requests,
             rt,
             sims,
             wires,
@@ -443,9 +443,9 @@ impl Engine {
         let stale_request =
             killswitch::shutdown::words::read_request(monitor.block()).map(|r| r.nonce);
         let mut planned: Option<killswitch::shutdown::ShutdownPlan> = None;
-        // A failover asked before we started is not ours either.
         let leased = self.rt.lease().is_some();
-        let stale_failover = self.stale_failover;
+        // A failover asked before we started is not ours either.
+        let failover_requests = self.failover_requests;
         // Read between the two supervise calls while the beat closure
         // still lives: a Cell, not a captured `&mut`.
         let failover_seen: std::cell::Cell<Option<killswitch::control::FailoverRequest>> =
@@ -491,20 +491,15 @@ impl Engine {
                 }
                 // A failover: not while a KILL is in force (that drain
                 // runs to its end here, where the orders are; see below).
-                if let Some(r) = monitor.block().failover_request() {
-                    if Some(r.nonce) != stale_failover && !r.withdrawn {
-                        if leased {
-                            failover::phase_now(&format!(
-                                "stop new orders (asked by pid {})",
-                                r.pid
-                            ));
-                            failover_seen.set(Some(r));
-                            return Flow::Stop;
-                        }
-                        if !failover_ignored {
-                            failover_ignored = true;
-                            eprintln!("ks-engine: a failover was asked (pid {}) but this engine holds no lease (lease_ttl_ms = 0): ignored", r.pid);
-                        }
+                if let Some(r) = failover_requests.pending(monitor.block()) {
+                    if leased {
+                        failover::phase_now(&format!("stop new orders (asked by pid {})", r.pid));
+                        failover_seen.set(Some(r));
+                        return Flow::Stop;
+                    }
+                    if !failover_ignored {
+                        failover_ignored = true;
+                        eprintln!("ks-engine: a failover was asked (pid {}) but this engine holds no lease (lease_ttl_ms = 0): ignored", r.pid);
                     }
                 }
             }
@@ -512,14 +507,12 @@ impl Engine {
             // engine drains its own orders, and the standby must not take
             // over on the lease this engine gives back when it stops.
             if leased && killswitch::drain::kill_in_force(monitor.block(), beat.state) {
-                if let Some(r) = monitor.block().failover_request() {
-                    if Some(r.nonce) != stale_failover
-                        && !r.withdrawn
-                        && failover_withdrawn != Some(r.nonce)
-                    {
-                        failover_withdrawn = Some(r.nonce);
-                        failover::withdraw(&operator, r.nonce, r.pid);
-                    }
+                if let Some(r) = failover_requests
+                    .pending(monitor.block())
+                    .filter(|r| failover_withdrawn != Some(r.nonce))
+                {
+                    failover_withdrawn = Some(r.nonce);
+                    failover::withdraw(&operator, r.nonce, r.pid);
                 }
             }
             if !first_new_order
@@ -590,11 +583,7 @@ impl Engine {
             // saw the request, a planned shutdown, a signal): a request
             // still pending must not promote the standby when this engine
             // gives the lease back as it stops.
-            if let Some(r) = operator
-                .block()
-                .failover_request()
-                .filter(|r| Some(r.nonce) != stale_failover && !r.withdrawn)
-            {
+            if let Some(r) = failover_requests.pending(operator.block()) {
                 failover::withdraw_because(
                     &operator,
                     r.nonce,
