@@ -26,12 +26,12 @@
 
 pub mod cli;
 pub mod config;
-pub mod failover;
+mod failover;
 pub mod planned;
 mod report;
-pub mod restart;
+mod restart;
 pub mod risk_config;
-pub mod standby;
+mod standby;
 mod strategy;
 pub mod telemetry;
 pub mod wire;
@@ -114,9 +114,11 @@ impl Engine {
     }
 
     /// [`Engine::start`] for a promoted standby, with the journal it took
-    /// over (no scan, no replay at start).
-    pub fn start_with(
-        mut cfg: EngineConfig,
+    /// over (no scan, no replay at start): its sessions log on as the
+    /// designated backup (takeover) and the journal's open orders are
+    /// adopted, not cancelled.
+    pub(crate) fn start_with(
+        cfg: EngineConfig,
         taken_over: Option<standby::TakenOver>,
     ) -> Result<Engine, StartError> {
         cfg.validate().map_err(failed)?;
@@ -127,6 +129,13 @@ impl Engine {
         // runtime opens the same block again and keeps it.
         let block = ControlBlock::open_or_create_with(&dir, &cfg.name, access)?;
         let mut builder = Runtime::builder(&dir, &cfg.name).access(access);
+        let promoted = taken_over.is_some();
+        // The open orders the promoted standby holds, caught up to the
+        // journal's last record: the start does not read the journal
+        // again for them.
+        let hot_open_orders: Option<Vec<killswitch::journal::OrderEntry>> = taken_over
+            .as_ref()
+            .map(|t| t.state.open_orders.values().copied().collect());
         builder = match taken_over {
             Some(t) => builder.journal_taken_over(t.writer, t.state, t.note),
             None => builder.journal(&cfg.journal_dir, JournalConfig::default()),
@@ -158,7 +167,7 @@ impl Engine {
             .panic_hook()
             .limits(cfg.limits.to_config().map_err(failed)?)
             .rules(cfg.rules.to_config().map_err(failed)?);
-        if cfg.promoted {
+        if promoted {
             // A failover: the old active handed its sessions over; the
             // journal's open orders are adopted at the venues (the
             // takeover logon asks their status) and kept in the registry.
@@ -185,7 +194,7 @@ impl Engine {
         // symbol and fills to cancel them and to reconcile what the venue
         // did meanwhile). A journal that cannot be read here is the
         // runtime's to report.
-        let left_open = if let Some(hot) = cfg.hot_open_orders.take() {
+        let left_open = if let Some(hot) = hot_open_orders {
             hot
         } else if cfg.venues.iter().any(|v| v.is_wire()) && cfg.journal_dir.exists() {
             killswitch::journal::rebuild_from_snapshot(&cfg.journal_dir)
@@ -221,7 +230,7 @@ impl Engine {
                     .map(|o| (o.id, o.side, o.tags.instrument, o.qty.0, o.filled.0))
                     .collect();
                 let (session, w) =
-                    wire::connect(v, &cfg.name, symbols, adopt, cfg.promoted).map_err(failed)?;
+                    wire::connect(v, &cfg.name, symbols, adopt, promoted).map_err(failed)?;
                 eprintln!(
                     "ks-engine: venue {} over FIX at {} as {}: logged on (cancel-on-disconnect asked: {}, dead-man timer: {})",
                     w.name,
@@ -338,7 +347,7 @@ impl Engine {
                     .map_err(|e| failed(format!("strategy thread: {e}")))?,
             );
         }
-        let promotion = cfg.promoted.then(|| failover::Promotion {
+        let promotion = promoted.then(|| failover::Promotion {
             logged_on_mono_ns,
             started_mono_ns,
             epoch: rt.lease().map_or(0, |l| l.epoch()),

@@ -134,14 +134,10 @@ pub enum Outcome {
     /// Stopped (a signal, an error): its report.
     Stopped(StandbyReport),
     /// A failover: the active released the lease and closed the journal,
-    /// and this standby has applied the last record. Start as the active,
-    /// with these open orders (its hot state) for the venue sessions to
-    /// adopt, and the journal it took over.
-    Promote(
-        StandbyReport,
-        Vec<killswitch::journal::OrderEntry>,
-        Box<TakenOver>,
-    ),
+    /// and this standby has applied the last record. Start as the active
+    /// with the journal it took over (whose state's open orders, its hot
+    /// state, the venue sessions adopt).
+    Promote(StandbyReport, Box<TakenOver>),
 }
 
 /// The journal a promoted standby holds: the writer (its lock taken) and
@@ -424,8 +420,6 @@ fn promote(
             "recovered and rebuilt"
         }
     ));
-    let open: Vec<killswitch::journal::OrderEntry> =
-        taken.state.open_orders.values().copied().collect();
     Outcome::Promote(
         report(
             follower,
@@ -436,7 +430,6 @@ fn promote(
             ),
             EXIT_OK,
         ),
-        open,
         Box::new(taken),
     )
 }
