@@ -78,9 +78,11 @@ use crate::venue::{MassCancelScope, NewOrder, Venue, VenueError, VenueEvent};
 use admit::AdmitWords;
 
 pub mod admit;
+pub mod handover;
 mod positions;
 mod rings;
 mod stats;
+use handover::{HandOverAnswer, HandOverDesk, SessionHandOver};
 pub use positions::{PositionReport, PositionReports};
 pub(crate) use rings::StrategyRequest;
 pub use rings::{CancelSender, DrainLink, OrderSender, ReplaceError, SubmitError, VenueInfo};
@@ -232,6 +234,8 @@ pub struct GatewayCore {
     reports_pending: Vec<bool>,
     /// The active-role lease, when the engine runs under one.
     lease: Option<Lease>,
+    /// The failover's hand-over request word and answer.
+    hand_overs: Arc<HandOverDesk>,
 }
 
 impl GatewayCore {
@@ -304,6 +308,7 @@ impl GatewayCore {
             reports: PositionReports::default(),
             reports_pending: Vec::new(),
             lease,
+            hand_overs: Arc::new(HandOverDesk::default()),
         })
     }
 
@@ -380,7 +385,7 @@ impl GatewayCore {
             return self.run_turn();
         };
         if !lease.enter_turn() {
-            return false;
+            return self.refuse_fenced();
         }
         let work = self.run_turn();
         if let Some(lease) = &self.lease {
@@ -452,7 +457,13 @@ impl GatewayCore {
                 StrategyRequest::Replace { old, new } => self.replace(old, &new),
                 StrategyRequest::RequestPositions => self.request_positions(),
                 StrategyRequest::LogoutAll => self.logout_all(),
-                StrategyRequest::HandOver => self.hand_over_all(),
+                StrategyRequest::HandOver { request } => {
+                    if self.hand_over(request) {
+                        // Fenced now: what is left in the ring is refused
+                        // by the next turns (`refuse_fenced`).
+                        break;
+                    }
+                }
             }
         }
         self.publish_counts();
@@ -753,24 +764,83 @@ impl GatewayCore {
         self.lease.as_ref().is_none_or(|l| l.still_ours())
     }
 
+    /// A hand-over request reached in the ring: acted on only if the
+    /// gateway takes it before the asker withdraws it (see [`handover`]).
+    /// True when the lease was released.
+    fn hand_over(&mut self, request: u64) -> bool {
+        if !self.hand_overs.take(request) {
+            return false; // withdrawn: the asker was told nothing happened
+        }
+        let answer = self.hand_over_all();
+        let released = matches!(answer, HandOverAnswer::Released(_));
+        self.hand_overs.answer(request, answer);
+        released
+    }
+
     /// The failover's hand-over, inside a turn that holds the lease: every
     /// session hands over (no cancels: the backup adopts the orders), then
     /// the lease is given back and this gateway is fenced for good (it
     /// refuses every later order and writes nothing more, no logout at its
     /// stop either). Orders admitted before this request went out before
     /// it (one ring, in order).
-    fn hand_over_all(&mut self) {
+    fn hand_over_all(&mut self) -> HandOverAnswer {
         let Some(lease) = self.lease.as_mut() else {
-            return; // no lease, no backup to hand over to: refused by the runtime
+            return HandOverAnswer::NoLease;
         };
         if lease.is_fenced() || !lease.still_ours() {
-            return;
+            return HandOverAnswer::Fenced;
         }
-        for s in &mut self.sessions {
-            let r = s.venue.hand_over();
-            self.reports.logged_out(s.index, r);
-        }
+        let sessions = self
+            .sessions
+            .iter_mut()
+            .map(|s| SessionHandOver {
+                venue: s.index,
+                name: s.venue.name().to_string(),
+                result: s.venue.hand_over().map_err(|e| e.to_string()),
+            })
+            .collect();
         lease.release_fenced();
+        HandOverAnswer::Released(sessions)
+    }
+
+    /// A fenced gateway's turn (the lease went to a newer epoch, or was
+    /// handed over): nothing is written to a venue or the block, but the
+    /// ring is still emptied so every strategy hears why its order went
+    /// nowhere ([`Refusal::Fenced`]) instead of waiting on a ring nobody
+    /// reads, and a hand-over asked now gets its answer. Off the order
+    /// path of a gateway that holds its lease.
+    fn refuse_fenced(&mut self) -> bool {
+        let epoch = self.lease.as_ref().map_or(0, |l| l.epoch());
+        let mut work = false;
+        for _ in 0..self.orders_per_turn {
+            let Some(request) = self.orders.pop() else {
+                break;
+            };
+            work = true;
+            match request {
+                StrategyRequest::New(order) | StrategyRequest::Replace { new: order, .. } => self
+                    .registry
+                    .refused(order.id, order.tags, Refusal::Fenced { epoch }),
+                StrategyRequest::Cancel { id, strategy } => self.registry.refused(
+                    id,
+                    ScopeTags {
+                        strategy,
+                        ..ScopeTags::default()
+                    },
+                    Refusal::CancelNotWritten(VenueError::Unsupported(FENCED_WRITE)),
+                ),
+                StrategyRequest::HandOver { request } => {
+                    if self.hand_overs.take(request) {
+                        self.hand_overs.answer(request, HandOverAnswer::Fenced);
+                    }
+                }
+                // A fenced gateway asks nothing of a venue: positions and
+                // logouts are the new holder's (a logout could have the
+                // venue cancel the orders it adopted).
+                StrategyRequest::RequestPositions | StrategyRequest::LogoutAll => {}
+            }
+        }
+        work
     }
 
     fn logout_all(&mut self) {
@@ -855,6 +925,7 @@ impl Gateway {
         let link = core.take_drain_link();
         let counters = core.stats_handle();
         let reports = core.position_reports();
+        let hand_overs = core.hand_overs.clone();
         let venue_indices: Vec<ScopeIndex> = core.sessions.iter().map(|s| s.index).collect();
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
@@ -905,6 +976,7 @@ impl Gateway {
             link,
             counters,
             reports,
+            hand_overs,
             venue_indices,
             stop,
             died,
@@ -941,6 +1013,7 @@ pub struct GatewayHandle {
     link: Option<DrainLink>,
     counters: Arc<Counters>,
     reports: PositionReports,
+    hand_overs: Arc<HandOverDesk>,
     venue_indices: Vec<ScopeIndex>,
     stop: Arc<AtomicBool>,
     died: Arc<OnceLock<String>>,
@@ -982,12 +1055,6 @@ impl GatewayHandle {
     /// Asks the gateway to log out of every venue session.
     pub fn logout_all(&self) -> Result<(), SubmitError> {
         self.sender.logout_all()
-    }
-
-    /// Asks the gateway to hand every venue session over to a designated
-    /// backup and release its lease (see `StrategyRequest::HandOver`).
-    pub fn hand_over(&self) -> Result<(), SubmitError> {
-        self.sender.hand_over()
     }
 
     /// The venue scope indices of the sessions, in order.

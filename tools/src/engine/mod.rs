@@ -617,10 +617,10 @@ impl Engine {
                         &format!(
                             "sessions handed over, lease released (epoch {}){}",
                             h.epoch,
-                            if h.failed.is_empty() {
+                            if h.failed().is_empty() {
                                 String::new()
                             } else {
-                                format!("; FAILED: {}", h.failed.join("; "))
+                                format!("; FAILED: {}", h.failed().join("; "))
                             }
                         ),
                         h.released_mono_ns,
@@ -692,7 +692,7 @@ impl Engine {
         telemetry.finished(&report);
         let mut report = report;
         match handed_over {
-            Some(Ok(h)) if report.exit_code == EXIT_OK && h.failed.is_empty() => {
+            Some(Ok(h)) if report.exit_code == EXIT_OK && h.failed().is_empty() => {
                 report.handed_over_epoch = Some(h.epoch);
                 report.verdict = format!(
                     "handed over to the standby (epoch {} released): restart this engine with --standby{}",
@@ -703,7 +703,7 @@ impl Engine {
                 );
             }
             Some(Ok(h)) => {
-                let mut findings = h.failed.clone();
+                let mut findings = h.failed();
                 if report.exit_code != EXIT_OK {
                     findings.push(report.verdict.clone());
                 }
