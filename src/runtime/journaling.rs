@@ -286,6 +286,75 @@ mod tests {
         CancelRejectReason, MassCancelScope, NewOrder, RejectReason, VenueError, VenueEvent,
     };
 
+    fn new_order(id: u64) -> NewOrder {
+        NewOrder {
+            id: OrderId(id),
+            tags: ScopeTags::default(),
+            side: Side::Buy,
+            price: Price::from_units(100),
+            qty: Qty(1),
+        }
+    }
+
+    /// After a hand-over the writer is closed for the successor: an order
+    /// event that still reached the sink (a bug in the stop order) is not
+    /// written and is counted, and the switch is not tripped (the block is
+    /// the successor's too: a KILL there would drain the orders it
+    /// adopted).
+    #[test]
+    fn a_writer_closed_for_its_successor_counts_lost_events_and_trips_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let block = Arc::new(ControlBlock::create(dir.path(), "js").unwrap());
+        let jdir = dir.path().join("journal");
+        let (mut writer, _) = JournalWriter::open(&jdir, JournalConfig::small_for_tests()).unwrap();
+        writer.close_for_successor().unwrap();
+        let shared = Arc::new(Mutex::new(JournalState::new(
+            writer,
+            TradingState::default(),
+            &block,
+        )));
+        let registry =
+            Registry::with_sink(Box::new(JournalSink::new(shared.clone(), block.clone())));
+        registry.register(&new_order(1)).unwrap();
+        registry.send_failed(OrderId(1), VenueError::Disconnected);
+        assert!(!block.state().is_active(), "nothing tripped");
+        assert_eq!(shared.lock().unwrap().not_journaled_after_close, 2);
+        assert!(shared.lock().unwrap().mirror.open_orders.is_empty());
+    }
+
+    /// Every other append failure still trips KILL (here the journal's
+    /// lock was poisoned by a thread that panicked holding it).
+    #[test]
+    fn any_other_append_failure_trips_kill() {
+        let dir = tempfile::tempdir().unwrap();
+        let block = Arc::new(ControlBlock::create(dir.path(), "js").unwrap());
+        let jdir = dir.path().join("journal");
+        let (writer, _) = JournalWriter::open(&jdir, JournalConfig::small_for_tests()).unwrap();
+        let shared = Arc::new(Mutex::new(JournalState::new(
+            writer,
+            TradingState::default(),
+            &block,
+        )));
+        let poison = shared.clone();
+        let _ = std::thread::spawn(move || {
+            let _held = poison.lock().unwrap();
+            panic!("injected: a thread dies holding the journal lock");
+        })
+        .join();
+        let registry = Registry::with_sink(Box::new(JournalSink::new(shared, block.clone())));
+        registry.register(&new_order(1)).unwrap();
+        assert_eq!(block.state().mode(), Mode::Kill);
+        assert_eq!(trips_for_append_failures(&block), 1, "tripped once");
+    }
+
+    fn trips_for_append_failures(block: &ControlBlock) -> usize {
+        block
+            .audit()
+            .iter()
+            .filter(|e| e.reason.contains("journal append failed"))
+            .count()
+    }
+
     /// xorshift64: a reproducible sequence per seed.
     struct Rng(u64);
     impl Rng {
