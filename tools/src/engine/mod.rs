@@ -582,6 +582,19 @@ impl Engine {
                 failover::withdraw(&operator, asked.nonce, asked.pid);
                 supervised = self.rt.supervise_with(opts, &mut on_beat);
             } else {
+                if let (Err(e), false) = (&result, self.rt.handed_over()) {
+                    // `hand_over` failing with the lease still ours means
+                    // nothing was handed over and the gateway never will
+                    // for this request (it was withdrawn, or refused): the
+                    // standby must not take over the lease this engine
+                    // gives back as it stops.
+                    failover::withdraw_because(
+                        &operator,
+                        asked.nonce,
+                        asked.pid,
+                        &format!("the hand-over failed ({e}): nothing was handed over"),
+                    );
+                }
                 handed_over = Some(result);
             }
         }
