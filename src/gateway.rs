@@ -53,6 +53,12 @@
 //!   step checks the epoch ([`admit::admit_leased`]); once a newer epoch is
 //!   seen the gateway is fenced for good: no write, acknowledgement,
 //!   counter or logout from it again (see [`crate::control::lease`]).
+//! * The failover's hand-over is done only for a request the gateway took
+//!   from its asker with one compare-and-swap before the asker's deadline
+//!   withdrew it ([`handover`]): a withdrawn request is dropped unread.
+//!   Once fenced (handed over, or a newer epoch), the gateway still empties
+//!   the strategies' ring, refusing every order ([`Refusal::Fenced`]),
+//!   and writes nothing to a venue or the block.
 //! * A cancel request is never dropped silently: the drain's push retries
 //!   while the ring is full, up to the cancel deadline, and an order whose
 //!   cancel could not be enqueued by then is reported `CancelNotEnqueued`;
@@ -82,7 +88,7 @@ pub mod handover;
 mod positions;
 mod rings;
 mod stats;
-use handover::{HandOverAnswer, HandOverDesk, SessionHandOver};
+use handover::HandOverDesk;
 pub use positions::{PositionReport, PositionReports};
 pub(crate) use rings::StrategyRequest;
 pub use rings::{CancelSender, DrainLink, OrderSender, ReplaceError, SubmitError, VenueInfo};
@@ -762,85 +768,6 @@ impl GatewayCore {
     #[inline]
     fn lease_still_ours(&self) -> bool {
         self.lease.as_ref().is_none_or(|l| l.still_ours())
-    }
-
-    /// A hand-over request reached in the ring: acted on only if the
-    /// gateway takes it before the asker withdraws it (see [`handover`]).
-    /// True when the lease was released.
-    fn hand_over(&mut self, request: u64) -> bool {
-        if !self.hand_overs.take(request) {
-            return false; // withdrawn: the asker was told nothing happened
-        }
-        let answer = self.hand_over_all();
-        let released = matches!(answer, HandOverAnswer::Released(_));
-        self.hand_overs.answer(request, answer);
-        released
-    }
-
-    /// The failover's hand-over, inside a turn that holds the lease: every
-    /// session hands over (no cancels: the backup adopts the orders), then
-    /// the lease is given back and this gateway is fenced for good (it
-    /// refuses every later order and writes nothing more, no logout at its
-    /// stop either). Orders admitted before this request went out before
-    /// it (one ring, in order).
-    fn hand_over_all(&mut self) -> HandOverAnswer {
-        let Some(lease) = self.lease.as_mut() else {
-            return HandOverAnswer::NoLease;
-        };
-        if lease.is_fenced() || !lease.still_ours() {
-            return HandOverAnswer::Fenced;
-        }
-        let sessions = self
-            .sessions
-            .iter_mut()
-            .map(|s| SessionHandOver {
-                venue: s.index,
-                name: s.venue.name().to_string(),
-                result: s.venue.hand_over().map_err(|e| e.to_string()),
-            })
-            .collect();
-        lease.release_fenced();
-        HandOverAnswer::Released(sessions)
-    }
-
-    /// A fenced gateway's turn (the lease went to a newer epoch, or was
-    /// handed over): nothing is written to a venue or the block, but the
-    /// ring is still emptied so every strategy hears why its order went
-    /// nowhere ([`Refusal::Fenced`]) instead of waiting on a ring nobody
-    /// reads, and a hand-over asked now gets its answer. Off the order
-    /// path of a gateway that holds its lease.
-    fn refuse_fenced(&mut self) -> bool {
-        let epoch = self.lease.as_ref().map_or(0, |l| l.epoch());
-        let mut work = false;
-        for _ in 0..self.orders_per_turn {
-            let Some(request) = self.orders.pop() else {
-                break;
-            };
-            work = true;
-            match request {
-                StrategyRequest::New(order) | StrategyRequest::Replace { new: order, .. } => self
-                    .registry
-                    .refused(order.id, order.tags, Refusal::Fenced { epoch }),
-                StrategyRequest::Cancel { id, strategy } => self.registry.refused(
-                    id,
-                    ScopeTags {
-                        strategy,
-                        ..ScopeTags::default()
-                    },
-                    Refusal::CancelNotWritten(VenueError::Unsupported(FENCED_WRITE)),
-                ),
-                StrategyRequest::HandOver { request } => {
-                    if self.hand_overs.take(request) {
-                        self.hand_overs.answer(request, HandOverAnswer::Fenced);
-                    }
-                }
-                // A fenced gateway asks nothing of a venue: positions and
-                // logouts are the new holder's (a logout could have the
-                // venue cancel the orders it adopted).
-                StrategyRequest::RequestPositions | StrategyRequest::LogoutAll => {}
-            }
-        }
-        work
     }
 
     fn logout_all(&mut self) {

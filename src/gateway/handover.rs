@@ -38,10 +38,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::GatewayHandle;
+use super::{GatewayCore, GatewayHandle, StrategyRequest, FENCED_WRITE};
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::control::state::AtomicWord;
 use crate::order::ScopeIndex;
+use crate::order::ScopeTags;
+use crate::registry::Refusal;
+use crate::venue::VenueError;
 
 /// Phase of a request word: the asker's deadline passed first (and the
 /// initial word, id 0: nothing asked yet).
@@ -321,6 +324,88 @@ impl GatewayHandle {
             // Only this call takes the answer to its own request.
             None => unreachable!("hand-over request {id} answered without an answer"),
         }
+    }
+}
+
+/// The gateway thread's side.
+impl GatewayCore {
+    /// A hand-over request reached in the ring: acted on only if the
+    /// gateway takes it before the asker withdraws it (see the module docs).
+    /// True when the lease was released.
+    pub(super) fn hand_over(&mut self, request: u64) -> bool {
+        if !self.hand_overs.take(request) {
+            return false; // withdrawn: the asker was told nothing happened
+        }
+        let answer = self.hand_over_all();
+        let released = matches!(answer, HandOverAnswer::Released(_));
+        self.hand_overs.answer(request, answer);
+        released
+    }
+
+    /// The failover's hand-over, inside a turn that holds the lease: every
+    /// session hands over (no cancels: the backup adopts the orders), then
+    /// the lease is given back and this gateway is fenced for good (it
+    /// refuses every later order and writes nothing more, no logout at its
+    /// stop either). Orders admitted before this request went out before
+    /// it (one ring, in order).
+    fn hand_over_all(&mut self) -> HandOverAnswer {
+        let Some(lease) = self.lease.as_mut() else {
+            return HandOverAnswer::NoLease;
+        };
+        if lease.is_fenced() || !lease.still_ours() {
+            return HandOverAnswer::Fenced;
+        }
+        let sessions = self
+            .sessions
+            .iter_mut()
+            .map(|s| SessionHandOver {
+                venue: s.index,
+                name: s.venue.name().to_string(),
+                result: s.venue.hand_over().map_err(|e| e.to_string()),
+            })
+            .collect();
+        lease.release_fenced();
+        HandOverAnswer::Released(sessions)
+    }
+
+    /// A fenced gateway's turn (the lease went to a newer epoch, or was
+    /// handed over): nothing is written to a venue or the block, but the
+    /// ring is still emptied so every strategy hears why its order went
+    /// nowhere ([`Refusal::Fenced`]) instead of waiting on a ring nobody
+    /// reads, and a hand-over asked now gets its answer. Off the order
+    /// path of a gateway that holds its lease.
+    pub(super) fn refuse_fenced(&mut self) -> bool {
+        let epoch = self.lease.as_ref().map_or(0, |l| l.epoch());
+        let mut work = false;
+        for _ in 0..self.orders_per_turn {
+            let Some(request) = self.orders.pop() else {
+                break;
+            };
+            work = true;
+            match request {
+                StrategyRequest::New(order) | StrategyRequest::Replace { new: order, .. } => self
+                    .registry
+                    .refused(order.id, order.tags, Refusal::Fenced { epoch }),
+                StrategyRequest::Cancel { id, strategy } => self.registry.refused(
+                    id,
+                    ScopeTags {
+                        strategy,
+                        ..ScopeTags::default()
+                    },
+                    Refusal::CancelNotWritten(VenueError::Unsupported(FENCED_WRITE)),
+                ),
+                StrategyRequest::HandOver { request } => {
+                    if self.hand_overs.take(request) {
+                        self.hand_overs.answer(request, HandOverAnswer::Fenced);
+                    }
+                }
+                // A fenced gateway asks nothing of a venue: positions and
+                // logouts are the new holder's (a logout could have the
+                // venue cancel the orders it adopted).
+                StrategyRequest::RequestPositions | StrategyRequest::LogoutAll => {}
+            }
+        }
+        work
     }
 }
 

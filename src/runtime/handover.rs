@@ -128,7 +128,7 @@ impl Runtime {
     /// itself, not kept beside it: a release leaves the holder word at our
     /// epoch with pid 0, which only a release of ours writes (a taker
     /// always raises the epoch), and the gateway records exactly that word
-    /// as its fence ([`crate::control::LeaseState::handed_back`]). So it
+    /// as its fence ([`crate::control::lease::LeaseState::handed_back`]). So it
     /// also holds when the gateway died after releasing: the lease is the
     /// successor's to take either way, and the stop closes the journal
     /// for it.
