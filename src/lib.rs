@@ -49,6 +49,7 @@ pub mod backoff;
 pub mod checkpoint;
 pub mod clock;
 pub mod control;
+mod crc;
 pub mod drain;
 pub mod gate;
 pub mod gateway;

@@ -151,7 +151,7 @@ struct Crafted {
 }
 
 fn crc(b: &[u8]) -> u64 {
-    killswitch::checkpoint::CRC64.checksum(b)
+    killswitch::checkpoint::crc64(b)
 }
 
 impl Crafted {

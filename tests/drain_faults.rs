@@ -436,7 +436,7 @@ fn a_restarted_engine_cancels_what_the_crashed_one_left_before_its_first_order()
     let _ = second.gateway.take_drain_link();
     drop(second);
     let after = journal::rebuild(&jdir).unwrap();
-    let still: Vec<_> = after.state.open_orders.keys().copied().collect();
+    let still: Vec<_> = after.state.open_orders.keys().collect();
     assert_eq!(still, vec![new_id], "{:?}", after.issues);
     assert!(after.issues.is_empty(), "{:?}", after.issues);
 }

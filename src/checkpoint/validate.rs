@@ -48,7 +48,7 @@ pub fn validate_bytes(path: &Path, b: &[u8]) -> Result<CheckpointSummary, Valida
         ));
     }
     let stored = u64_at(b, 56);
-    let computed = CRC64.checksum(&b[0..56]);
+    let computed = crc64(&b[0..56]);
     if stored != computed {
         return Err(one(
             Region::Header,
@@ -107,7 +107,7 @@ pub fn validate_bytes(path: &Path, b: &[u8]) -> Result<CheckpointSummary, Valida
     }
     let table = &b[HEADER_LEN..table_end as usize];
     let stored = u64_at(b, 48);
-    let computed = CRC64.checksum(table);
+    let computed = crc64(table);
     if stored != computed {
         return Err(one(
             Region::SectionTable,
@@ -149,7 +149,7 @@ pub fn validate_bytes(path: &Path, b: &[u8]) -> Result<CheckpointSummary, Valida
             continue;
         }
         let data = &b[offset as usize..(offset + length) as usize];
-        let found = CRC64.checksum(data);
+        let found = crc64(data);
         if found != crc {
             problems.push(Problem {
                 region: Region::Section(kind),
@@ -194,7 +194,7 @@ pub fn validate_bytes(path: &Path, b: &[u8]) -> Result<CheckpointSummary, Valida
         });
     }
     let stored = u64_at(b, t + 8);
-    let found = CRC64.checksum(&b[..t + 8]);
+    let found = crc64(&b[..t + 8]);
     if stored != found && problems.is_empty() {
         problems.push(Problem {
             region: Region::WholeFile,

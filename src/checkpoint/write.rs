@@ -18,7 +18,7 @@ use crate::journal::state::SnapshotPayload;
 use crate::journal::TradingState;
 
 use super::{
-    validate, SectionInfo, SectionKind, ValidateError, CRC64, HEADER_LEN, LATEST, MAGIC,
+    crc64, validate, SectionInfo, SectionKind, ValidateError, HEADER_LEN, LATEST, MAGIC,
     TABLE_ENTRY_LEN, TRAILER_MAGIC, VERSION_MAJOR, VERSION_MINOR,
 };
 
@@ -167,7 +167,7 @@ pub fn encode(c: &CheckpointContents<'_>) -> (Vec<u8>, Vec<SectionInfo>) {
             kind: *kind,
             offset: at as u64,
             length: data.len() as u64,
-            crc64: CRC64.checksum(data),
+            crc64: crc64(data),
         });
         at = (at + data.len() + 7) & !7;
     }
@@ -190,8 +190,8 @@ pub fn encode(c: &CheckpointContents<'_>) -> (Vec<u8>, Vec<SectionInfo>) {
     b.put_u64(created);
     b.put_u64(c.journal_last_seq);
     b.put_u64(file_len as u64);
-    b.put_u64(CRC64.checksum(&table));
-    let hcrc = CRC64.checksum(&b[0..56]);
+    b.put_u64(crc64(&table));
+    let hcrc = crc64(&b[0..56]);
     b.put_u64(hcrc);
     b.put(&table);
     for (s, (_, data)) in sections.iter().zip(&parts) {
@@ -200,7 +200,7 @@ pub fn encode(c: &CheckpointContents<'_>) -> (Vec<u8>, Vec<SectionInfo>) {
     }
     b.resize(file_len - 16, 0);
     b.put(&TRAILER_MAGIC);
-    let fcrc = CRC64.checksum(&b);
+    let fcrc = crc64(&b);
     b.put_u64(fcrc);
     (b, sections)
 }

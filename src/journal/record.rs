@@ -50,7 +50,10 @@ pub const fn record_len(payload_len: usize) -> usize {
 /// The record CRC: CRC-32C of header bytes `0..24` then the payload.
 #[inline]
 pub fn record_crc(header_first_24: &[u8], payload: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(header_first_24), payload)
+    let mut c = crate::crc::Crc32c::new();
+    c.update(header_first_24);
+    c.update(payload);
+    c.value()
 }
 
 /// What a record holds (header field `type`).

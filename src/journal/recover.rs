@@ -268,7 +268,7 @@ fn foreign_version(path: &Path) -> Option<(u16, u16)> {
         .ok()?
         .read_exact_at(&mut h, 0)
         .ok()?;
-    let crc_ok = crc32c::crc32c(&h[0..60]) == u32::from_le_bytes([h[60], h[61], h[62], h[63]]);
+    let crc_ok = crate::crc::crc32c(&h[0..60]) == u32::from_le_bytes([h[60], h[61], h[62], h[63]]);
     let major = u16::from_le_bytes([h[8], h[9]]);
     (h[0..8] == SEGMENT_MAGIC && crc_ok && major != FORMAT_MAJOR)
         .then(|| (major, u16::from_le_bytes([h[10], h[11]])))

@@ -94,7 +94,7 @@ impl SegmentHeader {
         b[16..24].copy_from_slice(&self.index.to_le_bytes());
         b[24..32].copy_from_slice(&self.size.to_le_bytes());
         b[32..40].copy_from_slice(&self.created_wall_ns.to_le_bytes());
-        let crc = crc32c::crc32c(&b[0..60]);
+        let crc = crate::crc::crc32c(&b[0..60]);
         b[60..64].copy_from_slice(&crc.to_le_bytes());
         b
     }
@@ -125,7 +125,7 @@ impl SegmentHeader {
             )));
         }
         let stored = u32::from_le_bytes([b[60], b[61], b[62], b[63]]);
-        let computed = crc32c::crc32c(&b[0..60]);
+        let computed = crate::crc::crc32c(&b[0..60]);
         if stored != computed {
             return Err(bad(format!(
                 "header CRC-32C at offset 60: stored {stored:#010x}, computed {computed:#010x} (header damaged)"

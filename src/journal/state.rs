@@ -8,14 +8,17 @@
 //! to the order, but a fill always moves the position: the money moved at the
 //! venue whatever our bookkeeping thought of the order.
 
-use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
+
+mod open_orders;
+
+pub use open_orders::OpenOrders;
+use open_orders::ORDER_LEN;
 
 use crate::order::{transition, OrderEvent, OrderId, OrderState, Price, Qty, ScopeTags, Side};
 
 use super::record::{
-    get_side, get_tags, Cursor, DecodeError, Encode, OrderAction, OrderEventRecord, RecordType,
-    Sink, SwitchRecord,
+    Cursor, DecodeError, Encode, OrderAction, OrderEventRecord, RecordType, Sink, SwitchRecord,
 };
 
 /// One order that is not in a terminal state.
@@ -87,8 +90,9 @@ pub struct Position {
 pub struct TradingState {
     /// Orders not in a terminal state (pending, live, partially filled,
     /// pending cancel, cancel unknown), by id.
-    #[cfg_attr(feature = "serde", serde(serialize_with = "ser_orders"))]
-    pub open_orders: BTreeMap<OrderId, OrderEntry>,
+    /// Kept dense with each order's snapshot encoding ready, so a quick
+    /// checkpoint copies them in one pass ([`OpenOrders`]).
+    pub open_orders: OpenOrders,
     /// Positions, by (venue, instrument, account); flat ones are kept.
     #[cfg_attr(feature = "serde", serde(serialize_with = "ser_positions"))]
     pub positions: BTreeMap<PositionKey, Position>,
@@ -165,14 +169,12 @@ impl TradingState {
                 .saturating_sub(signed.saturating_mul(ev.fill_price.0 as i128));
         }
         match ev.action {
-            // One descent of the tree per event (`entry`), not a lookup and
-            // then an insert or remove: the gateway thread runs this for
-            // every journaled order event, thousands in an emergency drain.
-            OrderAction::New => {
-                let Entry::Vacant(slot) = self.open_orders.entry(ev.order_id) else {
-                    return Err(issue("duplicate new order: kept the first".into()));
-                };
-                slot.insert(OrderEntry {
+            // One lookup per event, and the order's encoding refreshed in
+            // place: the gateway thread runs this for every journaled order
+            // event, thousands in an emergency drain.
+            OrderAction::New => self
+                .open_orders
+                .insert_new(OrderEntry {
                     id: ev.order_id,
                     tags: ev.tags,
                     side: ev.side,
@@ -180,32 +182,26 @@ impl TradingState {
                     qty: ev.qty,
                     filled: Qty::ZERO,
                     state: OrderState::PendingNew,
-                });
-                Ok(())
-            }
+                })
+                .map_err(|()| issue("duplicate new order: kept the first".into())),
             OrderAction::Event(event) => {
-                let Entry::Occupied(mut slot) = self.open_orders.entry(ev.order_id) else {
-                    return Err(issue(format!(
+                let applied = self.open_orders.update(&ev.order_id, |o| {
+                    let next = transition(o.state, event)
+                        .map_err(|e| issue(format!("{e}: not applied to the order")))?;
+                    if let OrderEvent::Fill { .. } = event {
+                        o.filled = Qty(o.filled.0.saturating_add(ev.fill_qty.0));
+                    }
+                    o.state = next;
+                    if o.filled.0 > o.qty.0 {
+                        return Err(issue("filled more than the order quantity".into()));
+                    }
+                    Ok(())
+                });
+                applied.unwrap_or_else(|| {
+                    Err(issue(format!(
                         "{event:?} for an order not open in the journal (terminal, or created before its first segment); fills still moved the position"
-                    )));
-                };
-                let o = slot.get_mut();
-                let next = match transition(o.state, event) {
-                    Ok(n) => n,
-                    Err(e) => return Err(issue(format!("{e}: not applied to the order"))),
-                };
-                if let OrderEvent::Fill { .. } = event {
-                    o.filled = Qty(o.filled.0.saturating_add(ev.fill_qty.0));
-                }
-                o.state = next;
-                let overfilled = o.filled.0 > o.qty.0;
-                if next.is_terminal() {
-                    slot.remove();
-                }
-                if overfilled {
-                    return Err(issue("filled more than the order quantity".into()));
-                }
-                Ok(())
+                    )))
+                })
             }
         }
     }
@@ -222,22 +218,19 @@ impl TradingState {
                 account: (id % 3) as u16,
             };
             let side = if id % 2 == 0 { Side::Buy } else { Side::Sell };
-            s.open_orders.insert(
-                OrderId(id),
-                OrderEntry {
-                    id: OrderId(id),
-                    tags,
-                    side,
-                    price: Price(6_500_000_000_000 + id as i64),
-                    qty: Qty::from_lots(2),
-                    filled: Qty::from_lots((id % 2) as i64),
-                    state: if id % 2 == 0 {
-                        OrderState::Live
-                    } else {
-                        OrderState::PartiallyFilled
-                    },
+            s.open_orders.insert(OrderEntry {
+                id: OrderId(id),
+                tags,
+                side,
+                price: Price(6_500_000_000_000 + id as i64),
+                qty: Qty::from_lots(2),
+                filled: Qty::from_lots((id % 2) as i64),
+                state: if id % 2 == 0 {
+                    OrderState::Live
+                } else {
+                    OrderState::PartiallyFilled
                 },
-            );
+            });
             let p = s.positions.entry(PositionKey::of(&tags)).or_default();
             p.qty = Qty(p.qty.0 + side.sign() * Qty::from_lots((id % 2) as i64).0);
         }
@@ -275,27 +268,7 @@ impl TradingState {
             taken_wall_ns,
             ..TradingState::default()
         };
-        for _ in 0..n_orders {
-            let id = OrderId(c.u64("order.id")?);
-            let tags = get_tags(&mut c)?;
-            let side = get_side(&mut c)?;
-            let sv = c.u8("order.state")?;
-            let state = OrderState::from_u8(sv)
-                .ok_or_else(|| c.err("order.state", format!("unknown order state {sv} (0..=9)")))?;
-            c.bytes(6, "order.reserved")?;
-            let e = OrderEntry {
-                id,
-                tags,
-                side,
-                state,
-                price: Price(c.i64("order.price")?),
-                qty: Qty(c.i64("order.qty")?),
-                filled: Qty(c.i64("order.filled")?),
-            };
-            if s.open_orders.insert(id, e).is_some() {
-                return Err(c.err("order.id", format!("order {id} appears twice")));
-            }
-        }
+        s.open_orders = OpenOrders::decode_from(&mut c, n_orders)?;
         for _ in 0..n_positions {
             let (key, p) = get_position(&mut c)?;
             if s.positions.insert(key, p).is_some() {
@@ -315,7 +288,6 @@ impl TradingState {
 
 /// Snapshot format version.
 pub const SNAPSHOT_VERSION: u32 = 1;
-const ORDER_LEN: usize = 48;
 const POSITION_LEN: usize = 32;
 const SNAPSHOT_HEADER_LEN: usize = 40;
 
@@ -366,22 +338,9 @@ impl Encode for SnapshotPayload<'_> {
         out.put_u64(self.last_seq);
         out.put_u64(s.max_order_id.0);
         out.put_u64(self.taken_wall_ns);
-        // One 48-byte store per order rather than ten small ones: this loop is
-        // the whole cost of a quick checkpoint with many open orders.
-        for o in s.open_orders.values() {
-            let mut b = [0u8; ORDER_LEN];
-            b[0..8].copy_from_slice(&o.id.0.to_le_bytes());
-            b[8..10].copy_from_slice(&o.tags.venue.to_le_bytes());
-            b[10..12].copy_from_slice(&o.tags.strategy.to_le_bytes());
-            b[12..14].copy_from_slice(&o.tags.instrument.to_le_bytes());
-            b[14..16].copy_from_slice(&o.tags.account.to_le_bytes());
-            b[16] = o.side as u8;
-            b[17] = o.state as u8;
-            b[24..32].copy_from_slice(&o.price.0.to_le_bytes());
-            b[32..40].copy_from_slice(&o.qty.0.to_le_bytes());
-            b[40..48].copy_from_slice(&o.filled.0.to_le_bytes());
-            out.put(&b);
-        }
+        // The orders are kept encoded (`OpenOrders`): one copy of the whole
+        // array, the bulk of a quick checkpoint with many open orders.
+        out.put(s.open_orders.encoded());
         for (k, p) in &s.positions {
             put_position(out, k, p);
         }
@@ -426,13 +385,6 @@ fn ser_tags<S: serde::Serializer>(v: &ScopeTags, s: S) -> Result<S::Ok, S::Error
     st.serialize_field("instrument", &v.instrument)?;
     st.serialize_field("account", &v.account)?;
     st.end()
-}
-#[cfg(feature = "serde")]
-fn ser_orders<S: serde::Serializer>(
-    v: &BTreeMap<OrderId, OrderEntry>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.collect_seq(v.values())
 }
 #[cfg(feature = "serde")]
 fn ser_positions<S: serde::Serializer>(

@@ -468,7 +468,8 @@ mod tests {
             let mirrored: Vec<(OrderId, OrderState, Qty)> = j
                 .mirror
                 .open_orders
-                .values()
+                .sorted()
+                .into_iter()
                 .map(|o| (o.id, o.state, o.filled))
                 .collect();
             if unfinished != mirrored {

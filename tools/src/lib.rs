@@ -16,4 +16,5 @@ pub mod firm;
 pub mod fix;
 pub mod hgrm;
 pub mod roles;
+pub mod scope_names;
 pub mod venue_server;

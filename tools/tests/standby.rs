@@ -200,7 +200,8 @@ fn the_standby_follows_a_trading_active_reports_its_lag_and_sends_nothing() {
         open.len()
     );
     assert_eq!(open.len(), rebuilt.state.open_orders.len());
-    for (id, o) in &rebuilt.state.open_orders {
+    for o in &rebuilt.state.open_orders {
+        let id = o.id;
         let mine = &open[&id.0.to_string()];
         assert_eq!(mine["qty"], o.qty.0, "order {id}");
         assert_eq!(mine["filled"], o.filled.0, "order {id}");

@@ -305,9 +305,8 @@ fn quick_series(base: &Path, state: &TradingState, n: u64, background_sync: bool
 
 /// The physical limit of a quick checkpoint: a plain copy of `bytes` from
 /// the heap into consecutive places of a pre-faulted shared file mapping,
-/// as the journal writes (200 times, fresh space each time); and the
-/// encoder's walk of `state` alone, to split the checkpoint's time.
-fn copy_limit(base: &Path, bytes: usize, state: &TradingState) {
+/// as the journal writes (200 times, fresh space each time).
+fn copy_limit(base: &Path, bytes: usize) {
     let d = fresh(base, "copy");
     let len = (bytes + 4096) * 201;
     let f = std::fs::OpenOptions::new()
@@ -339,38 +338,6 @@ fn copy_limit(base: &Path, bytes: usize, state: &TradingState) {
         &h,
     );
     drop(map);
-    // The encoding's walk alone: the open orders' map walked and each
-    // 48-byte entry built (as the snapshot encoder does), into a reused
-    // heap buffer: no mapping, no CRC.
-    let mut buf: Vec<u8> = Vec::with_capacity(state.open_orders.len() * 48);
-    let mut hw = hist();
-    for _ in 0..200 {
-        buf.clear();
-        timed(&mut hw, || {
-            for o in state.open_orders.values() {
-                let mut b = [0u8; 48];
-                b[0..8].copy_from_slice(&o.id.0.to_le_bytes());
-                b[8..10].copy_from_slice(&o.tags.venue.to_le_bytes());
-                b[10..12].copy_from_slice(&o.tags.strategy.to_le_bytes());
-                b[12..14].copy_from_slice(&o.tags.instrument.to_le_bytes());
-                b[14..16].copy_from_slice(&o.tags.account.to_le_bytes());
-                b[16] = o.side as u8;
-                b[17] = o.state as u8;
-                b[24..32].copy_from_slice(&o.price.0.to_le_bytes());
-                b[32..40].copy_from_slice(&o.qty.0.to_le_bytes());
-                b[40..48].copy_from_slice(&o.filled.0.to_le_bytes());
-                buf.extend_from_slice(&b);
-            }
-            std::hint::black_box(&buf);
-        });
-    }
-    report(
-        &format!(
-            "  baseline: walk of {} open orders into 48 B entries (heap)",
-            state.open_orders.len()
-        ),
-        &hw,
-    );
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -384,7 +351,7 @@ fn bench_quick(base: &Path) {
         quick_series(base, &state, n, true, false);
         quick_series(base, &state, n, true, true);
         if n == 10_000 {
-            copy_limit(base, 486_184, &state);
+            copy_limit(base, 486_184);
             quick_series(base, &state, n, false, true);
             quick_series(base, &state, n, true, false);
             quick_series(base, &state, n, true, true);

@@ -94,7 +94,6 @@ pub fn main(args: &EngineArgs) -> i32 {
         }
     };
     let report_path = cfg.report_path.clone();
-    let mut cfg = cfg;
     let mut taken_over = None;
     if args.file.standby {
         match super::standby::run(&cfg) {
@@ -105,10 +104,8 @@ pub fn main(args: &EngineArgs) -> i32 {
                 }
                 return report.exit_code;
             }
-            super::standby::Outcome::Promote(report, open, journal) => {
+            super::standby::Outcome::Promote(report, journal) => {
                 eprintln!("ks-engine: {}", report.verdict);
-                cfg.promoted = true;
-                cfg.hot_open_orders = Some(open);
                 taken_over = Some(*journal);
             }
         }

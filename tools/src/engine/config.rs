@@ -75,16 +75,6 @@ pub struct EngineConfig {
     pub shutdown: ShutdownSection,
     /// What the active does after handing over (`killswitch failover`).
     pub failover: FailoverSection,
-    /// Set (not from the file) when a hot standby is promoted by a
-    /// failover: its sessions log on as the designated backup (takeover)
-    /// and the journal's open orders are adopted, not cancelled.
-    #[serde(skip)]
-    pub promoted: bool,
-    /// Set (not from the file) with `promoted`: the open orders the
-    /// standby holds, caught up to the journal's last record, so the
-    /// start does not read the journal again for them.
-    #[serde(skip)]
-    pub hot_open_orders: Option<Vec<killswitch::journal::OrderEntry>>,
 }
 
 /// `[shutdown]`: the planned shutdown's settings (a `killswitch shutdown`
@@ -429,8 +419,6 @@ impl Default for EngineConfig {
             realtime_priority: None,
             heartbeat_us: 1000,
             lease_ttl_ms: 0,
-            promoted: false,
-            hot_open_orders: None,
             drain: DrainSection::default(),
             shutdown: ShutdownSection::default(),
             failover: FailoverSection::default(),

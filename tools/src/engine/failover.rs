@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use killswitch::clock::mono_ns;
-use killswitch::control::Operator;
+use killswitch::control::{ControlBlock, FailoverRequest, Operator};
 
 /// Test knob (environment): a path. The active, having seen a failover
 /// request and stopped new orders, waits (at most 60 s) until that path
@@ -35,6 +35,35 @@ pub struct Promotion {
     pub epoch: u64,
     /// Orders adopted from the journal.
     pub adopted: usize,
+}
+
+/// Which failover request is this engine's to act on. The block keeps the
+/// last request ever made; the one already there when this engine started
+/// was asked of another (an earlier active, a standby before a failback)
+/// and is not this one's, nor is one the active withdrew.
+#[derive(Clone, Copy, Debug)]
+pub struct FailoverRequests {
+    /// The nonce of the request in the block at start.
+    asked_before_start: Option<u32>,
+}
+
+impl FailoverRequests {
+    /// Notes the request in `block` now as not this engine's. Read it
+    /// before the lease or the standby role is taken: `killswitch
+    /// failover` asks only a live holder, so any later request is ours.
+    pub fn at_start(block: &ControlBlock) -> FailoverRequests {
+        FailoverRequests {
+            asked_before_start: block.failover_request().map(|r| r.nonce),
+        }
+    }
+
+    /// The request in `block` asked of this engine since it started and
+    /// not withdrawn, if any.
+    pub fn pending(&self, block: &ControlBlock) -> Option<FailoverRequest> {
+        block
+            .failover_request()
+            .filter(|r| Some(r.nonce) != self.asked_before_start && !r.withdrawn)
+    }
 }
 
 /// Prints one phase of the timeline.

@@ -26,12 +26,12 @@
 
 pub mod cli;
 pub mod config;
-pub mod failover;
+mod failover;
 pub mod planned;
 mod report;
-pub mod restart;
+mod restart;
 pub mod risk_config;
-pub mod standby;
+mod standby;
 mod strategy;
 pub mod telemetry;
 pub mod wire;
@@ -90,9 +90,9 @@ pub struct Engine {
     cfg: EngineConfig,
     /// Set when this engine is a promoted standby (a failover).
     promotion: Option<failover::Promotion>,
-    /// The failover request in the block before this engine took the
-    /// lease: not for it (see [`Engine::start`]).
-    stale_failover: Option<u32>,
+    /// The failover requests that are this engine's (read before it took
+    /// the lease, see [`Engine::start`]).
+    failover_requests: failover::FailoverRequests,
     rt: Runtime,
     sims: Vec<Sim>,
     wires: Vec<wire::Wire>,
@@ -114,9 +114,11 @@ impl Engine {
     }
 
     /// [`Engine::start`] for a promoted standby, with the journal it took
-    /// over (no scan, no replay at start).
-    pub fn start_with(
-        mut cfg: EngineConfig,
+    /// over (no scan, no replay at start): its sessions log on as the
+    /// designated backup (takeover) and the journal's open orders are
+    /// adopted, not cancelled.
+    pub(crate) fn start_with(
+        cfg: EngineConfig,
         taken_over: Option<standby::TakenOver>,
     ) -> Result<Engine, StartError> {
         cfg.validate().map_err(failed)?;
@@ -127,6 +129,13 @@ impl Engine {
         // runtime opens the same block again and keeps it.
         let block = ControlBlock::open_or_create_with(&dir, &cfg.name, access)?;
         let mut builder = Runtime::builder(&dir, &cfg.name).access(access);
+        let promoted = taken_over.is_some();
+        // The open orders the promoted standby holds, caught up to the
+        // journal's last record: the start does not read the journal
+        // again for them.
+        let hot_open_orders: Option<Vec<killswitch::journal::OrderEntry>> = taken_over
+            .as_ref()
+            .map(|t| t.state.open_orders.values().copied().collect());
         builder = match taken_over {
             Some(t) => builder.journal_taken_over(t.writer, t.state, t.note),
             None => builder.journal(&cfg.journal_dir, JournalConfig::default()),
@@ -158,7 +167,7 @@ impl Engine {
             .panic_hook()
             .limits(cfg.limits.to_config().map_err(failed)?)
             .rules(cfg.rules.to_config().map_err(failed)?);
-        if cfg.promoted {
+        if promoted {
             // A failover: the old active handed its sessions over; the
             // journal's open orders are adopted at the venues (the
             // takeover logon asks their status) and kept in the registry.
@@ -185,11 +194,11 @@ impl Engine {
         // symbol and fills to cancel them and to reconcile what the venue
         // did meanwhile). A journal that cannot be read here is the
         // runtime's to report.
-        let left_open = if let Some(hot) = cfg.hot_open_orders.take() {
+        let left_open = if let Some(hot) = hot_open_orders {
             hot
         } else if cfg.venues.iter().any(|v| v.is_wire()) && cfg.journal_dir.exists() {
             killswitch::journal::rebuild_from_snapshot(&cfg.journal_dir)
-                .map(|r| r.state.open_orders.into_values().collect::<Vec<_>>())
+                .map(|r| r.state.open_orders.into_values())
                 .unwrap_or_default()
         } else {
             Vec::new()
@@ -221,7 +230,7 @@ impl Engine {
                     .map(|o| (o.id, o.side, o.tags.instrument, o.qty.0, o.filled.0))
                     .collect();
                 let (session, w) =
-                    wire::connect(v, &cfg.name, symbols, adopt, cfg.promoted).map_err(failed)?;
+                    wire::connect(v, &cfg.name, symbols, adopt, promoted).map_err(failed)?;
                 eprintln!(
                     "ks-engine: venue {} over FIX at {} as {}: logged on (cancel-on-disconnect asked: {}, dead-man timer: {})",
                     w.name,
@@ -291,7 +300,7 @@ impl Engine {
         // moment the failover that promoted this engine returned (it
         // returns once the lease is taken, before the runtime runs) would
         // be taken for an old one and ignored.
-        let stale_failover = block.failover_request().map(|r| r.nonce);
+        let failover_requests = failover::FailoverRequests::at_start(&block);
         drop(block);
         let logged_on_mono_ns = killswitch::clock::mono_ns();
         let rt = builder.start()?;
@@ -338,7 +347,7 @@ impl Engine {
                     .map_err(|e| failed(format!("strategy thread: {e}")))?,
             );
         }
-        let promotion = cfg.promoted.then(|| failover::Promotion {
+        let promotion = promoted.then(|| failover::Promotion {
             logged_on_mono_ns,
             started_mono_ns,
             epoch: rt.lease().map_or(0, |l| l.epoch()),
@@ -347,7 +356,7 @@ impl Engine {
         Ok(Engine {
             cfg,
             promotion,
-            stale_failover,
+            failover_requests,
             rt,
             sims,
             wires,
@@ -443,9 +452,9 @@ impl Engine {
         let stale_request =
             killswitch::shutdown::words::read_request(monitor.block()).map(|r| r.nonce);
         let mut planned: Option<killswitch::shutdown::ShutdownPlan> = None;
-        // A failover asked before we started is not ours either.
         let leased = self.rt.lease().is_some();
-        let stale_failover = self.stale_failover;
+        // A failover asked before we started is not ours either.
+        let failover_requests = self.failover_requests;
         // Read between the two supervise calls while the beat closure
         // still lives: a Cell, not a captured `&mut`.
         let failover_seen: std::cell::Cell<Option<killswitch::control::FailoverRequest>> =
@@ -491,20 +500,15 @@ impl Engine {
                 }
                 // A failover: not while a KILL is in force (that drain
                 // runs to its end here, where the orders are; see below).
-                if let Some(r) = monitor.block().failover_request() {
-                    if Some(r.nonce) != stale_failover && !r.withdrawn {
-                        if leased {
-                            failover::phase_now(&format!(
-                                "stop new orders (asked by pid {})",
-                                r.pid
-                            ));
-                            failover_seen.set(Some(r));
-                            return Flow::Stop;
-                        }
-                        if !failover_ignored {
-                            failover_ignored = true;
-                            eprintln!("ks-engine: a failover was asked (pid {}) but this engine holds no lease (lease_ttl_ms = 0): ignored", r.pid);
-                        }
+                if let Some(r) = failover_requests.pending(monitor.block()) {
+                    if leased {
+                        failover::phase_now(&format!("stop new orders (asked by pid {})", r.pid));
+                        failover_seen.set(Some(r));
+                        return Flow::Stop;
+                    }
+                    if !failover_ignored {
+                        failover_ignored = true;
+                        eprintln!("ks-engine: a failover was asked (pid {}) but this engine holds no lease (lease_ttl_ms = 0): ignored", r.pid);
                     }
                 }
             }
@@ -512,14 +516,12 @@ impl Engine {
             // engine drains its own orders, and the standby must not take
             // over on the lease this engine gives back when it stops.
             if leased && killswitch::drain::kill_in_force(monitor.block(), beat.state) {
-                if let Some(r) = monitor.block().failover_request() {
-                    if Some(r.nonce) != stale_failover
-                        && !r.withdrawn
-                        && failover_withdrawn != Some(r.nonce)
-                    {
-                        failover_withdrawn = Some(r.nonce);
-                        failover::withdraw(&operator, r.nonce, r.pid);
-                    }
+                if let Some(r) = failover_requests
+                    .pending(monitor.block())
+                    .filter(|r| failover_withdrawn != Some(r.nonce))
+                {
+                    failover_withdrawn = Some(r.nonce);
+                    failover::withdraw(&operator, r.nonce, r.pid);
                 }
             }
             if !first_new_order
@@ -603,11 +605,7 @@ impl Engine {
             // saw the request, a planned shutdown, a signal): a request
             // still pending must not promote the standby when this engine
             // gives the lease back as it stops.
-            if let Some(r) = operator
-                .block()
-                .failover_request()
-                .filter(|r| Some(r.nonce) != stale_failover && !r.withdrawn)
-            {
+            if let Some(r) = failover_requests.pending(operator.block()) {
                 failover::withdraw_because(
                     &operator,
                     r.nonce,

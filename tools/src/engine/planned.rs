@@ -370,7 +370,7 @@ fn units(p: i64) -> f64 {
 
 /// The report as JSON, names resolved from the block.
 pub fn report_json(block: &ControlBlock, r: &PlannedShutdownReport) -> Value {
-    let name = |kind, i: u16| block.name_at(kind, i).unwrap_or_else(|| format!("#{i}"));
+    let name = |kind, i| crate::scope_names::scope_name(block, kind, i);
     let key = |k: (u16, u16, u16)| {
         json!({
             "venue": name(ScopeKind::Venue, k.0),

@@ -134,14 +134,10 @@ pub enum Outcome {
     /// Stopped (a signal, an error): its report.
     Stopped(StandbyReport),
     /// A failover: the active released the lease and closed the journal,
-    /// and this standby has applied the last record. Start as the active,
-    /// with these open orders (its hot state) for the venue sessions to
-    /// adopt, and the journal it took over.
-    Promote(
-        StandbyReport,
-        Vec<killswitch::journal::OrderEntry>,
-        Box<TakenOver>,
-    ),
+    /// and this standby has applied the last record. Start as the active
+    /// with the journal it took over (whose state's open orders, its hot
+    /// state, the venue sessions adopt).
+    Promote(StandbyReport, Box<TakenOver>),
 }
 
 /// The journal a promoted standby holds: the writer (its lock taken) and
@@ -182,7 +178,7 @@ pub fn run(cfg: &EngineConfig) -> Outcome {
     // after, a failback asked the moment `status` shows this standby, as
     // after a restart by `[failover] restart_as_standby`, would be
     // ignored).
-    let stale_failover = block.failover_request().map(|r| r.nonce);
+    let failover_requests = super::failover::FailoverRequests::at_start(&block);
     let mut reporter = match StandbyReporter::claim(block.clone()) {
         Ok(r) => r,
         Err(e) => return Outcome::Stopped(failed(e.to_string())),
@@ -245,10 +241,7 @@ pub fn run(cfg: &EngineConfig) -> Outcome {
         // promotion: the orders were handed over, and this engine is the
         // only one that can still cancel them (it drains that KILL at
         // start). The lease at most every 200 µs: reading it may read /proc.
-        let asked = cfg.lease_ttl_ms > 0
-            && block
-                .failover_request()
-                .is_some_and(|r| Some(r.nonce) != stale_failover && !r.withdrawn);
+        let asked = cfg.lease_ttl_ms > 0 && failover_requests.pending(&block).is_some();
         if asked && Instant::now() >= next_lease_look {
             next_lease_look = Instant::now() + Duration::from_micros(200);
             let lease = block.lease();
@@ -256,9 +249,7 @@ pub fn run(cfg: &EngineConfig) -> Outcome {
             // it did so before it gave the lease back (it stops after its
             // drain), so a release seen here with the request still live
             // is a hand-over, never a KILL's stop.
-            let still_asked = block
-                .failover_request()
-                .is_some_and(|r| Some(r.nonce) != stale_failover && !r.withdrawn);
+            let still_asked = failover_requests.pending(&block).is_some();
             if lease.epoch > 0 && lease.holder == 0 && still_asked {
                 super::failover::phase_now(&format!(
                     "standby saw the lease released (epoch {})",
@@ -429,8 +420,6 @@ fn promote(
             "recovered and rebuilt"
         }
     ));
-    let open: Vec<killswitch::journal::OrderEntry> =
-        taken.state.open_orders.values().copied().collect();
     Outcome::Promote(
         report(
             follower,
@@ -441,7 +430,6 @@ fn promote(
             ),
             EXIT_OK,
         ),
-        open,
         Box::new(taken),
     )
 }

@@ -68,6 +68,16 @@ impl AuditEntry {
         let prefix = format!("{tag}=");
         fix.split('|').find_map(|f| f.strip_prefix(prefix.as_str()))
     }
+
+    /// A NewOrderSingle (35=D) the venue accepted from `session`.
+    pub fn is_new_order_from(&self, session: &str) -> bool {
+        self.session == session && self.dir == "in" && self.msg_type.as_deref() == Some("D")
+    }
+
+    /// The venue's event `event` on `session` (`logon`, `takeover`…).
+    pub fn is_event_of(&self, session: &str, event: &str) -> bool {
+        self.session == session && self.dir == "event" && self.event.as_deref() == Some(event)
+    }
 }
 
 /// Appends entries to the audit file (or nowhere).

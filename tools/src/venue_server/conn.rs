@@ -140,7 +140,7 @@ impl VenueServer {
                     self.firms[f].state.next_in += 1;
                 }
                 let body = messages::reject(seq, None, REJECT_VALUE_INCORRECT, &e.to_string());
-                self.send(f, &body, false);
+                self.send(f, body, false);
             }
             (Ok(()), None) => {
                 let msg = Msg {
@@ -170,7 +170,7 @@ impl VenueServer {
                 REJECT_COMP_ID,
                 "CompID problem: SenderCompID/TargetCompID do not match the session",
             );
-            self.send(f, &body, false);
+            self.send(f, body, false);
             self.logout_and_close(slot, "CompID problem");
             return;
         }
@@ -184,7 +184,7 @@ impl VenueServer {
                     REJECT_REQUIRED_TAG_MISSING,
                     "NewSeqNo (36) missing",
                 );
-                self.send(f, &body, false);
+                self.send(f, body, false);
             } else {
                 self.firms[f].state.sequence_reset(new_seq, false);
             }
@@ -195,7 +195,7 @@ impl VenueServer {
             SeqCheck::Gap { expected } => {
                 let seq = msg.seq().unwrap_or(expected);
                 if self.firms[f].state.queue_ahead(seq, msg.frame) {
-                    self.send(f, &messages::resend_request(expected, 0), false);
+                    self.send(f, messages::resend_request(expected, 0), false);
                 }
             }
             SeqCheck::Duplicate => {}
@@ -216,7 +216,7 @@ impl VenueServer {
         self.log_in(f, msg);
         match msg_type {
             b"0" | b"3" => {}
-            b"1" => self.send(f, &messages::heartbeat(msg.get(112)), false),
+            b"1" => self.send(f, messages::heartbeat(msg.get(112)), false),
             b"2" => {
                 let (begin, end) = (msg.uint(7).unwrap_or(1), msg.uint(16).unwrap_or(0));
                 let mut out = std::mem::take(&mut self.discard);
@@ -249,7 +249,7 @@ impl VenueServer {
                 } else {
                     "logout acknowledged"
                 };
-                self.send(f, &messages::logout(ack), false);
+                self.send(f, messages::logout(ack), false);
                 if let Some(c) = self.conns[slot].as_mut() {
                     c.closing = Some("logout".into());
                     c.closing_since = Some(Instant::now());
@@ -262,7 +262,7 @@ impl VenueServer {
                     REJECT_VALUE_INCORRECT,
                     "already logged on",
                 );
-                self.send(f, &body, false);
+                self.send(f, body, false);
             }
             _ => {
                 self.application(f, msg);
@@ -417,9 +417,9 @@ impl VenueServer {
         if takeover {
             answer.str(TAG_BACKUP_TAKEOVER, "Y");
         }
-        self.send(f, &answer, false);
+        self.send(f, answer, false);
         if let Some((begin, end)) = gap_from {
-            self.send(f, &messages::resend_request(begin, end), false);
+            self.send(f, messages::resend_request(begin, end), false);
         }
         let peer = self.conns[slot]
             .as_ref()
@@ -441,7 +441,7 @@ impl VenueServer {
     pub(super) fn logout_and_close(&mut self, slot: usize, reason: &str) {
         let firm = self.conns[slot].as_ref().and_then(|c| c.firm);
         match firm {
-            Some(f) => self.send(f, &messages::logout(reason), false),
+            Some(f) => self.send(f, messages::logout(reason), false),
             None => {
                 let mut s =
                     SessionState::new(&self.cfg.name, "UNKNOWN", Duration::from_secs(30), false);
@@ -488,8 +488,8 @@ impl VenueServer {
         };
         match self.firms[f].state.timers(now) {
             TimerAction::Idle => {}
-            TimerAction::Heartbeat => self.send(f, &messages::heartbeat(None), false),
-            TimerAction::TestRequest => self.send(f, &messages::test_request("venue"), false),
+            TimerAction::Heartbeat => self.send(f, messages::heartbeat(None), false),
+            TimerAction::TestRequest => self.send(f, messages::test_request("venue"), false),
             TimerAction::Dead => self.logout_and_close(slot, "no answer to TestRequest"),
         }
     }
@@ -519,41 +519,39 @@ impl VenueServer {
         };
         self.firms[f].conn = None;
         let comp = self.firms[f].comp_id.clone();
-        let cancelled = if self.firms[f].cancel_on_disconnect && !self.held_for_backup(f) {
-            let ids = self.exchange.cancel_all(self.firms[f].sid);
-            self.firms[f]
-                .orders
-                .mark_cause(&ids, "cancel-on-disconnect");
-            Some(ids.len() as u64)
-        } else {
-            None
-        };
+        let cancelled = (self.firms[f].cancel_on_disconnect && !self.held_for_backup(f))
+            .then(|| self.cancel_resting(f, "cancel-on-disconnect"));
         self.event(&comp, "disconnect", None, Some(reason.to_string()));
         if let Some(n) = cancelled {
             self.event(&comp, "cancel-on-disconnect", Some(n), None);
         }
     }
 
+    /// Cancels every order of session `f` resting at the venue, each
+    /// reported with `cause` as its text (58); returns how many.
+    pub(super) fn cancel_resting(&mut self, f: usize, cause: &'static str) -> u64 {
+        let ids = self.exchange.cancel_all(self.firms[f].sid);
+        self.firms[f].orders.mark_cause(&ids, cause);
+        ids.len() as u64
+    }
+
     pub(super) fn deadman_expired(&mut self, f: usize) {
         let Some((timeout, _)) = self.firms[f].deadman.take() else {
             return;
         };
-        let ids = self.exchange.cancel_all(self.firms[f].sid);
-        self.firms[f]
-            .orders
-            .mark_cause(&ids, "dead-man timer expired");
+        let cancelled = self.cancel_resting(f, "dead-man timer expired");
         let comp = self.firms[f].comp_id.clone();
         self.event(
             &comp,
             "dead-man-expired",
-            Some(ids.len() as u64),
+            Some(cancelled),
             Some(format!("timeout {timeout} ms")),
         );
         let mut b = crate::fix::codec::Body::new("U2");
         b.uint(crate::fix::TAG_DEADMAN_TIMEOUT_MS, timeout)
             .uint(crate::fix::TAG_DEADMAN_STATE, 2)
-            .uint(crate::fix::TAG_DEADMAN_CANCELLED, ids.len() as u64);
-        self.send(f, &b, true);
+            .uint(crate::fix::TAG_DEADMAN_CANCELLED, cancelled);
+        self.send(f, b, true);
     }
 }
 

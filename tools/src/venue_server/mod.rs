@@ -331,16 +331,31 @@ impl VenueServer {
         // there (cancel-on-disconnect) but their reports only queued:
         // stopped right after, the venue's log showed them still working.
         for f in 0..self.firms.len() {
-            let mut answers = std::mem::take(&mut self.answers);
-            answers.clear();
-            self.exchange
-                .take_due(self.firms[f].sid, u64::MAX, &mut answers);
-            for a in answers.drain(..) {
-                self.answer(f, a);
-            }
-            self.answers = answers;
+            self.answer_due(f, u64::MAX);
         }
         self.audit.flush();
+    }
+
+    /// Sends session `f` the exchange's answers due by `now` (its clock;
+    /// `u64::MAX`: every one queued).
+    fn answer_due(&mut self, f: usize, now: u64) {
+        let mut answers = std::mem::take(&mut self.answers);
+        answers.clear();
+        self.exchange.take_due(self.firms[f].sid, now, &mut answers);
+        for a in answers.drain(..) {
+            self.answer(f, a);
+            // A burst (a mass cancel's reports) goes out as it is
+            // encoded, so the peer reads while the rest is written.
+            if let Some(slot) = self.firms[f].conn {
+                if self.conns[slot]
+                    .as_ref()
+                    .is_some_and(|c| !c.blocked && c.unwritten() >= 32 * 1024)
+                {
+                    self.write_conn(slot);
+                }
+            }
+        }
+        self.answers = answers;
     }
 
     fn poll_timeout_ms(&self) -> i32 {
@@ -370,23 +385,7 @@ impl VenueServer {
         let now = mono_ns();
         self.exchange.run(now);
         for f in 0..self.firms.len() {
-            let mut answers = std::mem::take(&mut self.answers);
-            answers.clear();
-            self.exchange.take_due(self.firms[f].sid, now, &mut answers);
-            for a in answers.drain(..) {
-                self.answer(f, a);
-                // A burst (a mass cancel's reports) goes out as it is
-                // encoded, so the peer reads while the rest is written.
-                if let Some(slot) = self.firms[f].conn {
-                    if self.conns[slot]
-                        .as_ref()
-                        .is_some_and(|c| !c.blocked && c.unwritten() >= 32 * 1024)
-                    {
-                        self.write_conn(slot);
-                    }
-                }
-            }
-            self.answers = answers;
+            self.answer_due(f, now);
         }
         self.timers();
         for slot in 0..self.conns.len() {
@@ -493,14 +492,10 @@ impl VenueServer {
     }
 
     /// Sends `body` on session `f` (queued for resend only while it has no
-    /// connection). `app`: kept for resends.
-    fn send(&mut self, f: usize, body: &Body, app: bool) {
-        self.send_owned(f, body.clone(), app);
-    }
-
-    /// [`VenueServer::send`] of a body built for this message alone: it
-    /// moves into the resend store instead of being copied.
-    fn send_owned(&mut self, f: usize, body: Body, app: bool) {
+    /// connection). `app`: kept for resends; the body moves into the
+    /// resend store, uncopied (a mass cancel's thousands of
+    /// ExecutionReports), and a session message is not copied at all.
+    fn send(&mut self, f: usize, body: Body, app: bool) {
         let conn = self.firms[f].conn;
         let mut buf = match conn.and_then(|c| self.conns[c].as_mut()) {
             Some(c) => std::mem::take(&mut c.wbuf),

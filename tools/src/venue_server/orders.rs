@@ -116,7 +116,7 @@ impl VenueServer {
         };
         if let Err((tag, reason, text)) = result {
             let body = messages::reject(msg.seq().unwrap_or(0), Some(tag), reason, &text);
-            self.send(f, &body, false);
+            self.send(f, body, false);
         }
     }
 
@@ -205,7 +205,7 @@ impl VenueServer {
             .uint(103, u64::from(reason))
             .str(60, self.clock.now())
             .str(58, text);
-        self.send(f, &b, true);
+        self.send(f, b, true);
     }
 
     fn cancel_request(&mut self, f: usize, msg: &Msg<'_>) -> Result<(), Refusal> {
@@ -220,7 +220,7 @@ impl VenueServer {
                 .str(434, "1")
                 .str(102, "1")
                 .str(58, "unknown order");
-            self.send(f, &b, true);
+            self.send(f, b, true);
             return Ok(());
         };
         if let Some(o) = self.firms[f].orders.info.get_mut(&id) {
@@ -272,7 +272,7 @@ impl VenueServer {
                 b.str(531, kind).uint(533, ids.len() as u64);
             }
         }
-        self.send(f, &b, true);
+        self.send(f, b, true);
         Ok(())
     }
 
@@ -297,7 +297,7 @@ impl VenueServer {
             if !req_id.is_empty() {
                 b.str(790, &req_id);
             }
-            self.send(f, &b, true);
+            self.send(f, b, true);
             return Ok(());
         };
         self.firms[f].orders.status_reqs.push_back((id, req_id));
@@ -335,7 +335,7 @@ impl VenueServer {
                 b.str(262, &req_id)
                     .str(281, "0")
                     .str(58, &format!("unknown symbol {s}"));
-                self.send(f, &b, true);
+                self.send(f, b, true);
                 continue;
             };
             if subscribe {
@@ -369,7 +369,7 @@ impl VenueServer {
         let mut b = Body::new("U2");
         b.uint(crate::fix::TAG_DEADMAN_TIMEOUT_MS, timeout)
             .uint(crate::fix::TAG_DEADMAN_STATE, state);
-        self.send(f, &b, true);
+        self.send(f, b, true);
         Ok(())
     }
 
@@ -381,7 +381,7 @@ impl VenueServer {
                 6,
                 "not authorized: venue control is for the control CompID",
             );
-            self.send(f, &body, false);
+            self.send(f, body, false);
             return Ok(());
         }
         let knob = need(msg, TAG_CONTROL_KNOB)?.to_string();
@@ -440,7 +440,7 @@ impl VenueServer {
         self.event(&comp, "control", None, Some(format!("{knob}={value}")));
         let mut b = messages::venue_control(&knob, &value);
         b.str(58, "applied");
-        self.send(f, &b, true);
+        self.send(f, b, true);
         Ok(())
     }
 }

@@ -65,7 +65,7 @@ impl VenueServer {
                         b.str(269, kind).str(270, &format_fixed(px.0));
                     }
                 }
-                self.send(f, &b, true);
+                self.send(f, b, true);
             }
             Answer::Event(VenueEvent::Disconnected | VenueEvent::Reconnected) => {}
             Answer::Status { id, fate } => {
@@ -115,7 +115,7 @@ impl VenueServer {
             _ => {}
         }
         self.firms[f].orders.info.insert(id, o);
-        self.send_owned(f, b, true);
+        self.send(f, b, true);
     }
 
     fn order_fields(
@@ -173,7 +173,7 @@ impl VenueServer {
         if !req_id.is_empty() {
             b.str(790, &req_id);
         }
-        self.send(f, &b, true);
+        self.send(f, b, true);
     }
 
     fn cancel_reject(&mut self, f: usize, id: OrderId, reason: CancelRejectReason) {
@@ -200,7 +200,7 @@ impl VenueServer {
             .str(434, "1")
             .str(102, code)
             .str(58, text);
-        self.send(f, &b, true);
+        self.send(f, b, true);
     }
 
     fn position_reports(&mut self, f: usize) {
@@ -218,7 +218,7 @@ impl VenueServer {
             .str(729, "0")
             .str(1, "ALL")
             .str(581, "1");
-        self.send(f, &ack, true);
+        self.send(f, ack, true);
         for (n, (instrument, account, qty)) in lines.iter().enumerate() {
             let mut b = Body::new("AP");
             b.str(721, &format!("PR-{req}-{n}"))
@@ -239,7 +239,7 @@ impl VenueServer {
                 .str(730, "0")
                 .str(731, "1")
                 .str(734, "0");
-            self.send(f, &b, true);
+            self.send(f, b, true);
         }
     }
 }

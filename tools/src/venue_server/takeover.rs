@@ -122,10 +122,10 @@ impl VenueServer {
             .map(|c| c.peer.to_string());
         if let Some(o) = old {
             let reason = format!("session taken over by a designated backup ({peer})");
-            self.send(f, &crate::fix::messages::logout(&reason), false);
+            self.send(f, crate::fix::messages::logout(&reason), false);
             self.close(o, &reason);
         }
-        self.firms[f].state.reset();
+        // The sequence numbers start again in `logon`, which called this.
         let comp = self.firms[f].comp_id.clone();
         let resting = self.exchange.resting_count(self.firms[f].sid) as u64;
         self.event(
@@ -176,48 +176,29 @@ impl VenueServer {
             {
                 continue;
             }
-            match self.firms[f].takeover {
+            let why = match self.firms[f].takeover {
                 Some(Takeover::Adopting { .. }) => {
                     self.end_adoption(f, "grace period over");
-                    // The backup's own connection ended during the grace
-                    // period: what it adopted gets the usual treatment now.
-                    if self.firms[f].conn.is_none() && self.firms[f].cancel_on_disconnect {
-                        let sid = self.firms[f].sid;
-                        let comp = self.firms[f].comp_id.clone();
-                        let ids = self.exchange.cancel_all(sid);
-                        self.firms[f]
-                            .orders
-                            .mark_cause(&ids, "cancel-on-disconnect");
-                        self.event(
-                            &comp,
-                            "cancel-on-disconnect",
-                            Some(ids.len() as u64),
-                            Some(
-                                "after the takeover grace period: the backup's connection ended"
-                                    .into(),
-                            ),
-                        );
-                    }
+                    "the backup's connection ended"
                 }
                 Some(Takeover::Held { .. }) => {
                     self.firms[f].takeover = None;
-                    if self.firms[f].conn.is_some() || !self.firms[f].cancel_on_disconnect {
-                        continue;
-                    }
-                    let sid = self.firms[f].sid;
-                    let comp = self.firms[f].comp_id.clone();
-                    let ids = self.exchange.cancel_all(sid);
-                    self.firms[f]
-                        .orders
-                        .mark_cause(&ids, "cancel-on-disconnect");
-                    self.event(
-                        &comp,
-                        "cancel-on-disconnect",
-                        Some(ids.len() as u64),
-                        Some("after the takeover grace period: no backup logged on".into()),
-                    );
+                    "no backup logged on"
                 }
-                None => {}
+                None => continue,
+            };
+            // No connection now (the backup's ended during the grace
+            // period, or no backup came): the orders get the
+            // cancel-on-disconnect they were spared.
+            if self.firms[f].conn.is_none() && self.firms[f].cancel_on_disconnect {
+                let cancelled = self.cancel_resting(f, "cancel-on-disconnect");
+                let comp = self.firms[f].comp_id.clone();
+                self.event(
+                    &comp,
+                    "cancel-on-disconnect",
+                    Some(cancelled),
+                    Some(format!("after the takeover grace period: {why}")),
+                );
             }
         }
     }

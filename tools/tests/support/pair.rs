@@ -166,7 +166,5 @@ impl Drop for Engine {
 
 /// The firm's NewOrderSingles the venue received, in order.
 pub fn new_orders(log: &[AuditEntry]) -> Vec<&AuditEntry> {
-    log.iter()
-        .filter(|e| e.session == FIRM && e.dir == "in" && e.msg_type.as_deref() == Some("D"))
-        .collect()
+    log.iter().filter(|e| e.is_new_order_from(FIRM)).collect()
 }

@@ -172,12 +172,6 @@ pub struct DrillReport {
     pub crashed_engine_exit: Option<String>,
 }
 
-macro_rules! say {
-    ($quiet:expr, $($t:tt)*) => {
-        if $quiet { eprintln!($($t)*) } else { outln!($($t)*) }
-    };
-}
-
 /// Runs the drill.
 pub fn run(args: DrillArgs) -> ExitCode {
     if args.scenario == Scenario::RollingRestart {

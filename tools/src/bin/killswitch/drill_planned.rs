@@ -15,7 +15,7 @@
 //! either way; the exit code is 1 when any check failed.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -27,12 +27,6 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::drill::{Check, DrillArgs, Scenario, TripMethod, VenueMode};
-
-macro_rules! say {
-    ($quiet:expr, $($t:tt)*) => {
-        if $quiet { eprintln!($($t)*) } else { outln!($($t)*) }
-    };
-}
 
 /// The planned drill's result (the report file).
 #[derive(Debug, Serialize)]
@@ -547,23 +541,11 @@ fn checks(
                 .collect::<String>()
         ),
     ));
-    // A `Value` (a missing key reads as null), not a `Map` (whose index
-    // panics): the report is the engine's file.
-    let ck = Some(&r["checkpoint"]).filter(|c| c.is_object());
-    let ck_check = ck.and_then(|c| {
-        let path = PathBuf::from(c["path"].as_str()?);
-        let s = killswitch::checkpoint::validate(&path).ok()?;
-        let crc = format!("0x{:016x}", s.file_crc64);
-        Some((path, crc.clone(), Some(crc.as_str()) == c["crc64"].as_str()))
-    });
+    let (ck_good, ck_found) = crate::shutdown_cmds::checkpoint_check(r);
     out.push(check(
         "complete checkpoint valid, its CRC-64 the report's",
-        ck_check.as_ref().is_some_and(|(_, _, same)| *same),
-        match (&ck_check, ck) {
-            (Some((p, crc, _)), _) => format!("{} CRC64 {crc}", p.display()),
-            (None, Some(c)) => format!("{} does not validate", c["path"]),
-            (None, None) => "the report has no checkpoint".into(),
-        },
+        ck_good,
+        ck_found,
     ));
     let strag = r["stragglers"].as_array().map_or(0, Vec::len);
     out.push(check(

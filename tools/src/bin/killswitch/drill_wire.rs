@@ -242,10 +242,11 @@ impl Venues {
                     let second = entries
                         .iter()
                         .enumerate()
-                        .filter(|(_, e)| is_logon(e, session))
+                        .filter(|(_, e)| e.is_event_of(session, "logon"))
                         .nth(1)
                         .map(|(i, _)| i);
-                    !second.is_some_and(|i| entries[i..].iter().any(|e| is_new_order(e, session)))
+                    !second
+                        .is_some_and(|i| entries[i..].iter().any(|e| e.is_new_order_from(session)))
                 })
                 .map(|(n, _)| n.as_str())
                 .collect();
@@ -338,14 +339,6 @@ fn working(entries: &[AuditEntry], session: &str) -> BTreeSet<String> {
     audit::working_orders(entries, session)
 }
 
-fn is_new_order(e: &AuditEntry, session: &str) -> bool {
-    e.session == session && e.dir == "in" && e.msg_type.as_deref() == Some("D")
-}
-
-fn is_logon(e: &AuditEntry, session: &str) -> bool {
-    e.session == session && e.dir == "event" && e.event.as_deref() == Some("logon")
-}
-
 /// Reads the evidence from the venues' logs. `session`: our CompID.
 /// `report`: the (last) engine's report, when it wrote one.
 pub fn evidence(
@@ -369,7 +362,10 @@ pub fn evidence(
             log_lines: entries.len(),
             ..VenueEvidence::default()
         };
-        ev.new_orders_total = entries.iter().filter(|e| is_new_order(e, session)).count() as u64;
+        ev.new_orders_total = entries
+            .iter()
+            .filter(|e| e.is_new_order_from(session))
+            .count() as u64;
         if let (Some(r), Some(_)) = (report, kill) {
             let generation = r.verification.ack_generation;
             let mark = entries.iter().position(|e| {
@@ -385,13 +381,15 @@ pub fn evidence(
             ev.new_orders_after_ack = match mark {
                 Some(i) => entries[i..]
                     .iter()
-                    .filter(|e| is_new_order(e, session))
+                    .filter(|e| e.is_new_order_from(session))
                     .count() as u64,
                 // No mark: the session was down at the ack. Anything the
                 // venue received after the ack's instant counts.
                 None => entries
                     .iter()
-                    .filter(|e| is_new_order(e, session) && e.mono_ns >= r.verification.ack_mono_ns)
+                    .filter(|e| {
+                        e.is_new_order_from(session) && e.mono_ns >= r.verification.ack_mono_ns
+                    })
                     .count() as u64,
             };
         }
@@ -443,7 +441,7 @@ pub fn crash_restart_check(
         let logons: Vec<usize> = entries
             .iter()
             .enumerate()
-            .filter(|(_, e)| is_logon(e, session))
+            .filter(|(_, e)| e.is_event_of(session, "logon"))
             .map(|(i, _)| i)
             .collect();
         let Some(&restart) = logons.get(1) else {
@@ -455,7 +453,7 @@ pub fn crash_restart_check(
         let left = working(&entries[..restart], session);
         let first_new = entries[restart..]
             .iter()
-            .position(|e| is_new_order(e, session))
+            .position(|e| e.is_new_order_from(session))
             .map(|i| restart + i);
         let window_end = first_new.unwrap_or(entries.len());
         let mut closed: BTreeMap<&str, &'static str> = BTreeMap::new();

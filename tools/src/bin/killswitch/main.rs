@@ -14,6 +14,14 @@ macro_rules! outln {
     };
 }
 
+/// A drill's progress line: on stdout, or on stderr under `--json` (the
+/// drill's stdout is then its JSON report alone).
+macro_rules! say {
+    ($quiet:expr, $($t:tt)*) => {
+        if $quiet { eprintln!($($t)*) } else { outln!($($t)*) }
+    };
+}
+
 mod output {
     use std::io::Write;
     use std::sync::atomic::{AtomicBool, Ordering};

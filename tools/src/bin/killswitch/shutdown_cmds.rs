@@ -25,6 +25,7 @@ use serde_json::Value;
 use crate::{control_cmds, exit, Target};
 
 mod verify;
+pub(crate) use verify::checkpoint_check;
 use verify::verify;
 
 /// Exit code of `shutdown`: every step ran but something was found.

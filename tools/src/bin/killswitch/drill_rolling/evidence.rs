@@ -50,7 +50,7 @@ pub struct FailoverEvidence {
 
 pub(super) fn new_orders<'a>(log: &'a [AuditEntry], session: &str) -> Vec<&'a AuditEntry> {
     log.iter()
-        .filter(|e| e.session == session && e.dir == "in" && e.msg_type.as_deref() == Some("D"))
+        .filter(|e| e.is_new_order_from(session))
         .collect()
 }
 
@@ -68,7 +68,7 @@ pub(super) fn merged_new_orders<'a>(
 
 pub(super) fn events<'a>(log: &'a [AuditEntry], session: &str, event: &str) -> Vec<&'a AuditEntry> {
     log.iter()
-        .filter(|e| e.session == session && e.dir == "event" && e.event.as_deref() == Some(event))
+        .filter(|e| e.is_event_of(session, event))
         .collect()
 }
 
@@ -265,7 +265,7 @@ pub(super) fn final_positions(
         Err(e) => return (false, format!("control block: {e}")),
     };
     let key = |venue: u16, instrument: u16| {
-        let name = |kind, i: u16| block.name_at(kind, i).unwrap_or_else(|| i.to_string());
+        let name = |kind, i| killswitch_tools::scope_names::scope_name(&block, kind, i);
         format!(
             "{}/{}",
             name(ScopeKind::Venue, venue),

@@ -56,34 +56,8 @@ pub(super) fn verify(a: VerifyArgs, t: &Target) -> ExitCode {
         sockets == 0,
         format!("no open sockets of the engine ({sockets})"),
     );
-    // Indexed as a `Value` (a missing key reads as null), not as a
-    // `Map` (whose index panics): the report is a file from outside.
-    let ck = &r["checkpoint"];
-    match ck.is_object().then_some(ck) {
-        Some(c) => {
-            let cp = PathBuf::from(c["path"].as_str().unwrap_or(""));
-            match killswitch::checkpoint::validate(&cp) {
-                Ok(s) => {
-                    let crc = format!("0x{:016x}", s.file_crc64);
-                    check(
-                        4,
-                        Some(crc.as_str()) == c["crc64"].as_str(),
-                        format!(
-                            "checkpoint valid: {} (CRC64 {crc}{})",
-                            cp.display(),
-                            if Some(crc.as_str()) == c["crc64"].as_str() {
-                                ""
-                            } else {
-                                ", DIFFERS from the report's"
-                            }
-                        ),
-                    );
-                }
-                Err(e) => check(4, false, format!("checkpoint {}: {e}", cp.display())),
-            }
-        }
-        None => check(4, false, "checkpoint: the report has none".into()),
-    }
+    let (good, what) = checkpoint_check(&r);
+    check(4, good, what);
     match &a.log {
         Some(log) => match recent_errors(log) {
             Ok(lines) => check(
@@ -109,6 +83,39 @@ pub(super) fn verify(a: VerifyArgs, t: &Target) -> ExitCode {
         ExitCode::from(exit::OK)
     } else {
         ExitCode::from(VERIFY_BASE + mask)
+    }
+}
+
+/// The checkpoint a planned shutdown report names: true when the file
+/// validates and its CRC-64 is the one the report gives; and the line
+/// that says what was found. `verify-shutdown`'s check 4, and the planned
+/// drill's.
+pub(crate) fn checkpoint_check(report: &Value) -> (bool, String) {
+    // Indexed as a `Value` (a missing key reads as null), not as a
+    // `Map` (whose index panics): the report is a file from outside.
+    let c = &report["checkpoint"];
+    if !c.is_object() {
+        return (false, "checkpoint: the report has none".into());
+    }
+    let cp = PathBuf::from(c["path"].as_str().unwrap_or(""));
+    match killswitch::checkpoint::validate(&cp) {
+        Ok(s) => {
+            let crc = format!("0x{:016x}", s.file_crc64);
+            let same = Some(crc.as_str()) == c["crc64"].as_str();
+            (
+                same,
+                format!(
+                    "checkpoint valid: {} (CRC64 {crc}{})",
+                    cp.display(),
+                    if same {
+                        ""
+                    } else {
+                        ", DIFFERS from the report's"
+                    }
+                ),
+            )
+        }
+        Err(e) => (false, format!("checkpoint {}: {e}", cp.display())),
     }
 }
 
