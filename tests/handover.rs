@@ -287,7 +287,7 @@ fn a_hand_over_leaves_the_orders_resting_releases_the_lease_and_closes_the_journ
         .expect("the successor takes the journal lock");
     assert_eq!(mark, Some(end), "the lock file says where the journal ends");
     let rebuilt = rebuild(&journal).unwrap();
-    let mut open: Vec<OrderId> = rebuilt.state.open_orders.keys().copied().collect();
+    let mut open: Vec<OrderId> = rebuilt.state.open_orders.keys().collect();
     open.sort();
     assert_eq!(
         open, resting,
