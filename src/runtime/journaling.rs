@@ -301,18 +301,30 @@ mod tests {
     /// written and is counted, and the switch is not tripped (the block is
     /// the successor's too: a KILL there would drain the orders it
     /// adopted).
-    #[test]
-    fn a_writer_closed_for_its_successor_counts_lost_events_and_trips_nothing() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A control block and a fresh journal in `dir`, the writer passed
+    /// through `prepare` before the journal state takes it.
+    fn block_and_journal(
+        dir: &tempfile::TempDir,
+        prepare: impl FnOnce(&mut JournalWriter),
+    ) -> (Arc<ControlBlock>, SharedJournal, std::path::PathBuf) {
         let block = Arc::new(ControlBlock::create(dir.path(), "js").unwrap());
         let jdir = dir.path().join("journal");
         let (mut writer, _) = JournalWriter::open(&jdir, JournalConfig::small_for_tests()).unwrap();
-        writer.close_for_successor().unwrap();
+        prepare(&mut writer);
         let shared = Arc::new(Mutex::new(JournalState::new(
             writer,
             TradingState::default(),
             &block,
         )));
+        (block, shared, jdir)
+    }
+
+    #[test]
+    fn a_writer_closed_for_its_successor_counts_lost_events_and_trips_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (block, shared, _) = block_and_journal(&dir, |w| {
+            w.close_for_successor().unwrap();
+        });
         let registry =
             Registry::with_sink(Box::new(JournalSink::new(shared.clone(), block.clone())));
         registry.register(&new_order(1)).unwrap();
@@ -327,14 +339,7 @@ mod tests {
     #[test]
     fn any_other_append_failure_trips_kill() {
         let dir = tempfile::tempdir().unwrap();
-        let block = Arc::new(ControlBlock::create(dir.path(), "js").unwrap());
-        let jdir = dir.path().join("journal");
-        let (writer, _) = JournalWriter::open(&jdir, JournalConfig::small_for_tests()).unwrap();
-        let shared = Arc::new(Mutex::new(JournalState::new(
-            writer,
-            TradingState::default(),
-            &block,
-        )));
+        let (block, shared, _) = block_and_journal(&dir, |_| {});
         let poison = shared.clone();
         let _ = std::thread::spawn(move || {
             let _held = poison.lock().unwrap();
@@ -379,14 +384,7 @@ mod tests {
         let mut violations = Vec::new();
         for seed in 1..=40u64 {
             let dir = tempfile::tempdir().unwrap();
-            let block = Arc::new(ControlBlock::create(dir.path(), "js").unwrap());
-            let jdir = dir.path().join("journal");
-            let (writer, _) = JournalWriter::open(&jdir, JournalConfig::small_for_tests()).unwrap();
-            let shared = Arc::new(Mutex::new(JournalState::new(
-                writer,
-                TradingState::default(),
-                &block,
-            )));
+            let (block, shared, jdir) = block_and_journal(&dir, |_| {});
             let registry =
                 Registry::with_sink(Box::new(JournalSink::new(shared.clone(), block.clone())));
             let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
