@@ -74,6 +74,16 @@ pub struct JournalConfig {
     /// writes below its append offset. On by default; off only to measure
     /// the difference (`ks-journal-latency --only quick`).
     pub release_synced_pages: bool,
+    /// Nice value of the background flusher thread (1..=19; 0 leaves it at
+    /// the process's). The flusher's msync competes for the cores with the
+    /// writer; at nice 10 the scheduler lets the writer's thread run first.
+    /// Measured on the development VM (`ks-journal-latency --only quick`,
+    /// 8 series each, alternated, load ~3): quick checkpoint of 10,000
+    /// orders p99 83 µs–3.5 ms (median 280 µs) and 0.37 preemptions per
+    /// checkpoint at nice 0, against 91–232 µs (median 116 µs) and 0.05 at
+    /// nice 10; the p50 unchanged. Durability waits for a free core a little
+    /// longer under full load. Default 10.
+    pub flusher_nice: i32,
     /// Who besides the owner may write the directory and its files.
     pub access: Access,
 }
@@ -85,6 +95,7 @@ impl Default for JournalConfig {
             prefault_write: true,
             background_sync: true,
             release_synced_pages: true,
+            flusher_nice: 10,
             access: Access::OWNER_ONLY,
         }
     }
@@ -98,6 +109,7 @@ impl JournalConfig {
             prefault_write: true,
             background_sync: false,
             release_synced_pages: true,
+            flusher_nice: 10,
             access: Access::OWNER_ONLY,
         }
     }
@@ -270,14 +282,31 @@ struct FlushState {
     error: Option<String>,
 }
 
+/// Gives the calling thread the nice value `nice` (Linux: per thread), when
+/// it is above 0; raising one's own nice value needs no privilege, and a
+/// refusal only leaves the thread as it was (nothing to report: the flusher
+/// works either way).
+fn lower_own_priority(nice: i32) {
+    if nice <= 0 {
+        return;
+    }
+    // SAFETY: plain system calls on this thread's own id; no memory is
+    // passed and no Rust state is involved.
+    unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, nice.min(19));
+    }
+}
+
 impl Flusher {
-    fn start() -> Flusher {
+    fn start(nice: i32) -> Flusher {
         let (tx, rx) = bounded::<SyncJob>(16);
         let done = Arc::new(Mutex::new(FlushState::default()));
         let d = done.clone();
         let thread = std::thread::Builder::new()
             .name("ks-journal-sync".into())
             .spawn(move || {
+                lower_own_priority(nice);
                 for job in rx {
                     let t0 = mono_ns();
                     let r = sync_job(&job);
@@ -466,7 +495,9 @@ impl JournalWriter {
         if cfg.prefault_write {
             prefault_for_write(&seg.map, pos);
         }
-        let flusher = cfg.background_sync.then(Flusher::start);
+        let flusher = cfg
+            .background_sync
+            .then(|| Flusher::start(cfg.flusher_nice));
         Ok((
             JournalWriter {
                 dir: dir.to_path_buf(),

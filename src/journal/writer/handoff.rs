@@ -211,7 +211,9 @@ impl JournalWriter {
                 map: None,
             })
             .collect();
-        let flusher = cfg.background_sync.then(Flusher::start);
+        let flusher = cfg
+            .background_sync
+            .then(|| Flusher::start(cfg.flusher_nice));
         let mut w = JournalWriter {
             dir: dir.to_path_buf(),
             cfg,
