@@ -10,7 +10,6 @@ use killswitch::control::{
 };
 
 use killswitch::watchdog::{Health, Watchdog};
-use killswitch_tools::scope_names::scope_name;
 
 use crate::{exit, Target};
 
@@ -468,7 +467,7 @@ fn kind_text(e: &AuditEntry) -> &'static str {
 fn scope_text(block: &ControlBlock, e: &AuditEntry) -> String {
     match e.scope {
         None => "all".into(),
-        Some((k, i)) => format!("{k} {}", scope_name(block, k, i)),
+        Some((k, i)) => format!("{k} {}", block.scope_label(k, i)),
     }
 }
 
