@@ -30,8 +30,8 @@ use serde::Serialize;
 use crate::emergency::EmergencyReport;
 use emergency_drill::drill;
 pub(crate) use shared_steps::{
-    attach, config_for, say_opening, spawn_engine, start_venues_and_config, trade, wait_child,
-    work_dir,
+    attach, config_for, say_checks, say_opening, spawn_engine, start_venues_and_config, trade,
+    wait_child, work_dir,
 };
 
 /// What goes wrong in the drill.

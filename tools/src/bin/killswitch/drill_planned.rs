@@ -252,16 +252,7 @@ fn drill(args: &DrillArgs) -> Result<PlannedDrillReport, String> {
         ));
     }
     let pass = checks.iter().all(|c| c.ok);
-    say!(q, "6. checks");
-    for c in &checks {
-        say!(
-            q,
-            "   [{}] {}: {}",
-            if c.ok { "✓" } else { "✗" },
-            c.name,
-            c.detail
-        );
-    }
+    crate::drill::say_checks(q, "6. checks", &checks);
     if let Some(r) = &r {
         say!(
             q,

@@ -533,16 +533,7 @@ pub(super) fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
     );
 
     let pass = checks.iter().all(|c| c.ok);
-    say!(q, "5. checks");
-    for c in &checks {
-        say!(
-            q,
-            "   [{}] {}: {}",
-            if c.ok { "✓" } else { "✗" },
-            c.name,
-            c.detail
-        );
-    }
+    crate::drill::say_checks(q, "5. checks", &checks);
     if let Some(r) = &engine {
         if !r.positions.is_empty() {
             say!(q, "   positions at the stop (keep them or flatten them by hand, as the runbook says):");

@@ -1,5 +1,5 @@
 //! The steps every drill shares: its work directory, its venues and the
-//! engine's configuration, its opening lines, and the engine process
+//! engine's configuration, its opening and closing lines, and the engine process
 //! (start, attach to its control block, let it trade, wait for its exit).
 
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use killswitch::control::{ControlBlock, GatewaySnapshot, Mode};
 use killswitch_tools::engine::EngineConfig;
 
-use super::{DrillArgs, Scenario, VenueMode};
+use super::{Check, DrillArgs, Scenario, VenueMode};
 
 /// The drill's opening lines: `headline` and where the venues run, the
 /// work directory, then each venue process with its address (over the
@@ -55,6 +55,21 @@ pub(crate) fn say_opening(
                 }
             );
         }
+    }
+}
+
+/// The drill's checks under their step's heading (`"5. checks"`), one
+/// line each, ✓ or ✗: every drill ends its output this way.
+pub(crate) fn say_checks(q: bool, heading: &str, checks: &[Check]) {
+    say!(q, "{heading}");
+    for c in checks {
+        say!(
+            q,
+            "   [{}] {}: {}",
+            if c.ok { "✓" } else { "✗" },
+            c.name,
+            c.detail
+        );
     }
 }
 
