@@ -1,6 +1,7 @@
 //! The steps every drill shares: its work directory, its venues and the
-//! engine's configuration, its opening and closing lines, and the engine process
-//! (start, attach to its control block, let it trade, wait for its exit).
+//! engine's configuration, its opening lines and its checks list, and the
+//! engine process (start, attach to its control block, let it trade, wait
+//! for its exit).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
