@@ -438,10 +438,13 @@ pub(super) fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
     if let Some(r) = &engine {
         let mut want: Vec<(u64, String)> = r.orders_not_terminal.clone();
         want.sort();
+        // In id order, as `want`: the journal keeps its open orders in
+        // slot order (dense, a removal moves the last one into the gap).
         let got: Vec<(u64, String)> = rebuilt
             .state
             .open_orders
-            .values()
+            .sorted()
+            .iter()
             .map(|o| (o.id.0, format!("{:?}", o.state)))
             .collect();
         let want_pos: Vec<((u16, u16, u16), i64)> =
