@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use killswitch::clock::mono_ns;
-use killswitch::control::{ControlBlock, EngineOwner, Mode, Operator, ResetRequest, Source};
+use killswitch::control::{ControlBlock, EngineOwner, Mode, Operator, Source};
 
-use super::{load_average, pin, print_percentiles};
+use super::{forced_reset, load_average, pin, print_percentiles};
 
 /// How the watcher process spins.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,12 +195,7 @@ pub(crate) fn cross_process(
     let (mut trips, mut stores, mut cas) = (new_hist()?, new_hist()?, new_hist()?);
     let mut stamped = new_hist()?;
     let mut probed = new_hist()?;
-    let reset = ResetRequest {
-        source: Source::Api,
-        reason: "ks-latency".into(),
-        force: true,
-        expected_generation: None,
-    };
+    let reset = forced_reset();
     let warmup = iterations / 10;
     let tripper = operator.tripper();
     let mut value = line.load(Ordering::Acquire);

@@ -211,6 +211,16 @@ fn signal_target(dir: &std::path::Path, core: usize) -> ExitCode {
     }
 }
 
+/// The forced reset that rearms the block between two measured trips.
+fn forced_reset() -> ResetRequest {
+    ResetRequest {
+        source: Source::Api,
+        reason: "ks-latency".into(),
+        force: true,
+        expected_generation: None,
+    }
+}
+
 fn temp_block() -> Result<(PathBuf, Operator), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("ks-latency-{}", std::process::id()));
     let block = ControlBlock::create(&dir, "lat")?;
@@ -251,12 +261,7 @@ fn signal(iterations: u64, core: usize) -> Result<(), Box<dyn std::error::Error>
         return Err("signal target did not start".into());
     }
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let reset = ResetRequest {
-        source: Source::Api,
-        reason: "ks-latency".into(),
-        force: true,
-        expected_generation: None,
-    };
+    let reset = forced_reset();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
     let warmup = iterations / 10;
     for i in 0..iterations + warmup {
@@ -301,12 +306,7 @@ fn killswitch_exe() -> Result<PathBuf, Box<dyn std::error::Error>> {
 fn cli(iterations: u64) -> Result<(), Box<dyn std::error::Error>> {
     let (dir, block) = temp_block()?;
     let exe = killswitch_exe()?;
-    let reset = ResetRequest {
-        source: Source::Api,
-        reason: "ks-latency".into(),
-        force: true,
-        expected_generation: None,
-    };
+    let reset = forced_reset();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
     for _ in 0..iterations {
         block.reset(&reset)?;
