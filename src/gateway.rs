@@ -53,6 +53,12 @@
 //!   step checks the epoch ([`admit::admit_leased`]); once a newer epoch is
 //!   seen the gateway is fenced for good: no write, acknowledgement,
 //!   counter or logout from it again (see [`crate::control::lease`]).
+//! * The failover's hand-over is done only for a request the gateway took
+//!   from its asker with one compare-and-swap before the asker's deadline
+//!   withdrew it ([`handover`]): a withdrawn request is dropped unread.
+//!   Once fenced (handed over, or a newer epoch), the gateway still empties
+//!   the strategies' ring, refusing every order ([`Refusal::Fenced`]),
+//!   and writes nothing to a venue or the block.
 //! * A cancel request is never dropped silently: the drain's push retries
 //!   while the ring is full, up to the cancel deadline, and an order whose
 //!   cancel could not be enqueued by then is reported `CancelNotEnqueued`;
@@ -78,9 +84,11 @@ use crate::venue::{MassCancelScope, NewOrder, Venue, VenueError, VenueEvent};
 use admit::AdmitWords;
 
 pub mod admit;
+pub mod handover;
 mod positions;
 mod rings;
 mod stats;
+use handover::HandOverDesk;
 pub use positions::{PositionReport, PositionReports};
 pub(crate) use rings::StrategyRequest;
 pub use rings::{CancelSender, DrainLink, OrderSender, ReplaceError, SubmitError, VenueInfo};
@@ -232,6 +240,8 @@ pub struct GatewayCore {
     reports_pending: Vec<bool>,
     /// The active-role lease, when the engine runs under one.
     lease: Option<Lease>,
+    /// The failover's hand-over request word and answer.
+    hand_overs: Arc<HandOverDesk>,
 }
 
 impl GatewayCore {
@@ -304,6 +314,7 @@ impl GatewayCore {
             reports: PositionReports::default(),
             reports_pending: Vec::new(),
             lease,
+            hand_overs: Arc::new(HandOverDesk::default()),
         })
     }
 
@@ -380,7 +391,7 @@ impl GatewayCore {
             return self.run_turn();
         };
         if !lease.enter_turn() {
-            return false;
+            return self.refuse_fenced();
         }
         let work = self.run_turn();
         if let Some(lease) = &self.lease {
@@ -452,7 +463,13 @@ impl GatewayCore {
                 StrategyRequest::Replace { old, new } => self.replace(old, &new),
                 StrategyRequest::RequestPositions => self.request_positions(),
                 StrategyRequest::LogoutAll => self.logout_all(),
-                StrategyRequest::HandOver => self.hand_over_all(),
+                StrategyRequest::HandOver { request } => {
+                    if self.hand_over(request) {
+                        // Fenced now: what is left in the ring is refused
+                        // by the next turns (`refuse_fenced`).
+                        break;
+                    }
+                }
             }
         }
         self.publish_counts();
@@ -753,26 +770,6 @@ impl GatewayCore {
         self.lease.as_ref().is_none_or(|l| l.still_ours())
     }
 
-    /// The failover's hand-over, inside a turn that holds the lease: every
-    /// session hands over (no cancels: the backup adopts the orders), then
-    /// the lease is given back and this gateway is fenced for good (it
-    /// refuses every later order and writes nothing more, no logout at its
-    /// stop either). Orders admitted before this request went out before
-    /// it (one ring, in order).
-    fn hand_over_all(&mut self) {
-        let Some(lease) = self.lease.as_mut() else {
-            return; // no lease, no backup to hand over to: refused by the runtime
-        };
-        if lease.is_fenced() || !lease.still_ours() {
-            return;
-        }
-        for s in &mut self.sessions {
-            let r = s.venue.hand_over();
-            self.reports.logged_out(s.index, r);
-        }
-        lease.release_fenced();
-    }
-
     fn logout_all(&mut self) {
         // A fenced gateway must not log out: the venue could cancel, on
         // disconnect, orders the new holder now looks after.
@@ -855,6 +852,7 @@ impl Gateway {
         let link = core.take_drain_link();
         let counters = core.stats_handle();
         let reports = core.position_reports();
+        let hand_overs = core.hand_overs.clone();
         let venue_indices: Vec<ScopeIndex> = core.sessions.iter().map(|s| s.index).collect();
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
@@ -905,6 +903,7 @@ impl Gateway {
             link,
             counters,
             reports,
+            hand_overs,
             venue_indices,
             stop,
             died,
@@ -941,6 +940,7 @@ pub struct GatewayHandle {
     link: Option<DrainLink>,
     counters: Arc<Counters>,
     reports: PositionReports,
+    hand_overs: Arc<HandOverDesk>,
     venue_indices: Vec<ScopeIndex>,
     stop: Arc<AtomicBool>,
     died: Arc<OnceLock<String>>,
@@ -982,12 +982,6 @@ impl GatewayHandle {
     /// Asks the gateway to log out of every venue session.
     pub fn logout_all(&self) -> Result<(), SubmitError> {
         self.sender.logout_all()
-    }
-
-    /// Asks the gateway to hand every venue session over to a designated
-    /// backup and release its lease (see `StrategyRequest::HandOver`).
-    pub fn hand_over(&self) -> Result<(), SubmitError> {
-        self.sender.hand_over()
     }
 
     /// The venue scope indices of the sessions, in order.

@@ -436,6 +436,17 @@ fn trailing_loss_trips_on_a_drawdown_while_still_in_profit() {
     let strategy = std::thread::spawn(move || {
         let tags = mm.tags("SIM", "BTC/USD", "desk-1").unwrap();
         refs.set(tags.instrument, Price::from_units(100));
+        // The day's P&L counts from the rules' first look (flat, P&L 0): on
+        // a loaded machine `supervise` may start after this thread has
+        // bought and raised the price, and the day would start at +100
+        // ("drawdown 60 from peak 0"). Their gauges appear with that look.
+        let end = Instant::now() + WAIT;
+        while !killswitch::rules::read_gauges(monitor.block())[Rule::TrailingLoss as usize]
+            .configured
+        {
+            assert!(Instant::now() < end, "the rules never looked");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         buy_filled(&mut mm, &sim, tags, 10);
         // Up 100 (the peak), then down to +70: a drawdown of 30, the 50 %
         // warning, which proves the rules saw the peak (on a loaded machine

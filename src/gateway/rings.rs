@@ -77,8 +77,13 @@ pub(crate) enum StrategyRequest {
     LogoutAll,
     /// Hand every venue session over to a designated backup
     /// ([`crate::venue::Venue::hand_over`]) and give the lease back: the
-    /// rolling restart's failover. Needs a lease.
-    HandOver,
+    /// rolling restart's failover. Needs a lease. Acted on only if the
+    /// gateway takes `request` before its asker withdraws it
+    /// ([`super::handover`]).
+    HandOver {
+        /// The request's id in the hand-over request word.
+        request: u64,
+    },
 }
 
 /// What strategies hold to send orders; cheap to clone. With the
@@ -136,9 +141,9 @@ impl OrderSender {
     }
 
     /// Asks the gateway to hand every session over and release its lease.
-    pub(crate) fn hand_over(&self) -> Result<(), SubmitError> {
+    pub(crate) fn hand_over(&self, request: u64) -> Result<(), SubmitError> {
         self.ring
-            .push(StrategyRequest::HandOver)
+            .push(StrategyRequest::HandOver { request })
             .map_err(|_| SubmitError::RingFull)
     }
 

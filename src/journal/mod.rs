@@ -96,6 +96,16 @@ pub enum JournalError {
         /// Who holds it, e.g. "pid 1234".
         holder: String,
     },
+    /// This writer was closed for its successor (a failover's hand-over,
+    /// [`JournalWriter::close_for_successor`]): it appends nothing more,
+    /// the successor owns the journal now. Nothing was written. Reaching
+    /// it from the engine is a bug in the stop order (an event after the
+    /// close), not a journal fault.
+    #[error("journal {dir}: this writer was closed for its successor (failover hand-over) and appends nothing more; the record was not written (the successor owns the journal)")]
+    ClosedForSuccessor {
+        /// Journal directory.
+        dir: PathBuf,
+    },
     /// A segment's header is wrong.
     #[error("journal segment {path}: {what}")]
     BadSegment {

@@ -60,10 +60,7 @@ pub const fn record_len(payload_len: usize) -> usize {
 /// The record CRC: CRC-32C of header bytes `0..24` then the payload.
 #[inline]
 pub fn record_crc(header_first_24: &[u8], payload: &[u8]) -> u32 {
-    let mut c = crate::crc::Crc32c::new();
-    c.update(header_first_24);
-    c.update(payload);
-    c.value()
+    crate::crc::crc32c_append(crate::crc::crc32c(header_first_24), payload)
 }
 
 /// What a record holds (header field `type`).

@@ -40,7 +40,7 @@ use super::state::{SnapshotPayload, TradingState};
 use super::{JournalError, JournalLock};
 use crate::access::Access;
 use crate::clock::{mono_ns, wall_ns};
-use crate::crc::Crc32c;
+use crate::crc;
 
 pub use handoff::{JournalEnd, OpenAfter};
 
@@ -160,7 +160,7 @@ pub(crate) struct RawSink {
     len: usize,
     pos: usize,
     /// CRC-32C of the header bytes 0..24 and of the payload up to `crc_pos`.
-    crc: Crc32c,
+    crc: u32,
     crc_pos: usize,
 }
 
@@ -179,41 +179,61 @@ impl RawSink {
         let written = unsafe {
             std::slice::from_raw_parts(self.ptr.add(self.crc_pos), self.pos - self.crc_pos)
         };
-        self.crc.update(written);
+        self.crc = crc::crc32c_append(self.crc, written);
         self.crc_pos = self.pos;
     }
 
     /// The record CRC ([`record_crc`]) once the payload is complete.
     fn finish_crc(&mut self) -> u32 {
         self.fold_crc();
-        self.crc.value()
+        self.crc
+    }
+}
+
+impl RawSink {
+    /// Copies `bytes` to the payload at `pos` and folds every whole CRC
+    /// block as it completes.
+    #[inline(always)]
+    fn copy_in(&mut self, bytes: &[u8]) {
+        // SAFETY: `ptr..ptr+len` is the payload area of the record being
+        // written, inside the mapping (checked by the caller against the
+        // segment size) and past every committed record, so no reader reads
+        // it; every caller checked `bytes.len() <= len - pos`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(self.pos), bytes.len())
+        };
+        self.pos += bytes.len();
+        if self.pos - self.crc_pos >= CRC_BLOCK {
+            self.fold_crc();
+        }
+    }
+
+    /// A put larger than a CRC block (a quick checkpoint's ready-encoded
+    /// orders): copied one block at a time, each folded into the CRC while
+    /// it is still in L1, instead of a second pass over the whole.
+    #[inline(never)]
+    fn put_large(&mut self, bytes: &[u8]) {
+        for block in bytes.chunks(CRC_BLOCK) {
+            self.copy_in(block);
+        }
     }
 }
 
 impl Sink for RawSink {
     #[inline(always)]
-    fn put(&mut self, mut bytes: &[u8]) {
+    fn put(&mut self, bytes: &[u8]) {
         // An encoder that writes more than its `encoded_len` is a bug in this
         // crate; stop before writing outside the record.
         assert!(
             bytes.len() <= self.len - self.pos,
             "journal encoder overran its encoded_len"
         );
-        // A large put (a quick checkpoint's ready-encoded orders) is copied
-        // one CRC block at a time, each folded into the CRC while it is
-        // still in L1; a small put is one pass of this loop.
-        while !bytes.is_empty() {
-            let n = bytes.len().min(CRC_BLOCK - (self.pos - self.crc_pos));
-            // SAFETY: `ptr..ptr+len` is the payload area of the record being
-            // written, inside the mapping (checked by the caller against the
-            // segment size) and past every committed record, so no reader
-            // reads it; `pos + n <= len` by the bound check above.
-            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(self.pos), n) };
-            self.pos += n;
-            bytes = &bytes[n..];
-            if self.pos - self.crc_pos >= CRC_BLOCK {
-                self.fold_crc();
-            }
+        // The common case, an order event's ten small fields, is one copy
+        // and one comparison each.
+        if bytes.len() > CRC_BLOCK {
+            self.put_large(bytes);
+        } else {
+            self.copy_in(bytes);
         }
     }
 }
@@ -564,11 +584,7 @@ impl JournalWriter {
                 ptr: rec.add(HEADER_LEN),
                 len,
                 pos: 0,
-                crc: {
-                    let mut c = Crc32c::new();
-                    c.update(&head);
-                    c
-                },
+                crc: crc::crc32c(&head),
                 crc_pos: 0,
             };
             fill(&mut sink);

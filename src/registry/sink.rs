@@ -110,9 +110,10 @@ pub enum Refusal {
     NotYours,
     /// The venue session refused to write a cancel (nothing was sent).
     CancelNotWritten(VenueError),
-    /// The gateway's active-role lease was taken by a newer epoch (another
-    /// engine is the active now): nothing was written, and this engine
-    /// writes nothing more.
+    /// The gateway no longer holds the active-role lease: a newer epoch
+    /// took it (another engine is the active now), or this engine handed
+    /// it over ([`crate::runtime::Runtime::hand_over`]). Nothing was
+    /// written, and this engine writes nothing more.
     Fenced {
         /// The epoch this engine held.
         epoch: u64,

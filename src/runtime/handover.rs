@@ -3,10 +3,11 @@
 //! standby, leaving its resting orders at the venues for the standby to
 //! adopt.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::Runtime;
 use crate::clock::mono_ns;
+use crate::gateway::handover::{HandOverError, SessionHandOver};
 
 /// Why [`Runtime::hand_over`] refused when a KILL (global or scoped) is in
 /// force: the drain runs to its end in this engine, which still holds the
@@ -24,19 +25,44 @@ pub struct HandOver {
     pub released_mono_ns: u64,
     /// The epoch given back.
     pub epoch: u64,
-    /// Sessions whose hand-over failed, with why (the venue offers no
-    /// takeover, or the session was down): their orders may be cancelled
-    /// by the venue or stay orphaned; the operator must look.
-    pub failed: Vec<String>,
+    /// Each session's part, from the gateway's answer to this request
+    /// (nothing an earlier request left behind).
+    pub sessions: Vec<SessionHandOver>,
+}
+
+impl HandOver {
+    /// The sessions whose hand-over failed, each as "venue NAME: why":
+    /// their orders may be cancelled by the venue or stay orphaned; the
+    /// operator must look. Empty when every session handed over.
+    pub fn failed(&self) -> Vec<String> {
+        self.sessions
+            .iter()
+            .filter_map(|s| {
+                s.result
+                    .as_ref()
+                    .err()
+                    .map(|e| format!("venue {}: {e}", s.name))
+            })
+            .collect()
+    }
 }
 
 impl Runtime {
     /// Hands every venue session over to a designated backup
     /// ([`crate::venue::Venue::hand_over`]: no cancels) and releases the
     /// active-role lease, in one gateway turn that holds it; from then on
-    /// the gateway refuses every order and writes nothing more. Orders the
-    /// strategies submitted before this call went out before the
-    /// hand-over. Waits up to `deadline` for the gateway to do it.
+    /// the gateway refuses every order ([`crate::registry::Refusal::Fenced`])
+    /// and writes nothing more. Orders the strategies submitted before
+    /// this call went out before the hand-over.
+    ///
+    /// The outcome is never in doubt: `Ok` when the gateway handed over
+    /// and released the lease (per-session results in
+    /// [`HandOver::sessions`]); `Err` when it did not and never will for
+    /// this call: `deadline` bounds the wait for the gateway to take the
+    /// request, and one that is not taken by then is withdrawn (see
+    /// [`crate::gateway::handover`]), so the engine still holds its lease
+    /// and trades on. A request the gateway took is waited for to its
+    /// answer, which comes in the same gateway turn.
     ///
     /// Refused ([`KILL_IN_FORCE`]) while a KILL is in force.
     ///
@@ -78,45 +104,48 @@ impl Runtime {
             return Err("the gateway is stopped".into());
         };
         let asked = mono_ns();
-        let end = Instant::now() + deadline;
-        while g.hand_over().is_err() {
-            if Instant::now() >= end {
-                return Err(format!(
-                    "the gateway's request ring stayed full for {deadline:?}"
-                ));
-            }
-            std::thread::yield_now();
+        match g.hand_over(deadline) {
+            Ok(sessions) => Ok(HandOver {
+                asked_mono_ns: asked,
+                released_mono_ns: mono_ns(),
+                epoch: state.epoch(),
+                sessions,
+            }),
+            Err(e @ HandOverError::Fenced) => Err(format!(
+                "{e} (epoch {}{})",
+                state.epoch(),
+                state
+                    .fenced_by()
+                    .map(|n| format!(", fenced by epoch {n}"))
+                    .unwrap_or_default()
+            )),
+            Err(e) => Err(e.to_string()),
         }
-        while state.fenced_by().is_none() {
-            if Instant::now() >= end {
-                return Err(format!(
-                    "the gateway did not hand over within {deadline:?} (it still holds epoch {})",
-                    state.epoch()
-                ));
-            }
-            std::thread::sleep(Duration::from_micros(50));
-        }
-        let released = mono_ns();
-        self.handed_over = true;
-        let failed = g
-            .position_reports()
-            .into_iter()
-            .filter_map(|r| {
-                r.error.map(|e| {
-                    format!(
-                        "venue {}: {e}",
-                        self.block
-                            .name_at(crate::control::ScopeKind::Venue, r.venue)
-                            .unwrap_or_else(|| r.venue.to_string())
-                    )
-                })
-            })
-            .collect();
-        Ok(HandOver {
-            asked_mono_ns: asked,
-            released_mono_ns: released,
-            epoch: state.epoch(),
-            failed,
+    }
+
+    /// True once this engine's gateway handed the sessions over and
+    /// released the lease ([`Runtime::hand_over`]). Derived from the lease
+    /// itself, not kept beside it: a release leaves the holder word at our
+    /// epoch with pid 0, which only a release of ours writes (a taker
+    /// always raises the epoch), and the gateway records exactly that word
+    /// as its fence ([`crate::control::lease::LeaseState::handed_back`]). So it
+    /// also holds when the gateway died after releasing: the lease is the
+    /// successor's to take either way, and the stop closes the journal
+    /// for it.
+    pub fn handed_over(&self) -> bool {
+        self.lease.as_ref().is_some_and(|s| s.handed_back())
+    }
+
+    /// Order events the registry applied after the journal was closed for
+    /// the successor, and that were therefore not journaled. The stop
+    /// order makes this zero; anything else is a bug to report (the
+    /// successor's journal lacks those events). Not a KILL: the block is
+    /// shared with the successor, which would drain the orders it adopted.
+    pub fn events_not_journaled_after_close(&self) -> u64 {
+        self.journal.as_ref().map_or(0, |j| {
+            j.lock()
+                .map(|j| j.not_journaled_after_close)
+                .unwrap_or_else(|p| p.into_inner().not_journaled_after_close)
         })
     }
 }

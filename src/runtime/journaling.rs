@@ -18,7 +18,7 @@ use crate::clock::mono_ns;
 use crate::control::{ControlBlock, Mode, Source};
 use crate::drain::{CheckpointHook, DrainOutcome};
 use crate::journal::record::{OrderEventRecord, SwitchRecord};
-use crate::journal::{JournalWriter, TradingState};
+use crate::journal::{JournalError, JournalWriter, TradingState};
 use crate::order::OrderEvent;
 use crate::registry::{EventSink, OrderRecord, RecordedEvent};
 
@@ -33,6 +33,23 @@ pub(crate) struct JournalState {
     pub(crate) mirror: TradingState,
     /// Highest audit ticket already journaled (`None`: none yet).
     audit_ticket: Option<u64>,
+    /// Order events that reached the journal after its writer was closed
+    /// for the successor (a failover's hand-over) and were not written.
+    /// The stop order (gateway and drain first, the journal last) makes
+    /// this zero; anything else is a bug, reported by
+    /// [`super::Runtime::events_not_journaled_after_close`] and the
+    /// shutdown report rather than by a KILL the successor would drain.
+    pub(crate) not_journaled_after_close: u64,
+}
+
+/// Why a batch of order events was not all journaled.
+#[derive(Debug)]
+enum AppendFailure {
+    /// The writer was closed for its successor: the events are counted in
+    /// [`JournalState::not_journaled_after_close`], nothing else happens.
+    ClosedForSuccessor,
+    /// Any other error: the engine cannot record what it does.
+    Failed(String),
 }
 
 /// Shared handle.
@@ -64,16 +81,17 @@ impl JournalState {
             writer,
             mirror,
             audit_ticket,
+            not_journaled_after_close: 0,
         }
     }
 
     /// Appends order events (one registry lock hold's) and applies each
     /// to the mirror. All are stamped with one clock read. Every record is
-    /// tried, as when each was appended on its own; the first error is
-    /// returned.
-    fn append_orders(&mut self, recs: &[OrderEventRecord]) -> Result<(), String> {
+    /// tried, as when each was appended on its own; any error other than
+    /// a writer closed for its successor wins over that one (it must trip).
+    fn append_orders(&mut self, recs: &[OrderEventRecord]) -> Result<(), AppendFailure> {
         let stamp = mono_ns();
-        let mut first_err = None;
+        let mut failure = None;
         for rec in recs {
             match self.writer.append_stamped(rec, stamp) {
                 // Replay issues (illegal edges the registry also refused)
@@ -82,12 +100,18 @@ impl JournalState {
                 Ok(a) => {
                     let _ = self.mirror.apply_order_event(a.seq, rec);
                 }
+                Err(JournalError::ClosedForSuccessor { .. }) => {
+                    self.not_journaled_after_close += 1;
+                    failure.get_or_insert(AppendFailure::ClosedForSuccessor);
+                }
                 Err(e) => {
-                    first_err.get_or_insert_with(|| e.to_string());
+                    if !matches!(failure, Some(AppendFailure::Failed(_))) {
+                        failure = Some(AppendFailure::Failed(e.to_string()));
+                    }
                 }
             }
         }
-        first_err.map_or(Ok(()), Err)
+        failure.map_or(Ok(()), Err)
     }
 
     /// Journals the audit entries (trips, resets) not journaled yet.
@@ -133,7 +157,9 @@ pub(crate) struct JournalSink {
 
 impl JournalSink {
     /// A sink writing to `journal`; on a write error it trips KILL on `block`
-    /// (an engine that cannot record what it does must not keep trading).
+    /// (an engine that cannot record what it does must not keep trading),
+    /// except for a writer closed for its successor (see
+    /// [`JournalState::not_journaled_after_close`]).
     pub(crate) fn new(journal: SharedJournal, block: Arc<ControlBlock>) -> JournalSink {
         JournalSink {
             journal,
@@ -197,17 +223,25 @@ impl EventSink for JournalSink {
         }
         let result = match self.journal.lock() {
             Ok(mut j) => j.append_orders(&self.pending),
-            Err(_) => Err("journal mutex poisoned".to_string()),
+            Err(_) => Err(AppendFailure::Failed("journal mutex poisoned".into())),
         };
         self.pending.clear();
-        if let Err(e) = result {
-            if !self.failed {
-                self.failed = true;
-                self.block.trip_global(
-                    Mode::Kill,
-                    Source::Auto,
-                    &format!("journal append failed: {e}"),
-                );
+        match result {
+            Ok(()) => {}
+            // After a hand-over the successor owns the journal and the
+            // orders: a KILL tripped here would be on the block the
+            // successor shares, and it would drain the orders it just
+            // adopted. Not written, and counted (see the field).
+            Err(AppendFailure::ClosedForSuccessor) => {}
+            Err(AppendFailure::Failed(e)) => {
+                if !self.failed {
+                    self.failed = true;
+                    self.block.trip_global(
+                        Mode::Kill,
+                        Source::Auto,
+                        &format!("journal append failed: {e}"),
+                    );
+                }
             }
         }
     }
@@ -251,6 +285,75 @@ mod tests {
     use crate::venue::{
         CancelRejectReason, MassCancelScope, NewOrder, RejectReason, VenueError, VenueEvent,
     };
+
+    fn new_order(id: u64) -> NewOrder {
+        NewOrder {
+            id: OrderId(id),
+            tags: ScopeTags::default(),
+            side: Side::Buy,
+            price: Price::from_units(100),
+            qty: Qty(1),
+        }
+    }
+
+    /// After a hand-over the writer is closed for the successor: an order
+    /// event that still reached the sink (a bug in the stop order) is not
+    /// written and is counted, and the switch is not tripped (the block is
+    /// the successor's too: a KILL there would drain the orders it
+    /// adopted).
+    #[test]
+    fn a_writer_closed_for_its_successor_counts_lost_events_and_trips_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let block = Arc::new(ControlBlock::create(dir.path(), "js").unwrap());
+        let jdir = dir.path().join("journal");
+        let (mut writer, _) = JournalWriter::open(&jdir, JournalConfig::small_for_tests()).unwrap();
+        writer.close_for_successor().unwrap();
+        let shared = Arc::new(Mutex::new(JournalState::new(
+            writer,
+            TradingState::default(),
+            &block,
+        )));
+        let registry =
+            Registry::with_sink(Box::new(JournalSink::new(shared.clone(), block.clone())));
+        registry.register(&new_order(1)).unwrap();
+        registry.send_failed(OrderId(1), VenueError::Disconnected);
+        assert!(!block.state().is_active(), "nothing tripped");
+        assert_eq!(shared.lock().unwrap().not_journaled_after_close, 2);
+        assert!(shared.lock().unwrap().mirror.open_orders.is_empty());
+    }
+
+    /// Every other append failure still trips KILL (here the journal's
+    /// lock was poisoned by a thread that panicked holding it).
+    #[test]
+    fn any_other_append_failure_trips_kill() {
+        let dir = tempfile::tempdir().unwrap();
+        let block = Arc::new(ControlBlock::create(dir.path(), "js").unwrap());
+        let jdir = dir.path().join("journal");
+        let (writer, _) = JournalWriter::open(&jdir, JournalConfig::small_for_tests()).unwrap();
+        let shared = Arc::new(Mutex::new(JournalState::new(
+            writer,
+            TradingState::default(),
+            &block,
+        )));
+        let poison = shared.clone();
+        let _ = std::thread::spawn(move || {
+            let _held = poison.lock().unwrap();
+            panic!("injected: a thread dies holding the journal lock");
+        })
+        .join();
+        let registry = Registry::with_sink(Box::new(JournalSink::new(shared, block.clone())));
+        registry.register(&new_order(1)).unwrap();
+        assert_eq!(block.state().mode(), Mode::Kill);
+        assert_eq!(trips_for_append_failures(&block), 1, "tripped once");
+    }
+
+    fn trips_for_append_failures(block: &ControlBlock) -> usize {
+        block
+            .audit()
+            .iter()
+            .filter(|e| e.reason.contains("journal append failed"))
+            .count()
+    }
 
     /// xorshift64: a reproducible sequence per seed.
     struct Rng(u64);

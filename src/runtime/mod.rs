@@ -617,7 +617,6 @@ impl RuntimeBuilder {
             snapshot_policy,
             send_fence,
             lease: lease_state,
-            handed_over: false,
             no_hand_over,
             stopped: None,
             limits,
@@ -661,9 +660,8 @@ pub struct Runtime {
     snapshot_policy: SnapshotPolicy,
     send_fence: SendFence,
     lease: Option<Arc<LeaseState>>,
-    /// [`Runtime::hand_over`] succeeded: the stop closes the journal for
-    /// the successor instead of syncing it.
-    handed_over: bool,
+    // No `handed_over` flag: whether the lease was handed over is read
+    // from the lease itself (`Runtime::handed_over`).
     /// Venues whose session cannot be handed over
     /// ([`Venue::offers_hand_over`] false): a failover is refused.
     no_hand_over: Vec<String>,

@@ -185,6 +185,11 @@ pub struct ShutdownReport {
     pub closed_for_successor: Option<crate::journal::JournalEnd>,
     /// The journal's last sequence after the sync (0: no journal).
     pub journal_last_seq: u64,
+    /// Order events not journaled because they came after the journal
+    /// was closed for the successor: always 0 unless the stop order is
+    /// broken (a bug; see [`Runtime::events_not_journaled_after_close`],
+    /// which keeps counting after this report).
+    pub events_not_journaled_after_close: u64,
     /// The shutdown level the signal handlers had asked for.
     pub signal_level: ShutdownLevel,
 }
@@ -398,7 +403,7 @@ impl Runtime {
         let durable = self.journal.as_ref().and_then(|j| match j.lock() {
             Ok(mut j) => {
                 let _ = j.append_switch_events(&self.block);
-                if self.handed_over {
+                if self.handed_over() {
                     // The successor waits for this lock with the venues
                     // handed over: no msync here (~15 ms of write-back on
                     // the failover's critical path). The records stay in
@@ -431,6 +436,7 @@ impl Runtime {
             durable,
             closed_for_successor,
             journal_last_seq,
+            events_not_journaled_after_close: self.events_not_journaled_after_close(),
             signal_level,
         };
         self.stopped = Some(report.clone());

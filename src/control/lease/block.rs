@@ -105,6 +105,15 @@ impl LeaseState {
         }
     }
 
+    /// True once this holder gave the lease back while holding it (the
+    /// failover's hand-over): its fence is its own epoch with pid 0, a
+    /// word only its own release writes (a taker always raises the epoch,
+    /// and each epoch has one holder). A holder fenced by a taker says
+    /// false.
+    pub fn handed_back(&self) -> bool {
+        self.fenced_by.load(Ordering::Acquire) == epoch_of(self.word) << 32
+    }
+
     fn fence(&self, seen: u64) {
         // A released word (our own epoch, pid 0) still means "not ours".
         let _ =

@@ -82,7 +82,7 @@ pub enum OpenAfter {
 
 impl JournalWriter {
     /// Stops appending (every later append fails with
-    /// [`JournalError::Locked`]), writes where this journal ends into the
+    /// [`JournalError::ClosedForSuccessor`]), writes where this journal ends into the
     /// lock file and unlocks it, without an msync: see the module docs for
     /// why the successor finishes durability. The mappings stay until the
     /// writer is dropped, off the successor's path.
@@ -103,10 +103,8 @@ impl JournalWriter {
     }
 
     pub(super) fn handed_to_successor(&self) -> JournalError {
-        JournalError::Locked {
+        JournalError::ClosedForSuccessor {
             dir: self.dir.clone(),
-            holder: "the successor this writer was closed for (failover): it appends nothing more"
-                .into(),
         }
     }
 
@@ -326,7 +324,13 @@ mod tests {
         }
         old.prepare_next_segment().unwrap();
         let end = old.close_for_successor().unwrap();
-        assert!(old.append(&order(9999)).is_err(), "closed: appends refused");
+        assert!(
+            matches!(
+                old.append(&order(9999)),
+                Err(JournalError::ClosedForSuccessor { .. })
+            ),
+            "closed: appends refused, with the typed error"
+        );
         while !f.poll(1000).unwrap().caught_up {}
         assert_eq!(f.end(), end);
         let (lock, closed) = take_lock(dir.path());

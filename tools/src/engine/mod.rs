@@ -584,6 +584,19 @@ impl Engine {
                 failover::withdraw(&operator, asked.nonce, asked.pid);
                 supervised = self.rt.supervise_with(opts, &mut on_beat);
             } else {
+                if let (Err(e), false) = (&result, self.rt.handed_over()) {
+                    // `hand_over` failing with the lease still ours means
+                    // nothing was handed over and the gateway never will
+                    // for this request (it was withdrawn, or refused): the
+                    // standby must not take over the lease this engine
+                    // gives back as it stops.
+                    failover::withdraw_because(
+                        &operator,
+                        asked.nonce,
+                        asked.pid,
+                        &format!("the hand-over failed ({e}): nothing was handed over"),
+                    );
+                }
                 handed_over = Some(result);
             }
         }
@@ -615,10 +628,10 @@ impl Engine {
                         &format!(
                             "sessions handed over, lease released (epoch {}){}",
                             h.epoch,
-                            if h.failed.is_empty() {
+                            if h.failed().is_empty() {
                                 String::new()
                             } else {
-                                format!("; FAILED: {}", h.failed.join("; "))
+                                format!("; FAILED: {}", h.failed().join("; "))
                             }
                         ),
                         h.released_mono_ns,
@@ -690,7 +703,7 @@ impl Engine {
         telemetry.finished(&report);
         let mut report = report;
         match handed_over {
-            Some(Ok(h)) if report.exit_code == EXIT_OK && h.failed.is_empty() => {
+            Some(Ok(h)) if report.exit_code == EXIT_OK && h.failed().is_empty() => {
                 report.handed_over_epoch = Some(h.epoch);
                 report.verdict = format!(
                     "handed over to the standby (epoch {} released): restart this engine with --standby{}",
@@ -701,7 +714,7 @@ impl Engine {
                 );
             }
             Some(Ok(h)) => {
-                let mut findings = h.failed.clone();
+                let mut findings = h.failed();
                 if report.exit_code != EXIT_OK {
                     findings.push(report.verdict.clone());
                 }

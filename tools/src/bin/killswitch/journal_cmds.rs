@@ -101,7 +101,7 @@ fn code(c: u8) -> ExitCode {
 fn journal_error(e: &JournalError) -> ExitCode {
     eprintln!("error: {e}");
     code(match e {
-        JournalError::Locked { .. } => exit::REFUSED,
+        JournalError::Locked { .. } | JournalError::ClosedForSuccessor { .. } => exit::REFUSED,
         JournalError::BadSegment { .. }
         | JournalError::Corrupt { .. }
         | JournalError::NeedsRecovery { .. }

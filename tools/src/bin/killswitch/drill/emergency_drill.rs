@@ -438,15 +438,14 @@ pub(super) fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
     if let Some(r) = &engine {
         let mut want: Vec<(u64, String)> = r.orders_not_terminal.clone();
         want.sort();
-        // In id order, as `want`: the journal keeps its open orders in
-        // slot order (dense, a removal moves the last one into the gap).
-        let got: Vec<(u64, String)> = rebuilt
+        // The journal's open orders come in slot order, not id order.
+        let mut got: Vec<(u64, String)> = rebuilt
             .state
             .open_orders
-            .sorted()
-            .iter()
+            .values()
             .map(|o| (o.id.0, format!("{:?}", o.state)))
             .collect();
+        got.sort();
         let want_pos: Vec<((u16, u16, u16), i64)> =
             r.positions.iter().map(|p| (p.key, p.qty)).collect();
         let got_pos: Vec<((u16, u16, u16), i64)> = rebuilt
