@@ -14,28 +14,18 @@
 //!
 //! # Invariants
 //! * The word changes only by compare-and-swap: 0 -> claim, dead claim ->
-//!   claim, own claim -> 0.
+//!   claim, own claim -> 0 (the loop is `control::claim`'s, shared with
+//!   the standby role).
 //! * A claim is never taken from a live process, even from this one (a
-//!   second gateway in the same process is refused too).
+//!   second gateway in the same process is refused too), except from the
+//!   fenced predecessor of a lease this process holds
+//!   ([`GatewayRole::claim_from_fenced`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{proc_start_ticks, ControlBlock, ControlError, Result};
-
-/// Packs a claimant: pid in the low 32 bits, the low 32 bits of its start
-/// ticks in the high 32 (never 0: a pid is never 0).
-pub(super) fn claim_word(pid: u32, start_ticks: u64) -> u64 {
-    (start_ticks & 0xffff_ffff) << 32 | pid as u64
-}
-
-/// True when the claimant in `word` is alive: its pid exists and started
-/// at the recorded time (low 32 bits of clock ticks; 2^32 ticks at 100 Hz
-/// is 497 days, so a reused pid that also matches them is out of reach).
-pub(super) fn claimant_alive(word: u64) -> bool {
-    let pid = word as u32;
-    proc_start_ticks(pid).is_some_and(|t| t & 0xffff_ffff == word >> 32)
-}
+use super::claim::{claim_slot, claimant_alive};
+use super::{ControlBlock, ControlError, Result};
 
 /// The claimed gateway role of one block; dropping it gives the role back.
 /// Held by the gateway (inside [`crate::gateway::GatewayCore`]); only the
@@ -51,26 +41,9 @@ impl GatewayRole {
     /// Claims the gateway role of `block` for this process. Refused while a
     /// live process (this one included) holds it; taken over from a dead one.
     pub(crate) fn claim(block: Arc<ControlBlock>) -> Result<GatewayRole> {
-        let pid = std::process::id();
-        let mine = claim_word(pid, proc_start_ticks(pid).unwrap_or(0));
-        let role = &block.gateway_status().role;
-        let mut seen = role.load(Ordering::Acquire);
-        loop {
-            if seen != 0 && claimant_alive(seen) {
-                return Err(ControlError::GatewayRoleTaken {
-                    path: block.path().to_path_buf(),
-                    pid: seen as u32,
-                });
-            }
-            match role.compare_exchange(seen, mine, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Ok(GatewayRole { block, word: mine }),
-                Err(now) => seen = now,
-            }
-        }
+        GatewayRole::claim_if(block, |_| false)
     }
-}
 
-impl GatewayRole {
     /// Claims the role under an active-role lease this process holds:
     /// like [`GatewayRole::claim`], but a live claimant whose pid is
     /// `fenced` (the lease's predecessor, whose epoch ours has replaced,
@@ -79,23 +52,23 @@ impl GatewayRole {
     /// which no epoch stops.
     pub(crate) fn claim_from_fenced(block: Arc<ControlBlock>, fenced: u32) -> Result<GatewayRole> {
         let pid = std::process::id();
-        let mine = claim_word(pid, proc_start_ticks(pid).unwrap_or(0));
-        let role = &block.gateway_status().role;
-        let mut seen = role.load(Ordering::Acquire);
-        loop {
-            let takeable = seen == 0
-                || !claimant_alive(seen)
-                || (fenced != 0 && fenced != pid && seen as u32 == fenced);
-            if !takeable {
-                return Err(ControlError::GatewayRoleTaken {
-                    path: block.path().to_path_buf(),
-                    pid: seen as u32,
-                });
-            }
-            match role.compare_exchange(seen, mine, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Ok(GatewayRole { block, word: mine }),
-                Err(now) => seen = now,
-            }
+        GatewayRole::claim_if(block, |holder| {
+            fenced != 0 && fenced != pid && holder == fenced
+        })
+    }
+
+    /// The claim both share: a live holder is taken over only when
+    /// `live_but_takeable(its pid)`.
+    fn claim_if(
+        block: Arc<ControlBlock>,
+        live_but_takeable: impl Fn(u32) -> bool,
+    ) -> Result<GatewayRole> {
+        match claim_slot(&block.gateway_status().role, live_but_takeable) {
+            Ok(word) => Ok(GatewayRole { block, word }),
+            Err(holder) => Err(ControlError::GatewayRoleTaken {
+                path: block.path().to_path_buf(),
+                pid: holder as u32,
+            }),
         }
     }
 }
@@ -124,6 +97,7 @@ impl ControlBlock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::claim::claim_word;
 
     #[test]
     fn one_live_claimant_and_a_dead_ones_role_is_taken_over() {

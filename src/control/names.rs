@@ -12,6 +12,8 @@ use super::audit::{load_bytes, store_bytes};
 use super::layout::{
     Layout, NameSlot, ScopeLevels, ACCOUNTS, INSTRUMENTS, NAME_BYTES, STRATEGIES, VENUES,
 };
+use super::state::Mode;
+use super::{ControlBlock, ControlError, Result};
 use std::sync::atomic::AtomicU8;
 
 /// The four scope dimensions of RTS 6 Art. 12.
@@ -136,4 +138,91 @@ pub(crate) fn lookup(slots: &[NameSlot], name: &str) -> Option<u16> {
         .iter()
         .position(|s| read_slot(s).as_deref() == Some(name))
         .map(|i| i as u16)
+}
+
+/// Checks a scope or engine name before it is stored; engine names also
+/// become file names.
+pub(super) fn check_name(what: &'static str, name: &str) -> Result<()> {
+    // Engine names become file names: no '/', no leading '.'.
+    let path_safe = what != "engine" || !(name.contains('/') || name.starts_with('.'));
+    if valid_name(name) && path_safe {
+        Ok(())
+    } else {
+        Err(ControlError::InvalidName {
+            what,
+            name: name.to_string(),
+        })
+    }
+}
+
+impl ControlBlock {
+    /// Registers a scope name (idempotent) and returns its index.
+    pub fn register_name(&self, kind: ScopeKind, name: &str) -> Result<u16> {
+        check_name(kind.as_str(), name)?;
+        if let Some(i) = lookup(kind.slots(self.layout()), name) {
+            return Ok(i);
+        }
+        let _lock = self.lock()?;
+        self.register_locked(kind, name)
+    }
+
+    pub(super) fn register_locked(&self, kind: ScopeKind, name: &str) -> Result<u16> {
+        let slots = kind.slots(self.layout());
+        if let Some(i) = lookup(slots, name) {
+            return Ok(i);
+        }
+        let free = slots
+            .iter()
+            .position(|s| s[0].load(Ordering::Acquire) & 0xff == 0)
+            .ok_or_else(|| ControlError::NamesFull {
+                path: self.path.clone(),
+                kind,
+                capacity: kind.capacity(),
+            })?;
+        write_slot(&slots[free], name);
+        Ok(free as u16)
+    }
+
+    /// Index of a registered name.
+    pub fn lookup_name(&self, kind: ScopeKind, name: &str) -> Option<u16> {
+        lookup(kind.slots(self.layout()), name)
+    }
+
+    /// Name at an index.
+    pub fn name_at(&self, kind: ScopeKind, index: u16) -> Option<String> {
+        kind.slots(self.layout())
+            .get(index as usize)
+            .and_then(read_slot)
+    }
+
+    /// The name registered for scope `index` of `kind`, or `#index` where
+    /// the block has none (an index from an older run, a slot never
+    /// named): a report or a status line still says which scope it means.
+    pub fn scope_label(&self, kind: ScopeKind, index: u16) -> String {
+        self.name_at(kind, index)
+            .unwrap_or_else(|| format!("#{index}"))
+    }
+
+    /// The level a scoped trip put on one name.
+    pub fn scope_level(&self, kind: ScopeKind, index: u16) -> Mode {
+        kind.levels(&self.layout().levels)
+            .get(index as usize)
+            .map(|l| Mode::from_level(l.load(Ordering::Acquire)))
+            .unwrap_or(Mode::Kill)
+    }
+
+    /// Every scope with a level above normal: (kind, index, name, mode).
+    pub fn tripped_scopes(&self) -> Vec<(ScopeKind, u16, String, Mode)> {
+        let mut v = Vec::new();
+        for kind in ScopeKind::ALL {
+            for (i, l) in kind.levels(&self.layout().levels).iter().enumerate() {
+                let lvl = l.load(Ordering::Acquire);
+                if lvl != 0 {
+                    let name = self.scope_label(kind, i as u16);
+                    v.push((kind, i as u16, name, Mode::from_level(lvl)));
+                }
+            }
+        }
+        v
+    }
 }

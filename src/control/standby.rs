@@ -18,8 +18,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::gateway_role::{claim_word, claimant_alive};
-use super::{proc_start_ticks, ControlBlock, ControlError, Result};
+use super::claim::{claim_slot, claimant_alive};
+use super::{ControlBlock, ControlError, Result};
 use crate::clock::mono_ns;
 
 /// What the standby last published ([`ControlBlock::standby`]).
@@ -57,25 +57,16 @@ impl StandbyReporter {
     /// ([`ControlError::StandbyTaken`]) while another live process holds
     /// it; taken over from a dead one.
     pub fn claim(block: Arc<ControlBlock>) -> Result<StandbyReporter> {
-        let pid = std::process::id();
-        let mine = claim_word(pid, proc_start_ticks(pid).unwrap_or(0));
         let d = block.drain_status();
-        let mut seen = d.standby_pid.load(Ordering::Acquire);
-        loop {
-            if seen != 0 && claimant_alive(seen) {
+        let mine = match claim_slot(&d.standby_pid, |_| false) {
+            Ok(word) => word,
+            Err(holder) => {
                 return Err(ControlError::StandbyTaken {
                     path: block.path().to_path_buf(),
-                    pid: seen as u32,
-                });
+                    pid: holder as u32,
+                })
             }
-            match d
-                .standby_pid
-                .compare_exchange(seen, mine, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => break,
-                Err(now) => seen = now,
-            }
-        }
+        };
         for w in [
             &d.standby_applied_seq,
             &d.standby_behind_records,
@@ -217,6 +208,7 @@ impl ControlBlock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::claim::claim_word;
 
     #[test]
     fn one_live_standby_publishes_and_a_second_is_refused() {

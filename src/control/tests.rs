@@ -1,5 +1,7 @@
 use super::*;
+use std::fs::{self, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::sync::Arc;
 
 fn tmp() -> tempfile::TempDir {

@@ -16,5 +16,4 @@ pub mod firm;
 pub mod fix;
 pub mod hgrm;
 pub mod roles;
-pub mod scope_names;
 pub mod venue_server;

@@ -192,7 +192,6 @@ impl TelemetrySnapshot {
             }
         })
         .filter(|a| a.shutdown_at_wall_ns != 0);
-        let name = |kind, i: u16| block.name_at(kind, i).unwrap_or_else(|| format!("#{i}"));
         let strategies = t
             .strategies
             .iter()
@@ -212,7 +211,7 @@ impl TelemetrySnapshot {
                 })
             })
             .map(|mut r| {
-                r.name = name(ScopeKind::Strategy, r.index);
+                r.name = block.scope_label(ScopeKind::Strategy, r.index);
                 r
             })
             .collect();
@@ -242,7 +241,7 @@ impl TelemetrySnapshot {
                 })
             })
             .map(|mut r| {
-                r.name = name(ScopeKind::Venue, r.index);
+                r.name = block.scope_label(ScopeKind::Venue, r.index);
                 r
             })
             .collect();
@@ -269,9 +268,9 @@ impl TelemetrySnapshot {
         let positions = figures
             .into_iter()
             .map(|f| PositionRow {
-                venue: name(ScopeKind::Venue, f.venue),
-                instrument: name(ScopeKind::Instrument, f.instrument),
-                account: name(ScopeKind::Account, f.account),
+                venue: block.scope_label(ScopeKind::Venue, f.venue),
+                instrument: block.scope_label(ScopeKind::Instrument, f.instrument),
+                account: block.scope_label(ScopeKind::Account, f.account),
                 figures: f,
             })
             .collect();

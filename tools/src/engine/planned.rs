@@ -370,7 +370,7 @@ fn units(p: i64) -> f64 {
 
 /// The report as JSON, names resolved from the block.
 pub fn report_json(block: &ControlBlock, r: &PlannedShutdownReport) -> Value {
-    let name = |kind, i| crate::scope_names::scope_name(block, kind, i);
+    let name = |kind, i| block.scope_label(kind, i);
     let key = |k: (u16, u16, u16)| {
         json!({
             "venue": name(ScopeKind::Venue, k.0),

@@ -281,7 +281,7 @@ pub(super) fn build(inputs: Inputs<'_>) -> EngineReport {
             not_terminal.push((o.id.0, format!("{:?}", o.state)));
         }
     }
-    let name = |k, i| crate::scope_names::scope_name(block, k, i);
+    let name = |k, i| block.scope_label(k, i);
     // With a journal, the positions are the journal's mirror: an earlier
     // run's fills (a restart after a crash) plus this run's. The registry
     // knows only this run's.

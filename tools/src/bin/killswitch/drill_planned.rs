@@ -104,38 +104,20 @@ fn killswitch(work: &Path) -> Result<Command, String> {
 
 fn drill(args: &DrillArgs) -> Result<PlannedDrillReport, String> {
     let q = args.json;
-    let wire = args.venues == VenueMode::Wire;
     let work = crate::drill::work_dir(args)?;
     let mut cfg = crate::drill::config_for(args, &work);
     shutdown_settings(&mut cfg);
     let (mut venues, config_path) = crate::drill::start_venues_and_config(args, &mut cfg, &work)?;
-    say!(
+    crate::drill::say_opening(
         q,
-        "killswitch drill --planned: scenario {:?}, flatten {}, venues {}",
-        args.scenario,
-        args.flatten,
-        if wire {
-            "over FIX 4.4 on loopback (their own processes)"
-        } else {
-            "in-process"
-        }
+        &format!(
+            "killswitch drill --planned: scenario {:?}, flatten {}",
+            args.scenario, args.flatten
+        ),
+        &work,
+        &cfg,
+        venues.as_ref(),
     );
-    say!(
-        q,
-        "work dir {} (engine log: engine.log, config: engine.toml)",
-        work.display()
-    );
-    if let Some(v) = &venues {
-        for p in &v.procs {
-            say!(
-                q,
-                "0. venue      {} pid {} (audit log venues/{}.audit.jsonl)",
-                p.name,
-                p.pid(),
-                p.name
-            );
-        }
-    }
 
     // 1. The engine, trading.
     let mut child = crate::drill::spawn_engine(&work, &config_path, "engine.log")
@@ -270,16 +252,7 @@ fn drill(args: &DrillArgs) -> Result<PlannedDrillReport, String> {
         ));
     }
     let pass = checks.iter().all(|c| c.ok);
-    say!(q, "6. checks");
-    for c in &checks {
-        say!(
-            q,
-            "   [{}] {}: {}",
-            if c.ok { "✓" } else { "✗" },
-            c.name,
-            c.detail
-        );
-    }
+    crate::drill::say_checks(q, "6. checks", &checks);
     if let Some(r) = &r {
         say!(
             q,

@@ -484,18 +484,7 @@ fn rolling(args: &DrillArgs) -> Result<RollingReport, String> {
         ),
     );
     let pass = checks.iter().all(|c| c.ok);
-    say(q, "7. checks".into());
-    for c in &checks {
-        say(
-            q,
-            format!(
-                "   [{}] {}: {}",
-                if c.ok { "✓" } else { "✗" },
-                c.name,
-                c.detail
-            ),
-        );
-    }
+    crate::drill::say_checks(q, "7. checks", &checks);
     say(
         q,
         format!("VERDICT: {}", if pass { "PASS" } else { "FAIL" }),

@@ -265,7 +265,7 @@ pub(super) fn final_positions(
         Err(e) => return (false, format!("control block: {e}")),
     };
     let key = |venue: u16, instrument: u16| {
-        let name = |kind, i| killswitch_tools::scope_names::scope_name(&block, kind, i);
+        let name = |kind, i| block.scope_label(kind, i);
         format!(
             "{}/{}",
             name(ScopeKind::Venue, venue),
