@@ -229,6 +229,11 @@ pub enum HandOverError {
     /// The lease was no longer the gateway's when it took the request.
     #[error("the gateway no longer held the active-role lease (a newer epoch holds it, or it was already handed over): no session was handed over by this request")]
     Fenced,
+    /// The gateway answered, but the answer was no longer there to read
+    /// (another caller took it): whether sessions were handed over is told
+    /// by the lease (`Runtime::handed_over`).
+    #[error("the gateway answered the hand-over request but its answer was taken by another caller: read the lease to know whether sessions were handed over")]
+    AnswerLost,
     /// The gateway thread died: before taking the request (nothing was
     /// handed over), or after (some sessions may have been handed over;
     /// the lease was given back as the thread ended).
@@ -321,8 +326,10 @@ impl GatewayHandle {
             Some(HandOverAnswer::Released(sessions)) => Ok(sessions),
             Some(HandOverAnswer::NoLease) => Err(HandOverError::NoLease),
             Some(HandOverAnswer::Fenced) => Err(HandOverError::Fenced),
-            // Only this call takes the answer to its own request.
-            None => unreachable!("hand-over request {id} answered without an answer"),
+            // Only this call takes the answer to its own request (the
+            // handle is not shared between threads); should another ever
+            // take it, say so rather than panic: the lease tells the rest.
+            None => Err(HandOverError::AnswerLost),
         }
     }
 }

@@ -296,11 +296,6 @@ mod tests {
         }
     }
 
-    /// After a hand-over the writer is closed for the successor: an order
-    /// event that still reached the sink (a bug in the stop order) is not
-    /// written and is counted, and the switch is not tripped (the block is
-    /// the successor's too: a KILL there would drain the orders it
-    /// adopted).
     /// A control block and a fresh journal in `dir`, the writer passed
     /// through `prepare` before the journal state takes it.
     fn block_and_journal(
@@ -319,6 +314,11 @@ mod tests {
         (block, shared, jdir)
     }
 
+    /// After a hand-over the writer is closed for the successor: an order
+    /// event that still reached the sink (a bug in the stop order) is not
+    /// written and is counted, and the switch is not tripped (the block is
+    /// the successor's too: a KILL there would drain the orders it
+    /// adopted).
     #[test]
     fn a_writer_closed_for_its_successor_counts_lost_events_and_trips_nothing() {
         let dir = tempfile::tempdir().unwrap();

@@ -17,6 +17,8 @@
 
 use std::fmt;
 
+use std::collections::hash_map::Entry;
+
 use rustc_hash::FxHashMap;
 
 use crate::order::{OrderId, OrderState, Price, Qty};
@@ -64,29 +66,30 @@ impl OpenOrders {
 
     /// Adds or replaces the order `entry.id`; returns the order it replaced.
     pub fn insert(&mut self, entry: OrderEntry) -> Option<OrderEntry> {
-        if let Some(&i) = self.slot_of.get(&entry.id) {
-            let i = i as usize;
-            self.encoded[i] = encode(&entry);
-            return Some(std::mem::replace(&mut self.entries[i], entry));
+        match self.slot_of.entry(entry.id) {
+            Entry::Occupied(slot) => {
+                let i = *slot.get() as usize;
+                self.encoded[i] = encode(&entry);
+                Some(std::mem::replace(&mut self.entries[i], entry))
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(next_slot(&self.entries));
+                self.encoded.push(encode(&entry));
+                self.entries.push(entry);
+                None
+            }
         }
-        self.push_new(entry);
-        None
-    }
-
-    /// Adds an order known not to be in the set (the caller just looked).
-    fn push_new(&mut self, entry: OrderEntry) {
-        let slot = u32::try_from(self.entries.len()).expect("over 4 billion open orders");
-        self.slot_of.insert(entry.id, slot);
-        self.encoded.push(encode(&entry));
-        self.entries.push(entry);
     }
 
     /// Adds a new order; `Err` (and nothing changed) when the id is open.
+    /// One hash of the id: the journal mirror runs this for every new order.
     pub(crate) fn insert_new(&mut self, entry: OrderEntry) -> Result<(), ()> {
-        if self.slot_of.contains_key(&entry.id) {
+        let Entry::Vacant(slot) = self.slot_of.entry(entry.id) else {
             return Err(());
-        }
-        self.push_new(entry);
+        };
+        slot.insert(next_slot(&self.entries));
+        self.encoded.push(encode(&entry));
+        self.entries.push(entry);
         Ok(())
     }
 
@@ -100,6 +103,8 @@ impl OpenOrders {
     ) -> Option<R> {
         let i = *self.slot_of.get(id)? as usize;
         let r = f(&mut self.entries[i]);
+        // The map finds the order by this id: `f` changes its state, not it.
+        debug_assert_eq!(self.entries[i].id, *id, "an update changed the order's id");
         if self.entries[i].state.is_terminal() {
             self.remove_slot(i);
         } else {
@@ -188,6 +193,11 @@ impl OpenOrders {
         }
         Ok(out)
     }
+}
+
+/// The slot the next pushed order takes.
+fn next_slot(entries: &[OrderEntry]) -> u32 {
+    u32::try_from(entries.len()).expect("over 4 billion open orders")
 }
 
 /// One order in the snapshot record's 48-byte layout: id u64, tags 4×u16,
