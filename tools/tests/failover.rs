@@ -9,15 +9,13 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::time::Duration;
 
-use killswitch::control::ControlBlock;
 use killswitch::journal::rebuild;
 use killswitch_tools::fix::parse_fixed;
 use killswitch_tools::venue_server::audit::{working_orders, AuditEntry};
-use support::pair::{config, new_orders, work_and_venue, Engine, FIRM};
-use support::venue::{events, VenueProc};
-use support::{ks, run, wait_for};
+use support::pair::{config, new_orders, wait_orders, work_and_venue, Engine, FIRM};
+use support::venue::events;
+use support::{ks, run};
 
 fn failover_cmd(work: &Path, what: &str) -> String {
     let mut c = ks(work, "pair");
@@ -25,12 +23,6 @@ fn failover_cmd(work: &Path, what: &str) -> String {
     let out = run(c);
     out.expect_code(0);
     out.stdout()
-}
-
-/// Waits until the venue has received `more` new orders beyond `from`.
-fn wait_orders(venue: &VenueProc, from: usize, more: usize, what: &str) -> usize {
-    let log = venue.wait_audit("SIM", what, |log| new_orders(log).len() >= from + more);
-    new_orders(&log).len()
 }
 
 /// The longest pause between two consecutive new orders at the venue
@@ -47,29 +39,6 @@ fn gap_around(log: &[AuditEntry], at: u64) -> u64 {
         (Some(b), Some(a)) => a - b,
         _ => 0,
     }
-}
-
-/// Waits until `e` (same pid) follows the active as its standby; the
-/// journal sequence it applied.
-fn following(block: &ControlBlock, e: &mut Engine, what: &str) -> u64 {
-    let mut seq = 0;
-    assert!(
-        wait_for(Duration::from_secs(60), || block.standby().is_some_and(
-            |s| {
-                seq = s.applied_seq;
-                s.pid == e.pid() && s.applied_seq > 0
-            }
-        )),
-        "{what}; log:\n{}",
-        e.log()
-    );
-    assert!(e.running(), "{what}: still running; log:\n{}", e.log());
-    assert!(
-        e.log().contains("restarting as the standby"),
-        "{what}; log:\n{}",
-        e.log()
-    );
-    seq
 }
 
 /// The report an engine wrote when it handed epoch `epoch` over (kept
@@ -105,27 +74,10 @@ fn orders_flow_through_a_failover_and_a_failback_with_nothing_lost_or_doubled() 
     let w = work.path();
     std::fs::write(w.join("engine.toml"), config(w, venue.addr("SIM"))).unwrap();
     let mut a = Engine::spawn(w, "a1", false);
-    let mut block = None;
-    assert!(
-        wait_for(Duration::from_secs(60), || {
-            block = ControlBlock::open(w, "pair")
-                .ok()
-                .filter(|b| b.owner().pid == a.pid() && b.lease().holder == a.pid());
-            block.is_some()
-        }),
-        "active attached with the lease; log:\n{}",
-        a.log()
-    );
-    let block = block.unwrap();
+    let block = a.holding_lease(w);
     let n = wait_orders(&venue, 0, 150, "the active trades");
     let mut b = Engine::spawn(w, "b1", true);
-    assert!(
-        wait_for(Duration::from_secs(60), || block
-            .standby()
-            .is_some_and(|s| s.pid == b.pid() && s.applied_seq > 0)),
-        "standby following; log:\n{}",
-        b.log()
-    );
+    b.following(&block, "standby following");
     let n = wait_orders(&venue, n, 100, "trading with a standby");
 
     // Failover: a -> b.
@@ -134,7 +86,7 @@ fn orders_flow_through_a_failover_and_a_failback_with_nothing_lost_or_doubled() 
     // The old active restarts by itself as the standby of the new active
     // (`[failover] restart_as_standby`, on by default): the same process,
     // re-executed with --standby.
-    let a_standby = following(&block, &mut a, "the old active restarted as the standby");
+    let a_standby = a.following(&block, "the old active restarted as the standby");
     let handed = handover_report(w, "a1", 1);
     assert_eq!(handed["exit_code"].as_i64(), Some(0), "{handed}");
     assert!(
@@ -151,7 +103,7 @@ fn orders_flow_through_a_failover_and_a_failback_with_nothing_lost_or_doubled() 
     // the standby.
     let out = failover_cmd(w, "failback");
     assert!(out.contains(&format!("active pid {}", a.pid())), "{out}");
-    following(&block, &mut b, "the new active restarted as the standby");
+    b.following(&block, "the new active restarted as the standby");
     let handed = handover_report(w, "b1", 2);
     assert_eq!(handed["exit_code"].as_i64(), Some(0), "{handed}");
     wait_orders(&venue, n, 150, "trading after the failback");

@@ -24,7 +24,7 @@ use killswitch::control::ControlBlock;
 use killswitch_tools::venue_server::audit::{working_orders, AuditEntry};
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use support::pair::{config, new_orders, work_and_venue, Engine, FIRM};
+use support::pair::{config, new_orders, wait_orders, work_and_venue, Engine, FIRM};
 use support::venue::{events, VenueProc};
 use support::{ks, run, wait_for};
 
@@ -51,33 +51,12 @@ fn start_pair(active_env: &[(&str, &Path)]) -> Pair {
     let cfg = config(w, venue.addr("SIM")) + "\n[failover]\nrestart_as_standby = false\n";
     std::fs::write(w.join("engine.toml"), cfg).unwrap();
     let active = Engine::spawn_env(w, "active", false, active_env);
-    let mut block = None;
-    assert!(
-        wait_for(Duration::from_secs(60), || {
-            block = ControlBlock::open(w, "pair")
-                .ok()
-                .filter(|b| b.lease().holder == active.pid());
-            block.is_some()
-        }),
-        "active attached with the lease; log:\n{}",
-        active.log()
-    );
-    let block = block.unwrap();
-    venue.wait_audit("SIM", "the active trades", |log| {
-        new_orders(log).len() >= 150
-    });
+    let block = active.holding_lease(w);
+    wait_orders(&venue, 0, 150, "the active trades");
     let standby = Engine::spawn(w, "standby", true);
-    assert!(
-        wait_for(Duration::from_secs(60), || block
-            .standby()
-            .is_some_and(|s| s.pid == standby.pid() && s.applied_seq > 0)),
-        "standby following; log:\n{}",
-        standby.log()
-    );
+    standby.following(&block, "standby following");
     let n = new_orders(&venue.audit("SIM")).len();
-    venue.wait_audit("SIM", "trading with a standby", |log| {
-        new_orders(log).len() >= n + 50
-    });
+    wait_orders(&venue, n, 50, "trading with a standby");
     Pair {
         work,
         venue,

@@ -31,10 +31,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use killswitch::clock::mono_ns;
-use killswitch::control::ControlBlock;
 use killswitch_tools::venue_server::audit::working_orders;
 use nix::sys::signal::Signal;
-use support::pair::{config, new_orders, work_and_venue, Engine, FIRM};
+use support::pair::{config, new_orders, wait_orders, work_and_venue, Engine, FIRM};
 use support::venue::events;
 use support::{ks, run, wait_for};
 
@@ -57,33 +56,12 @@ fn an_old_active_stopped_mid_failover_sends_nothing_after_the_new_epoch() {
         false,
         &[("KS_ENGINE_TEST_HOLD_HAND_OVER", release.as_path())],
     );
-    let mut block = None;
-    assert!(
-        wait_for(Duration::from_secs(60), || {
-            block = ControlBlock::open(w, "pair")
-                .ok()
-                .filter(|b| b.lease().holder == a.pid());
-            block.is_some()
-        }),
-        "active attached with the lease; log:\n{}",
-        a.log()
-    );
-    let block = block.unwrap();
-    venue.wait_audit("SIM", "the active trades", |log| {
-        new_orders(log).len() >= 150
-    });
+    let block = a.holding_lease(w);
+    wait_orders(&venue, 0, 150, "the active trades");
     let mut b = Engine::spawn(w, "b", true);
-    assert!(
-        wait_for(Duration::from_secs(60), || block
-            .standby()
-            .is_some_and(|s| s.pid == b.pid() && s.applied_seq > 0)),
-        "standby following; log:\n{}",
-        b.log()
-    );
+    b.following(&block, "standby following");
     let n = new_orders(&venue.audit("SIM")).len();
-    venue.wait_audit("SIM", "trading with a standby", |log| {
-        new_orders(log).len() >= n + 50
-    });
+    wait_orders(&venue, n, 50, "trading with a standby");
 
     let mut cmd = ks(w, "pair");
     cmd.args(["failover", "--timeout", "120s"])
@@ -141,13 +119,7 @@ fn an_old_active_stopped_mid_failover_sends_nothing_after_the_new_epoch() {
         "released {seen} before SIGCONT {continued_at}"
     );
     // The old active restarts as the standby of the new active.
-    assert!(
-        wait_for(Duration::from_secs(60), || block
-            .standby()
-            .is_some_and(|s| s.pid == a.pid() && s.applied_seq > 0)),
-        "the old active follows as the standby; log:\n{}",
-        a.log()
-    );
+    a.following(&block, "the old active follows as the standby");
     let handed: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(w.join(format!("a.handover-{epoch}.json"))).unwrap(),
     )

@@ -5,22 +5,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use killswitch::control::ControlBlock;
 use killswitch_tools::venue_server::audit::AuditEntry;
 
-use super::KILLSWITCH;
+use super::venue::VenueProc;
+use super::{wait_for, KILLSWITCH};
 
 /// A pair test's work directory (`KS_KEEP=1` keeps it: logs, audit,
 /// journal) and its venue: `ks-venue` with one venue `SIM` listing `I0`,
 /// synthetic flow every 500 µs, and the session takeover's grace period
 /// `grace_ms`.
-pub fn work_and_venue(grace_ms: u64) -> (tempfile::TempDir, super::venue::VenueProc) {
+pub fn work_and_venue(grace_ms: u64) -> (tempfile::TempDir, VenueProc) {
     let work = tempfile::Builder::new()
         .disable_cleanup(std::env::var_os("KS_KEEP").is_some())
         .tempdir()
         .unwrap();
     eprintln!("work dir {}", work.path().display());
     let grace = grace_ms.to_string();
-    let venue = super::venue::VenueProc::start(
+    let venue = VenueProc::start(
         work.path(),
         &["SIM"],
         &[
@@ -150,6 +152,40 @@ impl Engine {
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), sig).unwrap();
     }
+
+    /// Waits until this engine owns the pair's block in `work` and holds
+    /// its lease (deadline 60 s); the block.
+    pub fn holding_lease(&self, work: &Path) -> ControlBlock {
+        let mut block = None;
+        assert!(
+            wait_for(Duration::from_secs(60), || {
+                block = ControlBlock::open(work, "pair")
+                    .ok()
+                    .filter(|b| b.owner().pid == self.pid() && b.lease().holder == self.pid());
+                block.is_some()
+            }),
+            "active attached with the lease; log:\n{}",
+            self.log()
+        );
+        block.unwrap()
+    }
+
+    /// Waits until this engine follows the active as the standby of
+    /// `block` (deadline 60 s); the journal sequence it applied.
+    pub fn following(&self, block: &ControlBlock, what: &str) -> u64 {
+        let mut seq = 0;
+        assert!(
+            wait_for(Duration::from_secs(60), || block.standby().is_some_and(
+                |s| {
+                    seq = s.applied_seq;
+                    s.pid == self.pid() && s.applied_seq > 0
+                }
+            )),
+            "{what}; log:\n{}",
+            self.log()
+        );
+        seq
+    }
 }
 
 impl Drop for Engine {
@@ -167,4 +203,11 @@ impl Drop for Engine {
 /// The firm's NewOrderSingles the venue received, in order.
 pub fn new_orders(log: &[AuditEntry]) -> Vec<&AuditEntry> {
     log.iter().filter(|e| e.is_new_order_from(FIRM)).collect()
+}
+
+/// Waits until the venue has received `more` of the firm's new orders
+/// beyond `from`; how many it has received.
+pub fn wait_orders(venue: &VenueProc, from: usize, more: usize, what: &str) -> usize {
+    let log = venue.wait_audit("SIM", what, |log| new_orders(log).len() >= from + more);
+    new_orders(&log).len()
 }
