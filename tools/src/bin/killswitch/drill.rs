@@ -146,6 +146,17 @@ pub struct Check {
     pub detail: String,
 }
 
+impl Check {
+    /// A check named `name`, passed or not, with its figures.
+    pub fn new(name: &str, ok: bool, detail: String) -> Check {
+        Check {
+            name: name.into(),
+            ok,
+            detail,
+        }
+    }
+}
+
 /// The drill's result.
 #[derive(Clone, Debug, Serialize)]
 pub struct DrillReport {

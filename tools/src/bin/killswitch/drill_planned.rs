@@ -287,14 +287,6 @@ fn drill(args: &DrillArgs) -> Result<PlannedDrillReport, String> {
     Ok(report)
 }
 
-fn check(name: &str, ok: bool, detail: String) -> Check {
-    Check {
-        name: name.into(),
-        ok,
-        detail,
-    }
-}
-
 /// Waits (30 s at most) until SIM-B's liquidity is withdrawn: its audit
 /// log over the wire, the engine's log in-process. Returns what said so.
 fn wait_for_withdrawal(
@@ -352,13 +344,13 @@ fn checks(
     } else {
         0
     };
-    out.push(check(
+    out.push(Check::new(
         &format!("engine process exited {want_engine} and was reaped (no zombie)"),
         engine_status.is_some_and(|s| s.code() == Some(want_engine)) && !zombie,
         engine_status.map_or("did not exit".into(), |s| s.to_string()),
     ));
     let Some(r) = r else {
-        out.push(check(
+        out.push(Check::new(
             "the engine wrote its planned-shutdown report",
             false,
             "no report beside the control block".into(),
@@ -381,7 +373,7 @@ fn checks(
     } else {
         (0, killswitch::shutdown::words::OUTCOME_CLEAN)
     };
-    out.push(check(
+    out.push(Check::new(
         &format!(
             "`killswitch shutdown` followed all 13 steps, in order, none failed, and exited {want_exit}{}",
             if dry { " (finished with the positions not flattened as its one finding)" } else { "" }
@@ -452,7 +444,7 @@ fn checks(
                         .is_some_and(|n| n.contains("positions not flattened"))
             }));
     if flatten != "none" {
-        out.push(check(
+        out.push(Check::new(
             if dry {
                 "SIM-B's positions did not flatten: escalated to aggressive, then reported as remaining (step 5's warning, flatten results); the other venue's flattened"
             } else {
@@ -497,7 +489,7 @@ fn checks(
         .filter(|w| w.contains("no position report"))
         .map(str::to_string)
         .collect();
-    out.push(check(
+    out.push(Check::new(
         "reconciled: every venue answered and its positions match the engine's",
         bad.is_empty() && unanswered.is_empty(),
         format!(
@@ -515,13 +507,13 @@ fn checks(
         ),
     ));
     let (ck_good, ck_found) = crate::shutdown_cmds::checkpoint_check(r);
-    out.push(check(
+    out.push(Check::new(
         "complete checkpoint valid, its CRC-64 the report's",
         ck_good,
         ck_found,
     ));
     let strag = r["stragglers"].as_array().map_or(0, Vec::len);
-    out.push(check(
+    out.push(Check::new(
         "every order closed before the wait ended (no straggler)",
         strag == 0 && r["cancelled"].as_u64().unwrap_or(0) > 0,
         format!(
@@ -535,7 +527,7 @@ fn checks(
         .filter(|c| c["graceful"] != true)
         .map(|c| c["name"].as_str().unwrap_or("").to_string())
         .collect();
-    out.push(check(
+    out.push(Check::new(
         "every service stopped gracefully, in the runbook's order",
         forced.is_empty(),
         format!(
@@ -552,7 +544,7 @@ fn checks(
             }
         ),
     ));
-    out.push(check(
+    out.push(Check::new(
         "`killswitch verify-shutdown` passes",
         verify_exit == Some(0),
         format!("exit {verify_exit:?}"),

@@ -188,13 +188,8 @@ fn rolling(args: &DrillArgs) -> Result<RollingReport, String> {
 
     // 3. Failover, 4. failback.
     let mut checks = Vec::new();
-    let mut check = |name: &str, ok: bool, detail: String| {
-        checks.push(Check {
-            name: name.into(),
-            ok,
-            detail,
-        });
-    };
+    let mut check =
+        |name: &str, ok: bool, detail: String| checks.push(Check::new(name, ok, detail));
     let mut handed = Vec::new();
     for step in [3, 4] {
         let (what, from, to) = if step == 3 {

@@ -283,13 +283,8 @@ pub(super) fn drill(args: &DrillArgs) -> Result<DrillReport, String> {
 
     // 5. Checks.
     let mut checks = Vec::new();
-    let mut check = |name: &str, ok: bool, detail: String| {
-        checks.push(Check {
-            name: name.into(),
-            ok,
-            detail,
-        })
-    };
+    let mut check =
+        |name: &str, ok: bool, detail: String| checks.push(Check::new(name, ok, detail));
     let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok();
     check(
         "engine process exited and was reaped (no zombie)",
