@@ -11,14 +11,17 @@
 //! test lets it go, which is how a gateway that is busy, or a venue whose
 //! hand-over is slow, is driven without timing assertions.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{answers_until, buy};
 use killswitch::access::Access;
 use killswitch::control::LeaseConfig;
 use killswitch::journal::{rebuild, JournalConfig, JournalLock};
-use killswitch::order::{OrderId, OrderIntent, Price, Qty, ScopeTags, Side};
+use killswitch::order::{OrderId, ScopeTags};
 use killswitch::registry::Refusal;
 use killswitch::runtime::{Answer, Runtime, StrategyHandle};
 use killswitch::venue::{NewOrder, Venue, VenueError, VenueEvent};
@@ -154,31 +157,11 @@ fn engine() -> Engine {
     }
 }
 
-fn buy(tags: ScopeTags, px: i64) -> OrderIntent {
-    OrderIntent {
-        tags,
-        side: Side::Buy,
-        qty: Qty::from_lots(1),
-        price: Price::from_units(px),
-        position: Qty::ZERO,
-    }
-}
-
 /// Reads answers until `pred` matches one, within the deadline.
-fn answer_where(h: &mut StrategyHandle, mut pred: impl FnMut(&Answer) -> bool) -> Answer {
-    let end = Instant::now() + WAIT;
-    let mut seen = Vec::new();
-    loop {
-        match h.try_answer() {
-            Ok(Some(a)) if pred(&a) => return a,
-            Ok(Some(a)) => seen.push(a),
-            Ok(None) => {
-                assert!(Instant::now() < end, "no matching answer; saw {seen:?}");
-                std::thread::sleep(Duration::from_micros(200));
-            }
-            Err(lost) => panic!("{lost}"),
-        }
-    }
+fn answer_where(h: &mut StrategyHandle, pred: impl FnMut(&Answer) -> bool) -> Answer {
+    let mut read = answers_until(h, pred);
+    read.pop()
+        .expect("answers_until returns the matching answer last")
 }
 
 /// Submits an order and waits for the venue's acknowledgement.

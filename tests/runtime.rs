@@ -9,12 +9,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{wait_for, SharedVenue};
+use common::{answers_until, buy, wait_for, SharedVenue};
 use killswitch::control::{ControlBlock, GatewaySnapshot, Mode, Operator, Source, TripRequest};
 use killswitch::journal::JournalConfig;
-use killswitch::order::{OrderId, OrderIntent, OrderState, Price, Qty, ScopeTags, Side};
+use killswitch::order::{OrderId, OrderState, Price, Qty, ScopeTags, Side};
 use killswitch::registry::Refusal;
 use killswitch::runtime::{
     exit, Answer, RecoveredOrders, Runtime, RuntimeError, SnapshotPolicy, StopReason,
@@ -39,39 +39,6 @@ fn shm() -> tempfile::TempDir {
         tempfile::tempdir()
     }
     .unwrap()
-}
-
-fn buy(tags: ScopeTags, px: i64) -> OrderIntent {
-    OrderIntent {
-        tags,
-        side: Side::Buy,
-        qty: Qty::from_lots(1),
-        price: Price::from_units(px),
-        position: Qty::ZERO,
-    }
-}
-
-/// Reads answers until `pred` has matched one, within the deadline;
-/// returns every answer read.
-fn answers_until(h: &mut StrategyHandle, mut pred: impl FnMut(&Answer) -> bool) -> Vec<Answer> {
-    let end = Instant::now() + WAIT;
-    let mut seen = Vec::new();
-    loop {
-        match h.try_answer() {
-            Ok(Some(a)) => {
-                let done = pred(&a);
-                seen.push(a);
-                if done {
-                    return seen;
-                }
-            }
-            Ok(None) => {
-                assert!(Instant::now() < end, "no matching answer; saw {seen:?}");
-                std::thread::sleep(Duration::from_micros(200));
-            }
-            Err(lost) => panic!("{lost}"),
-        }
-    }
 }
 
 #[test]

@@ -16,6 +16,7 @@ use killswitch::order::{
     OrderEvent, OrderId, OrderIntent, OrderState, Price, Qty, ScopeTags, Side,
 };
 use killswitch::registry::{EventSink, RecordedEvent, Registry};
+use killswitch::runtime::{Answer, StrategyHandle};
 use killswitch::venue::sim::{SimConfig, SimHandle, SimVenue, WireMessage};
 use killswitch::venue::{MassCancelScope, NewOrder, Venue, VenueError, VenueEvent};
 
@@ -316,6 +317,40 @@ impl EventSink for JournalRecorder {
                     }
                 }
             }
+        }
+    }
+}
+
+/// A one-lot buy at `px` units with these tags.
+pub fn buy(tags: ScopeTags, px: i64) -> OrderIntent {
+    OrderIntent {
+        tags,
+        side: Side::Buy,
+        qty: Qty::from_lots(1),
+        price: Price::from_units(px),
+        position: Qty::ZERO,
+    }
+}
+
+/// Reads answers until `pred` has matched one, within the deadline;
+/// returns every answer read.
+pub fn answers_until(h: &mut StrategyHandle, mut pred: impl FnMut(&Answer) -> bool) -> Vec<Answer> {
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    loop {
+        match h.try_answer() {
+            Ok(Some(a)) => {
+                let done = pred(&a);
+                seen.push(a);
+                if done {
+                    return seen;
+                }
+            }
+            Ok(None) => {
+                assert!(Instant::now() < end, "no matching answer; saw {seen:?}");
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            Err(lost) => panic!("{lost}"),
         }
     }
 }

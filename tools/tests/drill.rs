@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use killswitch::control::{ControlBlock, DrainPhase, DrainSnapshot, GatewaySnapshot, Mode, Source};
 use serde_json::Value;
-use support::{ks, run, wait_for, KILLSWITCH};
+use support::{ks, passing_drill, run, wait_for, KILLSWITCH};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -44,22 +44,7 @@ fn drill(scenario: &str, method: &str, venues: &str, work: Option<&std::path::Pa
     if let Some(w) = work {
         c.arg("--work-dir").arg(w);
     }
-    let out = run(c);
-    let v: Value = serde_json::from_slice(&out.output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "drill printed no JSON ({e}):\n{}\n{}",
-            out.stdout(),
-            out.stderr()
-        )
-    });
-    assert!(
-        v["pass"].as_bool().unwrap(),
-        "drill {scenario} failed:\n{}\n{}",
-        serde_json::to_string_pretty(&v["checks"]).unwrap(),
-        out.stderr()
-    );
-    out.expect_code(0);
-    v
+    passing_drill(c, &format!("drill {scenario}")).0
 }
 
 /// The signals `killswitch emergency` sent to the engine, in order.

@@ -10,7 +10,7 @@ mod support;
 use std::process::Command;
 
 use serde_json::Value;
-use support::{run, KILLSWITCH};
+use support::{passing_drill, run, KILLSWITCH};
 
 #[test]
 fn the_rolling_restart_drill_passes_with_nothing_lost_or_doubled() {
@@ -23,21 +23,7 @@ fn the_rolling_restart_drill_passes_with_nothing_lost_or_doubled() {
         "1s",
         "--json",
     ]);
-    let out = run(c);
-    let v: Value = serde_json::from_slice(&out.output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "drill printed no JSON ({e}):\n{}\n{}",
-            out.stdout(),
-            out.stderr()
-        )
-    });
-    assert!(
-        v["pass"].as_bool().unwrap(),
-        "rolling-restart drill failed:\n{}\n{}",
-        serde_json::to_string_pretty(&v["checks"]).unwrap(),
-        out.stderr()
-    );
-    out.expect_code(0);
+    let (v, out) = passing_drill(c, "rolling-restart drill");
     assert!(out.stderr().contains("VERDICT: PASS"), "{}", out.stderr());
     let checks = v["checks"].as_array().unwrap();
     assert!(checks.iter().all(|c| c["ok"].as_bool() == Some(true)));

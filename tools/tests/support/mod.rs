@@ -69,6 +69,27 @@ impl Run {
     }
 }
 
+/// Runs a `killswitch drill ... --json`: its JSON report, checked to say
+/// `pass` (the checks printed when not) with exit code 0.
+pub fn passing_drill(cmd: Command, what: &str) -> (serde_json::Value, Run) {
+    let out = run(cmd);
+    let v: serde_json::Value = serde_json::from_slice(&out.output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "drill printed no JSON ({e}):\n{}\n{}",
+            out.stdout(),
+            out.stderr()
+        )
+    });
+    assert!(
+        v["pass"].as_bool().unwrap(),
+        "{what} failed:\n{}\n{}",
+        serde_json::to_string_pretty(&v["checks"]).unwrap(),
+        out.stderr()
+    );
+    out.expect_code(0);
+    (v, out)
+}
+
 /// Waits for `cond` with a deadline; false if it never held.
 pub fn wait_for(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + deadline;
